@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+// DiffBIR converter, compiler and ahead-of-time executor. Module map and import rules:
+// ../shared/ARCHITECTURE.md (summarised in README.md, "Layout").
+import PackageDescription
+
+let package = Package(
+    name: "DiffBIRSwift",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "diffbir", targets: ["diffbir"]),
+        .library(name: "DiffBIRCompiler", targets: ["Importers"]),
+        .library(name: "DiffBIRRuntime", targets: ["Kernels", "Pipeline"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System-library shims: a module map and one header each.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CProtobufC", path: "Sources/CProtobufC"),
+        // libpng + zlib behind a small C wrapper (libpng reports errors with longjmp,
+        // which Swift cannot catch).
+        .target(
+            name: "CPNG",
+            path: "Sources/CPNG",
+            linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("z")]
+        ),
+        // C code generated once from onnx.proto by protoc-c (see Tools/gen-onnx-proto.sh).
+        .target(name: "ONNXProto", dependencies: ["CProtobufC"], path: "Sources/ONNXProto",
+                linkerSettings: [.linkedLibrary("protobuf-c")]),
+
+        .target(name: "Tensors"),
+        .target(name: "Importers", dependencies: ["Tensors", "ONNXProto"]),
+        .target(name: "Kernels", dependencies: ["Tensors", "CBLAS"]),
+        .target(name: "Pipeline", dependencies: ["Tensors", "CPNG"]),
+
+        .executableTarget(
+            name: "diffbir",
+            dependencies: [
+                "Tensors", "Importers", "Pipeline",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/diffbir"
+        ),
+
+        // Test-only helpers: fixture paths, checksums, error-budget assertions.
+        .target(name: "TestSupport", dependencies: ["Tensors", "CPNG"], path: "Sources/TestSupport"),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+        .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Tensors", "TestSupport"]),
+    ]
+)

@@ -1,0 +1,144 @@
+import Tensors
+
+/// Reads `torch.save` zip files (.pt, .pth, .ckpt): `<root>/data.pkl` (the pickled object tree),
+/// `<root>/data/<key>` (raw little-endian storage bytes, one record per storage), `<root>/byteorder`.
+///
+/// The pickle is parsed by `PickleMachine`, which names no code it does not know; tensors become
+/// `TensorEntry`s viewing their storage records in the mapped file (views, storage offsets, strides
+/// and storages shared between tensors all preserved, no bytes copied).
+enum TorchCheckpoint {
+    /// The first bytes of a legacy (pre-1.6, non-zip) `torch.save` file: protocol 2 + the magic
+    /// number 0x1950a86a20f9469cfc6c as a LONG1.
+    static let legacyMagic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
+
+    struct Contents {
+        var tensors: [TensorEntry]
+        var skipped: [SkippedEntry]
+        var wrapper: String?
+    }
+
+    static func read(_ file: MappedFile) throws(CheckpointError) -> Contents {
+        let path = file.path
+        let zip = try ZipArchive.read(file)
+        let pickles = zip.records.filter { $0.name == "data.pkl" || $0.name.hasSuffix("/data.pkl") }
+        guard let pkl = pickles.min(by: { $0.name.count < $1.name.count }) else {
+            throw CheckpointError(path, "zip has no data.pkl record: not a torch.save checkpoint")
+        }
+        let root = String(pkl.name.dropLast("data.pkl".count))
+        guard pkl.method == 0 else {
+            throw CheckpointError(path, at: "zip record '\(pkl.name)'", "compressed record (method \(pkl.method)); torch.save writes stored records: re-save the file with torch.save")
+        }
+        if let bo = zip.record(root + "byteorder") {
+            let order = String(decoding: file.bytes(bo.data), as: UTF8.self)
+            guard order == "little" else {
+                throw CheckpointError(path, at: "zip record '\(bo.name)'", "byte order '\(order)' is not supported (only little-endian)")
+            }
+        }
+
+        // Persistent ids name storages; check each against its record once.
+        var storages: [String: StorageRef] = [:]
+        let load: (PickleValue, Int) throws(PickleMachine.Failure) -> PickleValue = { pid, offset throws(PickleMachine.Failure) in
+            guard case .tuple(let t) = pid, t.count >= 5, case .string("storage") = t[0] else {
+                throw PickleMachine.Failure(offset: offset, message: "persistent id \(pid.summary) is not a torch storage reference")
+            }
+            guard case .global(.storageType(let dtype)) = t[1] else {
+                throw PickleMachine.Failure(offset: offset, message: "storage type is \(t[1].summary)")
+            }
+            guard case .string(let key) = t[2], case .int(let count) = t[4], count >= 0 else {
+                throw PickleMachine.Failure(offset: offset, message: "malformed storage reference")
+            }
+            let ref = StorageRef(key: key, dtype: dtype, count: count)
+            storages[key] = ref
+            return .storage(ref)
+        }
+        var machine = PickleMachine(file.bytes(pkl.data), persistentLoad: load)
+        let tree: PickleValue
+        do { tree = try machine.run() } catch {
+            throw CheckpointError(path, at: "\(pkl.name) offset \(error.offset)", error.message)
+        }
+
+        // Walk the tree into named entries.
+        var contents = Contents(tensors: [], skipped: [], wrapper: nil)
+        var start = tree
+        if case .dict(let d) = tree, let sd = d.items.first(where: { if case .string("state_dict") = $0.0 { return true } else { return false } }),
+           case .dict = sd.1 {
+            contents.wrapper = "state_dict"
+            for (k, v) in d.items {
+                if case .string("state_dict") = k { continue }
+                contents.skipped.append(SkippedEntry(name: keyName(k), summary: v.summary))
+            }
+            start = sd.1
+        }
+        var names = Set<String>()
+        var failure: CheckpointError?
+        func visit(_ v: PickleValue, _ name: String) {
+            guard failure == nil else { return }
+            switch v {
+            case .dict(let d):
+                for (k, x) in d.items { visit(x, name.isEmpty ? keyName(k) : name + "." + keyName(k)) }
+            case .list(let l):
+                for (i, x) in l.items.enumerated() { visit(x, name.isEmpty ? String(i) : "\(name).\(i)") }
+            case .tuple(let items):
+                for (i, x) in items.enumerated() { visit(x, name.isEmpty ? String(i) : "\(name).\(i)") }
+            case .tensor(let t):
+                let entryName = name.isEmpty ? "tensor" : name
+                guard names.insert(entryName).inserted else {
+                    failure = CheckpointError(path, "two tensors are named '\(entryName)' once nested names are joined with '.'")
+                    return
+                }
+                do { contents.tensors.append(try entry(t, entryName, root: root, zip: zip, file: file, pickle: pkl.name)) } catch { failure = error }
+            default:
+                contents.skipped.append(SkippedEntry(name: name.isEmpty ? "(root)" : name, summary: v.summary))
+            }
+        }
+        visit(start, "")
+        if let failure { throw failure }
+        return contents
+    }
+
+    private static func keyName(_ k: PickleValue) -> String {
+        switch k {
+        case .string(let s): return s
+        case .int(let i): return String(i)
+        default: return k.summary
+        }
+    }
+
+    private static func entry(_ t: TensorRef, _ name: String, root: String, zip: ZipArchive, file: MappedFile,
+                              pickle: String) throws(CheckpointError) -> TensorEntry {
+        let path = file.path
+        let at = "tensor '\(name)' (\(pickle) offset \(t.pickleOffset))"
+        let recordName = root + "data/" + t.storage.key
+        guard let record = zip.record(recordName) else {
+            throw CheckpointError(path, at: at, "its storage '\(t.storage.key)' has no record '\(recordName)' in the zip")
+        }
+        guard record.method == 0 else {
+            throw CheckpointError(path, at: "zip record '\(recordName)'", "compressed record (method \(record.method)); torch.save writes stored records")
+        }
+        let dtype = t.storage.dtype
+        let (needed, overflow) = t.storage.count.multipliedReportingOverflow(by: dtype.byteSize)
+        guard !overflow, record.data.count >= needed else {
+            throw CheckpointError(path, at: "zip record '\(recordName)'", "holds \(record.data.count) bytes, but storage '\(t.storage.key)' declares \(t.storage.count) elements of \(dtype) (\(needed) bytes): truncated")
+        }
+        guard let count = Shape.checkedCount(t.size) else { throw CheckpointError(path, at: at, "invalid size \(t.size)") }
+        guard t.offset >= 0, t.stride.allSatisfy({ $0 >= 0 }) else {
+            throw CheckpointError(path, at: at, "negative storage offset \(t.offset) or stride \(t.stride)")
+        }
+        if count > 0 {
+            // The last element reached must lie inside the storage.
+            var last = t.offset
+            for (s, st) in Swift.zip(t.size, t.stride) {
+                let (p, o1) = (s - 1).multipliedReportingOverflow(by: st)
+                let (sum, o2) = last.addingReportingOverflow(p)
+                guard !o1, !o2 else { throw CheckpointError(path, at: at, "size \(t.size) with stride \(t.stride) overflows") }
+                last = sum
+            }
+            guard last < t.storage.count else {
+                throw CheckpointError(path, at: at, "view (offset \(t.offset), size \(t.size), stride \(t.stride)) reaches element \(last) of a storage of \(t.storage.count) elements")
+            }
+        }
+        return TensorEntry(name: name, dtype: dtype, shape: Shape(t.size), file: file,
+                           storage: record.data.lowerBound..<(record.data.lowerBound + needed),
+                           elementOffset: t.offset, strides: t.stride, storageKey: t.storage.key)
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import Importers
+import Tensors
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert checkpoints (.pt/.pth/.ckpt/.safetensors) to one .safetensors file.",
+        discussion: """
+        Tensors are copied one at a time, in pieces of a few MB, from the memory-mapped input to the \
+        output: converting a 5 GB checkpoint holds little more than one piece in memory. Views and \
+        strided tensors are written contiguous. With several inputs the tensors are merged; a name \
+        that occurs twice is an error.
+
+        --dtype changes floating-point tensors only (rounding to nearest even); integer and bool \
+        tensors keep their type. --select keeps tensors whose original name starts with a prefix; \
+        --strip-prefix then removes a prefix from the names (e.g. `--select first_stage_model. \
+        --strip-prefix first_stage_model.` extracts the VAE of a Stable Diffusion checkpoint).
+
+        The output is written to a temporary file beside it and renamed into place at the end: \
+        on any error nothing is left behind. An existing output is kept unless --overwrite.
+        """
+    )
+
+    @Argument(help: "Input checkpoints.")
+    var inputs: [String]
+
+    @Option(name: .shortAndLong, help: "Output .safetensors file.")
+    var output: String
+
+    @Option(help: "Floating-point dtype of the output: f32, f16, bf16 or f64 (default: unchanged).")
+    var dtype: String?
+
+    @Option(help: "Keep only tensors whose name starts with this prefix (repeatable).")
+    var select: [String] = []
+
+    @Option(help: "Remove this prefix from tensor names (repeatable; the first that matches).")
+    var stripPrefix: [String] = []
+
+    @Flag(help: "Replace the output if it exists.")
+    var overwrite = false
+
+    @Flag(name: .shortAndLong, help: "No progress on standard error.")
+    var quiet = false
+
+    func validate() throws {
+        guard !inputs.isEmpty else { throw ValidationError("give at least one input checkpoint") }
+        if let dtype {
+            guard let d = DType(name: dtype), d.isFloatingPoint else {
+                throw ValidationError("--dtype must be one of f32, f16, bf16, f64 (got '\(dtype)')")
+            }
+        }
+    }
+
+    func run() throws {
+        let start = Date()
+        var options = ConvertOptions(dtype: dtype.flatMap { DType(name: $0) }, selectPrefixes: select, stripPrefixes: stripPrefix, overwrite: overwrite)
+        options.chunkBytes = 8 << 20
+        var lastShown = Date.distantPast
+        let report: ConvertReport
+        do {
+            let checkpoints = try inputs.map { path throws(CheckpointError) in try Checkpoint.open(path) }
+            report = try Converter.convert(checkpoints, to: output, options: options) { p in
+                guard !quiet, Date().timeIntervalSince(lastShown) > 0.25 || p.bytesDone == p.bytesTotal else { return }
+                lastShown = Date()
+                let percent = p.bytesTotal > 0 ? 100 * Double(p.bytesDone) / Double(p.bytesTotal) : 100
+                printError(String(format: "\rconverting: tensor %d/%d, %@ of %@ (%.0f%%)   ", p.tensor + 1, p.tensorCount,
+                                  formatBytes(p.bytesDone), formatBytes(p.bytesTotal), percent), terminator: "")
+            }
+        } catch {
+            if !quiet { printError("") }
+            throw ToolError(error.description)
+        }
+        if !quiet { printError("") }
+        let seconds = Date().timeIntervalSince(start)
+        print("wrote \(output): \(report.tensors) tensors (\(report.retyped) converted to \(options.dtype?.rawValue ?? "-")), "
+              + "\(formatBytes(report.bytesWritten)) from \(formatBytes(report.bytesRead)) in \(String(format: "%.2f", seconds)) s")
+    }
+}

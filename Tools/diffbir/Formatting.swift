@@ -1,0 +1,40 @@
+import Foundation
+
+/// Human-readable byte counts: 1.5 KB, 5.21 GB (powers of 1000, as file sizes are quoted).
+func formatBytes(_ n: Int) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1000, u < units.count - 1 {
+        v /= 1000
+        u += 1
+    }
+    return u == 0 ? "\(n) B" : String(format: "%.2f %@", v, units[u])
+}
+
+/// `1,234,567`
+func formatCount(_ n: Int) -> String {
+    let s = String(n)
+    var out = ""
+    for (i, c) in s.reversed().enumerated() {
+        if i > 0, i % 3 == 0, c != "-" { out.append(",") }
+        out.append(c)
+    }
+    return String(out.reversed())
+}
+
+/// Writes to standard error (progress, warnings), unbuffered.
+func printError(_ text: String, terminator: String = "\n") {
+    FileHandle.standardError.write((text + terminator).data(using: .utf8)!)
+}
+
+/// Pads or truncates to a column width.
+func column(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
+}
+
+/// A tool error: printed as `diffbir: error: message` with exit code 1.
+struct ToolError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
