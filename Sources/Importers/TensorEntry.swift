@@ -69,8 +69,8 @@ public struct TensorEntry: Sendable {
     }
 
     /// Calls `body` with the tensor's bytes in row-major order, in pieces of at most `maxBytes`
-    /// (at least one element). A contiguous tensor is passed as slices of the mapping, whose pages
-    /// are released from the resident set once passed on; a strided one is gathered row by row.
+    /// (at least one element), taken from the mapping: slices of it for a contiguous tensor,
+    /// gathered rows for a strided one.
     public func forEachChunk<E: Error>(maxBytes: Int, _ body: (UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
         let size = dtype.byteSize
         let step = max(size, maxBytes / size * size)
@@ -79,7 +79,6 @@ public struct TensorEntry: Sendable {
             while start < range.upperBound {
                 let end = min(range.upperBound, start + step)
                 try body(file.bytes(start..<end))
-                file.release(start..<end)
                 start = end
             }
             return

@@ -19,6 +19,27 @@ struct ZipArchive {
 
     func record(_ name: String) -> Record? { byName[name].map { records[$0] } }
 
+    /// Hints the kernel to read the page of each local header named by the central directory.
+    private static func prefetchLocalHeaders(_ file: MappedFile, directory: ByteReader, count: Int) {
+        var c = directory
+        for _ in 0..<count {
+            guard c.has(46), c.bytes.loadUnaligned(fromByteOffset: c.offset, as: UInt32.self) == 0x0201_4B50 else { return }
+            let nameLength = Int(UInt16(littleEndian: c.bytes.loadUnaligned(fromByteOffset: c.offset + 28, as: UInt16.self)))
+            let extraLength = Int(UInt16(littleEndian: c.bytes.loadUnaligned(fromByteOffset: c.offset + 30, as: UInt16.self)))
+            let commentLength = Int(UInt16(littleEndian: c.bytes.loadUnaligned(fromByteOffset: c.offset + 32, as: UInt16.self)))
+            var local = Int(UInt32(littleEndian: c.bytes.loadUnaligned(fromByteOffset: c.offset + 42, as: UInt32.self)))
+            if local == 0xFFFF_FFFF, c.has(46 + nameLength + extraLength) {
+                // Zip64: the offset is the last 8-byte field of the 0x0001 extra block.
+                var x = ByteReader(UnsafeRawBufferPointer(rebasing: c.bytes[(c.offset + 46 + nameLength)..<(c.offset + 46 + nameLength + extraLength)]))
+                while x.remaining >= 4, let tag = try? x.le(UInt16.self), let len = try? x.le(UInt16.self), let field = try? x.take(Int(len)) {
+                    if tag == 0x0001, field.count >= 8 { local = Int(clamping: UInt64(littleEndian: field.loadUnaligned(fromByteOffset: field.count - 8, as: UInt64.self))) }
+                }
+            }
+            file.prefetch(local..<(local + 30 + nameLength + 128))
+            c.offset += 46 + nameLength + extraLength + commentLength
+        }
+    }
+
     static func read(_ file: MappedFile) throws(CheckpointError) -> ZipArchive {
         let path = file.path
         let bytes = file.bytes
@@ -63,6 +84,10 @@ struct ZipArchive {
             var records: [Record] = []
             var byName: [String: Int] = [:]
             var c = ByteReader(bytes, offset: cdOffset)
+            // Two passes over the directory: the first only queues reads of every local header
+            // (scattered across the file: one page each), so that on a cold cache they are fetched
+            // in parallel; the second reads them.
+            prefetchLocalHeaders(file, directory: c, count: count)
             for _ in 0..<count {
                 let at = c.offset
                 guard try c.le(UInt32.self) == 0x0201_4B50 else { throw fail(at, "bad central directory entry signature") }

@@ -7,32 +7,41 @@
 public enum FloatConversion {
     public typealias Lanes = SIMD8<UInt32>
 
+    // Lane masks from integer arithmetic: the standard library's `replace(with:where:)` runs lane by
+    // lane through memory, these stay in vector registers. Valid for lanes below 2^31.
+
+    /// All ones where `a < b`.
+    @inline(__always) static func less(_ a: Lanes, _ b: Lanes) -> Lanes { 0 &- ((a &- b) &>> 31) }
+    /// All ones where `a == b`.
+    @inline(__always) static func equal(_ a: Lanes, _ b: Lanes) -> Lanes { less(a ^ b, Lanes(repeating: 1)) }
+    /// `a` where `mask` is all ones, else `b`.
+    @inline(__always) static func select(_ mask: Lanes, _ a: Lanes, _ b: Lanes) -> Lanes { (a & mask) | (b & ~mask) }
+
     // MARK: binary16
 
     @inline(__always)
     static func f16ToF32Bits(_ h: Lanes) -> Lanes {
         let sign = (h & 0x8000) &<< 16
-        let em = h & 0x7FFF
-        let shifted = em &<< 13
+        let shifted = (h & 0x7FFF) &<< 13
         let exponent = shifted & 0x0F80_0000
-        var normal = shifted &+ 0x3800_0000  // rebias: (127 - 15) << 23
+        let normal = shifted &+ 0x3800_0000  // rebias: (127 - 15) << 23
         // Inf/NaN: the exponent becomes all ones.
-        normal.replace(with: normal &+ 0x3800_0000, where: exponent .== 0x0F80_0000)
-        // Zero/subnormal: compute em * 2^-24 exactly in float arithmetic.
-        let magic = Lanes(repeating: 0x3880_0000)  // 2^-14 as f32 bits: (113 << 23)
+        let special = normal &+ 0x3800_0000
+        // Zero/subnormal: compute the value exactly in float arithmetic (magic = 2^-14 as f32 bits).
+        let magic = Lanes(repeating: 0x3880_0000)
         let sub = unsafeBitCast(unsafeBitCast(shifted &+ magic, to: SIMD8<Float>.self)
                                 - unsafeBitCast(magic, to: SIMD8<Float>.self), to: Lanes.self)
-        normal.replace(with: sub, where: exponent .== 0)
-        return normal | sign
+        var out = select(equal(exponent, Lanes(repeating: 0x0F80_0000)), special, normal)
+        out = select(equal(exponent, Lanes(repeating: 0)), sub, out)
+        return out | sign
     }
 
     @inline(__always)
     static func f32ToF16Bits(_ bits: Lanes) -> Lanes {
         let sign = bits & 0x8000_0000
         let f = bits ^ sign
-        // Large: inf or nan (quiet) or overflow to inf.
-        var out = Lanes(repeating: 0x7C00)
-        out.replace(with: Lanes(repeating: 0x7E00), where: f .> 0x7F80_0000)
+        // Large: inf, or quiet NaN, or overflow to inf.
+        var out = Lanes(repeating: 0x7C00) | (less(Lanes(repeating: 0x7F80_0000), f) & 0x0200)
         // Small: subnormal f16 or zero; the float add rounds to nearest even for us.
         let denormMagic = Lanes(repeating: 0x3F00_0000)  // ((127 - 15) + (23 - 10) + 1) << 23
         let sub = unsafeBitCast(unsafeBitCast(f, to: SIMD8<Float>.self)
@@ -40,8 +49,8 @@ public enum FloatConversion {
         // Normal: rebias and round to nearest even on the 13 dropped bits.
         let mantOdd = (f &>> 13) & 1
         let normal = (f &+ 0xC800_0FFF &+ mantOdd) &>> 13  // ((15 - 127) << 23) + 0xfff, wrapping
-        out.replace(with: normal, where: f .< 0x4780_0000)  // below (127 + 16) << 23
-        out.replace(with: sub, where: f .< 0x3880_0000)     // below 113 << 23
+        out = select(less(f, Lanes(repeating: 0x4780_0000)), normal, out)  // below (127 + 16) << 23
+        out = select(less(f, Lanes(repeating: 0x3880_0000)), sub, out)     // below 113 << 23
         return out | (sign &>> 16)
     }
 
@@ -50,8 +59,8 @@ public enum FloatConversion {
     @inline(__always)
     static func f32ToBF16Bits(_ bits: Lanes) -> Lanes {
         let rounded = (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16
-        let isNaN = (bits & 0x7FFF_FFFF) .> 0x7F80_0000
-        return rounded.replacing(with: ((bits &>> 16) & 0x8000) | 0x7FC0, where: isNaN)
+        let isNaN = less(Lanes(repeating: 0x7F80_0000), bits & 0x7FFF_FFFF)
+        return select(isNaN, ((bits &>> 16) & 0x8000) | 0x7FC0, rounded)
     }
 
     // MARK: buffers
@@ -62,7 +71,7 @@ public enum FloatConversion {
         var i = 0
         let s = src.baseAddress!, d = UnsafeMutableRawPointer(dst.baseAddress!)
         while i + 8 <= n {
-            let h = SIMD8<UInt16>(UnsafeBufferPointer(start: s + i, count: 8))
+            let h = UnsafeRawPointer(s + i).loadUnaligned(as: SIMD8<UInt16>.self)
             let f = f16ToF32Bits(Lanes(truncatingIfNeeded: h))
             d.storeBytes(of: f, toByteOffset: i * 4, as: Lanes.self)
             i += 8
@@ -89,7 +98,7 @@ public enum FloatConversion {
         var i = 0
         let s = src.baseAddress!, d = UnsafeMutableRawPointer(dst.baseAddress!)
         while i + 8 <= n {
-            let h = SIMD8<UInt16>(UnsafeBufferPointer(start: s + i, count: 8))
+            let h = UnsafeRawPointer(s + i).loadUnaligned(as: SIMD8<UInt16>.self)
             d.storeBytes(of: Lanes(truncatingIfNeeded: h) &<< 16, toByteOffset: i * 4, as: Lanes.self)
             i += 8
         }

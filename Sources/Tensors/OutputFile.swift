@@ -80,10 +80,16 @@ public final class OutputFile {
         }
     }
 
-    /// Flushes, closes and renames the temporary file over `path`.
+    /// Flushes, syncs to disk, closes and renames the temporary file over `path`: after a crash
+    /// the target holds either its old contents or all of the new ones.
     public func commit() throws(FileError) {
         precondition(!done)
         try flush()
+        if fsync(fd) != 0 {
+            let message = FileError.systemMessage()
+            discard()
+            throw FileError(path: path, message: "fsync failed: \(message)")
+        }
         guard close(fd) == 0 else {
             let message = FileError.systemMessage()
             fd = -1

@@ -57,21 +57,22 @@ struct Convert: ParsableCommand {
         var options = ConvertOptions(dtype: dtype.flatMap { DType(name: $0) }, selectPrefixes: select, stripPrefixes: stripPrefix, overwrite: overwrite)
         options.chunkBytes = 8 << 20
         var lastShown = Date.distantPast
+        let showProgress = !quiet && isatty(2) != 0
         let report: ConvertReport
         do {
             let checkpoints = try inputs.map { path throws(CheckpointError) in try Checkpoint.open(path) }
             report = try Converter.convert(checkpoints, to: output, options: options) { p in
-                guard !quiet, Date().timeIntervalSince(lastShown) > 0.25 || p.bytesDone == p.bytesTotal else { return }
+                guard showProgress, Date().timeIntervalSince(lastShown) > 0.25 || p.bytesDone == p.bytesTotal else { return }
                 lastShown = Date()
                 let percent = p.bytesTotal > 0 ? 100 * Double(p.bytesDone) / Double(p.bytesTotal) : 100
                 printError(String(format: "\rconverting: tensor %d/%d, %@ of %@ (%.0f%%)   ", p.tensor + 1, p.tensorCount,
                                   formatBytes(p.bytesDone), formatBytes(p.bytesTotal), percent), terminator: "")
             }
         } catch {
-            if !quiet { printError("") }
+            if showProgress { printError("") }
             throw ToolError(error.description)
         }
-        if !quiet { printError("") }
+        if showProgress { printError("") }
         let seconds = Date().timeIntervalSince(start)
         print("wrote \(output): \(report.tensors) tensors (\(report.retyped) converted to \(options.dtype?.rawValue ?? "-")), "
               + "\(formatBytes(report.bytesWritten)) from \(formatBytes(report.bytesRead)) in \(String(format: "%.2f", seconds)) s")
