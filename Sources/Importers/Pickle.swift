@@ -262,8 +262,7 @@ struct PickleMachine {
         "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.object", "builtins.complex",
         "copyreg._reconstructor", "datetime.datetime",
         "datetime.timedelta", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.Path",
-        "torch.device", "torch.float32", "torch.float16", "torch.bfloat16", "torch.float64",
-        "torch.int64", "torch.int32", "torch.uint8", "torch.bool", "enum.Enum",
+        "torch.device", "enum.Enum",
     ]
     /// Module prefixes whose classes are kept as inert placeholders (training state, configs).
     static let inertModulePrefixes = ["pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "typing"]
@@ -283,12 +282,27 @@ struct PickleMachine {
         "urllib2": "urllib.request", "httplib": "http.client", "thread": "_thread", "dummy_thread": "_dummy_thread",
     ]
 
+    /// `torch.<name>` dtype objects.
+    static let torchDTypes: [String: DType] = [
+        "float32": .f32, "float": .f32, "float16": .f16, "half": .f16, "bfloat16": .bf16, "float64": .f64, "double": .f64,
+        "int8": .i8, "uint8": .u8, "int16": .i16, "short": .i16, "int32": .i32, "int": .i32, "int64": .i64, "long": .i64,
+        "bool": .bool,
+    ]
+    /// torch dtypes without a `DType` here, named so the error says what is unsupported.
+    static let unsupportedTorchDTypes: Set<String> = [
+        "uint16", "uint32", "uint64", "complex32", "complex64", "complex128", "cfloat", "cdouble", "chalf", "bcomplex32",
+        "float8_e5m2", "float8_e4m3fn", "float8_e5m2fnuz", "float8_e4m3fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2",
+        "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2", "quint8", "qint8", "qint32", "quint4x2", "quint2x4",
+        "int1", "int2", "int3", "int4", "int5", "int6", "int7", "uint1", "uint2", "uint3", "uint4", "uint5", "uint6", "uint7",
+    ]
+
     private func resolve(_ rawModule: String, _ name: String) throws(Failure) -> PickleGlobal {
         let module = proto < 3 ? (Self.python2Modules[rawModule] ?? rawModule) : rawModule
         let full = "\(module).\(name)"
         switch (module, name) {
         case ("collections", "OrderedDict"): return .orderedDict
         case ("torch._utils", "_rebuild_tensor_v2"): return .rebuildTensorV2
+        case ("torch._utils", "_rebuild_tensor_v3"): return .rebuildTensorV3
         case ("torch._utils", "_rebuild_tensor"): return .rebuildTensor
         case ("torch._utils", "_rebuild_parameter"): return .rebuildParameter
         case ("torch._utils", "_rebuild_parameter_with_state"): return .rebuildParameterWithState
@@ -298,6 +312,8 @@ struct PickleMachine {
         case ("_codecs", "encode"): return .codecsEncode
         case ("torch", _) where Self.storageTypes[name] != nil: return .storageType(Self.storageTypes[name]!)
         case ("torch.storage", "UntypedStorage"): return .storageType(.u8)
+        case ("torch", _) where Self.torchDTypes[name] != nil: return .dtype(Self.torchDTypes[name]!)
+        case ("torch", _) where Self.unsupportedTorchDTypes.contains(name): return .unsupportedDType(full)
         default: break
         }
         if Self.inertNames.contains(full) || Self.inertModulePrefixes.contains(where: { module.hasPrefix($0) || module + "." == $0 }) {
@@ -334,6 +350,24 @@ struct PickleMachine {
             let size = try ints(args[2], "tensor size"), stride = try ints(args[3], "tensor stride")
             guard size.count == stride.count else { throw fail("tensor size \(size) and stride \(stride) differ in rank") }
             return .tensor(TensorRef(storage: s, offset: offset, size: size, stride: stride, pickleOffset: opOffset))
+        case .rebuildTensorV3:
+            // (untyped storage, offset, size, stride, requires_grad, hooks, dtype[, metadata]): the
+            // storage counts bytes; offset and strides count elements of `dtype`.
+            guard args.count >= 7 else { throw fail("\(g.name) takes at least 7 arguments, got \(args.count)") }
+            guard case .storage(let s) = args[0] else { throw fail("\(g.name): first argument is \(args[0].summary), not a storage") }
+            let dtype: DType
+            switch args[6] {
+            case .global(.dtype(let d)): dtype = d
+            case .global(.unsupportedDType(let n)):
+                throw fail("tensor of dtype \(n), which this build does not read (it reads \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
+            default: throw fail("\(g.name): dtype argument is \(args[6].summary)")
+            }
+            guard case .int(let offset) = args[1] else { throw fail("\(g.name): storage offset is \(args[1].summary)") }
+            let size = try ints(args[2], "tensor size"), stride = try ints(args[3], "tensor stride")
+            guard size.count == stride.count else { throw fail("tensor size \(size) and stride \(stride) differ in rank") }
+            let bytes = s.count * s.dtype.byteSize
+            let typed = StorageRef(key: s.key, dtype: dtype, count: bytes / dtype.byteSize)
+            return .tensor(TensorRef(storage: typed, offset: offset, size: size, stride: stride, pickleOffset: opOffset))
         case .rebuildParameter, .rebuildParameterWithState:
             guard let data = args.first, case .tensor = data else { throw fail("\(g.name) without a tensor") }
             return data
@@ -356,7 +390,7 @@ struct PickleMachine {
             return .bytes(out)
         case .inert(let name):
             return .object(name)
-        case .storageType, .tensorType:
+        case .storageType, .tensorType, .dtype, .unsupportedDType:
             throw fail("\(g.name) is not called in checkpoints")
         }
     }

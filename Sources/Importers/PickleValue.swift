@@ -33,8 +33,12 @@ struct TensorRef {
 /// refused when it is named, before anything could use it.
 enum PickleGlobal: Equatable {
     case orderedDict
-    case rebuildTensorV2, rebuildTensor, rebuildParameter, rebuildParameterWithState, rebuildFromTypeV2
+    case rebuildTensorV2, rebuildTensorV3, rebuildTensor, rebuildParameter, rebuildParameterWithState, rebuildFromTypeV2
     case storageType(DType)
+    /// A `torch.<dtype>` object (`torch.float32`, ...), as `_rebuild_tensor_v3` takes it.
+    case dtype(DType)
+    /// A torch dtype this build has no `DType` for (`torch.uint16`, `torch.float8_e4m3fn`, ...).
+    case unsupportedDType(String)
     case tensorType(String)
     case torchSize
     case codecsEncode
@@ -46,6 +50,9 @@ enum PickleGlobal: Equatable {
         switch self {
         case .orderedDict: return "collections.OrderedDict"
         case .rebuildTensorV2: return "torch._utils._rebuild_tensor_v2"
+        case .rebuildTensorV3: return "torch._utils._rebuild_tensor_v3"
+        case .dtype(let d): return "torch dtype \(d)"
+        case .unsupportedDType(let n): return n
         case .rebuildTensor: return "torch._utils._rebuild_tensor"
         case .rebuildParameter: return "torch._utils._rebuild_parameter"
         case .rebuildParameterWithState: return "torch._utils._rebuild_parameter_with_state"

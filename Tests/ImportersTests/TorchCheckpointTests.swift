@@ -48,6 +48,20 @@ import TestSupport
         #expect(byName["expanded"]?.strides == [1, 0])
     }
 
+    /// The form torch uses for newer dtypes: `_rebuild_tensor_v3` over an untyped (byte-counted)
+    /// storage, offsets and strides in elements of the separately given dtype.
+    @Test func rebuildTensorV3UntypedStorage() throws {
+        try Self.expectMatchesRecord("rebuild_v3.pt")
+        let c = try Checkpoint.open(Fixtures.path("checkpoints/rebuild_v3.pt"))
+        #expect(c.tensors.map(\.dtype) == [.f32, .f16, .i64])
+        #expect(c.tensors[1].elementOffset == 6 && c.tensors[1].strides == [5, 1])
+    }
+
+    @Test func unsupportedDtypeIsNamed() {
+        let error = #expect(throws: CheckpointError.self) { try Checkpoint.open(Fixtures.path("checkpoints/uint16.pt")) }
+        #expect(error?.description.contains("tensor of dtype torch.uint16, which this build does not read") == true, "\(error?.description ?? "")")
+    }
+
     @Test func lightningCheckpointWithExtraObjects() throws {
         try Self.expectMatchesRecord("lightning.ckpt")
         let c = try Checkpoint.open(Fixtures.path("checkpoints/lightning.ckpt"))
