@@ -30,7 +30,10 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("protobuf-c")]),
 
         .target(name: "Tensors"),
-        .target(name: "Importers", dependencies: ["Tensors", "ONNXProto"]),
+        .target(name: "IR", dependencies: ["Tensors"]),
+        .target(name: "ReferenceKernels", dependencies: ["Tensors"]),
+        .target(name: "Passes", dependencies: ["IR", "Tensors", "ReferenceKernels"]),
+        .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         .target(name: "Kernels", dependencies: ["Tensors", "CBLAS"]),
         .target(name: "Pipeline", dependencies: ["Tensors", "CPNG"]),
 
@@ -47,6 +50,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Tensors", "CPNG"], path: "Sources/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
+        .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Tensors", "TestSupport"]),
     ]

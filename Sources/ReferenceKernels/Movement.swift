@@ -1,0 +1,189 @@
+import Tensors
+
+extension Reference {
+    /// Copies element `source[i]` (flat index into `x`) to each output position: data movement
+    /// for every dtype, byte for byte.
+    static func gather(_ x: Tensor, sources: [Int], outShape: Shape) -> Tensor {
+        let size = x.dtype.byteSize
+        let out = Tensor.zeros(x.dtype, outShape)
+        let dst = out.storage.mutableBytes!.baseAddress!, src = x.bytes.baseAddress
+        for (i, s) in sources.enumerated() {
+            (dst + i * size).copyMemory(from: src! + s * size, byteCount: size)
+        }
+        return out
+    }
+
+    public static func reshape(_ x: Tensor, to shape: Shape) -> Tensor { Tensor(dtype: x.dtype, shape: shape, storage: x.storage) }
+
+    public static func transpose(_ x: Tensor, perm: [Int]) -> Tensor {
+        let dims = x.shape.dims
+        let st = strides(dims)
+        let outDims = perm.map { dims[$0] }
+        var sources = [Int](repeating: 0, count: x.count)
+        forEachIndex(outDims) { i, index in
+            var s = 0
+            for (k, p) in perm.enumerated() { s += index[k] * st[p] }
+            sources[i] = s
+        }
+        return gather(x, sources: sources, outShape: Shape(outDims))
+    }
+
+    public static func concat(_ xs: [Tensor], axis: Int) -> Tensor {
+        let dims = xs[0].shape.dims
+        let a = axis < 0 ? axis + dims.count : axis
+        let outer = dims[..<a].reduce(1, *)
+        var outDims = dims
+        outDims[a] = xs.reduce(0) { $0 + $1.shape.dims[a] }
+        let out = Tensor.zeros(xs[0].dtype, Shape(outDims))
+        let size = xs[0].dtype.byteSize
+        let rowBytes = outDims[a...].reduce(1, *) * size
+        var offset = 0
+        for x in xs {
+            let chunk = x.shape.dims[a...].reduce(1, *) * size
+            guard chunk > 0 else { continue }
+            for o in 0..<outer {
+                (out.storage.mutableBytes!.baseAddress! + o * rowBytes + offset).copyMemory(from: x.bytes.baseAddress! + o * chunk, byteCount: chunk)
+            }
+            offset += chunk
+        }
+        return out
+    }
+
+    public static func split(_ x: Tensor, axis: Int, sizes: [Int]) -> [Tensor] {
+        var start = 0
+        let rank = x.shape.rank
+        let a = axis < 0 ? axis + rank : axis
+        return sizes.map { n in
+            var starts = [Int](repeating: 0, count: rank), ends = x.shape.dims
+            starts[a] = start
+            ends[a] = start + n
+            start += n
+            return slice(x, starts: starts, ends: ends, steps: [Int](repeating: 1, count: rank))
+        }
+    }
+
+    /// A static slice (starts/ends/steps per axis, already clamped: see `SliceSpec` in the IR).
+    public static func slice(_ x: Tensor, starts: [Int], ends: [Int], steps: [Int]) -> Tensor {
+        let st = strides(x.shape.dims)
+        let outDims = (0..<starts.count).map { i -> Int in
+            let (b, e, s) = (starts[i], ends[i], steps[i])
+            return s > 0 ? max(0, (e - b + s - 1) / s) : max(0, (b - e - s - 1) / (-s))
+        }
+        var sources = [Int](repeating: 0, count: outDims.reduce(1, *))
+        forEachIndex(outDims) { i, index in
+            var s = 0
+            for d in 0..<index.count { s += (starts[d] + index[d] * steps[d]) * st[d] }
+            sources[i] = s
+        }
+        return gather(x, sources: sources, outShape: Shape(outDims))
+    }
+
+    public enum PadMode: String, Sendable { case constant, reflect, edge, wrap }
+
+    /// Pads (or, with negative pads, crops); `pads` = `[begin per axis..., end per axis...]`.
+    public static func pad(_ x: Tensor, mode: PadMode, pads: [Int], value: Double) -> Tensor {
+        let dims = x.shape.dims, rank = dims.count
+        let st = strides(dims)
+        let outDims = (0..<rank).map { dims[$0] + pads[$0] + pads[$0 + rank] }
+        let v = doubles(x)
+        var out = [Double](repeating: value, count: outDims.reduce(1, *))
+        forEachIndex(outDims) { i, index in
+            var s = 0
+            for d in 0..<rank {
+                var j = index[d] - pads[d]
+                let n = dims[d]
+                if j < 0 || j >= n {
+                    switch mode {
+                    case .constant: return
+                    case .edge: j = min(max(j, 0), n - 1)
+                    case .wrap: j = ((j % n) + n) % n
+                    case .reflect:
+                        if n == 1 { j = 0 } else {
+                            let period = 2 * (n - 1)
+                            j = ((j % period) + period) % period
+                            if j >= n { j = period - j }
+                        }
+                    }
+                }
+                s += j * st[d]
+            }
+            out[i] = v[s]
+        }
+        return tensor(out, x.dtype, Shape(outDims))
+    }
+
+    /// `take(x, indices, axis)`; negative indices count from the end.
+    public static func gather(_ x: Tensor, indices: Tensor, axis: Int) -> Tensor {
+        let dims = x.shape.dims
+        let a = axis < 0 ? axis + dims.count : axis
+        let inner = dims[(a + 1)...].reduce(1, *), n = dims[a], outer = dims[..<a].reduce(1, *)
+        let idx = doubles(indices).map { Int($0) }.map { $0 < 0 ? $0 + n : $0 }
+        var sources: [Int] = []
+        sources.reserveCapacity(outer * idx.count * inner)
+        for o in 0..<outer {
+            for k in idx {
+                for i in 0..<inner { sources.append((o * n + min(max(k, 0), n - 1)) * inner + i) }
+            }
+        }
+        return gather(x, sources: sources, outShape: Shape(Array(dims[..<a]) + indices.shape.dims + Array(dims[(a + 1)...])))
+    }
+
+    public static func expand(_ x: Tensor, to outShape: Shape) -> Tensor {
+        gather(x, sources: broadcastIndices(from: x.shape.dims, to: outShape.dims), outShape: outShape)
+    }
+
+    public static func tile(_ x: Tensor, repeats: [Int]) -> Tensor {
+        let dims = x.shape.dims
+        let st = strides(dims)
+        let outDims = zip(dims, repeats).map(*)
+        var sources = [Int](repeating: 0, count: outDims.reduce(1, *))
+        forEachIndex(outDims) { i, index in
+            var s = 0
+            for d in 0..<dims.count { s += (index[d] % dims[d]) * st[d] }
+            sources[i] = s
+        }
+        return gather(x, sources: sources, outShape: Shape(outDims))
+    }
+
+    /// `[N, C·b², H, W]` → `[N, C, H·b, W·b]`. `crd`: input channel `c·b² + i·b + j` (PyTorch
+    /// pixel_shuffle); otherwise `(i·b + j)·C + c` (ONNX DCR).
+    public static func depthToSpace(_ x: Tensor, blockSize b: Int, crd: Bool) -> Tensor {
+        let (n, cin, h, w) = (x.shape.dims[0], x.shape.dims[1], x.shape.dims[2], x.shape.dims[3])
+        let c = cin / (b * b)
+        let outDims = [n, c, h * b, w * b]
+        var sources = [Int](repeating: 0, count: x.count)
+        forEachIndex(outDims) { o, idx in
+            let (bn, ch, y, xo) = (idx[0], idx[1], idx[2], idx[3])
+            let (i, j) = (y % b, xo % b)
+            let source = crd ? ch * b * b + i * b + j : (i * b + j) * c + ch
+            sources[o] = ((bn * cin + source) * h + y / b) * w + xo / b
+        }
+        return gather(x, sources: sources, outShape: Shape(outDims))
+    }
+
+    /// `[N, C, H·b, W·b]` → `[N, C·b², H, W]`, the inverse of `depthToSpace` in the same order.
+    public static func spaceToDepth(_ x: Tensor, blockSize b: Int, crd: Bool) -> Tensor {
+        let (n, c, h, w) = (x.shape.dims[0], x.shape.dims[1], x.shape.dims[2], x.shape.dims[3])
+        let outDims = [n, c * b * b, h / b, w / b]
+        var sources = [Int](repeating: 0, count: x.count)
+        forEachIndex(outDims) { o, idx in
+            let (bn, oc, y, xo) = (idx[0], idx[1], idx[2], idx[3])
+            let (ch, i, j) = crd ? (oc / (b * b), (oc % (b * b)) / b, oc % b) : (oc % c, (oc / c) / b, (oc / c) % b)
+            sources[o] = ((bn * c + ch) * h + y * b + i) * w + xo * b + j
+        }
+        return gather(x, sources: sources, outShape: Shape(outDims))
+    }
+
+    /// Keeps the upper (or lower) triangle of the last two axes from diagonal `k`, zeroing the rest.
+    public static func trilu(_ x: Tensor, upper: Bool, k: Int) -> Tensor {
+        let dims = x.shape.dims
+        let (m, n) = (dims[dims.count - 2], dims[dims.count - 1])
+        var v = doubles(x)
+        for i in 0..<v.count {
+            let col = i % n, row = (i / n) % m
+            let keep = upper ? col - row >= k : col - row <= k
+            if !keep { v[i] = 0 }
+        }
+        return tensor(v, x.dtype, x.shape)
+    }
+}
