@@ -8,7 +8,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "diffbir", targets: ["diffbir"]),
-        .library(name: "DiffBIRCompiler", targets: ["Importers"]),
+        .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "Passes"]),
         .library(name: "DiffBIRRuntime", targets: ["Kernels", "Pipeline"]),
     ],
     dependencies: [
@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "Importers", "Pipeline",
+                "Tensors", "IR", "Importers", "Passes", "Pipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"
@@ -50,6 +50,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Tensors", "CPNG"], path: "Sources/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
+        .testTarget(name: "IRTests", dependencies: ["IR", "Passes", "Tensors"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Tensors", "TestSupport"]),

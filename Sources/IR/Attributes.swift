@@ -138,3 +138,7 @@ public struct SliceSpec: Hashable, Sendable {
         self.steps = steps
     }
 }
+
+public enum ScatterReduction: String, Hashable, Sendable {
+    case none, add, mul, max, min
+}

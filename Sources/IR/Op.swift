@@ -77,6 +77,9 @@ public enum Op: Hashable, Sendable {
     case trilu(upper: Bool, k: Int)
     /// `x` → running sum along `axis`.
     case cumsum(axis: Int, exclusive: Bool, reverse: Bool)
+    /// `data, indices [..., k] (integer), updates` → data with the slices at `indices` replaced
+    /// (or combined with `reduction`), as ONNX ScatterND.
+    case scatterND(ScatterReduction)
 
     /// A short name, for printing and profiles.
     public var name: String {
@@ -117,6 +120,7 @@ public enum Op: Hashable, Sendable {
         case .argExtreme(let max, _, _, _): return max ? "argmax" : "argmin"
         case .trilu: return "trilu"
         case .cumsum: return "cumsum"
+        case .scatterND: return "scatter_nd"
         }
     }
 }

@@ -41,6 +41,7 @@ extension Op {
         case .argExtreme(_, let a, let keep, let last): return "axis=\(a) keepdims=\(keep)" + (last ? " last" : "")
         case .trilu(let upper, let k): return (upper ? "upper" : "lower") + " k=\(k)"
         case .cumsum(let a, let ex, let rev): return "axis=\(a)" + (ex ? " exclusive" : "") + (rev ? " reverse" : "")
+        case .scatterND(let r): return "reduction=\(r.rawValue)"
         }
     }
 }

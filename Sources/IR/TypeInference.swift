@@ -280,6 +280,13 @@ extension Op {
             try arity(1...1)
             _ = try axis(a, inputs[0].rank)
             return [inputs[0]]
+        case .scatterND:
+            try arity(3...3)
+            let (data, idx, upd) = (inputs[0], inputs[1], inputs[2])
+            guard [.i64, .i32].contains(idx.dtype), let k = idx.dims.last, k <= data.rank else { throw fail("indices must be integer [..., k] with k ≤ \(data.rank)") }
+            try same(data, upd, "data and updates")
+            guard upd.dims == Array(idx.dims.dropLast()) + Array(data.dims[k...]) else { throw fail("updates \(upd.shape) do not match indices \(idx.shape) into \(data.shape)") }
+            return [data]
         }
     }
 }

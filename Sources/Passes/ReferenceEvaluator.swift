@@ -67,6 +67,8 @@ public struct ReferenceEvaluator: ConstantEvaluator {
             return [Reference.argExtreme(inputs[0], max: max, axis: axis, keepDims: keep, selectLastIndex: last)]
         case .trilu(let upper, let k): return [Reference.trilu(inputs[0], upper: upper, k: k)]
         case .cumsum(let a, let ex, let rev): return [Reference.cumsum(inputs[0], axis: a, exclusive: ex, reverse: rev)]
+        case .scatterND(let r):
+            return [Reference.scatterND(inputs[0], inputs[1], inputs[2], reduction: Reference.ScatterReduction(rawValue: r.rawValue)!)]
         }
     }
 }

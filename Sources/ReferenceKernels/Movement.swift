@@ -187,3 +187,38 @@ extension Reference {
         return tensor(v, x.dtype, x.shape)
     }
 }
+
+extension Reference {
+    public enum ScatterReduction: String, Sendable { case none, add, mul, max, min }
+
+    /// ONNX ScatterND: for each index tuple (the last axis of `indices`, k ≤ rank), the slice of
+    /// `data` it names is replaced by (or combined with) the matching slice of `updates`, in order.
+    public static func scatterND(_ data: Tensor, _ indices: Tensor, _ updates: Tensor, reduction: ScatterReduction) -> Tensor {
+        let dims = data.shape.dims
+        let k = indices.shape.dims.last ?? 0
+        let st = strides(dims)
+        let slice = dims[k...].reduce(1, *)
+        var out = doubles(data)
+        let idx = doubles(indices).map { Int($0) }
+        let upd = doubles(updates)
+        for t in 0..<(idx.count / max(k, 1)) {
+            var base = 0
+            for j in 0..<k {
+                var i = idx[t * k + j]
+                if i < 0 { i += dims[j] }
+                base += i * st[j]
+            }
+            for e in 0..<slice {
+                let u = upd[t * slice + e]
+                switch reduction {
+                case .none: out[base + e] = u
+                case .add: out[base + e] += u
+                case .mul: out[base + e] *= u
+                case .max: out[base + e] = Swift.max(out[base + e], u)
+                case .min: out[base + e] = Swift.min(out[base + e], u)
+                }
+            }
+        }
+        return tensor(out, data.dtype, data.shape)
+    }
+}

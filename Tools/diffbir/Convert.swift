@@ -52,7 +52,12 @@ struct Convert: ParsableCommand {
         }
     }
 
+    @Option(help: "For an .onnx input: static shape for a graph input, NAME=D1,D2,... (repeatable).")
+    var shape: [String] = []
+
     func run() throws {
+        if inputs.count == 1, inputs[0].hasSuffix(".onnx") { return try convertONNX() }
+        if output.hasSuffix(".onnx") { throw ToolError("an .onnx output needs an .onnx input (weights alone have no graph)") }
         let start = Date()
         var options = ConvertOptions(dtype: dtype.flatMap { DType(name: $0) }, selectPrefixes: select, stripPrefixes: stripPrefix, overwrite: overwrite)
         options.chunkBytes = 8 << 20
@@ -76,5 +81,29 @@ struct Convert: ParsableCommand {
         let seconds = Date().timeIntervalSince(start)
         print("wrote \(output): \(report.tensors) tensors (\(report.retyped) converted to \(options.dtype?.rawValue ?? "-")), "
               + "\(formatBytes(report.bytesWritten)) from \(formatBytes(report.bytesRead)) in \(String(format: "%.2f", seconds)) s")
+    }
+
+    /// .onnx → .onnx through the IR (imported, decompositions raised, written back at opset 21),
+    /// or .onnx → .safetensors (its weights).
+    func convertONNX() throws {
+        let imported = try importONNX(inputs[0], shapes: parseShapes(shape), constants: [:])
+        if output.hasSuffix(".onnx") {
+            var options = ONNXWriter.Options()
+            options.overwrite = overwrite
+            try ONNXWriter.write(imported.graph, to: output, options: options)
+            print("wrote \(output): \(imported.graph.nodes.count) IR nodes, opset \(ONNXWriter.opset)")
+            return
+        }
+        let g = imported.graph
+        var tensors: [(String, Tensor)] = []
+        var seen = Set<String>()
+        for v in g.values where v.isConstant && seen.insert(v.name).inserted {
+            if !select.isEmpty, !select.contains(where: { v.name.hasPrefix($0) }) { continue }
+            var t = v.constant!
+            if let d = dtype.flatMap({ DType(name: $0) }), t.dtype.isFloatingPoint { t = t.converted(to: d) }
+            tensors.append((v.name, t))
+        }
+        try SafetensorsWriter.write(path: output, tensors: tensors, metadata: [("format", "pt")], overwrite: overwrite)
+        print("wrote \(output): \(tensors.count) tensors")
     }
 }

@@ -29,7 +29,18 @@ struct Inspect: ParsableCommand {
     @Option(help: "List at most this many tensors in the table (totals still count all).")
     var limit: Int?
 
+    @Flag(help: "For a model (.onnx): print its graph in the IR's text form.")
+    var ir = false
+
+    @Option(help: "For an .onnx model: static shape for a graph input, NAME=D1,D2,... (repeatable).")
+    var shape: [String] = []
+
+    @Option(name: .customLong("const"), help: "For an .onnx model: fix a graph input, NAME=FILE (repeatable).")
+    var constants: [String] = []
+
     func run() throws {
+        if file.hasSuffix(".onnx") { return try inspectONNX() }
+        if ir { throw ToolError("--ir needs a model (.onnx); \(file) holds weights only") }
         let checkpoint: Checkpoint
         do { checkpoint = try Checkpoint.open(file) } catch { throw ToolError(error.description) }
         if json {
@@ -74,5 +85,44 @@ struct Inspect: ParsableCommand {
             ("total_bytes", .integer(Int64(c.totalBytes))),
             ("parameters", .integer(Int64(c.parameterCount))),
         ])
+    }
+
+    func inspectONNX() throws {
+        let imported = try importONNX(file, shapes: parseShapes(shape), constants: parseConstants(constants))
+        let g = imported.graph
+        if ir {
+            print(g.text, terminator: "")
+            return
+        }
+        let constants = g.values.filter(\.isConstant)
+        let weightBytes = constants.reduce(0) { $0 + $1.type.count * $1.type.dtype.byteSize }
+        var ops: [String: Int] = [:]
+        for n in g.nodes { ops[n.op.name, default: 0] += 1 }
+        if json {
+            let report: JSONValue = .object([
+                ("path", .string(file)), ("format", .string("onnx")), ("opset", .integer(Int64(imported.opset))),
+                ("producer", .string(imported.producer)),
+                ("inputs", .array(g.inputs.map { .object([("name", .string(g.values[$0].name)), ("type", .string(g.values[$0].type.description))]) })),
+                ("outputs", .array(g.outputs.map { .object([("name", .string($0.name)), ("type", .string(g.values[$0.value].type.description))]) })),
+                ("tensors", .array(constants.map { v in .object([("name", .string(v.name)), ("dtype", .string(v.type.dtype.rawValue)),
+                                                                   ("shape", .array(v.type.dims.map { .integer(Int64($0)) })),
+                                                                   ("bytes", .integer(Int64(v.type.count * v.type.dtype.byteSize)))]) })),
+                ("nodes", .integer(Int64(g.nodes.count))),
+                ("ops", .object(ops.keys.sorted().map { ($0, .integer(Int64(ops[$0]!))) })),
+                ("raised", .object(imported.raised.keys.sorted().map { ($0, .integer(Int64(imported.raised[$0]!))) })),
+                ("tensor_count", .integer(Int64(constants.count))), ("total_bytes", .integer(Int64(weightBytes))),
+                ("parameters", .integer(Int64(constants.reduce(0) { $0 + $1.type.count }))),
+            ])
+            print(report.serialized)
+            return
+        }
+        print("\(file): onnx, opset \(imported.opset), \(imported.producer)")
+        for i in g.inputs { print("  input  \(g.values[i].name): \(g.values[i].type)") }
+        for o in g.outputs { print("  output \(o.name): \(g.values[o.value].type)") }
+        print("\(g.nodes.count) nodes: " + ops.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        if !imported.raised.isEmpty {
+            print("raised from exporter decompositions: " + imported.raised.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        print("\(formatCount(constants.count)) constants, \(formatCount(constants.reduce(0) { $0 + $1.type.count })) parameters, \(formatBytes(weightBytes))")
     }
 }

@@ -118,7 +118,7 @@ public enum ONNXImporter {
                 // A runtime value where a constant is needed: name the graph input it comes from,
                 // so it can be bound at import.
                 let input = e.value.flatMap { v in context.graphInputFeeding(v) }
-                throw CheckpointError(path, at: label, e.message + (input.map { "; it is graph input '\($0)': bind its value at import (--const \($0)=FILE)" } ?? ""),
+                throw CheckpointError(path, at: label, e.message + (input.map { "; it comes from graph input '\($0)': give that input's value at import (--const \($0)=FILE)" } ?? ""),
                                       requiredConstant: input)
             } catch let e as CheckpointError {
                 throw e

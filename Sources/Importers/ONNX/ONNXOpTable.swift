@@ -333,6 +333,12 @@ enum ONNXOps {
                                   [c.required(n, 0)], name: n.name))
         }
 
+        t["ScatterND"] = ONNXOpRule(since: 13) { c, n in
+            let name = try n.string("reduction", "none")
+            guard let r = ScatterReduction(rawValue: name) else { throw ImportFailure("reduction '\(name)' is not supported") }
+            try c.bind1(n, c.add1(.scatterND(r), [c.required(n, 0), c.required(n, 1), c.required(n, 2)], name: n.name))
+        }
+
         // Shape arithmetic: static shapes make these constants.
         t["Shape"] = ONNXOpRule(since: 13) { c, n in
             let dims = c.graph.type(try c.required(n, 0)).dims

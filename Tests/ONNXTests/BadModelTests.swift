@@ -1,0 +1,163 @@
+import Foundation
+@testable import Importers
+import IR
+import Passes
+import Tensors
+import Testing
+import TestSupport
+
+/// Malformed ONNX files: each is an error naming the file and the node or tensor; nothing crashes.
+@Suite struct BadModelTests {
+    /// A minimal ModelProto: float inputs `x`, `y` [2, 3], the given nodes, initializers and outputs.
+    static func model(nodes: [(op: String, inputs: [String], outputs: [String], attributes: [(String, Int32, Int?, Float?)])],
+                      initializers: [(name: String, dims: [Int], raw: [UInt8])] = [], outputs: [String] = ["z"], opset: Int = 17) -> [UInt8] {
+        var g = ProtobufWriter()
+        for (k, n) in nodes.enumerated() {
+            var p = ProtobufWriter()
+            for i in n.inputs { p.string(1, i) }
+            for o in n.outputs { p.string(2, o) }
+            p.string(3, "node\(k)")
+            p.string(4, n.op)
+            for (name, type, i, f) in n.attributes {
+                var a = ProtobufWriter()
+                a.string(1, name)
+                if let i { a.int(3, i) }
+                if let f { a.float(2, f) }
+                a.int(20, Int(type))
+                p.message(5, a)
+            }
+            g.message(1, p)
+        }
+        g.string(2, "bad")
+        for t in initializers {
+            var p = ProtobufWriter()
+            p.packedInts(1, t.dims)
+            p.int(2, 1)
+            p.string(8, t.name)
+            p.data(9, t.raw)
+            g.message(5, p)
+        }
+        for name in ["x", "y"] { g.message(11, ONNXWriter.valueInfo(name, TensorType(.f32, [2, 3]))) }
+        for name in outputs { g.message(12, ONNXWriter.valueInfo(name, TensorType(.f32, [2, 3]))) }
+        var m = ProtobufWriter()
+        m.int(1, 9)
+        m.message(7, g)
+        var o = ProtobufWriter()
+        o.string(1, "")
+        o.int(2, opset)
+        m.message(8, o)
+        return m.bytes
+    }
+
+    static func load(_ bytes: [UInt8]) throws -> ONNXImport {
+        let dir = TemporaryDirectory()
+        let path = dir.file("model.onnx")
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return try ONNXImporter.load(path, options: ONNXImportOptions(evaluator: ReferenceEvaluator()))
+    }
+
+    static func expectError(_ bytes: [UInt8], _ phrases: String...) {
+        do {
+            _ = try load(bytes)
+            Issue.record("accepted a bad model")
+        } catch {
+            let text = "\(error)"
+            for p in phrases { #expect(text.contains(p), "\(text)") }
+            #expect(text.contains("model.onnx"))
+        }
+    }
+
+    @Test func aValidModelLoads() throws {
+        let m = try Self.load(Self.model(nodes: [("Add", ["x", "y"], ["z"], [])]))
+        #expect(m.graph.nodes.count == 1)
+    }
+
+    @Test func corruptProtobuf() throws {
+        var bytes = Self.model(nodes: [("Add", ["x", "y"], ["z"], [])])
+        Self.expectError(Array(bytes.prefix(bytes.count / 2)), "not a valid ONNX protobuf")
+        bytes[3] = 0xFF
+        bytes[4] = 0xFF
+        Self.expectError(bytes, "not a valid ONNX protobuf")
+        Self.expectError(Array("not a model at all".utf8), "not a valid ONNX protobuf")
+    }
+
+    @Test func initializerSizeDisagreesWithItsType() {
+        let bytes = Self.model(nodes: [("Add", ["x", "w"], ["z"], [])], initializers: [("w", [2, 3], [UInt8](repeating: 0, count: 20))])
+        Self.expectError(bytes, "initializer 'w'", "raw data holds 20 bytes", "needs 24")
+    }
+
+    @Test func cycle() {
+        let bytes = Self.model(nodes: [("Add", ["x", "b"], ["a"], []), ("Relu", ["a"], ["b"], []), ("Identity", ["b"], ["z"], [])])
+        Self.expectError(bytes, "node 'node0' (Add)", "input 'b'", "cycle")
+    }
+
+    @Test func attributeOfTheWrongType() {
+        let bytes = Self.model(nodes: [("Softmax", ["x"], ["z"], [("axis", 1, nil, 1.0)])])  // FLOAT, expected INT
+        Self.expectError(bytes, "node 'node0' (Softmax)", "attribute 'axis' has type float, expected int")
+    }
+
+    @Test func outputNothingProduces() {
+        let bytes = Self.model(nodes: [("Add", ["x", "y"], ["z"], [])], outputs: ["z", "missing"])
+        Self.expectError(bytes, "graph output 'missing'", "no node produces it")
+    }
+
+    @Test func unsupportedOperatorAndOpset() {
+        Self.expectError(Self.model(nodes: [("LSTM", ["x"], ["z"], [])]), "node 'node0' (LSTM)", "unsupported operator LSTM (opset 17)")
+        Self.expectError(Self.model(nodes: [("Add", ["x", "y"], ["z"], [])], opset: 9), "opset 9 is older")
+    }
+
+    /// External data: a missing file, a file too short for the offsets, and a byte count that does
+    /// not match the tensor.
+    @Test func badExternalData() throws {
+        let dir = TemporaryDirectory()
+        let source = Fixtures.path("networks/bsrnet.onnx")
+        try copyFile(source, dir.file("bsrnet.onnx"))
+        let options = ONNXImportOptions(evaluator: ReferenceEvaluator())
+        var error = #expect(throws: CheckpointError.self) { try ONNXImporter.load(dir.file("bsrnet.onnx"), options: options) }
+        #expect(error?.description.contains("external data file") == true && error?.description.contains("bsrnet.weights.safetensors") == true,
+                "\(error?.description ?? "")")
+        #expect(error?.description.contains("initializer 'module.") == true)
+        try copyFile(Fixtures.path("networks/bsrnet.weights.safetensors"), dir.file("bsrnet.weights.safetensors"), truncatedTo: 5000)
+        error = #expect(throws: CheckpointError.self) { try ONNXImporter.load(dir.file("bsrnet.onnx"), options: options) }
+        #expect(error?.description.contains("runs past the end") == true, "\(error?.description ?? "")")
+    }
+
+    /// The writer moves weights to an external file past a threshold; the result reads back.
+    @Test func writerExternalData() throws {
+        let options = ONNXImportOptions(evaluator: ReferenceEvaluator())
+        let imported = try ONNXImporter.load(Fixtures.path("networks/vae-decoder.onnx"), options: options)
+        let dir = TemporaryDirectory()
+        var writeOptions = ONNXWriter.Options()
+        writeOptions.externalDataAbove = 0
+        try ONNXWriter.write(imported.graph, to: dir.file("vae.onnx"), options: writeOptions)
+        #expect(dir.contents == ["vae.onnx", "vae.onnx.data"])
+        let again = try ONNXImporter.load(dir.file("vae.onnx"), options: options)
+        #expect(again.graph.values.contains { $0.constant?.storage.isMapped == true })
+        #expect(try NetworkExportTests.runAndCompare(again.graph, "vae-decoder") <= 1e-4)
+    }
+
+    @Test func symbolicDimensionsNeedAShape() throws {
+        // An input with a symbolic dimension.
+        var g = ProtobufWriter()
+        var n = ProtobufWriter()
+        n.string(1, "x"); n.string(2, "z"); n.string(4, "Relu")
+        g.message(1, n)
+        var dim = ProtobufWriter(); dim.string(2, "batch")
+        var dim2 = ProtobufWriter(); dim2.int(1, 3)
+        var shape = ProtobufWriter(); shape.message(1, dim); shape.message(1, dim2)
+        var tt = ProtobufWriter(); tt.int(1, 1); tt.message(2, shape)
+        var tp = ProtobufWriter(); tp.message(1, tt)
+        var vi = ProtobufWriter(); vi.string(1, "x"); vi.message(2, tp)
+        g.message(11, vi)
+        g.message(12, ONNXWriter.valueInfo("z", TensorType(.f32, [2, 3])))
+        var m = ProtobufWriter(); m.int(1, 9); m.message(7, g)
+        var o = ProtobufWriter(); o.string(1, ""); o.int(2, 17); m.message(8, o)
+        let dir = TemporaryDirectory()
+        try Data(m.bytes).write(to: URL(fileURLWithPath: dir.file("m.onnx")))
+        let e = #expect(throws: CheckpointError.self) { try ONNXImporter.load(dir.file("m.onnx"), options: ONNXImportOptions(evaluator: ReferenceEvaluator())) }
+        #expect(e?.description.contains("dimension 'batch' is symbolic; bind it with --shape x=") == true, "\(e?.description ?? "")")
+        let bound = try ONNXImporter.load(dir.file("m.onnx"), options: ONNXImportOptions(evaluator: ReferenceEvaluator(), shapes: ["x": [5, 3]]))
+        #expect(bound.graph.type(bound.graph.inputs[0]) == TensorType(.f32, [5, 3]))
+        #expect(throws: CheckpointError.self) { try ONNXImporter.load(dir.file("m.onnx"), options: ONNXImportOptions(evaluator: ReferenceEvaluator(), shapes: ["x": [5, 4]])) }
+    }
+}
