@@ -8,7 +8,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "diffbir", targets: ["diffbir"]),
-        .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "Passes"]),
+        .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "ModelGraphs", "Passes"]),
         .library(name: "DiffBIRRuntime", targets: ["Kernels", "Pipeline"]),
     ],
     dependencies: [
@@ -33,6 +33,9 @@ let package = Package(
         .target(name: "IR", dependencies: ["Tensors"]),
         .target(name: "ReferenceKernels", dependencies: ["Tensors"]),
         .target(name: "Passes", dependencies: ["IR", "Tensors", "ReferenceKernels"]),
+        // Model definitions, one folder per network (folder Graphs/).
+        .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs",
+                resources: [.copy("CLIP/bpe_simple_vocab_16e6.txt.gz")]),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         .target(name: "Kernels", dependencies: ["Tensors", "CBLAS"]),
         .target(name: "Pipeline", dependencies: ["Tensors", "CPNG"]),
@@ -40,7 +43,7 @@ let package = Package(
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "IR", "Importers", "Passes", "Pipeline",
+                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Pipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"

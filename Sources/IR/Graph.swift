@@ -7,8 +7,11 @@ public typealias ValueID = Int
 public struct Value: Sendable {
     public enum Definition: Sendable {
         case input
-        /// A constant: a weight (often a zero-copy view of a mapped checkpoint) or a folded tensor.
+        /// A constant: a folded tensor or an ONNX initializer (often a zero-copy view of a mapped file).
         case constant(Tensor)
+        /// A weight of a model definition, named by its checkpoint key: typed when the graph is
+        /// built, its data bound later (nil until then) from a checkpoint or a synthetic source.
+        case weight(String, Tensor?)
         /// Output `output` of node `node`.
         case node(Int, output: Int)
     }
@@ -18,13 +21,20 @@ public struct Value: Sendable {
     public var name: String
     public var definition: Definition
 
-    public var isConstant: Bool {
-        if case .constant = definition { return true }
-        return false
-    }
+    /// A constant or a bound weight: data known before the graph runs.
+    public var isConstant: Bool { constant != nil }
 
     public var constant: Tensor? {
-        if case .constant(let t) = definition { return t }
+        switch definition {
+        case .constant(let t): return t
+        case .weight(_, let t): return t
+        default: return nil
+        }
+    }
+
+    /// The checkpoint key of a weight.
+    public var weightKey: String? {
+        if case .weight(let key, _) = definition { return key }
         return nil
     }
 }
@@ -56,6 +66,8 @@ public struct Graph: Sendable {
     public var inputs: [ValueID] = []
     /// Graph outputs by name (a value may be exposed under several names).
     public var outputs: [(name: String, value: ValueID)] = []
+    /// Weight value by key.
+    public private(set) var weightIndex: [String: ValueID] = [:]
 
     public init() {}
 
@@ -74,6 +86,32 @@ public struct Graph: Sendable {
     public mutating func addConstant(_ tensor: Tensor, name: String) -> ValueID {
         values.append(Value(type: TensorType(tensor.dtype, tensor.shape), name: name, definition: .constant(tensor)))
         return values.count - 1
+    }
+
+    /// Adds a weight named by its checkpoint key (its data is bound later); a key may be declared once.
+    @discardableResult
+    public mutating func addWeight(_ key: String, _ type: TensorType) throws(IRError) -> ValueID {
+        if weightIndex[key] != nil { throw IRError(node: key, "weight declared twice") }
+        values.append(Value(type: type, name: key, definition: .weight(key, nil)))
+        weightIndex[key] = values.count - 1
+        return values.count - 1
+    }
+
+    /// The weights, in declaration order: key, type, and whether data is bound.
+    public var weights: [(key: String, type: TensorType, bound: Bool)] {
+        values.compactMap { v in
+            if case .weight(let key, let t) = v.definition { return (key, v.type, t != nil) }
+            return nil
+        }
+    }
+
+    /// Binds data to a weight; dtype and shape must match its declaration.
+    public mutating func bindWeight(_ key: String, _ tensor: Tensor) throws(IRError) {
+        guard let v = weightIndex[key] else { throw IRError(node: key, "no such weight") }
+        guard tensor.dtype == values[v].type.dtype, tensor.shape == values[v].type.shape else {
+            throw IRError(node: key, "data \(tensor.dtype)\(tensor.shape) does not match the weight's type \(values[v].type)")
+        }
+        values[v].definition = .weight(key, tensor)
     }
 
     /// Appends a node after inferring its output types; returns the output values.

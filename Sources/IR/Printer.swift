@@ -56,9 +56,14 @@ extension Graph {
     public var text: String {
         var lines: [String] = []
         for i in inputs { lines.append("input %\(i) \"\(values[i].name)\": \(values[i].type)") }
-        for (i, v) in values.enumerated() where v.isConstant {
-            let storage = v.constant?.storage.isMapped == true ? " (mapped)" : ""
-            lines.append("const %\(i) \"\(v.name)\": \(v.type)\(storage)")
+        for (i, v) in values.enumerated() {
+            switch v.definition {
+            case .constant(let t):
+                lines.append("const %\(i) \"\(v.name)\": \(v.type)" + (t.storage.isMapped ? " (mapped)" : ""))
+            case .weight(let key, let t):
+                lines.append("weight %\(i) \"\(key)\": \(v.type)" + (t == nil ? " (unbound)" : t!.storage.isMapped ? " (mapped)" : ""))
+            default: break
+            }
         }
         for n in nodes {
             let outs = n.outputs.map { "%\($0)" }.joined(separator: ", ")

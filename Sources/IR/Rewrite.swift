@@ -16,6 +16,9 @@ extension Graph {
             switch v.definition {
             case .input: remap[i] = g.addInput(v.name, v.type)
             case .constant(let t): remap[i] = g.addConstant(t, name: v.name)
+            case .weight(let key, let t):
+                remap[i] = (try? g.addWeight(key, v.type)) ?? -1
+                if let t { try? g.bindWeight(key, t) }
             case .node: break
             }
         }

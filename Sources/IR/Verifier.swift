@@ -15,6 +15,11 @@ extension Graph {
                     throw IRError(node: v.name, "constant holds \(t.dtype)\(t.shape) but is typed \(v.type)")
                 }
                 defined[i] = true
+            case .weight(_, let t):
+                if let t, t.dtype != v.type.dtype || t.shape != v.type.shape {
+                    throw IRError(node: v.name, "weight holds \(t.dtype)\(t.shape) but is typed \(v.type)")
+                }
+                defined[i] = true
             case .input:
                 guard inputs.contains(i) else { throw IRError(node: v.name, "input value %\(i) is not listed as a graph input") }
             case .node(let n, let k):

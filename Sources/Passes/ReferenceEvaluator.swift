@@ -91,7 +91,10 @@ public enum Interpreter {
         if let extra = inputs.keys.sorted().first(where: { !known.contains($0) }) {
             throw IRError(node: "", "no graph input is named '\(extra)' (inputs: \(known.sorted().joined(separator: ", ")))")
         }
-        for (i, v) in graph.values.enumerated() { if let c = v.constant { live[i] = c } }
+        for (i, v) in graph.values.enumerated() {
+            if case .weight(let key, nil) = v.definition { throw IRError(node: key, "weight has no data (bind the checkpoint first)") }
+            if let c = v.constant { live[i] = c }
+        }
         var remaining = [Int](repeating: 0, count: graph.values.count)
         for n in graph.nodes { for v in n.inputs { remaining[v] += 1 } }
         let kept = Set(graph.outputs.map(\.value))

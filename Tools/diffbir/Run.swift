@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Importers
 import IR
+import ModelGraphs
 import Passes
 import Tensors
 
@@ -9,9 +10,21 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a model on tensors: safetensors in, safetensors out.",
         discussion: """
-        --model takes an ONNX file. Inputs and outputs are named by the graph's input and output \
-        names; the inputs file must hold a tensor for every graph input, with the declared dtype \
-        and shape. Graph inputs with symbolic dimensions need --shape NAME=D1,D2,...
+        --model takes a network name with --weights (the published checkpoints, any format), or an \
+        ONNX file. Networks and their tensor names:
+          swinir, bsrnet, scunet   image [N,3,H,W] in [0,1] -> image
+          vae-encoder              image [N,3,H,W] in [-1,1] -> latent (posterior mean x 0.18215)
+          vae-decoder              latent [N,4,h,w] -> image
+          clip-text                tokens int64 [N,77] -> context
+          unet                     x, t, context, control_0..control_12 (optional, zero when absent) -> out
+          controlnet               x, t, hint, context -> control_0..control_12
+          denoise                  x, t, hint, context, control_scale -> out
+        Input shapes are taken from the inputs file. --config FILE.json changes the network's \
+        configuration (the keys of DiffBIR's yaml, e.g. {"model_channels": 32}); loading is strict: \
+        missing, unused and mis-shaped keys are errors, all listed.
+
+        An ONNX model's inputs and outputs are named by its graph; graph inputs with symbolic \
+        dimensions need --shape NAME=D1,D2,...
 
         The graph is static: inputs that decide shapes (axes, pads, target shapes, resize scales \
         or sizes) are constants at import. If the model takes them as inputs, give their values \
@@ -22,8 +35,14 @@ struct Run: ParsableCommand {
         """
     )
 
-    @Option(help: "The model: an .onnx file.")
+    @Option(help: "The model: a network name (see above) or an .onnx file.")
     var model: String
+
+    @Option(parsing: .upToNextOption, help: "Checkpoints holding the network's weights (.safetensors, .pt, .pth, .ckpt).")
+    var weights: [String] = []
+
+    @Option(help: "The network's configuration as JSON (DiffBIR's yaml keys); default: DiffBIR's.")
+    var config: String?
 
     @Option(help: "Input tensors (.safetensors), by graph input name.")
     var inputs: String
@@ -45,8 +64,13 @@ struct Run: ParsableCommand {
         let given = try Checkpoint.open(inputs)
         var tensors: [String: Tensor] = [:]
         for e in given.tensors { tensors[e.name] = e.load() }
-        let imported = try importONNX(model, shapes: parseShapes(shape), constants: parseConstants(constants), available: tensors)
-        let graph = imported.graph
+        var graph: Graph
+        if let network = try builtinNetwork(model) {
+            (graph, tensors) = try buildNetwork(network, tensors)
+        } else {
+            if !weights.isEmpty { throw ToolError("--weights is for a network name; an ONNX model carries its weights") }
+            graph = try importONNX(model, shapes: parseShapes(shape), constants: parseConstants(constants), available: tensors).graph
+        }
         let names = graph.inputs.map { graph.values[$0].name }
         var feed: [String: Tensor] = [:]
         for name in names {
@@ -59,5 +83,27 @@ struct Run: ParsableCommand {
         try SafetensorsWriter.write(path: output, tensors: ordered, metadata: [("format", "pt")], overwrite: overwrite)
         print("wrote \(output): " + ordered.map { "\($0.0) \($0.1.dtype)\($0.1.shape)" }.joined(separator: ", ")
               + String(format: " (%d nodes, %.2f s)", graph.nodes.count, Date().timeIntervalSince(start)))
+    }
+
+    /// Builds a network for the shapes of the given tensors and binds its weights.
+    func buildNetwork(_ network: Network, _ given: [String: Tensor]) throws -> (Graph, [String: Tensor]) {
+        guard !weights.isEmpty else { throw ToolError("--model \(network.rawValue) needs --weights") }
+        let cfg = try networkConfig(network, config)
+        var tensors = given
+        var types: [String: TensorType] = [:]
+        for name in network.inputNames(cfg) {
+            if let t = tensors[name] { types[name] = TensorType(t.dtype, t.shape) }
+            else if !network.isOptionalInput(name) { throw ToolError("\(inputs): no tensor for input '\(name)' of \(network.rawValue)") }
+        }
+        var graph: Graph
+        do { graph = try network.graph(cfg, inputs: types) } catch { throw ToolError("\(network.rawValue): \(error)") }
+        // Optional inputs left out are zeros.
+        for i in graph.inputs where tensors[graph.values[i].name] == nil {
+            tensors[graph.values[i].name] = Tensor.zeros(graph.values[i].type.dtype, graph.values[i].type.shape)
+        }
+        do { _ = try network.bind(&graph, config: cfg, files: weights.map(weightFile)) } catch let e as WeightBindingError {
+            throw ToolError(e.description)
+        }
+        return (graph, tensors)
     }
 }

@@ -181,7 +181,7 @@ struct ImportContext {
             switch graph.values[v].definition {
             case .input: return graph.values[v].name
             case .node(let n, _): stack += graph.nodes[n].inputs.reversed()
-            case .constant: break
+            case .constant, .weight: break
             }
         }
         return nil

@@ -173,6 +173,10 @@ public enum ONNXWriter {
                 case .constant(let t):
                     names[i] = unique(v.name)
                     initializers.append((names[i], t))
+                case .weight(let key, let t):
+                    guard let t else { throw IRError(node: key, "weight has no data: bind the checkpoint before writing") }
+                    names[i] = unique(key)
+                    initializers.append((names[i], t))
                 case .node: break
                 }
             }

@@ -1,0 +1,27 @@
+import Foundation
+import Importers
+import IR
+import ModelGraphs
+import Tensors
+
+/// A checkpoint's tensors as the weight binder sees them.
+func weightFile(_ path: String) throws -> WeightFile {
+    let c = try Checkpoint.open(path)
+    var entries: [String: WeightFile.Entry] = [:]
+    for e in c.tensors { entries[e.name] = WeightFile.Entry(dtype: e.dtype, shape: e.shape, load: { e.load() }) }
+    return WeightFile(path: path, entries: entries, firstKey: c.tensors.first?.name)
+}
+
+/// The configuration of `network` with `--config FILE.json` applied.
+func networkConfig(_ network: Network, _ path: String?) throws -> NetworkConfig {
+    guard let path else { return NetworkConfig() }
+    guard let data = FileManager.default.contents(atPath: path) else { throw ToolError("\(path): cannot read the configuration") }
+    do { return try NetworkConfig.load(network, json: data) } catch { throw ToolError("\(path): \(error)") }
+}
+
+/// `--model NAME`, or nil when the value is a file (an ONNX model).
+func builtinNetwork(_ model: String) throws -> Network? {
+    if let n = Network(rawValue: model) { return n }
+    if model.hasSuffix(".onnx") || FileManager.default.fileExists(atPath: model) { return nil }
+    throw ToolError("unknown model '\(model)': give an .onnx file or one of \(Network.allCases.map(\.rawValue).joined(separator: ", "))")
+}
