@@ -34,11 +34,11 @@ let package = Package(
         .target(name: "ReferenceKernels", dependencies: ["Tensors"]),
         .target(name: "Passes", dependencies: ["IR", "Tensors", "ReferenceKernels"]),
         // Model definitions, one folder per network (folder Graphs/).
-        .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs",
-                resources: [.copy("CLIP/bpe_simple_vocab_16e6.txt.gz")]),
+        .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         .target(name: "Kernels", dependencies: ["Tensors", "CBLAS"]),
-        .target(name: "Pipeline", dependencies: ["Tensors", "CPNG"]),
+        .target(name: "Pipeline", dependencies: ["Tensors", "CPNG"],
+                resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")]),
 
         .executableTarget(
             name: "diffbir",
@@ -54,6 +54,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Passes", "Tensors"]),
+        .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Tensors", "TestSupport"]),

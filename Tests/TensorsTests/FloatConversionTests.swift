@@ -1,5 +1,6 @@
 import Testing
 import Tensors
+import TestSupport
 
 @Suite struct FloatConversionTests {
     /// Every binary16 bit pattern against Swift's own `Float16` conversion (hardware or compiler-rt).
@@ -90,5 +91,21 @@ import Tensors
         let t = Tensor([1.9, -1.9, 300, -300, .nan, 40000], shape: [6])
         #expect(t.converted(to: .i8).converted(to: .f32).floats() == [1, -1, 127, -128, 0, 127])
         #expect(t.converted(to: .i16).converted(to: .f32).floats() == [1, -1, 300, -300, 0, 32767])
+    }
+}
+
+@Suite struct CRC32Tests {
+    @Test func matchesZlib() {
+        var state: UInt32 = 7
+        for length in [0, 1, 7, 8, 9, 63, 64, 1000, 4099] {
+            let bytes = (0..<length).map { _ -> UInt8 in state = state &* 1_664_525 &+ 1_013_904_223; return UInt8(state >> 24) }
+            bytes.withUnsafeBytes { b in
+                #expect(CRC32.checksum(b) == TestSupport.crc32(b), "length \(length)")
+                // Incremental updates agree with one pass.
+                let half = b.count / 2
+                #expect(CRC32.update(CRC32.checksum(UnsafeRawBufferPointer(rebasing: b[0..<half])), UnsafeRawBufferPointer(rebasing: b[half...])) == CRC32.checksum(b))
+            }
+        }
+        #expect(Array("123456789".utf8).withUnsafeBytes { CRC32.checksum($0) } == 0xCBF4_3926)
     }
 }
