@@ -43,7 +43,7 @@ let package = Package(
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Pipeline",
+                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Kernels", "Pipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"
@@ -57,6 +57,6 @@ let package = Package(
         .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Tensors", "TestSupport"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ReferenceKernels", "Tensors", "TestSupport"]),
     ]
 )

@@ -44,3 +44,39 @@ import Testing
         #expect(!BLAS.coreName.isEmpty)
     }
 }
+
+import ReferenceKernels
+import Tensors
+
+/// The GEMM convolution and matrix products against the reference kernels, over odd shapes.
+@Suite struct ConvolutionTests {
+    static func random(_ shape: Shape, _ seed: UInt32) -> Tensor {
+        var s = seed
+        return Tensor((0..<shape.count).map { _ in s = s &* 1_664_525 &+ 1_013_904_223; return Float(Int(s >> 9) % 2001 - 1000) / 1000 }, shape: shape)
+    }
+
+    @Test(arguments: [
+        ([1, 3, 7, 9], [5, 3, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        ([2, 4, 8, 8], [6, 2, 3, 3], [2, 2], [1, 0, 1, 1], [1, 1], 2),
+        ([1, 6, 9, 5], [6, 1, 3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 6),
+        ([1, 5, 6, 7], [4, 5, 1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),
+        ([1, 2, 11, 13], [3, 2, 2, 2], [2, 2], [0, 0, 1, 1], [1, 1], 1),
+    ])
+    func matchesReference(x: [Int], w: [Int], strides: [Int], pads: [Int], dilations: [Int], groups: Int) {
+        let input = Self.random(Shape(x), 1), weight = Self.random(Shape(w), 2), bias = Self.random([w[0]], 3)
+        // A tiny scratch forces several bands of output rows.
+        let fast = Convolution.conv2d(input, weight, bias, .init(strides: strides, pads: pads, dilations: dilations, groups: groups), scratchBytes: 200)
+        let reference = Reference.conv2d(input, weight, bias, strides: strides, pads: pads, dilations: dilations, groups: groups, outShape: fast.shape)
+        let worst = zip(fast.floats(), reference.floats()).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst < 1e-4, "max error \(worst)")
+    }
+
+    @Test func linearAndBatchedMatmul() {
+        let x = Self.random([2, 3, 7], 4), w = Self.random([5, 7], 5), b = Self.random([5], 6)
+        let l = MatrixProduct.linear(x, w, b), lr = Reference.linear(x, w, b)
+        #expect(zip(l.floats(), lr.floats()).allSatisfy { abs($0 - $1) < 1e-5 })
+        let a = Self.random([2, 1, 3, 4], 7), c = Self.random([3, 4, 6], 8)
+        let m = MatrixProduct.matmul(a, c, outShape: [2, 3, 3, 6]), mr = Reference.matmul(a, c, outShape: [2, 3, 3, 6])
+        #expect(zip(m.floats(), mr.floats()).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+}

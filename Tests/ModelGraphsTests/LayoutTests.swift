@@ -177,3 +177,18 @@ enum SynthTestInputs {
         #expect(written.withUnsafeBytes { crc32($0) } == UInt32(check["crc32_file"] as! Int))
     }
 }
+
+@Suite struct PresetTests {
+    /// Every published file's layout provides every network it is said to hold: the binder finds each
+    /// network's part in the layout's keys (by its signature key under one of its prefixes).
+    @Test(arguments: PublishedCheckpoint.all.map(\.file))
+    func presetProvidesItsNetworks(file: String) throws {
+        let preset = try #require(PublishedCheckpoint.named(file))
+        let keys = Set(try preset.layout.tensors(NetworkConfig()).map(\.key))
+        for network in preset.networks {
+            for part in network.parts(NetworkConfig()) {
+                #expect(part.prefixes.contains { keys.contains($0 + part.signature) }, "\(file) should hold the \(part.name)")
+            }
+        }
+    }
+}

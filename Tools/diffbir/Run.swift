@@ -31,7 +31,8 @@ struct Run: ParsableCommand {
         with --const NAME=FILE (safetensors or TensorProto .pb), or put them in the inputs file.
 
         This version runs the graph with the reference kernels (plain double-precision loops): \
-        exact and slow, the oracle the compiled executor is checked against.
+        exact and slow, the oracle the compiled executor is checked against. --fast runs \
+        convolutions and matrix products on OpenBLAS (f32) and the rest with the reference kernels.
         """
     )
 
@@ -59,6 +60,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Replace the output if it exists.")
     var overwrite = false
 
+    @Flag(help: "Run convolutions and matrix products on OpenBLAS instead of the reference kernels.")
+    var fast = false
+
     func run() throws {
         let start = Date()
         let given = try Checkpoint.open(inputs)
@@ -78,7 +82,9 @@ struct Run: ParsableCommand {
             feed[name] = t
         }
         let results: [String: Tensor]
-        do { results = try Interpreter.run(graph, inputs: feed) } catch { throw ToolError("\(model): \(error)") }
+        do {
+            results = try Interpreter.run(graph, inputs: feed, evaluator: fast ? FastEvaluator() : ReferenceEvaluator())
+        } catch { throw ToolError("\(model): \(error)") }
         let ordered = graph.outputs.map { ($0.name, results[$0.name]!) }
         try SafetensorsWriter.write(path: output, tensors: ordered, metadata: [("format", "pt")], overwrite: overwrite)
         print("wrote \(output): " + ordered.map { "\($0.0) \($0.1.dtype)\($0.1.shape)" }.joined(separator: ", ")
