@@ -31,12 +31,13 @@ let package = Package(
 
         .target(name: "Tensors"),
         .target(name: "IR", dependencies: ["Tensors"]),
-        .target(name: "ReferenceKernels", dependencies: ["Tensors"]),
-        .target(name: "Passes", dependencies: ["IR", "Tensors", "ReferenceKernels"]),
+        .target(name: "Plan", dependencies: ["Tensors"], linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "ReferenceKernels", dependencies: ["Tensors", "Plan"]),
+        .target(name: "Passes", dependencies: ["IR", "Tensors", "Plan", "ReferenceKernels"]),
         // Model definitions, one folder per network (folder Graphs/).
         .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
-        .target(name: "Kernels", dependencies: ["Tensors", "CBLAS"]),
+        .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS"]),
         .target(name: "Pipeline", dependencies: ["Tensors", "CPNG"],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")]),
 
@@ -54,6 +55,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Passes", "Tensors"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),

@@ -33,12 +33,14 @@ extension ModelBuilder {
         let d = dims(x)
         let (b, c, hw) = (d[0], d[1], d[2] * d[3])
         let n = try groupNorm(x, key + ".norm", epsilon: 1e-6)
+        // softmax(q·k / √c)·v over the H·W positions, written as tokens [b, hw, c] so that the attention
+        // kernel runs it without materialising the hw × hw scores (PyTorch computes v·aᵀ: the same sums).
         let q = try transpose(reshape(conv(n, key + ".q", out: c, kernel: 1), [b, c, hw], key + ":q_flat"), [0, 2, 1], key + ":q")
-        let k = try reshape(conv(n, key + ".k", out: c, kernel: 1), [b, c, hw], key + ":k")
-        let v = try reshape(conv(n, key + ".v", out: c, kernel: 1), [b, c, hw], key + ":v")
-        let scores = try mul(op(.matmul, [q, k], key + ":qk"), scalar(Float(pow(Double(c), -0.5)), name: key + ":scale"), key + ":scores")
-        let a = try op(.softmax(axis: -1), [scores], key + ":softmax")
-        let h = try op(.matmul, [v, transpose(a, [0, 2, 1], key + ":a_t")], key + ":context")
+        let kt = try reshape(conv(n, key + ".k", out: c, kernel: 1), [b, c, hw], key + ":k")
+        let v = try transpose(reshape(conv(n, key + ".v", out: c, kernel: 1), [b, c, hw], key + ":v_flat"), [0, 2, 1], key + ":v")
+        let scores = try mul(op(.matmul, [q, kt], key + ":qk"), scalar(Float(pow(Double(c), -0.5)), name: key + ":scale"), key + ":scores")
+        let a = try op(.matmul, [op(.softmax(axis: -1), [scores], key + ":softmax"), v], key + ":context")
+        let h = try transpose(a, [0, 2, 1], key + ":channels")
         return try add(x, conv(reshape(h, d, key + ":image"), key + ".proj_out", out: c, kernel: 1), key)
     }
 

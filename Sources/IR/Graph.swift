@@ -21,6 +21,12 @@ public struct Value: Sendable {
     public var name: String
     public var definition: Definition
 
+    public init(type: TensorType, name: String, definition: Definition) {
+        self.type = type
+        self.name = name
+        self.definition = definition
+    }
+
     /// A constant or a bound weight: data known before the graph runs.
     public var isConstant: Bool { constant != nil }
 

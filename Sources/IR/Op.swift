@@ -80,6 +80,18 @@ public enum Op: Hashable, Sendable {
     /// `data, indices [..., k] (integer), updates` → data with the slices at `indices` replaced
     /// (or combined with `reduction`), as ONNX ScatterND.
     case scatterND(ScatterReduction)
+    /// `a, b` → matmul with either operand transposed (last two axes), batch dims broadcast.
+    case matmulTransposed(a: Bool, b: Bool)
+
+    // Fused ops, produced by the compiler's fusion passes.
+    /// A convolution with a group-norm prologue and an epilogue (operands in `ConvFusion`).
+    case convFused(Conv2D, ConvFusion)
+    /// A linear with a layer-norm prologue and an epilogue (operands in `LinearFusion`).
+    case linearFused(LinearFusion)
+    /// `softmax(q·kᵀ·scale + biases)·v` without materialising the scores.
+    case attention(AttentionSpec)
+    /// `x [..., 2n]` → `x[..., :n] · GELU(x[..., n:])`.
+    case geglu
 
     /// A short name, for printing and profiles.
     public var name: String {
@@ -121,6 +133,11 @@ public enum Op: Hashable, Sendable {
         case .trilu: return "trilu"
         case .cumsum: return "cumsum"
         case .scatterND: return "scatter_nd"
+        case .matmulTransposed: return "matmul_t"
+        case .convFused: return "conv_fused"
+        case .linearFused: return "linear_fused"
+        case .attention: return "attention"
+        case .geglu: return "geglu"
         }
     }
 }

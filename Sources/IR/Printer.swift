@@ -42,7 +42,32 @@ extension Op {
         case .trilu(let upper, let k): return (upper ? "upper" : "lower") + " k=\(k)"
         case .cumsum(let a, let ex, let rev): return "axis=\(a)" + (ex ? " exclusive" : "") + (rev ? " reverse" : "")
         case .scatterND(let r): return "reduction=\(r.rawValue)"
+        case .matmulTransposed(let a, let b): return "transpose_a=\(a) transpose_b=\(b)"
+        case .convFused(let c, let f):
+            var t = "strides=\(list(c.strides)) pads=\(list(c.pads)) dilations=\(list(c.dilations)) groups=\(c.groups)"
+            if let p = f.prologue { t += " prologue=group_norm(\(p.groups),\(p.epsilon))" + (p.silu ? "+silu" : "") }
+            return t + Op.epilogueText(f.epilogue)
+        case .linearFused(let f):
+            return (f.layerNorm.map { "prologue=layer_norm(\($0.epsilon))" } ?? "") + Op.epilogueText(f.epilogue)
+        case .attention(let a):
+            return "scale=\(a.scale)" + (a.scaleQueries ? " scale_queries" : "") + (a.keysTransposed ? " keys_transposed" : "") + " biases=\(a.biasCount)"
+        case .geglu: return ""
         }
+    }
+}
+
+extension Op {
+    static func epilogueText(_ steps: [EpilogueOp]) -> String {
+        guard !steps.isEmpty else { return "" }
+        return " epilogue=" + steps.map { s -> String in
+            switch s {
+            case .activation(let a):
+                if case .leakyRelu(let alpha) = a { return "leaky_relu(\(alpha))" }
+                return a.name
+            case .scale(let v): return "scale(\(v))"
+            case .addResidual: return "add_residual"
+            }
+        }.joined(separator: ",")
     }
 }
 

@@ -280,6 +280,55 @@ extension Op {
             try arity(1...1)
             _ = try axis(a, inputs[0].rank)
             return [inputs[0]]
+        case .matmulTransposed(let ta, let tb):
+            try arity(2...2)
+            try same(inputs[0], inputs[1], "operands")
+            guard inputs[0].rank >= 2, inputs[1].rank >= 2 else { throw fail("operands must have rank ≥ 2") }
+            func swapped(_ t: TensorType, _ flag: Bool) -> [Int] {
+                var d = t.dims
+                if flag { d.swapAt(d.count - 1, d.count - 2) }
+                return d
+            }
+            return try Op.matmul.inferTypes([TensorType(inputs[0].dtype, Shape(swapped(inputs[0], ta))), TensorType(inputs[1].dtype, Shape(swapped(inputs[1], tb)))], node: node)
+        case .convFused(let c, let f):
+            let extra = (f.hasBias ? 1 : 0) + (f.prologue != nil ? 2 : 0)
+            try arity((2 + extra + f.residualCount)...(2 + extra + f.residualCount))
+            let base = Array(inputs[0..<(2 + (f.hasBias ? 1 : 0))])
+            let out = try Op.conv(c).inferTypes(base, node: node)[0]
+            if let p = f.prologue {
+                let s = inputs[2 + (f.hasBias ? 1 : 0)], b = inputs[3 + (f.hasBias ? 1 : 0)]
+                guard inputs[0].dims[1] % p.groups == 0, s.dims == [inputs[0].dims[1]], b.dims == [inputs[0].dims[1]] else {
+                    throw fail("group norm prologue does not fit the input \(inputs[0].shape)")
+                }
+            }
+            for r in inputs.suffix(f.residualCount) where r != out { throw fail("residual \(r) does not match the output \(out)") }
+            return [out]
+        case .linearFused(let f):
+            let norm = f.layerNorm.map { $0.hasBias ? 2 : 1 } ?? 0
+            let count = 2 + (f.hasBias ? 1 : 0) + norm + f.residualCount
+            try arity(count...count)
+            let out = try Op.linear.inferTypes(Array(inputs[0..<(2 + (f.hasBias ? 1 : 0))]), node: node)[0]
+            if f.layerNorm != nil {
+                let k = inputs[0].dims.last!
+                for t in inputs[(2 + (f.hasBias ? 1 : 0))..<(2 + (f.hasBias ? 1 : 0) + norm)] where t.dims != [k] {
+                    throw fail("layer norm prologue parameters must be [\(k)], got \(t.shape)")
+                }
+            }
+            for r in inputs.suffix(f.residualCount) where r != out { throw fail("residual \(r) does not match the output \(out)") }
+            return [out]
+        case .attention(let a):
+            try arity((3 + a.biasCount)...(3 + a.biasCount))
+            let (q, k, v) = (inputs[0], inputs[1], inputs[2])
+            let kt = a.keysTransposed ? k : TensorType(k.dtype, Shape(Array(k.dims.dropLast(2)) + [k.dims.last!, k.dims[k.rank - 2]]))
+            let scores = try Op.matmul.inferTypes([q, kt], node: node)[0]
+            for b in inputs.dropFirst(3) where broadcastShapes([scores.dims, b.dims]) != scores.dims {
+                throw fail("bias \(b.shape) does not broadcast to the scores \(scores.shape)")
+            }
+            return try Op.matmul.inferTypes([scores, v], node: node)
+        case .geglu:
+            try arity(1...1)
+            guard let last = inputs[0].dims.last, last % 2 == 0 else { throw fail("the last axis must be even") }
+            return [TensorType(inputs[0].dtype, Shape(inputs[0].dims.dropLast() + [last / 2]))]
         case .scatterND:
             try arity(3...3)
             let (data, idx, upd) = (inputs[0], inputs[1], inputs[2])

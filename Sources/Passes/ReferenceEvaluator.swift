@@ -69,6 +69,95 @@ public struct ReferenceEvaluator: ConstantEvaluator {
         case .cumsum(let a, let ex, let rev): return [Reference.cumsum(inputs[0], axis: a, exclusive: ex, reverse: rev)]
         case .scatterND(let r):
             return [Reference.scatterND(inputs[0], inputs[1], inputs[2], reduction: Reference.ScatterReduction(rawValue: r.rawValue)!)]
+        case .matmulTransposed(let ta, let tb):
+            func t(_ x: Tensor, _ flag: Bool) -> Tensor {
+                guard flag else { return x }
+                var perm = Array(0..<x.shape.rank)
+                perm.swapAt(perm.count - 1, perm.count - 2)
+                return Reference.transpose(x, perm: perm)
+            }
+            return [Reference.matmul(t(inputs[0], ta), t(inputs[1], tb), outShape: out!.shape)]
+        case .convFused(let c, let f):
+            var x = inputs[0]
+            var k = 2 + (f.hasBias ? 1 : 0)
+            if let p = f.prologue {
+                x = Reference.groupNorm(x, inputs[k], inputs[k + 1], groups: p.groups, epsilon: Double(p.epsilon))
+                if p.silu { x = Reference.unary(.silu, x) }
+                k += 2
+            }
+            let y = Reference.conv2d(x, inputs[1], f.hasBias ? inputs[2] : nil, strides: c.strides, pads: c.pads, dilations: c.dilations,
+                                     groups: c.groups, outShape: out!.shape)
+            return [Self.epilogue(y, f.epilogue, residuals: Array(inputs[k...]))]
+        case .linearFused(let f):
+            var x = inputs[0]
+            var k = 2 + (f.hasBias ? 1 : 0)
+            if let ln = f.layerNorm {
+                x = Reference.layerNorm(x, inputs[k], ln.hasBias ? inputs[k + 1] : nil, axis: -1, epsilon: Double(ln.epsilon))
+                k += ln.hasBias ? 2 : 1
+            }
+            let y = Reference.linear(x, inputs[1], f.hasBias ? inputs[2] : nil)
+            return [Self.epilogue(y, f.epilogue, residuals: Array(inputs[k...]))]
+        case .attention(let a):
+            var q = inputs[0], k = inputs[1]
+            if !a.keysTransposed {
+                var perm = Array(0..<k.shape.rank)
+                perm.swapAt(perm.count - 1, perm.count - 2)
+                k = Reference.transpose(k, perm: perm)
+            }
+            let scale = Reference.tensor([Double(a.scale)], q.dtype, [])
+            var scoresShape = q.shape.dims
+            scoresShape[scoresShape.count - 1] = k.shape.dims.last!
+            if let batch = broadcastShapes([Array(q.shape.dims.dropLast(2)), Array(k.shape.dims.dropLast(2))]) {
+                scoresShape = batch + [q.shape.dims[q.shape.rank - 2], k.shape.dims.last!]
+            }
+            var scores: Tensor
+            if a.scaleQueries {
+                q = Reference.binary(.mul, q, scale, outShape: q.shape, outType: q.dtype)
+                scores = Reference.matmul(q, k, outShape: Shape(scoresShape))
+            } else {
+                scores = Reference.matmul(q, k, outShape: Shape(scoresShape))
+                scores = Reference.binary(.mul, scores, scale, outShape: scores.shape, outType: scores.dtype)
+            }
+            for b in inputs.dropFirst(3) {
+                let shape = Shape(broadcastShapes([scores.shape.dims, b.shape.dims])!)
+                scores = Reference.binary(.add, scores, b, outShape: shape, outType: scores.dtype)
+            }
+            return [Reference.matmul(Reference.softmax(scores, axis: -1), inputs[2], outShape: out!.shape)]
+        case .geglu:
+            let x = inputs[0]
+            let n = x.shape.dims.last! / 2
+            let halves = Reference.split(x, axis: -1, sizes: [n, n])
+            return [Reference.binary(.mul, halves[0], Reference.gelu(halves[1], tanhApproximation: false), outShape: halves[0].shape, outType: x.dtype)]
+        }
+    }
+}
+
+extension ReferenceEvaluator {
+    /// Applies epilogue steps in order (`addResidual` takes the residuals in order).
+    static func epilogue(_ y: Tensor, _ steps: [EpilogueOp], residuals: [Tensor]) -> Tensor {
+        var out = y
+        var next = 0
+        for step in steps {
+            switch step {
+            case .activation(let a): out = activation(out, a)
+            case .scale(let s):
+                out = Reference.binary(.mul, out, Reference.tensor([Double(s)], out.dtype, []), outShape: out.shape, outType: out.dtype)
+            case .addResidual:
+                out = Reference.binary(.add, out, residuals[next], outShape: out.shape, outType: out.dtype)
+                next += 1
+            }
+        }
+        return out
+    }
+
+    static func activation(_ x: Tensor, _ a: Activation) -> Tensor {
+        switch a {
+        case .silu: return Reference.unary(.silu, x)
+        case .gelu: return Reference.gelu(x, tanhApproximation: false)
+        case .geluTanh: return Reference.gelu(x, tanhApproximation: true)
+        case .relu: return Reference.unary(.relu, x)
+        case .sigmoid: return Reference.unary(.sigmoid, x)
+        case .leakyRelu(let alpha): return Reference.leakyRelu(x, alpha: Double(alpha))
         }
     }
 }

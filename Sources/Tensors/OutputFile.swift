@@ -62,6 +62,14 @@ public final class OutputFile {
         try result.get()
     }
 
+    /// Overwrites bytes already written, at `offset` (headers filled in at the end).
+    public func patch(at offset: Int, _ bytes: [UInt8]) throws(FileError) {
+        precondition(!done && offset + bytes.count <= bytesWritten)
+        try flush()
+        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        guard n == bytes.count else { throw FileError(path: path, message: "write failed: \(FileError.systemMessage())") }
+    }
+
     private func flush() throws(FileError) {
         guard buffered > 0 else { return }
         try writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<buffered]))

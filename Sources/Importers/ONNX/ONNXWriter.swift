@@ -200,6 +200,46 @@ public enum ONNXWriter {
             }
         }
 
+        /// Group norm (+ SiLU) as ONNX nodes; returns the result's name.
+        mutating func prologueGroupNorm(_ x: String, _ scale: String, _ bias: String, _ p: GroupNormPrologue, _ name: String) -> String {
+            let gn = unique(name + "_gn")
+            node("GroupNormalization", [x, scale, bias], [gn], [("num_groups", .int(p.groups)), ("epsilon", .float(p.epsilon))], name: name + "_gn")
+            guard p.silu else { return gn }
+            let s = unique(name + "_gn_sigmoid"), y = unique(name + "_gn_silu")
+            node("Sigmoid", [gn], [s], name: name + "_gn_sigmoid")
+            node("Mul", [gn, s], [y], name: name + "_gn_silu")
+            return y
+        }
+
+        /// Epilogue steps as ONNX nodes, the last one writing `out`.
+        mutating func epilogue(_ start: String, _ steps: [EpilogueOp], residuals: [String], out: String, name: String) {
+            var current = start
+            var next = 0
+            for (i, step) in steps.enumerated() {
+                let target = i == steps.count - 1 ? out : unique("\(out)_e\(i)")
+                switch step {
+                case .activation(let a):
+                    switch a {
+                    case .silu:
+                        let s = unique("\(out)_e\(i)_sigmoid")
+                        node("Sigmoid", [current], [s], name: "\(name)_e\(i)_sigmoid")
+                        node("Mul", [current, s], [target], name: "\(name)_e\(i)")
+                    case .gelu: node("Gelu", [current], [target], name: "\(name)_e\(i)")
+                    case .geluTanh: node("Gelu", [current], [target], [("approximate", .string("tanh"))], name: "\(name)_e\(i)")
+                    case .relu: node("Relu", [current], [target], name: "\(name)_e\(i)")
+                    case .sigmoid: node("Sigmoid", [current], [target], name: "\(name)_e\(i)")
+                    case .leakyRelu(let alpha): node("LeakyRelu", [current], [target], [("alpha", .float(alpha))], name: "\(name)_e\(i)")
+                    }
+                case .scale(let v): node("Mul", [current, scalar(v, .f32, "\(name)_e\(i)_scale")], [target], name: "\(name)_e\(i)")
+                case .addResidual:
+                    node("Add", [current, residuals[next]], [target], name: "\(name)_e\(i)")
+                    next += 1
+                }
+                current = target
+            }
+            if steps.isEmpty { node("Identity", [current], [out], name: name) }
+        }
+
         mutating func emit(_ n: Node) throws(IRError) {
             let ins = n.inputs.map { names[$0] }
             let outs = n.outputs.map { names[$0] }
@@ -331,6 +371,80 @@ public enum ONNXWriter {
             case .trilu(let upper, let k):
                 node("Trilu", [x, intScalar(k, n.name + "_k")], outs, [("upper", .int(upper ? 1 : 0))], name: n.name)
             case .scatterND(let r): node("ScatterND", ins, outs, [("reduction", .string(r.rawValue))], name: n.name)
+            case .matmulTransposed(let ta, let tb):
+                var operands = ins
+                for (i, flag) in [ta, tb].enumerated() where flag {
+                    let r = graph.type(n.inputs[i]).rank
+                    var perm = Array(0..<r)
+                    perm.swapAt(r - 1, r - 2)
+                    operands[i] = unique(outs[0] + "_t\(i)")
+                    node("Transpose", [ins[i]], [operands[i]], [("perm", .ints(perm))], name: n.name + "_t\(i)")
+                }
+                node("MatMul", operands, outs, name: n.name)
+            case .geglu:
+                let last = graph.type(n.outputs[0]).dims.last!
+                let a = unique(outs[0] + "_a"), g = unique(outs[0] + "_gate"), ge = unique(outs[0] + "_gelu")
+                node("Split", [x, ints([last, last], n.name + "_split")], [a, g], [("axis", .int(-1))], name: n.name + "_split")
+                node("Gelu", [g], [ge], name: n.name + "_gelu")
+                node("Mul", [a, ge], outs, name: n.name)
+            case .convFused(let c, let f):
+                var input = x
+                var k = 2 + (f.hasBias ? 1 : 0)
+                if let p = f.prologue {
+                    input = prologueGroupNorm(x, ins[k], ins[k + 1], p, n.name)
+                    k += 2
+                }
+                let y = unique(outs[0] + "_conv")
+                node("Conv", [input, ins[1]] + (f.hasBias ? [ins[2]] : []), [y], [("strides", .ints(c.strides)), ("pads", .ints(c.pads)),
+                                                                                 ("dilations", .ints(c.dilations)), ("group", .int(c.groups))], name: n.name + "_conv")
+                epilogue(y, f.epilogue, residuals: Array(ins[k...]), out: outs[0], name: n.name)
+            case .linearFused(let f):
+                var input = x
+                var k = 2 + (f.hasBias ? 1 : 0)
+                if let ln = f.layerNorm {
+                    input = unique(outs[0] + "_ln")
+                    node("LayerNormalization", [x, ins[k]] + (ln.hasBias ? [ins[k + 1]] : []), [input], [("axis", .int(-1)), ("epsilon", .float(ln.epsilon))],
+                         name: n.name + "_ln")
+                    k += ln.hasBias ? 2 : 1
+                }
+                let wt = unique(outs[0] + "_wt"), product = unique(outs[0] + "_matmul")
+                node("Transpose", [ins[1]], [wt], [("perm", .ints([1, 0]))], name: n.name + "_wt")
+                node("MatMul", [input, wt], [product], name: n.name + "_matmul")
+                var y = product
+                if f.hasBias {
+                    y = unique(outs[0] + "_bias")
+                    node("Add", [product, ins[2]], [y], name: n.name + "_bias")
+                }
+                epilogue(y, f.epilogue, residuals: Array(ins[k...]), out: outs[0], name: n.name)
+            case .attention(let a):
+                let qt = graph.type(n.inputs[0])
+                var q = x, kt = ins[1]
+                if !a.keysTransposed {
+                    let r = graph.type(n.inputs[1]).rank
+                    var perm = Array(0..<r)
+                    perm.swapAt(r - 1, r - 2)
+                    kt = unique(outs[0] + "_kt")
+                    node("Transpose", [ins[1]], [kt], [("perm", .ints(perm))], name: n.name + "_kt")
+                }
+                let scale = scalar(a.scale, qt.dtype, n.name + "_scale")
+                var scores = unique(outs[0] + "_scores")
+                if a.scaleQueries {
+                    q = unique(outs[0] + "_q")
+                    node("Mul", [x, scale], [q], name: n.name + "_q")
+                    node("MatMul", [q, kt], [scores], name: n.name + "_qk")
+                } else {
+                    let qk = unique(outs[0] + "_qk")
+                    node("MatMul", [q, kt], [qk], name: n.name + "_qk")
+                    node("Mul", [qk, scale], [scores], name: n.name + "_scaled")
+                }
+                for (i, b) in ins.dropFirst(3).enumerated() {
+                    let next = unique(outs[0] + "_bias\(i)")
+                    node("Add", [scores, b], [next], name: n.name + "_bias\(i)")
+                    scores = next
+                }
+                let p = unique(outs[0] + "_softmax")
+                node("Softmax", [scores], [p], [("axis", .int(-1))], name: n.name + "_softmax")
+                node("MatMul", [p, ins[2]], outs, name: n.name)
             case .cumsum(let a, let ex, let rev):
                 node("CumSum", [x, intScalar(a, n.name + "_axis")], outs, [("exclusive", .int(ex ? 1 : 0)), ("reverse", .int(rev ? 1 : 0))], name: n.name)
             }

@@ -1,0 +1,162 @@
+import Plan
+import Tensors
+
+/// Data movement on views of any dtype (element-size copies).
+public enum MovementKernels {
+    /// Whether `m` runs here (the rest uses the reference kernels).
+    public static func supports(_ m: Movement) -> Bool {
+        switch m {
+        case .transpose, .concat, .split, .slice, .pad, .expand: return true
+        case .resize(let r): return r.mode == "nearest" && r.coordinateTransform == "asymmetric" && r.nearestMode == "floor"
+        case .depthToSpace, .spaceToDepth: return true
+        case .gather, .tile, .trilu: return false
+        }
+    }
+
+    /// Copies: for each output index (row-major), the flat source index is Σ index[d]·stride[d] + base.
+    static func strided(_ src: View, _ dst: UnsafeMutableRawPointer, dims: [Int], strides: [Int], base: Int, threads: Int) {
+        let size = src.dtype.byteSize
+        let n = dims.reduce(1, *)
+        guard n > 0 else { return }
+        let inner = dims.last ?? 1, innerStride = strides.last ?? 1
+        let rows = n / max(inner, 1)
+        let s = src.pointer
+        Parallel.forRanges(rows, threads: threads, minimumPerThread: 256) { r in
+            var index = [Int](repeating: 0, count: max(dims.count - 1, 0))
+            for row in r {
+                var rem = row
+                for d in stride(from: dims.count - 2, through: 0, by: -1) { index[d] = rem % dims[d]; rem /= dims[d] }
+                var off = base
+                for d in 0..<(dims.count - 1) { off += index[d] * strides[d] }
+                let out = dst + row * inner * size
+                if innerStride == 1 {
+                    out.copyMemory(from: s + off * size, byteCount: inner * size)
+                } else if size == 4 {
+                    let o = out.assumingMemoryBound(to: UInt32.self), i = (s + off * size).assumingMemoryBound(to: UInt32.self)
+                    for j in 0..<inner { o[j] = i[j * innerStride] }
+                } else {
+                    for j in 0..<inner { (out + j * size).copyMemory(from: s + (off + j * innerStride) * size, byteCount: size) }
+                }
+            }
+        }
+    }
+
+    static func contiguousStrides(_ dims: [Int]) -> [Int] { Shape(dims).contiguousStrides }
+
+    public static func run(_ m: Movement, operands: [View], results: [View], threads: Int) {
+        let x = operands[0]
+        let size = x.dtype.byteSize
+        switch m {
+        case .transpose(let perm):
+            let st = contiguousStrides(x.dims)
+            strided(x, results[0].pointer, dims: results[0].dims, strides: perm.map { st[$0] }, base: 0, threads: threads)
+        case .slice(let starts, _, let steps):
+            let st = contiguousStrides(x.dims)
+            let base = zip(starts, st).reduce(0) { $0 + $1.0 * $1.1 }
+            strided(x, results[0].pointer, dims: results[0].dims, strides: zip(steps, st).map { $0 * $1 }, base: base, threads: threads)
+        case .expand:
+            let out = results[0]
+            strided(x, out.pointer, dims: out.dims, strides: ElementwiseKernels.broadcastStrides(x.dims, out.dims), base: 0, threads: threads)
+        case .concat(let axis):
+            let out = results[0]
+            let a = axis < 0 ? axis + out.dims.count : axis
+            let outer = out.dims[..<a].reduce(1, *)
+            let row = out.dims[a...].reduce(1, *) * size
+            var offset = 0
+            for v in operands {
+                let chunk = v.dims[a...].reduce(1, *) * size
+                if chunk > 0 {
+                    for o in 0..<outer { (out.pointer + o * row + offset).copyMemory(from: v.pointer + o * chunk, byteCount: chunk) }
+                }
+                offset += chunk
+            }
+        case .split(let axis, _):
+            let a = axis < 0 ? axis + x.dims.count : axis
+            let outer = x.dims[..<a].reduce(1, *)
+            let row = x.dims[a...].reduce(1, *) * size
+            var offset = 0
+            for r in results {
+                let chunk = r.dims[a...].reduce(1, *) * size
+                if chunk > 0 {
+                    for o in 0..<outer { (r.pointer + o * chunk).copyMemory(from: x.pointer + o * row + offset, byteCount: chunk) }
+                }
+                offset += chunk
+            }
+        case .pad(let mode, let pads, let value):
+            let out = results[0]
+            let rank = x.dims.count
+            let odims = out.dims, st = contiguousStrides(x.dims)
+            let inner = odims.last!, rows = out.count / max(inner, 1)
+            let fill = Float(value)
+            Parallel.forRanges(rows, threads: threads, minimumPerThread: 64) { r in
+                var index = [Int](repeating: 0, count: rank)
+                for row in r {
+                    var rem = row
+                    for d in stride(from: rank - 2, through: 0, by: -1) { index[d] = rem % odims[d]; rem /= odims[d] }
+                    for j in 0..<inner {
+                        index[rank - 1] = j
+                        var off = 0
+                        var outside = false
+                        for d in 0..<rank {
+                            var s = index[d] - pads[d]
+                            let n = x.dims[d]
+                            if s < 0 || s >= n {
+                                switch mode {
+                                case "edge": s = min(max(s, 0), n - 1)
+                                case "reflect":
+                                    let period = max(2 * (n - 1), 1)
+                                    s = ((s % period) + period) % period
+                                    if s >= n { s = period - s }
+                                case "wrap": s = ((s % n) + n) % n
+                                default: outside = true
+                                }
+                            }
+                            off += s * st[d]
+                        }
+                        let dst = out.pointer + (row * inner + j) * size
+                        if outside {
+                            if size == 4 { dst.storeBytes(of: fill, as: Float.self) } else { dst.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+                        } else {
+                            dst.copyMemory(from: x.pointer + off * size, byteCount: size)
+                        }
+                    }
+                }
+            }
+        case .resize:
+            // Nearest with integer factors (asymmetric, floor): source index = output index / factor.
+            let out = results[0]
+            let rank = x.dims.count
+            let st = contiguousStrides(x.dims)
+            let factors = (0..<rank).map { out.dims[$0] / max(x.dims[$0], 1) }
+            let inner = out.dims.last!, rows = out.count / max(inner, 1)
+            Parallel.forRanges(rows, threads: threads, minimumPerThread: 64) { r in
+                var index = [Int](repeating: 0, count: rank)
+                for row in r {
+                    var rem = row
+                    for d in stride(from: rank - 2, through: 0, by: -1) { index[d] = rem % out.dims[d]; rem /= out.dims[d] }
+                    var off = 0
+                    for d in 0..<(rank - 1) { off += (index[d] / factors[d]) * st[d] }
+                    let dst = out.pointer + row * inner * size
+                    for j in 0..<inner { (dst + j * size).copyMemory(from: x.pointer + (off + j / factors[rank - 1]) * size, byteCount: size) }
+                }
+            }
+        case .depthToSpace(let b, let crd):
+            let (n, cin, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+            let c = cin / (b * b)
+            // View x as [n, c, b, b, h, w] (crd) or [n, b, b, c, h, w] (dcr), read as [n, c, h, b, w, b].
+            let st = crd ? [cin * h * w, b * b * h * w, h * w, b * h * w, w * 0 + 1, b * 0 + w] : [cin * h * w, h * w, w, b * c * h * w, 1, c * h * w]
+            let dims = [n, c, h, b, w, b]
+            let strides = crd ? [cin * h * w, b * b * h * w, w, b * h * w, 1, h * w] : [cin * h * w, h * w, w, b * c * h * w, 1, c * h * w]
+            _ = st
+            strided(x, results[0].pointer, dims: dims, strides: strides, base: 0, threads: threads)
+        case .spaceToDepth(let b, let crd):
+            let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+            let (oh, ow) = (h / b, w / b)
+            // Output [n, c, b, b, oh, ow] (crd) or [n, b, b, c, oh, ow] (dcr) read from x [n, c, oh, b, ow, b].
+            let dims = crd ? [n, c, b, b, oh, ow] : [n, b, b, c, oh, ow]
+            let strides = crd ? [c * h * w, h * w, w, 1, b * w, b] : [c * h * w, w, 1, h * w, b * w, b]
+            strided(x, results[0].pointer, dims: dims, strides: strides, base: 0, threads: threads)
+        default: break
+        }
+    }
+}

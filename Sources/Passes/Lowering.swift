@@ -1,0 +1,191 @@
+import IR
+import Plan
+import Tensors
+
+/// Turns optimised IR graphs into a plan program: instructions in schedule order, weights and
+/// constants in one section (shared across entry points by key), activations in one arena per entry
+/// point laid out by `MemoryPlanner`. Reshapes emit nothing: their result is the same bytes.
+public struct Lowering {
+    public struct EntryReport: Sendable {
+        public var name: String
+        public var instructions: Int
+        public var kernels: [String: Int]
+        public var flops: Double
+        public var arenaBytes: Int
+        /// The sum of every activation buffer (no reuse).
+        public var naiveBytes: Int
+        public var largestTensorBytes: Int
+        public var inPlace: Int
+    }
+
+    public private(set) var weights: [WeightRecord] = [WeightRecord(name: "", dtype: .u8, shape: [0], offset: 0, byteCount: 0, format: "none")]
+    public private(set) var weightData: [Tensor?] = [nil]
+    private var weightIndex: [String: Int] = [:]
+    private var sectionEnd = 0
+    public private(set) var entries: [EntryPoint] = []
+    public private(set) var reports: [EntryReport] = []
+
+    public init() {}
+
+    mutating func weightOperand(_ v: Value) -> Operand {
+        let t = v.constant!
+        // Weights are shared by checkpoint key; constants by their storage.
+        let key = v.weightKey.map { "w:" + $0 } ?? "c:\(ObjectIdentifier(t.storage).hashValue):\(t.shape):\(t.dtype)"
+        if let i = weightIndex[key] { return .weight(i) }
+        let offset = (sectionEnd + 63) / 64 * 64
+        weights.append(WeightRecord(name: v.name, dtype: t.dtype, shape: t.shape, offset: offset, byteCount: t.byteCount, format: t.dtype.rawValue))
+        weightData.append(t)
+        sectionEnd = offset + t.byteCount
+        weightIndex[key] = weights.count - 1
+        return .weight(weights.count - 1)
+    }
+
+    /// Lowers one graph (already optimised) as the entry point `name`.
+    public mutating func add(entry name: String, graph g: Graph) throws {
+        try g.verify()
+        // Alias groups: a reshape's result is its input's bytes.
+        var group = Array(g.values.indices)
+        func find(_ v: Int) -> Int {
+            var r = v
+            while group[r] != r { r = group[r] }
+            var x = v
+            while group[x] != r { let next = group[x]; group[x] = r; x = next }
+            return r
+        }
+        var lowered: [(node: Node, kernel: Kernel)] = []
+        for n in g.nodes {
+            if case .reshape = n.op, !g.values[n.inputs[0]].isConstant {
+                group[find(n.outputs[0])] = find(n.inputs[0])
+                continue
+            }
+            lowered.append((n, try Self.kernel(n, g)))
+        }
+        // Reshapes of constants become weights with the new shape (same bytes).
+        var constants: [ValueID: Tensor] = [:]
+        for n in g.nodes {
+            if case .reshape(let s) = n.op, let t = g.values[n.inputs[0]].constant {
+                constants[n.outputs[0]] = Tensor(dtype: t.dtype, shape: s, storage: t.storage)
+            }
+        }
+        // Lifetimes per group over the schedule.
+        let count = lowered.count
+        var start = [Int: Int](), end = [Int: Int]()
+        var pinned = Set<Int>()
+        func touch(_ v: ValueID, _ i: Int, def: Bool) {
+            let r = find(v)
+            if def { start[r] = min(start[r] ?? i, i) }
+            end[r] = max(end[r] ?? i, i)
+        }
+        for v in g.inputs { touch(v, -1, def: true); pinned.insert(find(v)) }
+        for (i, l) in lowered.enumerated() {
+            for v in l.node.inputs where !g.values[v].isConstant && constants[v] == nil { touch(v, i, def: false) }
+            for v in l.node.outputs { touch(v, i, def: true) }
+        }
+        for (_, v) in g.outputs {
+            guard !g.values[v].isConstant else { throw IRError(node: g.values[v].name, "a graph output that is a constant is not supported by plans") }
+            touch(v, count, def: false)
+            pinned.insert(find(v))
+        }
+        // In place: an elementwise-like kernel may write over an operand whose group ends here.
+        var inPlace = 0
+        for (i, l) in lowered.enumerated() where l.kernel.canRunInPlace {
+            let out = l.node.outputs[0]
+            let ot = g.type(out)
+            for v in l.node.inputs where !g.values[v].isConstant && constants[v] == nil {
+                let r = find(v)
+                guard !pinned.contains(r), end[r] == i, g.type(v) == ot, find(out) != r else { continue }
+                let ro = find(out)
+                group[ro] = r
+                end[r] = max(end[r]!, end[ro] ?? i)
+                if pinned.contains(ro) { pinned.insert(r) }
+                inPlace += 1
+                break
+            }
+        }
+        // One buffer per group (sized by its root's type; aliases have the same byte count).
+        var roots: [Int] = []
+        var bufferOf: [Int: Int] = [:]
+        var buffers: [MemoryPlanner.Buffer] = []
+        var largest = 0
+        for v in g.values.indices where start[find(v)] != nil || end[find(v)] != nil {
+            let r = find(v)
+            if bufferOf[r] != nil || g.values[v].isConstant { continue }
+            let bytes = g.type(v).count * g.type(v).dtype.byteSize
+            bufferOf[r] = buffers.count
+            roots.append(r)
+            buffers.append(MemoryPlanner.Buffer(size: bytes, start: start[r] ?? -1, end: end[r] ?? count))
+            largest = max(largest, bytes)
+        }
+        let (offsets, arena) = MemoryPlanner.plan(buffers)
+        try MemoryPlanner.check(buffers, offsets: offsets, arenaBytes: arena)
+        func operand(_ v: ValueID) -> Operand {
+            if let t = constants[v] {
+                return weightOperand(Value(type: TensorType(t.dtype, t.shape), name: g.values[v].name + ":reshaped", definition: .constant(t)))
+            }
+            if g.values[v].isConstant { return weightOperand(g.values[v]) }
+            let t = g.type(v)
+            return .arena(offset: offsets[bufferOf[find(v)]!], dtype: t.dtype, shape: t.shape)
+        }
+        var instructions: [Instruction] = []
+        var kernels: [String: Int] = [:]
+        var flops = 0.0
+        for l in lowered {
+            instructions.append(Instruction(kernel: l.kernel, operands: l.node.inputs.map(operand), results: l.node.outputs.map(operand), name: l.node.name))
+            kernels[l.kernel.kindName, default: 0] += 1
+            flops += Self.flops(l.node, g)
+        }
+        func binding(_ name: String, _ v: ValueID) -> Binding {
+            let t = g.type(v)
+            return Binding(name: name, dtype: t.dtype, shape: t.shape, offset: offsets[bufferOf[find(v)]!])
+        }
+        let entry = EntryPoint(name: name, inputs: g.inputs.map { binding(g.values[$0].name, $0) },
+                               outputs: g.outputs.map { binding($0.name, $0.value) }, instructions: instructions, arenaBytes: arena)
+        entries.append(entry)
+        let naive = buffers.reduce(0) { $0 + MemoryPlanner.aligned($1.size) }
+        reports.append(EntryReport(name: name, instructions: instructions.count, kernels: kernels, flops: flops, arenaBytes: arena,
+                                   naiveBytes: naive, largestTensorBytes: largest, inPlace: inPlace))
+    }
+
+    public var weightBytes: Int { weights.reduce(0) { $0 + $1.byteCount } }
+
+    /// Floating-point operations of a node (multiply-add = 2), for the report.
+    static func flops(_ n: Node, _ g: Graph) -> Double {
+        let out = g.type(n.outputs[0])
+        switch n.op {
+        case .conv(let c), .convFused(let c, _):
+            let w = g.type(n.inputs[1]).dims
+            return 2 * Double(out.count) * Double(w[1] * w[2] * w[3]) * (c.groups > 0 ? 1 : 1)
+        case .convTranspose:
+            let w = g.type(n.inputs[1]).dims
+            return 2 * Double(g.type(n.inputs[0]).count) * Double(w[1] * w[2] * w[3])
+        case .linear, .linearFused:
+            return 2 * Double(out.count) * Double(g.type(n.inputs[1]).dims[1])
+        case .matmul, .matmulTransposed:
+            let a = g.type(n.inputs[0]).dims
+            let k: Int
+            if case .matmulTransposed(let ta, _) = n.op, ta { k = a[a.count - 2] } else { k = a.last! }
+            return 2 * Double(out.count) * Double(k)
+        case .attention(let spec):
+            let q = g.type(n.inputs[0]).dims, k = g.type(n.inputs[1]).dims
+            let m = spec.keysTransposed ? k.last! : k[k.count - 2]
+            return 2 * Double(g.type(n.inputs[0]).count) * Double(m) + 2 * Double(out.count) * Double(m) + Double(q.dropLast().reduce(1, *) * m) * 4
+        default:
+            return Double(out.count)
+        }
+    }
+}
+
+extension Kernel {
+    /// Kernels that may write their result over an operand of the same shape.
+    var canRunInPlace: Bool {
+        switch self {
+        case .elementwise(let e):
+            switch e {
+            case .geglu, .cast: return false
+            default: return true
+            }
+        case .softmax, .layerNorm, .groupNorm, .batchNorm: return true
+        default: return false
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import IR
+import Tensors
+
+/// Options of a compilation.
+public struct CompileOptions: Sendable {
+    /// Passes switched off by name (`--disable-pass`).
+    public var disabled: Set<String> = []
+    /// Run the verifier after every pass (`--verify-each`; always on in tests).
+    public var verifyEach = false
+    public var evaluator: ConstantEvaluator = ReferenceEvaluator()
+    /// Constants larger than this are not produced by folding (bytes).
+    public var maxFoldedBytes = 64 << 20
+    public init() {}
+}
+
+/// What one pass did.
+public struct PassRecord: Sendable {
+    public let name: String
+    public let changes: Int
+    public let nodesBefore: Int
+    public let nodesAfter: Int
+    public let seconds: Double
+}
+
+/// A named graph rewrite: returns how many places it changed.
+public struct Pass: Sendable {
+    public let name: String
+    public let summary: String
+    public let run: @Sendable (inout Graph, CompileOptions) throws -> Int
+}
+
+/// The pass pipeline: one readable list of named stages, run in order.
+public enum PassPipeline {
+    public static let standard: [Pass] = [
+        Cleanup.deadCode,
+        Cleanup.commonSubexpressions,
+        Cleanup.constantFolding,
+        Cleanup.reshapeTransposeSimplification,
+        Fusion.batchNormFolding,
+        Fusion.attention,
+        Fusion.geglu,
+        Fusion.convPrologue,
+        Fusion.layerNormLinear,
+        Fusion.epilogues,
+        Layout.transposeIntoMatmul,
+        Cleanup.deadCode,
+    ]
+
+    public static var names: [String] { Array(Set(standard.map(\.name))).sorted() }
+
+    /// Runs the pipeline; `log` receives one line per pass.
+    public static func run(_ graph: inout Graph, options: CompileOptions, log: (String) -> Void = { _ in }) throws -> [PassRecord] {
+        if let unknown = options.disabled.first(where: { !names.contains($0) }) {
+            throw IRError(node: "", "no pass is named '\(unknown)' (passes: \(names.joined(separator: ", ")))")
+        }
+        var records: [PassRecord] = []
+        for pass in standard {
+            let before = graph.nodes.count
+            if options.disabled.contains(pass.name) {
+                log("\(pass.name): disabled")
+                continue
+            }
+            let start = ContinuousClock.now
+            let changes = try pass.run(&graph, options)
+            let elapsed = ContinuousClock.now - start
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            if options.verifyEach {
+                do { try graph.verify() } catch { throw IRError(node: error.node, "after pass \(pass.name): \(error.message)") }
+            }
+            records.append(PassRecord(name: pass.name, changes: changes, nodesBefore: before, nodesAfter: graph.nodes.count, seconds: seconds))
+            log("\(pass.name): \(changes) change\(changes == 1 ? "" : "s"), \(before) → \(graph.nodes.count) nodes")
+        }
+        return records
+    }
+}
+
+/// Uses of each value and the graph outputs, for legality checks.
+struct Uses {
+    let counts: [Int]
+    let outputs: Set<ValueID>
+
+    init(_ g: Graph) {
+        var c = [Int](repeating: 0, count: g.values.count)
+        for n in g.nodes { for v in n.inputs { c[v] += 1 } }
+        counts = c
+        outputs = Set(g.outputs.map(\.value))
+    }
+
+    /// A value a fusion may absorb: used exactly once, and not a graph output.
+    func absorbable(_ v: ValueID) -> Bool { counts[v] == 1 && !outputs.contains(v) }
+}
+
+extension Graph {
+    func producerNode(_ v: ValueID) -> (index: Int, node: Node)? {
+        if case .node(let i, _) = values[v].definition { return (i, nodes[i]) }
+        return nil
+    }
+
+    func scalarConstant(_ v: ValueID) -> Double? {
+        guard let t = values[v].constant, t.count == 1 else { return nil }
+        return t.converted(to: .f64).withElements(as: Double.self) { $0[0] }
+    }
+}

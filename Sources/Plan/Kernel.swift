@@ -1,0 +1,245 @@
+import Tensors
+
+/// The kernels a plan's instructions name: the compiler–runtime contract. Every kernel has a fast
+/// implementation in `Kernels`/`Executor` or runs its reference twin, and every kernel has a reference
+/// twin in `ReferenceKernels` (`--validate`). Parameters are typed and static; layouts as in the IR
+/// (NCHW images, `[out, in]` linear weights, `[out, in/groups, kh, kw]` convolution weights).
+public enum Kernel: Codable, Sendable, Equatable {
+    /// `x, weight, bias?, [prologue scale, prologue bias], [residual]` → conv with prologue and epilogue.
+    case conv2d(Conv2DKernel)
+    /// `x, weight [in, out/g, kh, kw], bias?`
+    case convTranspose2d(ConvTransposeKernel)
+    /// `x [..., K], weight [N, K], bias?, [prologue scale, bias], [residual]`
+    case linear(LinearKernel)
+    /// `a, b` → batched product, broadcast batch dimensions, optionally transposed operands.
+    case matmul(MatmulKernel)
+    /// `q [..., N, d], k [..., M, d], v [..., M, dv], biases...` → `softmax(q·kᵀ·scale + biases)·v`.
+    case attention(AttentionKernel)
+    /// `x [N, C, ...], scale [C], bias [C]` → group norm, optionally followed by SiLU.
+    case groupNorm(groups: Int, epsilon: Float, silu: Bool)
+    /// `x, scale, bias?` over the axes from `axis`.
+    case layerNorm(axis: Int, epsilon: Float)
+    case batchNorm(epsilon: Float)
+    case softmax(axis: Int, log: Bool)
+    /// Elementwise functions, broadcasting their inputs to the output shape.
+    case elementwise(Elementwise)
+    case reduce(kind: String, axes: [Int], keepDims: Bool)
+    case argExtreme(max: Bool, axis: Int, keepDims: Bool, selectLastIndex: Bool)
+    case cumsum(axis: Int, exclusive: Bool, reverse: Bool)
+    /// Data movement (any dtype).
+    case movement(Movement)
+    /// `operands` → einsum with labels per operand and for the output.
+    case einsum(operands: [[Int]], output: [Int])
+    case scatterND(reduction: String)
+    /// A view: the output is the input's bytes under another shape (no instruction is emitted for
+    /// reshapes; this kernel exists for an output that must be a copy).
+    case copy
+}
+
+/// One step applied to every output element after a convolution or a linear, in order.
+public enum EpilogueStep: Codable, Sendable, Equatable {
+    /// An activation function (`silu`, `gelu`, `gelu_tanh`, `relu`, `sigmoid`, `leaky_relu`).
+    case activation(String, alpha: Float)
+    /// Multiply by a constant.
+    case scale(Float)
+    /// Add the extra input at this operand index (same shape as the output).
+    case addResidual(operand: Int)
+}
+
+/// Group norm (+ SiLU) of the input, applied while the convolution reads it.
+public struct NormPrologue: Codable, Sendable, Equatable {
+    public var groups: Int
+    public var epsilon: Float
+    public var silu: Bool
+    /// Operand indices of the norm's scale and bias.
+    public var scaleOperand: Int
+    public var biasOperand: Int
+    public init(groups: Int, epsilon: Float, silu: Bool, scaleOperand: Int, biasOperand: Int) {
+        self.groups = groups
+        self.epsilon = epsilon
+        self.silu = silu
+        self.scaleOperand = scaleOperand
+        self.biasOperand = biasOperand
+    }
+}
+
+public struct Conv2DKernel: Codable, Sendable, Equatable {
+    public var strides: [Int]
+    public var pads: [Int]
+    public var dilations: [Int]
+    public var groups: Int
+    public var hasBias: Bool
+    public var prologue: NormPrologue?
+    public var epilogue: [EpilogueStep]
+    public init(strides: [Int], pads: [Int], dilations: [Int], groups: Int, hasBias: Bool, prologue: NormPrologue? = nil, epilogue: [EpilogueStep] = []) {
+        self.strides = strides
+        self.pads = pads
+        self.dilations = dilations
+        self.groups = groups
+        self.hasBias = hasBias
+        self.prologue = prologue
+        self.epilogue = epilogue
+    }
+}
+
+public struct ConvTransposeKernel: Codable, Sendable, Equatable {
+    public var strides: [Int]
+    public var pads: [Int]
+    public var dilations: [Int]
+    public var groups: Int
+    public var outputPadding: [Int]
+    public var hasBias: Bool
+    public init(strides: [Int], pads: [Int], dilations: [Int], groups: Int, outputPadding: [Int], hasBias: Bool) {
+        self.strides = strides
+        self.pads = pads
+        self.dilations = dilations
+        self.groups = groups
+        self.outputPadding = outputPadding
+        self.hasBias = hasBias
+    }
+}
+
+/// Layer norm of each row, applied while the linear reads it.
+public struct LayerNormPrologue: Codable, Sendable, Equatable {
+    public var epsilon: Float
+    public var scaleOperand: Int
+    /// nil when the norm has no bias.
+    public var biasOperand: Int?
+    public init(epsilon: Float, scaleOperand: Int, biasOperand: Int?) {
+        self.epsilon = epsilon
+        self.scaleOperand = scaleOperand
+        self.biasOperand = biasOperand
+    }
+}
+
+public struct LinearKernel: Codable, Sendable, Equatable {
+    public var hasBias: Bool
+    public var prologue: LayerNormPrologue?
+    public var epilogue: [EpilogueStep]
+    public init(hasBias: Bool, prologue: LayerNormPrologue? = nil, epilogue: [EpilogueStep] = []) {
+        self.hasBias = hasBias
+        self.prologue = prologue
+        self.epilogue = epilogue
+    }
+}
+
+public struct MatmulKernel: Codable, Sendable, Equatable {
+    public var transposeA: Bool
+    public var transposeB: Bool
+    public init(transposeA: Bool = false, transposeB: Bool = false) {
+        self.transposeA = transposeA
+        self.transposeB = transposeB
+    }
+}
+
+public struct AttentionKernel: Codable, Sendable, Equatable {
+    public var scale: Float
+    /// Scale q before the product (SwinIR, MultiheadAttention) instead of the scores after it.
+    public var scaleQueries: Bool
+    /// k is given as `kᵀ [..., d, M]` (what the graph computed).
+    public var keysTransposed: Bool
+    /// Number of additive biases after q (broadcast to `[..., N, M]`).
+    public var biasCount: Int
+    public init(scale: Float, scaleQueries: Bool, keysTransposed: Bool, biasCount: Int) {
+        self.scale = scale
+        self.scaleQueries = scaleQueries
+        self.keysTransposed = keysTransposed
+        self.biasCount = biasCount
+    }
+}
+
+/// Elementwise kernels. Names are the IR's (`add`, `silu`, ...).
+public enum Elementwise: Codable, Sendable, Equatable {
+    case unary(String)
+    case binary(String)
+    case leakyRelu(alpha: Float)
+    case gelu(tanh: Bool)
+    case clip(min: Float, max: Float)
+    case elu(alpha: Float)
+    case hardSigmoid(alpha: Float, beta: Float)
+    /// `condition, a, b`
+    case select
+    case cast(DType)
+    /// `x [..., 2n]` → `x[..., :n] · GELU(x[..., n:])`.
+    case geglu
+}
+
+/// Data movement kernels (dtype-agnostic).
+public enum Movement: Codable, Sendable, Equatable {
+    case transpose(perm: [Int])
+    case concat(axis: Int)
+    case split(axis: Int, sizes: [Int])
+    case slice(starts: [Int], ends: [Int], steps: [Int])
+    case pad(mode: String, pads: [Int], value: Float)
+    case gather(axis: Int)
+    case expand
+    case tile(repeats: [Int])
+    case resize(ResizeKernel)
+    case depthToSpace(blockSize: Int, crd: Bool)
+    case spaceToDepth(blockSize: Int, crd: Bool)
+    case trilu(upper: Bool, k: Int)
+}
+
+public struct ResizeKernel: Codable, Sendable, Equatable {
+    public var mode: String
+    public var coordinateTransform: String
+    public var nearestMode: String
+    public var cubicCoeffA: Float
+    public var excludeOutside: Bool
+    public var antialias: Bool
+    public var scales: [Double]
+    public var roi: [Double]
+    public var extrapolationValue: Float
+    public init(mode: String, coordinateTransform: String, nearestMode: String, cubicCoeffA: Float, excludeOutside: Bool, antialias: Bool,
+                scales: [Double], roi: [Double], extrapolationValue: Float) {
+        self.mode = mode
+        self.coordinateTransform = coordinateTransform
+        self.nearestMode = nearestMode
+        self.cubicCoeffA = cubicCoeffA
+        self.excludeOutside = excludeOutside
+        self.antialias = antialias
+        self.scales = scales
+        self.roi = roi
+        self.extrapolationValue = extrapolationValue
+    }
+}
+
+extension Kernel {
+    /// A short name for profiles and reports (`conv2d`, `attention`, `elementwise.add`, ...).
+    public var kindName: String {
+        switch self {
+        case .conv2d(let c): return c.prologue != nil ? "conv2d+groupnorm" : "conv2d"
+        case .convTranspose2d: return "conv_transpose2d"
+        case .linear(let l): return l.prologue != nil ? "linear+layernorm" : "linear"
+        case .matmul: return "matmul"
+        case .attention: return "attention"
+        case .groupNorm: return "group_norm"
+        case .layerNorm: return "layer_norm"
+        case .batchNorm: return "batch_norm"
+        case .softmax: return "softmax"
+        case .elementwise(let e):
+            switch e {
+            case .unary(let n), .binary(let n): return "elementwise." + n
+            case .geglu: return "geglu"
+            default: return "elementwise"
+            }
+        case .reduce: return "reduce"
+        case .argExtreme: return "arg_extreme"
+        case .cumsum: return "cumsum"
+        case .movement(let m):
+            switch m {
+            case .transpose: return "transpose"
+            case .concat: return "concat"
+            case .split: return "split"
+            case .slice: return "slice"
+            case .pad: return "pad"
+            case .gather: return "gather"
+            case .resize: return "resize"
+            default: return "movement"
+            }
+        case .einsum: return "einsum"
+        case .scatterND: return "scatter_nd"
+        case .copy: return "copy"
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Tensors
+
+/// Where an instruction's operand or result lives.
+public enum Operand: Codable, Sendable, Equatable {
+    /// In the entry point's arena at a byte offset (64-byte aligned).
+    case arena(offset: Int, dtype: DType, shape: Shape)
+    /// A weight or constant of the plan, by index into `Program.weights` (index 0 is never used).
+    case weight(Int)
+
+    public var arenaOffset: Int? {
+        if case .arena(let o, _, _) = self { return o }
+        return nil
+    }
+}
+
+public struct Instruction: Codable, Sendable, Equatable {
+    public var kernel: Kernel
+    public var operands: [Operand]
+    public var results: [Operand]
+    /// Provenance: the IR node(s) it came from.
+    public var name: String
+    public init(kernel: Kernel, operands: [Operand], results: [Operand], name: String) {
+        self.kernel = kernel
+        self.operands = operands
+        self.results = results
+        self.name = name
+    }
+}
+
+/// A named input or output of an entry point and where it lives in the arena.
+public struct Binding: Codable, Sendable, Equatable {
+    public var name: String
+    public var dtype: DType
+    public var shape: Shape
+    public var offset: Int
+    public init(name: String, dtype: DType, shape: Shape, offset: Int) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.offset = offset
+    }
+}
+
+public struct EntryPoint: Codable, Sendable, Equatable {
+    public var name: String
+    public var inputs: [Binding]
+    public var outputs: [Binding]
+    public var instructions: [Instruction]
+    /// Bytes of arena this entry point needs.
+    public var arenaBytes: Int
+    public init(name: String, inputs: [Binding], outputs: [Binding], instructions: [Instruction], arenaBytes: Int) {
+        self.name = name
+        self.inputs = inputs
+        self.outputs = outputs
+        self.instructions = instructions
+        self.arenaBytes = arenaBytes
+    }
+}
+
+/// A weight or constant stored in the plan's weight section.
+public struct WeightRecord: Codable, Sendable, Equatable {
+    public var name: String
+    public var dtype: DType
+    public var shape: Shape
+    /// Byte offset in the weight section (a multiple of 64).
+    public var offset: Int
+    public var byteCount: Int
+    /// How the weight is stored: "f32", "f16", "bf16" (quantised formats come later).
+    public var format: String
+    public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: String) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.offset = offset
+        self.byteCount = byteCount
+        self.format = format
+    }
+}
+
+/// A compiled plan: entry points sharing one weight section and one arena.
+public struct Program: Codable, Sendable, Equatable {
+    public var entryPoints: [EntryPoint]
+    /// Index 0 is a placeholder, so that 0 never names a weight.
+    public var weights: [WeightRecord]
+    /// CPU features the kernels were chosen for (`avx2`, `fma`, `avx512f`, ...).
+    public var targetFeatures: [String]
+    /// The compile report, human-readable.
+    public var report: String
+    public init(entryPoints: [EntryPoint], weights: [WeightRecord], targetFeatures: [String], report: String) {
+        self.entryPoints = entryPoints
+        self.weights = weights
+        self.targetFeatures = targetFeatures
+        self.report = report
+    }
+
+    /// The arena every entry point fits in.
+    public var arenaBytes: Int { entryPoints.map(\.arenaBytes).max() ?? 0 }
+
+    public func entry(_ name: String) -> EntryPoint? { entryPoints.first { $0.name == name } }
+}
