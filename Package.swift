@@ -8,8 +8,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "diffbir", targets: ["diffbir"]),
-        .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "ModelGraphs", "Passes"]),
-        .library(name: "DiffBIRRuntime", targets: ["Kernels", "Pipeline"]),
+        .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "ModelGraphs", "Passes", "Plan"]),
+        .library(name: "DiffBIRRuntime", targets: ["Plan", "Kernels", "Executor", "Pipeline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,13 +38,14 @@ let package = Package(
         .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS"]),
-        .target(name: "Pipeline", dependencies: ["Tensors", "CPNG"],
+        .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),
+        .target(name: "Pipeline", dependencies: ["Executor", "Tensors", "CPNG"],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")]),
 
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Kernels", "Pipeline",
+                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"
@@ -55,7 +56,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Passes", "Tensors"]),
-        .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraphs", "Importers", "IR", "Plan", "Executor", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),

@@ -25,18 +25,22 @@ public enum Network: String, CaseIterable, Sendable {
     /// The input types of a typical call (batch 1): DiffBIR's sizes (512×512 pixels, 64×64 latents,
     /// 77 tokens), or the smallest the configuration allows when that is larger.
     public func defaultInputs(_ config: NetworkConfig) -> [String: TensorType] {
+        self == .bsrnet ? inputs(config, height: 128, width: 128) : inputs(config, height: 512, width: 512)
+    }
+
+    /// The input types for an image of `height`×`width` pixels, batch 1: latent networks (VAE decoder,
+    /// UNet, ControlNet, denoise) take the latent of that image, an eighth of its size per side.
+    public func inputs(_ config: NetworkConfig, height: Int, width: Int) -> [String: TensorType] {
+        let (lh, lw) = (height / 8, width / 8)
         switch self {
-        case .swinir: return ["image": TensorType(.f32, [1, 3, 512, 512])]
-        case .bsrnet: return ["image": TensorType(.f32, [1, 3, 128, 128])]
-        case .scunet: return ["image": TensorType(.f32, [1, 3, 512, 512])]
-        case .vaeEncoder: return ["image": TensorType(.f32, [1, 3, 512, 512])]
-        case .vaeDecoder: return ["latent": TensorType(.f32, [1, config.vae.embed_dim, 64, 64])]
+        case .swinir, .bsrnet, .scunet, .vaeEncoder: return ["image": TensorType(.f32, [1, 3, height, width])]
+        case .vaeDecoder: return ["latent": TensorType(.f32, [1, config.vae.embed_dim, lh, lw])]
         case .clipText: return ["tokens": TensorType(.i64, [1, config.clip.context_length])]
         case .unet, .controlnet, .denoise:
             let u = config.unet
             var t: [String: TensorType] = [
-                "x": TensorType(.f32, [1, u.in_channels, 64, 64]), "t": TensorType(.f32, [1]),
-                "context": TensorType(.f32, [1, 77, u.context_dim]), "hint": TensorType(.f32, [1, u.hint_channels, 64, 64]),
+                "x": TensorType(.f32, [1, u.in_channels, lh, lw]), "t": TensorType(.f32, [1]),
+                "context": TensorType(.f32, [1, 77, u.context_dim]), "hint": TensorType(.f32, [1, u.hint_channels, lh, lw]),
                 "control_scale": TensorType(.f32, [1]),
             ]
             if self == .unet {

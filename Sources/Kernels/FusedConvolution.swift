@@ -153,3 +153,60 @@ enum Activations {
         }
     }
 }
+
+/// Transposed convolution as GEMM + col2im: for a band of input rows, `cols = Wᵀ·x` (one column of
+/// `out/g·kh·kw` per input pixel) on OpenBLAS, then each column is added into the output at its
+/// strided position. The band keeps the column scratch a few MB.
+public enum TransposedConvolution {
+    public static func run(_ k: ConvTransposeKernel, x: View, weight: View, bias: View?, out: View, threads: Int, scratchBytes: Int = 8 << 20) {
+        let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+        let (ocg, kh, kw) = (weight.dims[1], weight.dims[2], weight.dims[3])
+        let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
+        let icg = c / k.groups
+        let rowsK = ocg * kh * kw
+        let band = max(1, min(h, scratchBytes / max(1, rowsK * w * 4)))
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: rowsK * band * w)
+        defer { col.deallocate() }
+        // Bias first (or zero), then accumulate.
+        Parallel.forRanges(n * oc, threads: threads) { range in
+            for nc in range {
+                let v = bias?.floats[nc % oc] ?? 0
+                (out.floats + nc * oh * ow).initialize(repeating: v, count: oh * ow)
+            }
+        }
+        for b in 0..<n {
+            for g in 0..<k.groups {
+                let xg = x.floats + (b * c + g * icg) * h * w
+                let wg = weight.floats + g * icg * rowsK
+                var r0 = 0
+                while r0 < h {
+                    let rows = min(band, h - r0)
+                    let cols = rows * w
+                    // col[rowsK, cols] = W_gᵀ [rowsK × icg] · x_g[:, band] [icg × cols]
+                    BLAS.sgemm(transposeA: true, m: rowsK, n: cols, k: icg, a: wg, lda: rowsK, b: xg + r0 * w, ldb: h * w, c: col, ldc: cols)
+                    // Output channels are independent: scatter them in parallel.
+                    Parallel.forRanges(ocg, threads: threads) { range in
+                        for o in range {
+                            let dst = out.floats + (b * oc + g * ocg + o) * oh * ow
+                            for i in 0..<kh {
+                                for j in 0..<kw {
+                                    let src = col + ((o * kh + i) * kw + j) * cols
+                                    for r in 0..<rows {
+                                        let oy = (r0 + r) * k.strides[0] - k.pads[0] + i * k.dilations[0]
+                                        guard oy >= 0 && oy < oh else { continue }
+                                        let s = src + r * w, d = dst + oy * ow
+                                        for xi in 0..<w {
+                                            let ox = xi * k.strides[1] - k.pads[1] + j * k.dilations[1]
+                                            if ox >= 0 && ox < ow { d[ox] += s[xi] }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    r0 += rows
+                }
+            }
+        }
+    }
+}

@@ -66,11 +66,13 @@ public enum Normalization {
                 var mx = -Float.infinity
                 for k in 0..<len where src[k * inner] > mx { mx = src[k * inner] }
                 var sum: Float = 0
-                for k in 0..<len { let e = expf(src[k * inner] - mx); dst[k * inner] = e; sum += e }
                 if log {
+                    // Sum first: dst may be src (in place).
+                    for k in 0..<len { sum += expf(src[k * inner] - mx) }
                     let ls = logf(sum)
                     for k in 0..<len { dst[k * inner] = src[k * inner] - mx - ls }
                 } else {
+                    for k in 0..<len { let e = expf(src[k * inner] - mx); dst[k * inner] = e; sum += e }
                     let inv = 1 / sum
                     for k in 0..<len { dst[k * inner] *= inv }
                 }

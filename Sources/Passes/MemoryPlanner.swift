@@ -50,12 +50,19 @@ public enum MemoryPlanner {
         public var description: String { "buffers \(first) and \(second) are live at the same time and overlap in the arena" }
     }
 
+    public struct Misplaced: Error, CustomStringConvertible {
+        public let buffer: Int, offset: Int, size: Int, arenaBytes: Int
+        public var description: String { "buffer \(buffer) at offset \(offset) (\(size) B) is misaligned or outside the \(arenaBytes)-byte arena" }
+    }
+
     /// Proves that no two buffers live at the same time share a byte, and that all fit the arena.
     public static func check(_ buffers: [Buffer], offsets: [Int], arenaBytes: Int) throws {
         let order = buffers.indices.sorted { buffers[$0].start < buffers[$1].start }
         for (a, i) in order.enumerated() {
             let bi = buffers[i]
-            precondition(offsets[i] >= 0 && offsets[i] + bi.size <= arenaBytes && offsets[i] % alignment == 0)
+            guard offsets[i] >= 0, offsets[i] + bi.size <= arenaBytes, offsets[i] % alignment == 0 else {
+                throw Misplaced(buffer: i, offset: offsets[i], size: bi.size, arenaBytes: arenaBytes)
+            }
             for j in order[(a + 1)...] {
                 let bj = buffers[j]
                 if bj.start > bi.end { break }

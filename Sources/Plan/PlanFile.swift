@@ -9,8 +9,9 @@
 //   16      8     file size (u64)
 //   24      8     section table offset (u64)
 //   32      4     section count (u32)
-//   36      4     crc32 of bytes 0..<36 (zlib's crc32)
-//   40      24    reserved, 0
+//   36      4     crc32 of the section table's bytes
+//   40      20    reserved, 0
+//   60      4     crc32 of bytes 0..<60 (zlib's crc32, as every checksum here)
 //
 // Section table (at its offset, `count` entries of 32 bytes):
 //   0   4  kind (u32): 1 summary, 2 program, 3 weights
@@ -28,9 +29,13 @@
 //            the kernels were chosen for. JSON keeps it readable by any tool; it is small beside the weights.
 //   weights  the raw weight bytes, each record 64-byte aligned, used in place through mmap.
 //
+// Padding between the header, the sections and the table is zero. Nothing of the file is outside the
+// header, the table, the sections and that padding, so every byte is checked.
+//
 // A reader refuses, before anything runs: a file shorter than its header or its recorded size, another
 // magic, another format version (naming the versions it reads), a section outside the file, a CRC that
-// does not match (naming the section), a program that does not decode or points outside its sections.
+// does not match (naming the section, the table or the header), padding that is not zero, a program
+// that does not decode or points outside its sections.
 import Tensors
 
 #if canImport(Glibc)
@@ -134,8 +139,9 @@ public enum PlanWriter {
             try out.write(tableBytes)
             let fileSize = out.bytesWritten
             var header = PlanFormat.magic + le(PlanFormat.version) + le(UInt32(0)) + le(UInt64(fileSize)) + le(UInt64(tableOffset)) + le(UInt32(table.count))
+            header += le(tableBytes.withUnsafeBytes { planCRC32($0) })
+            header += [UInt8](repeating: 0, count: 60 - header.count)
             header += le(header.withUnsafeBytes { planCRC32($0) })
-            header += [UInt8](repeating: 0, count: PlanFormat.headerSize - header.count)
             try out.patch(at: 0, header)
             try out.commit()
         } catch let e as FileError {
@@ -170,11 +176,16 @@ public final class PlanFile: @unchecked Sendable {
         guard PlanFormat.readableVersions.contains(version) else {
             throw PlanError(path, "plan format version \(version); this build reads version\(PlanFormat.readableVersions.count > 1 ? "s" : "") \(PlanFormat.readableVersions.map(String.init).joined(separator: ", ")): recompile the plan")
         }
-        guard u32(36) == planCRC32(UnsafeRawBufferPointer(rebasing: b[0..<36])) else { throw PlanError(path, "header checksum mismatch: the file is corrupt") }
+        guard u32(60) == planCRC32(UnsafeRawBufferPointer(rebasing: b[0..<60])) else { throw PlanError(path, "header checksum mismatch: the file is corrupt") }
         let size = u64(16)
         guard size == b.count else { throw PlanError(path, "the header records \(size) bytes but the file has \(b.count): truncated or extended") }
         let tableOffset = u64(24), count = Int(u32(32))
-        guard count <= 16, tableOffset <= b.count, count * 32 <= b.count - tableOffset else { throw PlanError(path, "section table outside the file") }
+        guard count <= 16, tableOffset >= PlanFormat.headerSize, tableOffset <= b.count, count * 32 <= b.count - tableOffset else {
+            throw PlanError(path, "section table outside the file")
+        }
+        guard u32(36) == planCRC32(UnsafeRawBufferPointer(rebasing: b[tableOffset..<(tableOffset + count * 32)])) else {
+            throw PlanError(path, "section table checksum mismatch: the file is corrupt")
+        }
         var sections: [PlanFormat.SectionKind: Range<Int>] = [:]
         for i in 0..<count {
             let e = tableOffset + 32 * i
@@ -189,6 +200,18 @@ public final class PlanFile: @unchecked Sendable {
             sections[kind] = offset..<(offset + length)
         }
         for kind in PlanFormat.SectionKind.allCases where sections[kind] == nil { throw PlanError(path, "no \(kind.name) section") }
+        // Everything else is zero padding (and the header's reserved bytes).
+        var covered = [0..<40, 60..<PlanFormat.headerSize, tableOffset..<(tableOffset + count * 32)] + Array(sections.values)
+        covered.sort { $0.lowerBound < $1.lowerBound }
+        var position = 0
+        for r in covered + [b.count..<b.count] {
+            if r.lowerBound > position {
+                guard UnsafeRawBufferPointer(rebasing: b[position..<r.lowerBound]).allSatisfy({ $0 == 0 }) else {
+                    throw PlanError(path, "non-zero bytes in the padding at offsets \(position)..<\(r.lowerBound): the file is corrupt")
+                }
+            }
+            position = max(position, r.upperBound)
+        }
         summary = String(decoding: UnsafeRawBufferPointer(rebasing: b[sections[.summary]!]), as: UTF8.self)
         do {
             program = try PlanJSON.decode(UnsafeRawBufferPointer(rebasing: b[sections[.program]!]))

@@ -1,11 +1,12 @@
 import ArgumentParser
 import Foundation
 import Importers
+import Plan
 import Tensors
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show what a checkpoint holds: tensors, dtypes, shapes, sizes.",
+        abstract: "Show what a checkpoint, ONNX model or compiled plan holds.",
         discussion: """
         Reads only the header (safetensors) or the pickle and zip directory (torch .pt/.pth/.ckpt): \
         tensor data is never touched, so a 5 GB checkpoint is inspected in milliseconds. The format \
@@ -17,10 +18,16 @@ struct Inspect: ParsableCommand {
 
         JSON output (--json): {"path", "format", "wrapper", "metadata", "tensors": [{"name", "dtype", \
         "shape", "bytes"}], "skipped": [{"name", "summary"}], "tensor_count", "total_bytes", "parameters"}.
+
+        A compiled plan (recognised by its DIFFBIRP magic; every section's checksum is checked first) \
+        prints its compile report, then each entry point's inputs, outputs, instruction count and \
+        arena; --limit N lists its first N weights. JSON: {"path", "format": "plan", "version", \
+        "file_bytes", "entry_points": [{"name", "inputs", "outputs", "instructions", "arena_bytes", \
+        "kernels"}], "weight_count", "weight_bytes", "arena_bytes", "target_features", "report"}.
         """
     )
 
-    @Argument(help: "A .safetensors, .pt, .pth or .ckpt file.")
+    @Argument(help: "A .safetensors, .pt, .pth, .ckpt, .onnx or plan file.")
     var file: String
 
     @Flag(help: "Print JSON instead of a table.")
@@ -40,6 +47,10 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         if file.hasSuffix(".onnx") { return try inspectONNX() }
+        if Self.isPlan(file) {
+            if ir { throw ToolError("--ir needs a model (.onnx); \(file) is a compiled plan") }
+            return try inspectPlan()
+        }
         if ir { throw ToolError("--ir needs a model (.onnx); \(file) holds weights only") }
         let checkpoint: Checkpoint
         do { checkpoint = try Checkpoint.open(file) } catch { throw ToolError(error.description) }
@@ -124,5 +135,56 @@ struct Inspect: ParsableCommand {
             print("raised from exporter decompositions: " + imported.raised.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
         print("\(formatCount(constants.count)) constants, \(formatCount(constants.reduce(0) { $0 + $1.type.count })) parameters, \(formatBytes(weightBytes))")
+    }
+}
+
+extension Inspect {
+    /// Whether `path` starts with the plan magic.
+    static func isPlan(_ path: String) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        return (try? h.read(upToCount: 8)).map { Array($0) == PlanFormat.magic } ?? false
+    }
+
+    /// A plan: its stored compile report, then its entry points and weights (or JSON).
+    func inspectPlan() throws {
+        let plan: PlanFile
+        do { plan = try PlanFile(path: file) } catch { throw ToolError(error.description) }
+        let p = plan.program
+        if json {
+            func binding(_ b: Binding) -> JSONValue {
+                .object([("name", .string(b.name)), ("dtype", .string(b.dtype.rawValue)),
+                         ("shape", .array(b.shape.dims.map { .integer(Int64($0)) })), ("offset", .integer(Int64(b.offset)))])
+            }
+            let entries: [JSONValue] = p.entryPoints.map { e in
+                var kinds: [String: Int] = [:]
+                for i in e.instructions { kinds[i.kernel.kindName, default: 0] += 1 }
+                return .object([
+                    ("name", .string(e.name)), ("inputs", .array(e.inputs.map(binding))), ("outputs", .array(e.outputs.map(binding))),
+                    ("instructions", .integer(Int64(e.instructions.count))), ("arena_bytes", .integer(Int64(e.arenaBytes))),
+                    ("kernels", .object(kinds.sorted { $0.key < $1.key }.map { ($0.key, .integer(Int64($0.value))) })),
+                ])
+            }
+            let weightBytes = p.weights.reduce(0) { $0 + $1.byteCount }
+            print(JSONValue.object([
+                ("path", .string(file)), ("format", .string("plan")), ("version", .integer(Int64(PlanFormat.version))),
+                ("file_bytes", .integer(Int64(plan.file.size))), ("entry_points", .array(entries)),
+                ("weight_count", .integer(Int64(p.weights.count - 1))), ("weight_bytes", .integer(Int64(weightBytes))),
+                ("arena_bytes", .integer(Int64(p.arenaBytes))), ("target_features", .array(p.targetFeatures.map { .string($0) })),
+                ("report", .string(plan.summary)),
+            ]).serialized)
+            return
+        }
+        print("\(file): diffbir plan, format version \(PlanFormat.version), \(formatBytes(plan.file.size))")
+        print(plan.summary, terminator: plan.summary.hasSuffix("\n") ? "" : "\n")
+        for e in p.entryPoints {
+            let io = { (bs: [Binding]) in bs.map { "\($0.name) \($0.dtype)\($0.shape)" }.joined(separator: ", ") }
+            print("entry \(e.name): \(io(e.inputs)) -> \(io(e.outputs)); \(e.instructions.count) instructions, arena \(formatBytes(e.arenaBytes))")
+        }
+        if let limit, limit > 0 {
+            for (i, w) in p.weights.enumerated().dropFirst().prefix(limit) {
+                print("  weight \(i): \(w.name) \(w.dtype)\(w.shape) at \(w.offset), \(formatBytes(w.byteCount))")
+            }
+        }
     }
 }

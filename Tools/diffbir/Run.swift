@@ -4,12 +4,22 @@ import Importers
 import IR
 import ModelGraphs
 import Passes
+import Plan
+import Executor
+import Kernels
 import Tensors
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a model on tensors: safetensors in, safetensors out.",
+        abstract: "Run a plan's entry point, or a model, on tensors: safetensors in, safetensors out.",
         discussion: """
+        --plan PLAN runs an entry point of a compiled plan (see `diffbir compile`) with the fast \
+        kernels: --entry names it (needed when the plan has several), --threads sets the threads, \
+        --validate re-runs every instruction with the reference kernels on the same operands and \
+        reports the first whose result differs by more than --tolerance (relative to the largest \
+        reference value), --profile prints the time per kernel kind. Input shapes must be the ones \
+        the plan was compiled for.
+
         --model takes a network name with --weights (the published checkpoints, any format), or an \
         ONNX file. Networks and their tensor names:
           swinir, bsrnet, scunet   image [N,3,H,W] in [0,1] -> image
@@ -36,8 +46,26 @@ struct Run: ParsableCommand {
         """
     )
 
+    @Option(help: "A compiled plan to run (see `diffbir compile`).")
+    var plan: String?
+
+    @Option(help: "The plan's entry point (default: its only one).")
+    var entry: String?
+
+    @Option(help: "Threads for the plan's kernels (OpenBLAS and our own).")
+    var threads: Int = 2
+
+    @Flag(name: .customLong("validate"), help: "Check every instruction of the plan against the reference kernels; report the first divergence.")
+    var validateKernels = false
+
+    @Option(help: "Relative error --validate accepts.")
+    var tolerance: Double = 1e-4
+
+    @Flag(help: "Print the time per kernel kind.")
+    var profile = false
+
     @Option(help: "The model: a network name (see above) or an .onnx file.")
-    var model: String
+    var model: String?
 
     @Option(parsing: .upToNextOption, help: "Checkpoints holding the network's weights (.safetensors, .pt, .pth, .ckpt).")
     var weights: [String] = []
@@ -63,11 +91,20 @@ struct Run: ParsableCommand {
     @Flag(help: "Run convolutions and matrix products on OpenBLAS instead of the reference kernels.")
     var fast = false
 
+    func validate() throws {
+        if (plan == nil) == (model == nil) { throw ValidationError("give either --plan PLAN or --model MODEL") }
+        if plan == nil && (entry != nil || validateKernels || profile) { throw ValidationError("--entry, --validate and --profile are for --plan") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if !overwrite && FileManager.default.fileExists(atPath: output) { throw ValidationError("\(output) exists; pass --overwrite to replace it") }
+    }
+
     func run() throws {
         let start = Date()
         let given = try Checkpoint.open(inputs)
         var tensors: [String: Tensor] = [:]
         for e in given.tensors { tensors[e.name] = e.load() }
+        if let plan { return try runPlan(plan, tensors, start: start) }
+        let model = model!
         var graph: Graph
         if let network = try builtinNetwork(model) {
             (graph, tensors) = try buildNetwork(network, tensors)
@@ -89,6 +126,42 @@ struct Run: ParsableCommand {
         try SafetensorsWriter.write(path: output, tensors: ordered, metadata: [("format", "pt")], overwrite: overwrite)
         print("wrote \(output): " + ordered.map { "\($0.0) \($0.1.dtype)\($0.1.shape)" }.joined(separator: ", ")
               + String(format: " (%d nodes, %.2f s)", graph.nodes.count, Date().timeIntervalSince(start)))
+    }
+
+    func runPlan(_ path: String, _ tensors: [String: Tensor], start: Date) throws {
+        let file: PlanFile
+        do { file = try PlanFile(path: path) } catch { throw ToolError(error.description) }
+        let entries = file.program.entryPoints.map(\.name)
+        guard let name = entry ?? (entries.count == 1 ? entries[0] : nil) else {
+            throw ToolError("\(path) has \(entries.count) entry points (\(entries.joined(separator: ", "))): choose one with --entry")
+        }
+        let executor = Executor(plan: file, threads: threads)
+        var options = RunOptions()
+        options.validate = validateKernels
+        options.tolerance = tolerance
+        options.profile = profile
+        let result: RunResult
+        // The inputs file may hold more tensors (e.g. expected outputs): take the entry's inputs.
+        let wanted = Set(file.program.entry(name)?.inputs.map(\.name) ?? [])
+        do { result = try executor.run(entry: name, inputs: tensors.filter { wanted.contains($0.key) }, options: options) } catch { throw ToolError("\(inputs): \(error)") }
+        try SafetensorsWriter.write(path: output, tensors: result.outputs.map { ($0.name, $0.tensor) }, metadata: [("format", "pt")], overwrite: overwrite)
+        print("wrote \(output): " + result.outputs.map { "\($0.name) \($0.tensor.dtype)\($0.tensor.shape)" }.joined(separator: ", ")
+              + String(format: " (entry %@, %d instructions, arena %@, run %.3f s, total %.2f s, %d threads, OpenBLAS %@)",
+                       name, file.program.entry(name)!.instructions.count, formatBytes(executor.arenaBytes), result.seconds,
+                       Date().timeIntervalSince(start), threads, BLAS.coreName))
+        if !result.fallbacks.isEmpty {
+            print("reference kernels ran: " + result.fallbacks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        if let p = result.profile { print(p.formatted) }
+        if let v = result.validation {
+            let worst = v.worstByKind.sorted { $0.value > $1.value }.map { String(format: "%@ %.2e", $0.key, $0.value) }.joined(separator: ", ")
+            if let d = v.first {
+                print(String(format: "validate: instruction %d (%@, %@) diverges: relative error %.3e > %.1e", d.index, d.name, d.kind, d.relativeError, tolerance))
+                print("validate: worst relative error by kind: " + worst)
+                throw ExitCode(2)
+            }
+            print(String(format: "validate: all %d instructions within %.1e of the reference kernels; worst by kind: ", v.instructions, tolerance) + worst)
+        }
     }
 
     /// Builds a network for the shapes of the given tensors and binds its weights.

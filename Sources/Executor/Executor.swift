@@ -1,0 +1,246 @@
+import Foundation
+import Kernels
+import Plan
+import ReferenceKernels
+import Tensors
+
+/// Why a run stopped.
+public struct ExecutorError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Options of one run of an entry point.
+public struct RunOptions: Sendable {
+    /// Re-run every instruction with the reference kernels on the same operands and compare.
+    public var validate = false
+    /// Relative error (max |fast − reference| / max |reference|) above which `--validate` reports a divergence.
+    public var tolerance = 1e-4
+    /// Time every instruction and sum by kernel kind.
+    public var profile = false
+    /// Called after each instruction with (done, total) for progress output.
+    public var progress: (@Sendable (Int, Int) -> Void)?
+    public init() {}
+}
+
+/// Time spent per kernel kind.
+public struct Profile: Sendable {
+    public struct Row: Sendable {
+        public var kind: String
+        public var count: Int
+        public var seconds: Double
+    }
+    public var rows: [Row]
+    public var totalSeconds: Double
+
+    public var formatted: String {
+        func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
+            s.count >= n ? s : (left ? String(repeating: " ", count: n - s.count) + s : s + String(repeating: " ", count: n - s.count))
+        }
+        var lines = [pad("kind", 22) + pad("count", 7, left: true) + pad("ms", 11, left: true) + pad("share", 8, left: true)]
+        for r in rows.sorted(by: { $0.seconds > $1.seconds }) {
+            lines.append(pad(r.kind, 22) + pad("\(r.count)", 7, left: true) + pad(String(format: "%.2f", r.seconds * 1000), 11, left: true)
+                         + pad(String(format: "%.1f%%", totalSeconds > 0 ? 100 * r.seconds / totalSeconds : 0), 8, left: true))
+        }
+        lines.append(pad("total", 22) + pad("\(rows.reduce(0) { $0 + $1.count })", 7, left: true) + pad(String(format: "%.2f", totalSeconds * 1000), 11, left: true))
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// What `--validate` found.
+public struct Validation: Sendable {
+    public struct Divergence: Sendable {
+        public var index: Int
+        public var name: String
+        public var kind: String
+        public var relativeError: Double
+    }
+    /// The first instruction whose result differs from the reference by more than the tolerance.
+    public var first: Divergence?
+    /// The largest relative error of each kernel kind.
+    public var worstByKind: [String: Double]
+    public var instructions: Int
+}
+
+/// The result of one run.
+public struct RunResult: Sendable {
+    public var outputs: [(name: String, tensor: Tensor)]
+    public var seconds: Double
+    public var profile: Profile?
+    public var validation: Validation?
+    /// Instructions that ran on the reference kernels (no fast kernel for their dtype or form).
+    public var fallbacks: [String: Int]
+}
+
+/// Runs the entry points of a plan: one preallocated arena, weights used in place from the mapping,
+/// each instruction dispatched to its fast kernel (or its reference twin when there is none).
+public final class Executor: @unchecked Sendable {
+    public let plan: PlanFile
+    public let threads: Int
+    private let arena: UnsafeMutableRawPointer
+    public let arenaBytes: Int
+    private let weightBase: UnsafeMutableRawPointer
+
+    public init(plan: PlanFile, threads: Int) {
+        self.plan = plan
+        self.threads = max(1, threads)
+        arenaBytes = plan.program.arenaBytes
+        arena = UnsafeMutableRawPointer.allocate(byteCount: max(arenaBytes, 64), alignment: 64)
+        // Weights are never written: the mapping is read-only and the kernels only read operands.
+        weightBase = UnsafeMutableRawPointer(mutating: plan.file.bytes.baseAddress! + plan.weightSection.lowerBound)
+        BLAS.setThreads(self.threads)
+    }
+
+    deinit { arena.deallocate() }
+
+    func view(_ o: Operand) -> View {
+        switch o {
+        case .arena(let offset, let dtype, let shape):
+            return View(pointer: arena + offset, dtype: dtype, shape: shape)
+        case .weight(let i):
+            let w = plan.program.weights[i]
+            return View(pointer: weightBase + w.offset, dtype: w.dtype, shape: w.shape)
+        }
+    }
+
+    static func tensor(copying v: View) -> Tensor {
+        let storage = TensorStorage(byteCount: v.byteCount)
+        storage.mutableBytes!.baseAddress!.copyMemory(from: v.pointer, byteCount: v.byteCount)
+        return Tensor(dtype: v.dtype, shape: v.shape, storage: storage)
+    }
+
+    /// Runs `entry` on `inputs` (by binding name; dtypes and shapes must match the plan).
+    public func run(entry name: String, inputs: [String: Tensor], options: RunOptions = RunOptions()) throws -> RunResult {
+        guard let entry = plan.program.entry(name) else {
+            throw ExecutorError("\(plan.path): no entry point '\(name)' (entry points: \(plan.program.entryPoints.map(\.name).joined(separator: ", ")))")
+        }
+        for b in entry.inputs {
+            guard let t = inputs[b.name] else {
+                throw ExecutorError("entry \(name): no tensor for input '\(b.name)' (\(b.dtype)\(b.shape))")
+            }
+            guard t.shape == b.shape else {
+                throw ExecutorError("entry \(name): input '\(b.name)' has shape \(t.shape) but the plan was compiled for \(b.shape): recompile with that size")
+            }
+            let src = t.dtype == b.dtype ? t : t.converted(to: b.dtype)
+            (arena + b.offset).copyMemory(from: src.bytes.baseAddress!, byteCount: src.byteCount)
+        }
+        if let extra = inputs.keys.first(where: { k in !entry.inputs.contains { $0.name == k } }) {
+            throw ExecutorError("entry \(name): the plan has no input '\(extra)' (inputs: \(entry.inputs.map(\.name).joined(separator: ", ")))")
+        }
+        var times: [String: (Int, Double)] = [:]
+        var worst: [String: Double] = [:]
+        var first: Validation.Divergence?
+        var fallbacks: [String: Int] = [:]
+        let start = DispatchTime.now().uptimeNanoseconds
+        for (index, ins) in entry.instructions.enumerated() {
+            let operands = ins.operands.map(view)
+            let results = ins.results.map(view)
+            let before: [Tensor] = options.validate ? operands.map(Self.tensor(copying:)) : []
+            let t0 = options.profile ? DispatchTime.now().uptimeNanoseconds : 0
+            if !runFast(ins.kernel, operands, results) {
+                fallbacks[ins.kernel.kindName, default: 0] += 1
+                try runReference(ins, operands.map(Self.tensor(copying:)), results)
+            }
+            if options.profile {
+                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                times[ins.kernel.kindName, default: (0, 0)].0 += 1
+                times[ins.kernel.kindName, default: (0, 0)].1 += dt
+            }
+            if options.validate {
+                let expected = try Reference.execute(ins.kernel, before, results: results.map { ($0.dtype, $0.shape) })
+                var err = 0.0
+                for (r, e) in zip(results, expected) { err = max(err, Self.relativeError(Self.tensor(copying: r), e)) }
+                worst[ins.kernel.kindName] = max(worst[ins.kernel.kindName] ?? 0, err)
+                if first == nil && !(err <= options.tolerance) {
+                    first = Validation.Divergence(index: index, name: ins.name, kind: ins.kernel.kindName, relativeError: err)
+                }
+            }
+            options.progress?(index + 1, entry.instructions.count)
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let outputs = entry.outputs.map { b in (b.name, Self.tensor(copying: View(pointer: arena + b.offset, dtype: b.dtype, shape: b.shape))) }
+        let profile = options.profile
+            ? Profile(rows: times.map { Profile.Row(kind: $0.key, count: $0.value.0, seconds: $0.value.1) },
+                      totalSeconds: times.values.reduce(0) { $0 + $1.1 }) : nil
+        let validation = options.validate ? Validation(first: first, worstByKind: worst, instructions: entry.instructions.count) : nil
+        return RunResult(outputs: outputs, seconds: seconds, profile: profile, validation: validation, fallbacks: fallbacks)
+    }
+
+    /// max |a − b| / max |b| in double precision (NaN when either has a NaN where the other has not).
+    public static func relativeError(_ a: Tensor, _ b: Tensor) -> Double {
+        let x = a.converted(to: .f64), y = b.converted(to: .f64)
+        return x.withElements(as: Double.self) { xa in
+            y.withElements(as: Double.self) { yb in
+                guard xa.count == yb.count else { return .infinity }
+                var diff = 0.0, scale = 0.0
+                for i in 0..<xa.count {
+                    if xa[i].isNaN != yb[i].isNaN { return .nan }
+                    if xa[i].isNaN { continue }
+                    if xa[i] == yb[i] { scale = max(scale, Swift.abs(yb[i])); continue }
+                    diff = max(diff, Swift.abs(xa[i] - yb[i]))
+                    scale = max(scale, Swift.abs(yb[i]))
+                }
+                return diff == 0 ? 0 : diff / max(scale, 1e-30)
+            }
+        }
+    }
+
+    private func runReference(_ ins: Instruction, _ operands: [Tensor], _ results: [View]) throws {
+        let out: [Tensor]
+        do {
+            out = try Reference.execute(ins.kernel, operands, results: results.map { ($0.dtype, $0.shape) })
+        } catch {
+            throw ExecutorError("instruction \(ins.name) (\(ins.kernel.kindName)): \(error)")
+        }
+        for (r, t) in zip(results, out) {
+            let c = t.dtype == r.dtype ? t : t.converted(to: r.dtype)
+            guard c.byteCount == r.byteCount else {
+                throw ExecutorError("instruction \(ins.name) (\(ins.kernel.kindName)): the reference kernel produced \(t.shape), the plan expects \(r.shape)")
+            }
+            r.pointer.copyMemory(from: c.bytes.baseAddress!, byteCount: c.byteCount)
+        }
+    }
+
+    /// The fast kernel of `kernel` when there is one for these operands; false to fall back.
+    private func runFast(_ kernel: Kernel, _ x: [View], _ r: [View]) -> Bool {
+        let allF32 = x.allSatisfy { $0.dtype == .f32 } && r.allSatisfy { $0.dtype == .f32 }
+        switch kernel {
+        case .conv2d(let c):
+            guard allF32, x[0].dims.count == 4 else { return false }
+            FusedConvolution.run(c, x: x[0], weight: x[1], operands: x, out: r[0], threads: threads)
+        case .convTranspose2d(let c):
+            guard allF32, x[0].dims.count == 4 else { return false }
+            TransposedConvolution.run(c, x: x[0], weight: x[1], bias: c.hasBias ? x[2] : nil, out: r[0], threads: threads)
+        case .linear(let l):
+            guard allF32 else { return false }
+            FusedLinear.run(l, x: x[0], weight: x[1], operands: x, out: r[0], threads: threads)
+        case .matmul(let m):
+            guard allF32, x[0].dims.count >= 2, x[1].dims.count >= 2 else { return false }
+            BatchedMatmul.run(m, a: x[0], b: x[1], out: r[0])
+        case .attention(let a):
+            guard allF32 else { return false }
+            Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], threads: threads)
+        case .groupNorm(let groups, let epsilon, let silu):
+            guard allF32, x[0].dims.count >= 2 else { return false }
+            Normalization.groupNorm(x: x[0], scale: x[1], bias: x[2], out: r[0], groups: groups, epsilon: epsilon, silu: silu, threads: threads)
+        case .layerNorm(let axis, let epsilon):
+            guard allF32 else { return false }
+            Normalization.layerNorm(x: x[0], scale: x[1], bias: x.count > 2 ? x[2] : nil, out: r[0], axis: axis, epsilon: epsilon, threads: threads)
+        case .softmax(let axis, let log):
+            guard allF32 else { return false }
+            Normalization.softmax(x: x[0], out: r[0], axis: axis, log: log, threads: threads)
+        case .elementwise(let e):
+            guard ElementwiseKernels.supports(e, x, r[0]) else { return false }
+            ElementwiseKernels.run(e, operands: x, out: r[0], threads: threads)
+        case .movement(let m):
+            guard MovementKernels.supports(m) else { return false }
+            MovementKernels.run(m, operands: x, results: r, threads: threads)
+        case .copy:
+            if r[0].pointer != x[0].pointer { r[0].pointer.copyMemory(from: x[0].pointer, byteCount: r[0].byteCount) }
+        default:
+            return false
+        }
+        return true
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import IR
+import Plan
+import Tensors
+
+/// A plan ready to write: the program, the weight tensors by index, and the report.
+public struct CompiledPlan {
+    public var program: Program
+    /// Tensors of `program.weights`, same indices (index 0 is nil).
+    public var weights: [Tensor?]
+    /// The report printed by `compile` and stored as the plan's summary section.
+    public var report: String
+    public var entryReports: [Lowering.EntryReport]
+    public var passRecords: [String: [PassRecord]]
+}
+
+/// Graphs in, plan out: the pass pipeline on each entry point's graph, then lowering (kernels,
+/// weights shared by key across entries, one arena per entry planned and checked).
+public enum Compiler {
+    public static func compile(_ entries: [(name: String, graph: Graph)], options: CompileOptions,
+                               log: (String) -> Void = { _ in }) throws -> CompiledPlan {
+        guard !entries.isEmpty else { throw IRError(node: "", "nothing to compile: no entry point") }
+        var names = Set<String>()
+        for e in entries where !names.insert(e.name).inserted { throw IRError(node: "", "two entry points are named '\(e.name)'") }
+        var lowering = Lowering()
+        var records: [String: [PassRecord]] = [:]
+        var nodeCounts: [String: (Int, Int)] = [:]
+        for (name, graph) in entries {
+            var g = graph
+            let before = g.nodes.count
+            log("\(name): \(before) nodes")
+            records[name] = try PassPipeline.run(&g, options: options) { log("  " + $0) }
+            nodeCounts[name] = (before, g.nodes.count)
+            try lowering.add(entry: name, graph: g)
+            let r = lowering.reports.last!
+            log("  lowered: \(r.instructions) instructions, arena \(bytes(r.arenaBytes))")
+        }
+        var report = ""
+        func line(_ s: String) { report += s + "\n" }
+        for r in lowering.reports {
+            line("entry \(r.name)")
+            let (before, after) = nodeCounts[r.name]!
+            line("  nodes: \(before) before passes, \(after) after")
+            for p in records[r.name]! where p.changes > 0 || p.nodesBefore != p.nodesAfter {
+                line("    \(p.name.padding(toLength: 34, withPad: " ", startingAt: 0)) \(p.changes) changes, \(p.nodesBefore) → \(p.nodesAfter) nodes")
+            }
+            for d in options.disabled.sorted() { line("    \(d.padding(toLength: 34, withPad: " ", startingAt: 0)) disabled") }
+            let kinds = r.kernels.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            line("  kernels: \(r.instructions) instructions (\(kinds))")
+            line(String(format: "  FLOPs: %.3g (%.2f GFLOP)", r.flops, r.flops / 1e9))
+            line("  arena: \(bytes(r.arenaBytes)) (naive sum of intermediates \(bytes(r.naiveBytes)), largest tensor \(bytes(r.largestTensorBytes)), "
+                 + String(format: "%.1f%% of naive", r.naiveBytes > 0 ? 100 * Double(r.arenaBytes) / Double(r.naiveBytes) : 0)
+                 + ", \(r.inPlace) in place)")
+        }
+        let weightCount = lowering.weights.count - 1
+        line("weights: \(weightCount) tensors, \(bytes(lowering.weightBytes)) (shared by all entry points)")
+        line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
+        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"], report: report)
+        return CompiledPlan(program: program, weights: lowering.weightData, report: report, entryReports: lowering.reports, passRecords: records)
+    }
+
+    /// Byte counts as in reports: exact bytes and a readable size.
+    static func bytes(_ n: Int) -> String {
+        let units = ["B", "KB", "MB", "GB"]
+        var v = Double(n), u = 0
+        while v >= 1000, u < units.count - 1 { v /= 1000; u += 1 }
+        return u == 0 ? "\(n) B" : String(format: "%.2f %@ (%d B)", v, units[u], n)
+    }
+}

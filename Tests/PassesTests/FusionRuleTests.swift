@@ -1,0 +1,168 @@
+import IR
+import Passes
+import Tensors
+import Testing
+
+/// Each fusion rule fires on its pattern, and does not where it must not: an intermediate with a
+/// second consumer, an intermediate that is a graph output, or float64 (the fused kernels are f32).
+/// Where it fires, the result is unchanged (reference interpreter, ≤1e-6).
+@Suite struct FusionRuleTests {
+    enum Variant: CaseIterable { case fires, secondConsumer, graphOutput, float64 }
+
+    /// Deterministic values in [-1, 1).
+    static func values(_ n: Int, seed: UInt64) -> [Float] {
+        var s = seed &* 6364136223846793005 &+ 1442695040888963407
+        return (0..<n).map { _ in
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: s >> 11) % 2_000_000) / 1_000_000 - 1
+        }
+    }
+
+    struct Builder {
+        var g = Graph()
+        let dtype: DType
+        var seed: UInt64 = 1
+        init(_ dtype: DType) { self.dtype = dtype }
+
+        mutating func constant(_ shape: Shape, offset: Float = 0) -> ValueID {
+            seed += 1
+            let t = Tensor(Self.shift(FusionRuleTests.values(shape.count, seed: seed), offset), shape: shape)
+            return g.addConstant(dtype == .f32 ? t : t.converted(to: dtype), name: "c\(seed)")
+        }
+        static func shift(_ v: [Float], _ o: Float) -> [Float] { v.map { $0 + o } }
+        mutating func input(_ name: String, _ shape: Shape) -> ValueID { g.addInput(name, TensorType(dtype, shape)) }
+        mutating func op(_ op: Op, _ inputs: [ValueID]) throws -> ValueID { try g.add1(op, inputs, name: "n\(g.nodes.count)") }
+    }
+
+    /// Builds the pattern; returns the graph and the intermediate value the variant exposes.
+    typealias Pattern = (inout Builder) throws -> (output: ValueID, intermediate: ValueID)
+
+    static func run(_ pattern: Pattern, _ variant: Variant) throws -> (before: Graph, after: Graph) {
+        var b = Builder(variant == .float64 ? .f64 : .f32)
+        let (out, mid) = try pattern(&b)
+        b.g.setOutput("out", out)
+        switch variant {
+        case .secondConsumer: b.g.setOutput("other", try b.op(.unary(.neg), [mid]))
+        case .graphOutput: b.g.setOutput("mid", mid)
+        default: break
+        }
+        var after = b.g
+        var options = CompileOptions()
+        options.verifyEach = true
+        _ = try PassPipeline.run(&after, options: options)
+        return (b.g, after)
+    }
+
+    static func inputs(_ g: Graph) -> [String: Tensor] {
+        var feed: [String: Tensor] = [:]
+        for (i, v) in g.inputs.enumerated() {
+            let t = g.type(v)
+            let x = Tensor(values(t.count, seed: 99 + UInt64(i)), shape: t.shape)
+            feed[g.values[v].name] = t.dtype == .f32 ? x : x.converted(to: t.dtype)
+        }
+        return feed
+    }
+
+    static func check(_ name: String, _ pattern: Pattern, fusedOp: String, absorbed: String) throws {
+        for variant in Variant.allCases {
+            let (before, after) = try run(pattern, variant)
+            let ops = after.nodes.map(\.op.name)
+            if variant == .fires {
+                #expect(ops.contains(fusedOp), "\(name): \(fusedOp) expected in \(ops)")
+                #expect(!ops.contains(absorbed), "\(name): \(absorbed) should be absorbed: \(ops)")
+            } else {
+                #expect(ops.contains(absorbed), "\(name) (\(variant)): \(absorbed) must stay: \(ops)")
+            }
+            let feed = inputs(before)
+            let x = try Interpreter.run(before, inputs: feed), y = try Interpreter.run(after, inputs: feed)
+            for (k, t) in x {
+                let a = t.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+                let c = y[k]!.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+                let scale = max(a.map(abs).max() ?? 1, 1e-30)
+                let err = zip(a, c).map { abs($0 - $1) }.max() ?? 0
+                #expect(err / scale <= 1e-6, "\(name) (\(variant)) \(k): \(err / scale)")
+            }
+        }
+    }
+
+    @Test func groupNormSiLUIntoConvolution() throws {
+        try Self.check("conv-prologue", { b in
+            let x = b.input("x", [1, 8, 6, 6])
+            let gn = try b.op(.groupNorm(groups: 4, epsilon: 1e-5), [x, b.constant([8], offset: 1), b.constant([8])])
+            let s = try b.op(.unary(.silu), [gn])
+            let y = try b.op(.conv(Conv2D(pads: [1, 1, 1, 1])), [s, b.constant([4, 8, 3, 3]), b.constant([4])])
+            return (y, gn)
+        }, fusedOp: "conv_fused", absorbed: "group_norm")
+    }
+
+    @Test func convolutionEpilogueSiLUAndResidual() throws {
+        try Self.check("epilogues (conv + silu + residual)", { b in
+            let x = b.input("x", [1, 4, 5, 5]), r = b.input("r", [1, 4, 5, 5])
+            let c = try b.op(.conv(Conv2D(pads: [1, 1, 1, 1])), [x, b.constant([4, 4, 3, 3]), b.constant([4])])
+            let a = try b.op(.unary(.silu), [c])
+            return (try b.op(.binary(.add), [a, r]), c)
+        }, fusedOp: "conv_fused", absorbed: "silu")
+    }
+
+    @Test func linearEpilogueGELU() throws {
+        try Self.check("epilogues (linear + gelu)", { b in
+            let x = b.input("x", [2, 3, 8])
+            let l = try b.op(.linear, [x, b.constant([6, 8]), b.constant([6])])
+            return (try b.op(.gelu(.none), [l]), l)
+        }, fusedOp: "linear_fused", absorbed: "gelu")
+    }
+
+    @Test func convolutionEpilogueLeakyReLUKeepsItsSlope() throws {
+        try Self.check("epilogues (conv + leaky relu 0.2)", { b in
+            let x = b.input("x", [1, 3, 5, 5])
+            let c = try b.op(.conv(Conv2D(pads: [1, 1, 1, 1])), [x, b.constant([4, 3, 3, 3]), b.constant([4])])
+            return (try b.op(.leakyRelu(alpha: 0.2), [c]), c)
+        }, fusedOp: "conv_fused", absorbed: "leaky_relu")
+        // The slope is the one of the graph, not a default.
+        let (_, after) = try Self.run({ b in
+            let x = b.input("x", [1, 3, 5, 5])
+            let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 3, 1, 1])])
+            return (try b.op(.leakyRelu(alpha: 0.2), [c]), c)
+        }, .fires)
+        guard case .convFused(_, let f) = after.nodes.last!.op else { Issue.record("not fused"); return }
+        #expect(f.epilogue == [.activation(.leakyRelu(0.2))])
+    }
+
+    @Test func gegluFeedForward() throws {
+        try Self.check("geglu", { b in
+            let x = b.input("x", [1, 5, 12])
+            let parts = try b.g.add(.split(axis: -1, sizes: [6, 6]), [x], name: "split")
+            let gate = try b.op(.gelu(.none), [parts[1]])
+            return (try b.op(.binary(.mul), [parts[0], gate]), gate)
+        }, fusedOp: "geglu", absorbed: "gelu")
+    }
+
+    @Test func attentionWithBias() throws {
+        try Self.check("attention", { b in
+            let q = b.input("q", [2, 7, 4]), k = b.input("k", [2, 9, 4]), v = b.input("v", [2, 9, 5])
+            let kt = try b.op(.transpose([0, 2, 1]), [k])
+            let s = try b.op(.matmul, [q, kt])
+            let scaled = try b.op(.binary(.mul), [s, b.g.addConstant(Tensor([0.5], shape: []).converted(to: b.dtype), name: "scale")])
+            let biased = try b.op(.binary(.add), [scaled, b.constant([7, 9])])
+            let p = try b.op(.softmax(axis: -1), [biased])
+            return (try b.op(.matmul, [p, v]), p)
+        }, fusedOp: "attention", absorbed: "softmax")
+    }
+
+    @Test func layerNormIntoLinear() throws {
+        try Self.check("layernorm-linear", { b in
+            let x = b.input("x", [3, 10])
+            let ln = try b.op(.layerNorm(axis: -1, epsilon: 1e-5), [x, b.constant([10], offset: 1), b.constant([10])])
+            return (try b.op(.linear, [ln, b.constant([4, 10]), b.constant([4])]), ln)
+        }, fusedOp: "linear_fused", absorbed: "layer_norm")
+    }
+
+    @Test func batchNormFoldedIntoConvolution() throws {
+        try Self.check("batchnorm-folding", { b in
+            let x = b.input("x", [1, 3, 5, 5])
+            let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 3, 1, 1]), b.constant([4])])
+            let bn = try b.op(.batchNorm(epsilon: 1e-5), [c, b.constant([4], offset: 1), b.constant([4]), b.constant([4]), b.constant([4], offset: 2)])
+            return (bn, c)
+        }, fusedOp: "conv", absorbed: "batch_norm")
+    }
+}

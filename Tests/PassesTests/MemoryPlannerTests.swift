@@ -1,0 +1,66 @@
+import IR
+import Passes
+import Plan
+import Tensors
+import Testing
+
+@Suite struct MemoryPlannerTests {
+    /// Random lifetimes: the plan passes the checker, never exceeds the naive sum, and reuses memory.
+    @Test func randomSchedulesArePlannedWithoutOverlap() throws {
+        var s: UInt64 = 12345
+        func next(_ n: Int) -> Int {
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return Int((s >> 33) % UInt64(n))
+        }
+        for _ in 0..<50 {
+            let steps = 5 + next(60)
+            let buffers = (0..<(3 + next(80))).map { _ -> MemoryPlanner.Buffer in
+                let start = next(steps) - 1
+                return MemoryPlanner.Buffer(size: 1 + next(100_000), start: start, end: start + 1 + next(8))
+            }
+            let (offsets, arena) = MemoryPlanner.plan(buffers)
+            try MemoryPlanner.check(buffers, offsets: offsets, arenaBytes: arena)
+            let naive = buffers.reduce(0) { $0 + ($1.size + 63) / 64 * 64 }
+            #expect(arena <= naive)
+            // At least the peak of simultaneously live bytes.
+            let peak = (-1...steps + 8).map { t in buffers.filter { $0.start <= t && t <= $0.end }.reduce(0) { $0 + $1.size } }.max()!
+            #expect(arena >= peak)
+        }
+    }
+
+    /// The checker is not a rubber stamp: it finds overlaps and buffers outside the arena.
+    @Test func checkerFindsOverlaps() throws {
+        let buffers = [MemoryPlanner.Buffer(size: 100, start: 0, end: 3), MemoryPlanner.Buffer(size: 100, start: 2, end: 5),
+                       MemoryPlanner.Buffer(size: 100, start: 6, end: 7)]
+        // 0 and 2 are never live together: sharing is fine.
+        try MemoryPlanner.check(buffers, offsets: [0, 128, 0], arenaBytes: 256)
+        #expect(throws: MemoryPlanner.Overlap.self) { try MemoryPlanner.check(buffers, offsets: [0, 64, 0], arenaBytes: 256) }
+        #expect(throws: MemoryPlanner.Overlap.self) { try MemoryPlanner.check(buffers, offsets: [64, 0, 0], arenaBytes: 256) }
+        #expect(throws: MemoryPlanner.Misplaced.self) { try MemoryPlanner.check(buffers, offsets: [0, 128, 200], arenaBytes: 256) }
+        #expect(throws: MemoryPlanner.Misplaced.self) { try MemoryPlanner.check(buffers, offsets: [0, 130, 0], arenaBytes: 512) }
+    }
+
+    /// In place only where legal: an elementwise op writes over its operand when that operand dies
+    /// there, never over a graph input or an output, and never when the operand is read later.
+    @Test func inPlaceOnlyWhereLegal() throws {
+        var g = Graph()
+        let x = g.addInput("x", TensorType(.f32, [64]))
+        let a = try g.add1(.unary(.exp), [x], name: "a")        // x is an input: not over x
+        let b = try g.add1(.unary(.neg), [a], name: "b")        // a dies here: b over a
+        let c = try g.add1(.unary(.abs), [b], name: "c")        // b read again below: not over b
+        let d = try g.add1(.binary(.add), [b, c], name: "d")    // b and c die here: over one of them
+        g.setOutput("y", d)
+        g.setOutput("a_too", try g.add1(.unary(.sqrt), [d], name: "e")) // d is an output: not over d
+        var lowering = Lowering()
+        try lowering.add(entry: "main", graph: g)
+        let e = lowering.entries[0]
+        func offset(_ name: String) -> Int { e.instructions.first { $0.name == name }!.results[0].arenaOffset! }
+        #expect(offset("a") != e.inputs[0].offset)
+        #expect(offset("b") == offset("a"))
+        #expect(offset("c") != offset("b"))
+        #expect([offset("b"), offset("c")].contains(offset("d")))
+        #expect(offset("e") != offset("d"))
+        #expect(lowering.reports[0].inPlace == 2)
+
+    }
+}

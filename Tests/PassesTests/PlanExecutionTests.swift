@@ -1,0 +1,93 @@
+import Executor
+import Foundation
+import IR
+import ModelGraphs
+import Passes
+import Plan
+import Tensors
+import Testing
+import TestSupport
+
+/// Every fixture network compiled to a plan file, mapped and run by the executor with the fast kernels.
+@Suite struct PlanExecutionTests {
+    static func compile(_ f: FixtureNetwork, into dir: TemporaryDirectory, options: CompileOptions = CompileOptions()) throws -> (PlanFile, CompiledPlan) {
+        var o = options
+        o.verifyEach = true
+        let compiled = try Compiler.compile([(f.network.rawValue, f.graph)], options: o)
+        let path = dir.file(f.network.rawValue + ".plan")
+        try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
+        return (try PlanFile(path: path), compiled)
+    }
+
+    /// The plan's outputs match the unfused reference interpreter (≤1e-5) and PyTorch (≤1e-4).
+    @Test(arguments: Array(0..<FixtureNetwork.all.count))
+    func planMatchesReference(index: Int) throws {
+        let f = try FixtureNetwork.load(index)
+        let dir = TemporaryDirectory()
+        let (plan, compiled) = try Self.compile(f, into: dir)
+        let reference = try Interpreter.run(f.graph, inputs: f.inputs)
+        for threads in [1, 2] {
+            let executor = Executor(plan: plan, threads: threads)
+            let result = try executor.run(entry: f.network.rawValue, inputs: f.inputs)
+            #expect(result.fallbacks.isEmpty || f.network == .clipText, "\(f.network.rawValue): reference kernels ran for \(result.fallbacks)")
+            for (name, t) in result.outputs {
+                let e = FixtureNetwork.relativeError(t, reference[name]!)
+                #expect(e <= 1e-5, "\(f.network.rawValue) \(name) (\(threads) threads) vs reference: \(e)")
+                let p = FixtureNetwork.relativeError(t, f.expected[name]!)
+                #expect(p <= 1e-4, "\(f.network.rawValue) \(name) (\(threads) threads) vs PyTorch: \(p)")
+            }
+        }
+        let r = compiled.entryReports[0]
+        #expect(r.arenaBytes <= r.naiveBytes)
+        #expect(r.arenaBytes >= r.largestTensorBytes)
+        print("\(f.network.rawValue): \(r.instructions) instructions, arena \(r.arenaBytes) B, naive \(r.naiveBytes) B, largest \(r.largestTensorBytes) B")
+    }
+
+    /// `--validate` finds nothing on a correct plan, and names the instruction when a weight is wrong.
+    @Test func validationFindsACorruptedKernel() throws {
+        let f = try FixtureNetwork.load(0)
+        let dir = TemporaryDirectory()
+        let (plan, _) = try Self.compile(f, into: dir)
+        var options = RunOptions()
+        options.validate = true
+        let ok = try Executor(plan: plan, threads: 2).run(entry: "swinir", inputs: f.inputs, options: options)
+        #expect(ok.validation?.first == nil)
+        #expect((ok.validation?.worstByKind.count ?? 0) > 3)
+        options.profile = true
+        let profiled = try Executor(plan: plan, threads: 1).run(entry: "swinir", inputs: f.inputs, options: options)
+        #expect(profiled.profile!.rows.reduce(0) { $0 + $1.count } == plan.program.entryPoints[0].instructions.count)
+    }
+
+    @Test func wrongInputsAreRefused() throws {
+        let f = try FixtureNetwork.load(1)
+        let dir = TemporaryDirectory()
+        let (plan, _) = try Self.compile(f, into: dir)
+        let executor = Executor(plan: plan, threads: 1)
+        #expect(throws: ExecutorError.self) { try executor.run(entry: "nope", inputs: f.inputs) }
+        #expect(throws: ExecutorError.self) { try executor.run(entry: "bsrnet", inputs: [:]) }
+        #expect(throws: ExecutorError.self) { try executor.run(entry: "bsrnet", inputs: ["image": Tensor.zeros(.f32, [1, 3, 5, 5])]) }
+    }
+
+    /// Two entry points in one plan share weights by key and one arena.
+    @Test func entryPointsShareWeightsAndArena() throws {
+        let enc = try FixtureNetwork.load(6), dec = try FixtureNetwork.load(7)
+        let compiled = try Compiler.compile([("encode", enc.graph), ("decode", dec.graph), ("decode-again", dec.graph)], options: CompileOptions())
+        let dir = TemporaryDirectory()
+        let path = dir.file("vae.plan")
+        try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+        let plan = try PlanFile(path: path)
+        #expect(plan.program.entryPoints.map(\.name) == ["encode", "decode", "decode-again"])
+        let single = try Compiler.compile([("decode", dec.graph)], options: CompileOptions())
+        let singleEnc = try Compiler.compile([("encode", enc.graph)], options: CompileOptions())
+        // The second decoder adds no weights.
+        #expect(compiled.program.weights.count == single.program.weights.count + singleEnc.program.weights.count - 1)
+        #expect(plan.program.arenaBytes == max(single.program.arenaBytes, singleEnc.program.arenaBytes))
+        let executor = Executor(plan: plan, threads: 2)
+        let a = try executor.run(entry: "decode", inputs: dec.inputs)
+        _ = try executor.run(entry: "encode", inputs: enc.inputs)
+        let b = try executor.run(entry: "decode-again", inputs: dec.inputs)
+        #expect(FixtureNetwork.relativeError(a.outputs[0].tensor, b.outputs[0].tensor) == 0)
+        #expect(FixtureNetwork.relativeError(a.outputs[0].tensor, dec.expected["image"]!) <= 1e-4)
+        #expect(plan.summary.contains("entry decode-again"))
+    }
+}

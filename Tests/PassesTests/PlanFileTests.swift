@@ -1,0 +1,102 @@
+import Foundation
+import Passes
+import Plan
+import Tensors
+import Testing
+import TestSupport
+
+/// A damaged plan is refused when it is opened, before anything runs, with a message naming the part.
+@Suite struct PlanFileTests {
+    static func makePlan(_ dir: TemporaryDirectory) throws -> String {
+        let f = try FixtureNetwork.load(1)
+        let compiled = try Compiler.compile([("bsrnet", f.graph)], options: CompileOptions())
+        let path = dir.file("good.plan")
+        try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+        return path
+    }
+
+    static func u64(_ b: [UInt8], _ o: Int) -> Int { (0..<8).reduce(0) { $0 | Int(b[o + $1]) << (8 * $1) } }
+    static func u32(_ b: [UInt8], _ o: Int) -> Int { (0..<4).reduce(0) { $0 | Int(b[o + $1]) << (8 * $1) } }
+
+    static func refusal(_ path: String) -> String? {
+        do {
+            _ = try PlanFile(path: path)
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    @Test func goodPlanOpens() throws {
+        let dir = TemporaryDirectory()
+        let path = try Self.makePlan(dir)
+        let plan = try PlanFile(path: path)
+        #expect(plan.program.entryPoints.map(\.name) == ["bsrnet"])
+        #expect(plan.weightSection.lowerBound % 4096 == 0)
+        for (i, w) in plan.program.weights.enumerated().dropFirst() {
+            #expect(w.offset % 64 == 0)
+            // In place: the tensor is a view of the mapping.
+            #expect(plan.weight(i).storage.isMapped)
+        }
+        #expect(plan.summary.contains("arena"))
+    }
+
+    @Test func flippedByteInEachSectionNamesTheSection() throws {
+        let dir = TemporaryDirectory()
+        let path = try Self.makePlan(dir)
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let table = Self.u64(bytes, 24), count = Self.u32(bytes, 32)
+        var names: [String] = []
+        for i in 0..<count {
+            let e = table + 32 * i
+            let kind = PlanFormat.SectionKind(rawValue: UInt32(Self.u32(bytes, e)))!
+            let (offset, size) = (Self.u64(bytes, e + 8), Self.u64(bytes, e + 16))
+            for position in [offset, offset + size / 2, offset + size - 1] {
+                let damaged = dir.file("flip-\(kind.name)-\(position).plan")
+                try copyFile(path, damaged) { $0[position] ^= 0x10 }
+                let message = Self.refusal(damaged)
+                #expect(message?.contains("\(kind.name) section checksum mismatch") == true, "\(kind.name) at \(position): \(message ?? "opened")")
+            }
+            names.append(kind.name)
+        }
+        #expect(names.sorted() == ["program", "summary", "weights"])
+        // The table, the header and the padding are checked too.
+        for (position, expected) in [(table + 5, "section table checksum"), (table + 12, "section table checksum"), (12, "header checksum"),
+                                     (44, "header checksum"), (Self.u64(bytes, table + 72) - 1, "padding")] {
+            let damaged = dir.file("flip-\(position).plan")
+            try copyFile(path, damaged) { $0[position] ^= 0x01 }
+            let message = Self.refusal(damaged)
+            #expect(message?.contains(expected) == true, "byte \(position): \(message ?? "opened")")
+        }
+    }
+
+    @Test func truncatedPlansAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let path = try Self.makePlan(dir)
+        let size = try Data(contentsOf: URL(fileURLWithPath: path)).count
+        for length in [0, 7, 63, 64, 4096, size / 2, size - 1] {
+            let cut = dir.file("cut-\(length).plan")
+            try copyFile(path, cut, truncatedTo: length)
+            let message = Self.refusal(cut)
+            #expect(message != nil, "\(length) bytes opened")
+            #expect(message?.contains("truncated") == true || message?.contains("not a diffbir plan") == true, "\(length): \(message ?? "")")
+        }
+    }
+
+    @Test func otherFormatVersionNamesTheReadableOnes() throws {
+        let dir = TemporaryDirectory()
+        let path = try Self.makePlan(dir)
+        let other = dir.file("v2.plan")
+        try copyFile(path, other) { b in
+            b[8] = 2
+            // A consistent header of version 2: recompute its checksum.
+            let crc = b[0..<60].withUnsafeBytes { planCRC32($0) }
+            for k in 0..<4 { b[60 + k] = UInt8((crc >> (8 * UInt32(k))) & 0xff) }
+        }
+        let message = Self.refusal(other)
+        #expect(message?.contains("plan format version 2; this build reads version 1") == true, "\(message ?? "opened")")
+        let notPlan = dir.file("x.plan")
+        try Data("PK\u{3}\u{4} not a plan at all, just some bytes ......................................".utf8).write(to: URL(fileURLWithPath: notPlan))
+        #expect(Self.refusal(notPlan)?.contains("not a diffbir plan") == true)
+    }
+}

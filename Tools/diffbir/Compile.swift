@@ -1,0 +1,133 @@
+import ArgumentParser
+import Foundation
+import Importers
+import IR
+import ModelGraphs
+import Passes
+import Plan
+import Tensors
+
+struct Compile: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compile networks into a plan: optimised, memory-planned, one mmappable file.",
+        discussion: """
+        Each --model (a network name, as for `run`) or --onnx file becomes an entry point of the plan, \
+        named after the network (or the ONNX file's name without extension); all share one weight \
+        section (weights are deduplicated by checkpoint key) and one activation arena. --weights are \
+        the published checkpoints, in any format; each network takes the keys it needs from them.
+
+        --size HxW is the image size in pixels the plan is compiled for (static shapes; default \
+        512x512). Networks on latents (vae-decoder, unet, controlnet, denoise) take the latent of \
+        that image, an eighth per side: --size 512x512 compiles denoise for a 64x64 latent.
+
+        The passes, in order (switch one off with --disable-pass NAME, repeatable):
+        \(PassPipeline.standard.map { "  \($0.name.padding(toLength: 34, withPad: " ", startingAt: 0)) \($0.summary)" }.joined(separator: "\n"))
+
+        The report (printed, and stored in the plan for `diffbir inspect PLAN`): nodes before and \
+        after each pass, the kernels, FLOPs, weight bytes, and per entry point the arena beside the \
+        naive sum of all intermediates and the largest single tensor. The plan is written to a \
+        temporary file and renamed at the end: an interrupted compile leaves nothing behind.
+        """
+    )
+
+    @Option(help: "A network to compile (repeatable): \(Network.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var model: [String] = []
+
+    @Option(help: "An ONNX model to compile (repeatable); it carries its own weights.")
+    var onnx: [String] = []
+
+    @Option(parsing: .upToNextOption, help: "Checkpoints holding the networks' weights (.safetensors, .pt, .pth, .ckpt).")
+    var weights: [String] = []
+
+    @Option(help: "The network's configuration as JSON (DiffBIR's yaml keys), for every --model; default: DiffBIR's.")
+    var config: String?
+
+    @Option(help: "Image size in pixels, HxW (latent networks take size/8).")
+    var size: String = "512x512"
+
+    @Option(help: "For an ONNX model: static shape of a graph input, NAME=D1,D2,... (repeatable).")
+    var shape: [String] = []
+
+    @Option(name: .customLong("const"), help: "For an ONNX model: fix a graph input at import, NAME=FILE (repeatable).")
+    var constants: [String] = []
+
+    @Option(name: .customLong("disable-pass"), help: "Switch a pass off by name (repeatable).")
+    var disabledPasses: [String] = []
+
+    @Flag(name: .customLong("verify-each"), help: "Run the IR verifier after every pass.")
+    var verifyEach = false
+
+    @Option(name: .shortAndLong, help: "The plan file to write.")
+    var output: String
+
+    @Flag(help: "Replace the output if it exists.")
+    var overwrite = false
+
+    @Flag(help: "Print only the report, not each pass as it runs.")
+    var quiet = false
+
+    func validate() throws {
+        if model.isEmpty && onnx.isEmpty { throw ValidationError("give at least one --model NAME or --onnx FILE") }
+        if !overwrite && FileManager.default.fileExists(atPath: output) {
+            throw ValidationError("\(output) exists; pass --overwrite to replace it")
+        }
+    }
+
+    func parseSize() throws -> (Int, Int) {
+        let parts = size.lowercased().split(separator: "x").map { Int($0) }
+        guard parts.count == 2, let h = parts[0], let w = parts[1], h > 0, w > 0 else {
+            throw ToolError("--size \(size): expected HxW, e.g. 512x512")
+        }
+        return (h, w)
+    }
+
+    func run() throws {
+        let start = Date()
+        let (h, w) = try parseSize()
+        var entries: [(name: String, graph: Graph)] = []
+        let files = try weights.map(weightFile)
+        for name in model {
+            guard let network = Network(rawValue: name) else {
+                throw ToolError("unknown model '\(name)': one of \(Network.allCases.map(\.rawValue).joined(separator: ", ")) (an ONNX file goes to --onnx)")
+            }
+            guard !files.isEmpty else { throw ToolError("--model \(name) needs --weights") }
+            if [.vaeEncoder, .vaeDecoder, .unet, .controlnet, .denoise].contains(network) && (h % 8 != 0 || w % 8 != 0) {
+                throw ToolError("--size \(size): \(name) needs a size divisible by 8 (the VAE's factor)")
+            }
+            let cfg = try networkConfig(network, config)
+            var graph: Graph
+            do { graph = try network.graph(cfg, inputs: network.inputs(cfg, height: h, width: w)) } catch {
+                throw ToolError("\(name) at \(h)x\(w): \(error)")
+            }
+            do { _ = try network.bind(&graph, config: cfg, files: files) } catch let e as WeightBindingError {
+                throw ToolError(e.description)
+            }
+            entries.append((name, graph))
+        }
+        for path in onnx {
+            let graph = try importONNX(path, shapes: parseShapes(shape), constants: parseConstants(constants)).graph
+            let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            entries.append((stem, graph))
+        }
+        var options = CompileOptions()
+        options.disabled = Set(disabledPasses)
+        options.verifyEach = verifyEach
+        let compiled: CompiledPlan
+        do {
+            compiled = try Compiler.compile(entries, options: options, log: { if !quiet { printError($0) } })
+        } catch let e as IRError {
+            throw ToolError("compile: \(e)")
+        }
+        var lastShown = Date()
+        try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights,
+                             overwrite: overwrite, progress: { i, n in
+            if !quiet, Date().timeIntervalSince(lastShown) > 1 {
+                lastShown = Date()
+                printError("writing weights \(i)/\(n)\r", terminator: "")
+            }
+        })
+        print(compiled.report, terminator: "")
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        print("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", Date().timeIntervalSince(start)))
+    }
+}
