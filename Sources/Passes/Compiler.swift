@@ -64,6 +64,6 @@ public enum Compiler {
         let units = ["B", "KB", "MB", "GB"]
         var v = Double(n), u = 0
         while v >= 1000, u < units.count - 1 { v /= 1000; u += 1 }
-        return u == 0 ? "\(n) B" : String(format: "%.2f %@ (%d B)", v, units[u], n)
+        return u == 0 ? "\(n) B" : String(format: "%.2f %@", v, units[u]) + " (\(n) B)"
     }
 }

@@ -11,6 +11,28 @@ public enum Operand: Codable, Sendable, Equatable {
         if case .arena(let o, _, _) = self { return o }
         return nil
     }
+
+    // JSON: {"arena": {"offset": 64, "dtype": "f32", "shape": {"dims": [1, 4]}}} or {"weight": 12}.
+    private enum Keys: String, CodingKey { case arena, weight }
+    private struct ArenaSlot: Codable { var offset: Int; var dtype: DType; var shape: Shape }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        if let i = try c.decodeIfPresent(Int.self, forKey: .weight) {
+            self = .weight(i)
+        } else {
+            let a = try c.decode(ArenaSlot.self, forKey: .arena)
+            self = .arena(offset: a.offset, dtype: a.dtype, shape: a.shape)
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        switch self {
+        case .arena(let offset, let dtype, let shape): try c.encode(ArenaSlot(offset: offset, dtype: dtype, shape: shape), forKey: .arena)
+        case .weight(let i): try c.encode(i, forKey: .weight)
+        }
+    }
 }
 
 public struct Instruction: Codable, Sendable, Equatable {

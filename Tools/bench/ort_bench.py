@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""The onnxruntime side of the plan benchmark: the same measurements as `diffbir bench`.
+
+    ~/venv/bin/python Tools/bench/ort_bench.py MODEL.onnx IO.safetensors [--threads 2] [--runs 5] [--warmup 1] [--json]
+
+Creates a CPU session (intra-op threads = --threads, inter-op 1, all graph optimisations: onnxruntime's
+defaults otherwise), feeds the tensors of IO.safetensors named like the model's inputs, runs --warmup
+untimed and --runs timed, and prints each time, the median, the process's peak RSS (ru_maxrss), the
+model's weight bytes (its initializers) and the peak minus the weights; outputs are compared with the
+`ref.NAME` tensors of IO.safetensors (relative error: max |a-b| / max |ref|).
+"""
+import argparse, json, resource, statistics, time
+import numpy as np
+import onnx
+import onnxruntime as ort
+from safetensors.numpy import load_file
+
+
+def weight_bytes(path):
+    model = onnx.load(path, load_external_data=False)
+    total = 0
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims)) if len(t.dims) else 1
+        total += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("io")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    weights = weight_bytes(a.model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = a.threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(a.model, opts, providers=["CPUExecutionProvider"])
+    io = load_file(a.io)
+    # The TorchScript exporter renames an input that shares its name with an output ("image" → "image.1").
+    feed = {i.name: io[i.name if i.name in io else i.name.rsplit(".", 1)[0]] for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    times = []
+    outs = None
+    for i in range(a.warmup + a.runs):
+        start = time.perf_counter()
+        outs = session.run(names, feed)
+        dt = time.perf_counter() - start
+        if i >= a.warmup:
+            times.append(dt)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    errors = {}
+    for n, o in zip(names, outs):
+        if "ref." + n in io:
+            r = io["ref." + n]
+            errors[n] = float(np.abs(o - r).max() / max(np.abs(r).max(), 1e-30))
+    result = {"model": a.model, "threads": a.threads, "onnxruntime": ort.__version__, "times_s": times,
+              "median_s": statistics.median(times), "min_s": min(times), "peak_rss_bytes": peak,
+              "weight_bytes": weights, "peak_rss_minus_weights_bytes": peak - weights, "relative_error": errors}
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(f"{a.model}: onnxruntime {ort.__version__}, {a.threads} threads; times "
+              + " ".join(f"{t:.3f}" for t in times) + f" s; median {result['median_s']:.3f} s")
+        print(f"peak RSS {peak / 1e9:.2f} GB; weights {weights / 1e9:.2f} GB; minus weights {(peak - weights) / 1e9:.3f} GB; errors {errors}")
+
+
+if __name__ == "__main__":
+    main()
