@@ -28,10 +28,14 @@ public enum Network: String, CaseIterable, Sendable {
         self == .bsrnet ? inputs(config, height: 128, width: 128) : inputs(config, height: 512, width: 512)
     }
 
+    /// The VAE's downsampling factor: 2^(levels − 1), 8 for Stable Diffusion's.
+    public static func latentFactor(_ config: NetworkConfig) -> Int { 1 << max(0, config.vae.ch_mult.count - 1) }
+
     /// The input types for an image of `height`×`width` pixels, batch 1: latent networks (VAE decoder,
-    /// UNet, ControlNet, denoise) take the latent of that image, an eighth of its size per side.
+    /// UNet, ControlNet, denoise) take the latent of that image, `latentFactor` (8) times smaller per side.
     public func inputs(_ config: NetworkConfig, height: Int, width: Int) -> [String: TensorType] {
-        let (lh, lw) = (height / 8, width / 8)
+        let f = Self.latentFactor(config)
+        let (lh, lw) = (height / f, width / f)
         switch self {
         case .swinir, .bsrnet, .scunet, .vaeEncoder: return ["image": TensorType(.f32, [1, 3, height, width])]
         case .vaeDecoder: return ["latent": TensorType(.f32, [1, config.vae.embed_dim, lh, lw])]

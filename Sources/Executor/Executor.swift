@@ -89,7 +89,9 @@ public final class Executor: @unchecked Sendable {
         arena = UnsafeMutableRawPointer.allocate(byteCount: max(arenaBytes, 64), alignment: 64)
         // Weights are never written: the mapping is read-only and the kernels only read operands.
         weightBase = UnsafeMutableRawPointer(mutating: plan.file.bytes.baseAddress! + plan.weightSection.lowerBound)
-        BLAS.setThreads(self.threads)
+        // OpenBLAS runs single-threaded inside our tiles (see `Tiling`): results do not depend on the
+        // thread count, and its idle threads never spin against ours.
+        BLAS.setThreads(1)
     }
 
     deinit { arena.deallocate() }
@@ -217,7 +219,7 @@ public final class Executor: @unchecked Sendable {
             FusedLinear.run(l, x: x[0], weight: x[1], operands: x, out: r[0], threads: threads)
         case .matmul(let m):
             guard allF32, x[0].dims.count >= 2, x[1].dims.count >= 2 else { return false }
-            BatchedMatmul.run(m, a: x[0], b: x[1], out: r[0])
+            BatchedMatmul.run(m, a: x[0], b: x[1], out: r[0], threads: threads)
         case .attention(let a):
             guard allF32 else { return false }
             Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], threads: threads)

@@ -66,6 +66,16 @@ public enum ElementwiseKernels {
         let n = out.count
         let o = out.floats
         switch e {
+        case .unary(let name) where ["silu", "sigmoid", "exp"].contains(name):
+            let x = operands[0].floats
+            Parallel.forRanges((n + 1023) / 1024, threads: threads, minimumPerThread: 16) { r in
+                let lo = r.lowerBound * 1024, hi = min(n, r.upperBound * 1024)
+                switch name {
+                case "silu": VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.silu)
+                case "sigmoid": VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.sigmoid)
+                default: VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.exp)
+                }
+            }
         case .unary(let name):
             let f = unary(name)!
             let x = operands[0].floats
@@ -75,8 +85,10 @@ public enum ElementwiseKernels {
             Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = x[i] >= 0 ? x[i] : alpha * x[i] } }
         case .gelu(let tanh):
             let x = operands[0].floats
-            let name = tanh ? "gelu_tanh" : "gelu"
-            Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 14) { r in for i in r { o[i] = Activations.apply(name, x[i], 0) } }
+            Parallel.forRanges((n + 1023) / 1024, threads: threads, minimumPerThread: 16) { r in
+                let lo = r.lowerBound * 1024, hi = min(n, r.upperBound * 1024)
+                VectorMath.map(x + lo, o + lo, hi - lo, tanh ? VectorMath.geluTanh : VectorMath.gelu)
+            }
         case .clip(let lo, let hi):
             let x = operands[0].floats
             Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = x[i].isNaN ? x[i] : min(max(x[i], lo), hi) } }
@@ -87,7 +99,8 @@ public enum ElementwiseKernels {
             Parallel.forRanges(rows, threads: threads, minimumPerThread: 64) { r in
                 for row in r {
                     let src = x + row * 2 * half, dst = o + row * half
-                    for j in 0..<half { dst[j] = src[j] * Activations.apply("gelu", src[half + j], 0) }
+                    VectorMath.map(src + half, dst, half, VectorMath.gelu)
+                    for j in 0..<half { dst[j] *= src[j] }
                 }
             }
         case .binary(let name):

@@ -2,69 +2,92 @@ import Foundation
 import Plan
 import Tensors
 
-/// The linear kernel of plans: `x [rows, K] · Wᵀ` on OpenBLAS, a band of rows at a time; the layer-norm
-/// prologue normalises the band into a scratch as it is packed, the epilogue runs on the band's output.
+/// The linear kernel of plans: `x [rows, K] · Wᵀ` in tiles of rows (or, for few rows, of output
+/// features), each tile one single-threaded sgemm with the layer-norm prologue applied to its rows
+/// first and the bias and epilogue applied to its outputs after. Tile sizes depend on the shapes only.
 public enum FusedLinear {
-    public static func run(_ k: LinearKernel, x: View, weight: View, operands: [View], out: View, threads: Int, scratchBytes: Int = 8 << 20) {
+    public static let rowTile = 256
+    public static let columnTile = 256
+
+    public static func run(_ k: LinearKernel, x: View, weight: View, operands: [View], out: View, threads: Int) {
         let (nOut, kk) = (weight.dims[0], weight.dims[1])
-        let rows = x.count / kk
-        let band = k.prologue == nil ? rows : max(1, min(rows, scratchBytes / max(1, kk * 4)))
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: k.prologue == nil ? 1 : band * kk)
-        defer { scratch.deallocate() }
-        var r0 = 0
-        while r0 < rows {
-            let n = min(band, rows - r0)
-            var a = x.floats + r0 * kk
-            if let p = k.prologue {
-                let scale = operands[p.scaleOperand].floats
-                let bias = p.biasOperand.map { operands[$0].floats }
-                let src = a
-                Parallel.forRanges(n, threads: threads, minimumPerThread: 16) { range in
-                    for r in range {
-                        let row = src + r * kk, dst = scratch + r * kk
-                        var sum = 0.0, sq = 0.0
-                        for i in 0..<kk { let v = Double(row[i]); sum += v; sq += v * v }
-                        let mean = sum / Double(kk)
-                        let rstd = Float(1 / (max(0, sq / Double(kk) - mean * mean) + Double(p.epsilon)).squareRoot())
-                        let m = Float(mean)
-                        for i in 0..<kk { dst[i] = (row[i] - m) * rstd * scale[i] + (bias?[i] ?? 0) }
-                    }
-                }
-                a = scratch
+        let rows = x.count / max(kk, 1)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
+        let lnScale = k.prologue.map { UnsafePointer(operands[$0.scaleOperand].floats) }
+        let lnBias = k.prologue?.biasOperand.map { UnsafePointer(operands[$0].floats) }
+        let epsilon = k.prologue?.epsilon ?? 0
+        func normalize(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+            for r in 0..<count {
+                let row = src + r * kk, d = dst + r * kk
+                let (mean, rstd) = Normalization.statistics(row, count: kk, epsilon: epsilon)
+                let (m, s) = (Float(mean), Float(rstd))
+                for i in 0..<kk { d[i] = (row[i] - m) * s * lnScale![i] + (lnBias?[i] ?? 0) }
             }
-            let o = out.floats + r0 * nOut
-            BLAS.sgemm(transposeB: true, m: n, n: nOut, k: kk, a: a, lda: kk, b: weight.floats, ldb: kk, c: o, ldc: nOut)
-            if k.hasBias || !k.epilogue.isEmpty {
-                let bias = k.hasBias ? operands[2].floats : nil
-                let steps = k.epilogue
-                let base = r0 * nOut
-                Parallel.forRanges(n, threads: threads, minimumPerThread: 16) { range in
-                    for r in range {
-                        for j in 0..<nOut {
-                            let i = r * nOut + j
-                            o[i] = Epilogue.apply(o[i] + (bias?[j] ?? 0), steps, operands: operands, index: base + i)
-                        }
-                    }
-                }
+        }
+        func finish(_ o: UnsafeMutablePointer<Float>, rows r0: Range<Int>, columns c0: Range<Int>) {
+            guard bias != nil || !epilogue.isEmpty else { return }
+            for r in r0 {
+                let i = r * nOut + c0.lowerBound
+                epilogue.apply(o + i, count: c0.count, base: i, vectorBias: bias.map { $0 + c0.lowerBound })
             }
-            r0 += n
+        }
+        let o = out.floats
+        if rows >= 2 * rowTile || nOut < 2 * columnTile {
+            // Tiles of rows.
+            let tile = rows >= 2 * rowTile ? rowTile : max(1, (rows + 1) / 2)
+            let tiles = (rows + tile - 1) / tile
+            Tiling.run(tiles, threads: threads, setup: { UnsafeMutablePointer<Float>.allocate(capacity: lnScale == nil ? 1 : tile * kk) },
+                       cleanup: { $0.deallocate() }) { t, scratch in
+                let r0 = t * tile, n = min(tile, rows - r0)
+                var a = UnsafePointer(x.floats + r0 * kk)
+                if lnScale != nil {
+                    normalize(a, scratch, n)
+                    a = UnsafePointer(scratch)
+                }
+                BLAS.sgemm(transposeB: true, m: n, n: nOut, k: kk, a: a, lda: kk, b: weight.floats, ldb: kk, c: o + r0 * nOut, ldc: nOut)
+                finish(o, rows: r0..<(r0 + n), columns: 0..<nOut)
+            }
+        } else {
+            // Few rows: tiles of output features (each thread reads only its part of the weights).
+            var a = UnsafePointer(x.floats)
+            let normalized = lnScale == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * kk)
+            defer { normalized?.deallocate() }
+            if let normalized {
+                Parallel.forRanges(rows, threads: threads, minimumPerThread: 8) { r in normalize(a + r.lowerBound * kk, normalized + r.lowerBound * kk, r.count) }
+                a = UnsafePointer(normalized)
+            }
+            let tiles = (nOut + columnTile - 1) / columnTile
+            let input = a
+            Tiling.run(tiles, threads: threads, setup: { () }) { t, _ in
+                let c0 = t * columnTile, n = min(columnTile, nOut - c0)
+                BLAS.sgemm(transposeB: true, m: rows, n: n, k: kk, a: input, lda: kk, b: weight.floats + c0 * kk, ldb: kk, c: o + c0, ldc: nOut)
+                finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
+            }
         }
     }
 }
 
-/// Batched matrix products with broadcast batch dimensions and transposed operands.
+/// Batched matrix products with broadcast batch dimensions and transposed operands: one
+/// single-threaded sgemm per batch item (or per fixed block of columns when there is one item).
 public enum BatchedMatmul {
-    public static func run(_ k: MatmulKernel, a: View, b: View, out: View) {
+    public static func run(_ k: MatmulKernel, a: View, b: View, out: View, threads: Int) {
         let ad = a.dims, bd = b.dims
         let m = k.transposeA ? ad[ad.count - 1] : ad[ad.count - 2]
         let kk = k.transposeA ? ad[ad.count - 2] : ad[ad.count - 1]
         let n = k.transposeB ? bd[bd.count - 2] : bd[bd.count - 1]
         let batch = Array(out.dims.dropLast(2))
         let ia = MatrixProduct.batchOffsets(Array(ad.dropLast(2)), batch), ib = MatrixProduct.batchOffsets(Array(bd.dropLast(2)), batch)
-        for p in 0..<max(1, batch.reduce(1, *)) {
-            BLAS.sgemm(transposeA: k.transposeA, transposeB: k.transposeB, m: m, n: n, k: kk,
+        let count = max(1, batch.reduce(1, *))
+        let block = 256
+        let blocks = count == 1 ? (n + block - 1) / block : 1
+        Tiling.run(count * blocks, threads: threads, setup: { () }) { t, _ in
+            let p = t / blocks, c0 = (t % blocks) * block, nn = blocks == 1 ? n : min(block, n - c0)
+            let bBase = b.floats + ib[p] * kk * n
+            BLAS.sgemm(transposeA: k.transposeA, transposeB: k.transposeB, m: m, n: nn, k: kk,
                        a: a.floats + ia[p] * m * kk, lda: k.transposeA ? m : kk,
-                       b: b.floats + ib[p] * kk * n, ldb: k.transposeB ? kk : n, c: out.floats + p * m * n, ldc: n)
+                       b: k.transposeB ? bBase + c0 * kk : bBase + c0, ldb: k.transposeB ? kk : n,
+                       c: out.floats + p * m * n + c0, ldc: n)
         }
     }
 }
@@ -109,21 +132,21 @@ public enum Attention {
             }
             return (perBatch, strides[strides.count - 2], strides[strides.count - 1])
         }
-        let savedThreads = BLAS.threads
-        if count > 1 && threads > 1 { BLAS.setThreads(1) }
-        defer { if count > 1 && threads > 1 { BLAS.setThreads(savedThreads) } }
         let tq = min(queryTile, n), tk = min(keyTile, m)
-        Parallel.forRanges(count, threads: count > 1 ? threads : 1) { range in
+        let queryTiles = (n + tq - 1) / tq
+        // Work items: (batch·head slice, query tile), each on one thread from start to finish.
+        Parallel.forRanges(count * queryTiles, threads: threads) { range in
             let s = UnsafeMutablePointer<Float>.allocate(capacity: tq * tk)
             let acc = UnsafeMutablePointer<Float>.allocate(capacity: tq * dv)
             let qs = UnsafeMutablePointer<Float>.allocate(capacity: k.scaleQueries ? tq * d : 1)
             var rowMax = [Float](repeating: 0, count: tq), rowSum = [Float](repeating: 0, count: tq)
             defer { s.deallocate(); acc.deallocate(); qs.deallocate() }
-            for p in range {
+            for item in range {
+                let p = item / queryTiles
                 let qb = q.floats + iq[p] * n * d, kb = key.floats + ik[p] * m * d, vb = v.floats + iv[p] * m * dv
                 let ob = out.floats + p * n * dv
-                var i0 = 0
-                while i0 < n {
+                let i0 = (item % queryTiles) * tq
+                do {
                     let rows = min(tq, n - i0)
                     var qt = qb + i0 * d
                     if k.scaleQueries {
@@ -155,7 +178,8 @@ public enum Attention {
                             if mx == -.infinity {
                                 for c in 0..<cols { srow[c] = 0 }
                             } else {
-                                for c in 0..<cols { let e = expf(srow[c] - mx); srow[c] = e; sum += e }
+                                VectorMath.map(srow, srow, cols) { VectorMath.exp($0 - mx) }
+                                for c in 0..<cols { sum += srow[c] }
                             }
                             rowSum[r] = rowSum[r] * correction + sum
                             rowMax[r] = mx
@@ -170,7 +194,6 @@ public enum Attention {
                         let a = acc + r * dv, o = ob + (i0 + r) * dv
                         for c in 0..<dv { o[c] = a[c] * inv }
                     }
-                    i0 += rows
                 }
             }
         }

@@ -3,6 +3,15 @@ import Tensors
 
 /// Group norm (+ SiLU), layer norm and softmax on f32 views; statistics in double precision.
 public enum Normalization {
+    /// Mean and 1/√(variance + ε) of `count` floats, accumulated in double precision in order.
+    @inline(__always)
+    public static func statistics(_ x: UnsafePointer<Float>, count: Int, epsilon: Float) -> (mean: Double, rstd: Double) {
+        var sum = 0.0, sq = 0.0
+        for i in 0..<count { let v = Double(x[i]); sum += v; sq += v * v }
+        let mean = sum / Double(max(count, 1))
+        return (mean, 1 / (max(0, sq / Double(max(count, 1)) - mean * mean) + Double(epsilon)).squareRoot())
+    }
+
     public static func groupNorm(x: View, scale: View, bias: View, out: View, groups: Int, epsilon: Float, silu: Bool, threads: Int) {
         let (n, c) = (x.dims[0], x.dims[1])
         let spatial = x.count / (n * c), cg = c / groups
@@ -21,9 +30,9 @@ public enum Normalization {
                     let a = Float(Double(scale.floats[ch]) * rstd), bb = Float(Double(bias.floats[ch]) - mean * Double(scale.floats[ch]) * rstd)
                     let s = src + k * spatial, d = dst + k * spatial
                     if silu {
-                        for i in 0..<spatial { let v = s[i] * a + bb; d[i] = v / (1 + expf(-v)) }
+                        VectorMath.map(s, d, spatial) { VectorMath.silu($0 * a + bb) }
                     } else {
-                        for i in 0..<spatial { d[i] = s[i] * a + bb }
+                        VectorMath.map(s, d, spatial) { $0 * a + bb }
                     }
                 }
             }

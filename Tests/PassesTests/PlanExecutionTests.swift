@@ -26,9 +26,14 @@ import TestSupport
         let dir = TemporaryDirectory()
         let (plan, compiled) = try Self.compile(f, into: dir)
         let reference = try Interpreter.run(f.graph, inputs: f.inputs)
-        for threads in [1, 2] {
+        var first: [[Float]]?
+        for threads in [1, 2, 3] {
             let executor = Executor(plan: plan, threads: threads)
             let result = try executor.run(entry: f.network.rawValue, inputs: f.inputs)
+            // Bit-identical for any thread count (tiles fixed by the shapes, not the threads).
+            let bits = result.outputs.map { $0.tensor.floats() }
+            if let first { #expect(bits.elementsEqual(first) { $0.map(\.bitPattern) == $1.map(\.bitPattern) }, "\(f.network.rawValue): \(threads) threads differ from 1") }
+            first = first ?? bits
             #expect(result.fallbacks.isEmpty || f.network == .clipText, "\(f.network.rawValue): reference kernels ran for \(result.fallbacks)")
             for (name, t) in result.outputs {
                 let e = FixtureNetwork.relativeError(t, reference[name]!)

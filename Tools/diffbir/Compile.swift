@@ -91,10 +91,11 @@ struct Compile: ParsableCommand {
                 throw ToolError("unknown model '\(name)': one of \(Network.allCases.map(\.rawValue).joined(separator: ", ")) (an ONNX file goes to --onnx)")
             }
             guard !files.isEmpty else { throw ToolError("--model \(name) needs --weights") }
-            if [.vaeEncoder, .vaeDecoder, .unet, .controlnet, .denoise].contains(network) && (h % 8 != 0 || w % 8 != 0) {
-                throw ToolError("--size \(size): \(name) needs a size divisible by 8 (the VAE's factor)")
-            }
             let cfg = try networkConfig(network, config)
+            let f = Network.latentFactor(cfg)
+            if [.vaeEncoder, .vaeDecoder, .unet, .controlnet, .denoise].contains(network) && (h % f != 0 || w % f != 0) {
+                throw ToolError("--size \(size): \(name) needs a size divisible by \(f) (the VAE's factor)")
+            }
             var graph: Graph
             do { graph = try network.graph(cfg, inputs: network.inputs(cfg, height: h, width: w)) } catch {
                 throw ToolError("\(name) at \(h)x\(w): \(error)")
