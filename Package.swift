@@ -3,6 +3,8 @@
 // ../shared/ARCHITECTURE.md (summarised in README.md, "Layout").
 import PackageDescription
 
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
 let package = Package(
     name: "DiffBIRSwift",
     platforms: [.macOS(.v13)],
@@ -37,10 +39,12 @@ let package = Package(
         // Model definitions, one folder per network (folder Graphs/).
         .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
-        .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS"]),
+        // The kernels and the pipeline's pixel loops are optimised in every build (also `swift build`'s
+        // debug one), so that the tests run real sizes in seconds.
+        .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS"], swiftSettings: optimized),
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),
-        .target(name: "Pipeline", dependencies: ["Executor", "Tensors", "CPNG"],
-                resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")]),
+        .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG"],
+                resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 
         .executableTarget(
             name: "diffbir",

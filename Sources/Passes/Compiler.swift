@@ -18,6 +18,7 @@ public struct CompiledPlan {
 /// weights shared by key across entries, one arena per entry planned and checked).
 public enum Compiler {
     public static func compile(_ entries: [(name: String, graph: Graph)], options: CompileOptions,
+                               constants: [(name: String, tensor: Tensor)] = [], metadata: [String: String]? = nil,
                                log: (String) -> Void = { _ in }) throws -> CompiledPlan {
         guard !entries.isEmpty else { throw IRError(node: "", "nothing to compile: no entry point") }
         var names = Set<String>()
@@ -35,8 +36,12 @@ public enum Compiler {
             let r = lowering.reports.last!
             log("  lowered: \(r.instructions) instructions, arena \(bytes(r.arenaBytes))")
         }
+        for (name, t) in constants { lowering.addNamedConstant(name, t) }
         var report = ""
         func line(_ s: String) { report += s + "\n" }
+        if let metadata, !metadata.isEmpty {
+            line("model: " + metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+        }
         for r in lowering.reports {
             line("entry \(r.name)")
             let (before, after) = nodeCounts[r.name]!
@@ -55,7 +60,7 @@ public enum Compiler {
         let weightCount = lowering.weights.count - 1
         line("weights: \(weightCount) tensors, \(bytes(lowering.weightBytes)) (shared by all entry points)")
         line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
-        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"], report: report)
+        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"], report: report, metadata: metadata)
         return CompiledPlan(program: program, weights: lowering.weightData, report: report, entryReports: lowering.reports, passRecords: records)
     }
 

@@ -40,6 +40,17 @@ public struct Lowering {
         return .weight(weights.count - 1)
     }
 
+    /// A named constant stored with the weights (e.g. a prompt embedding computed at compile time).
+    @discardableResult
+    public mutating func addNamedConstant(_ name: String, _ t: Tensor) -> Int {
+        let offset = (sectionEnd + 63) / 64 * 64
+        weights.append(WeightRecord(name: name, dtype: t.dtype, shape: t.shape, offset: offset, byteCount: t.byteCount, format: t.dtype.rawValue))
+        weightData.append(t)
+        sectionEnd = offset + t.byteCount
+        weightIndex["n:" + name] = weights.count - 1
+        return weights.count - 1
+    }
+
     /// Lowers one graph (already optimised) as the entry point `name`.
     public mutating func add(entry name: String, graph g: Graph) throws {
         try g.verify()

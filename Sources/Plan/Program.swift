@@ -108,12 +108,19 @@ public struct Program: Codable, Sendable, Equatable {
     public var targetFeatures: [String]
     /// The compile report, human-readable.
     public var report: String
-    public init(entryPoints: [EntryPoint], weights: [WeightRecord], targetFeatures: [String], report: String) {
+    /// What the plan is for, as key–value pairs (`diffbir.version`, `diffbir.tile`, ...): read by the
+    /// pipeline. Absent in plans that are single networks.
+    public var metadata: [String: String]?
+    public init(entryPoints: [EntryPoint], weights: [WeightRecord], targetFeatures: [String], report: String, metadata: [String: String]? = nil) {
         self.entryPoints = entryPoints
         self.weights = weights
         self.targetFeatures = targetFeatures
         self.report = report
+        self.metadata = metadata
     }
+
+    /// The index of the weight named `name` (baked constants such as prompt embeddings).
+    public func weightIndex(named name: String) -> Int? { weights.indices.dropFirst().first { weights[$0].name == name } }
 
     /// The arena every entry point fits in.
     public var arenaBytes: Int { entryPoints.map(\.arenaBytes).max() ?? 0 }

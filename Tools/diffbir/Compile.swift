@@ -4,6 +4,7 @@ import Importers
 import IR
 import ModelGraphs
 import Passes
+import Pipeline
 import Plan
 import Tensors
 
@@ -30,8 +31,20 @@ struct Compile: ParsableCommand {
         """
     )
 
-    @Option(help: "A network to compile (repeatable): \(Network.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "A network to compile (repeatable): \(Network.allCases.map(\.rawValue).joined(separator: ", ")); or a whole DiffBIR model: \(DiffBIRVersion.allCases.map(\.rawValue).joined(separator: ", ")).")
     var model: [String] = []
+
+    @Option(help: "For a DiffBIR model: the task whose stage-1 network goes in the plan (sr, face, denoise).")
+    var task: String = "sr"
+
+    @Option(help: "For a DiffBIR model: the prompt baked in (default: the version's).")
+    var prompt: String?
+
+    @Option(name: .customLong("negative-prompt"), help: "For a DiffBIR model: the negative prompt baked in (default: the version's).")
+    var negativePrompt: String?
+
+    @Flag(name: .customLong("text-encoder"), help: "For a DiffBIR model: include the CLIP text encoder (entry `text`) so that `restore --prompt` can change the prompts; without it the prompts are baked in and the encoder is left out.")
+    var textEncoder = false
 
     @Option(help: "An ONNX model to compile (repeatable); it carries its own weights.")
     var onnx: [String] = []
@@ -85,7 +98,101 @@ struct Compile: ParsableCommand {
         let start = Date()
         let (h, w) = try parseSize()
         var entries: [(name: String, graph: Graph)] = []
+        var baked: [(name: String, tensor: Tensor)] = []
+        var metadata: [String: String]?
         let files = try weights.map(weightFile)
+        if let version = model.first.flatMap({ DiffBIRVersion(rawValue: $0) }) {
+            guard model.count == 1, onnx.isEmpty else { throw ToolError("a DiffBIR model is compiled on its own (no other --model or --onnx)") }
+            guard h == w else { throw ToolError("--size \(size): a DiffBIR plan's tile must be square") }
+            (entries, baked, metadata) = try diffbirEntries(version, tile: h, files: files)
+        } else {
+            try networkEntries(&entries, h, w, files)
+        }
+        for path in onnx {
+            let graph = try importONNX(path, shapes: parseShapes(shape), constants: parseConstants(constants)).graph
+            let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            entries.append((stem, graph))
+        }
+        var options = CompileOptions()
+        options.disabled = Set(disabledPasses)
+        options.verifyEach = verifyEach
+        let compiled: CompiledPlan
+        do {
+            compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata, log: { if !quiet { printError($0) } })
+        } catch let e as IRError {
+            throw ToolError("compile: \(e)")
+        }
+        var lastShown = Date()
+        try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights,
+                             overwrite: overwrite, progress: { i, n in
+            if !quiet, Date().timeIntervalSince(lastShown) > 1 {
+                lastShown = Date()
+                printError("writing weights \(i)/\(n)\r", terminator: "")
+            }
+        })
+        print(compiled.report, terminator: "")
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        print("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", Date().timeIntervalSince(start)))
+    }
+
+    /// Builds `network` at `inputs` and binds its weights.
+    func bound(_ network: Network, _ cfg: NetworkConfig, _ inputs: [String: TensorType], _ files: [WeightFile], label: String) throws -> Graph {
+        var graph: Graph
+        do { graph = try network.graph(cfg, inputs: inputs) } catch { throw ToolError("\(label): \(error)") }
+        do { _ = try network.bind(&graph, config: cfg, files: files) } catch let e as WeightBindingError {
+            throw ToolError(e.description)
+        }
+        return graph
+    }
+
+    /// The entry points of a DiffBIR plan: stage1, encode, denoise, decode (and text), tiles of `tile`
+    /// pixels; the prompts' embeddings computed now unless the text encoder is kept.
+    func diffbirEntries(_ version: DiffBIRVersion, tile: Int, files: [WeightFile]) throws
+        -> ([(name: String, graph: Graph)], [(name: String, tensor: Tensor)], [String: String]) {
+        guard let cleaner = version.cleaner(task: task) else { throw ToolError("--task \(task): one of sr, face, denoise") }
+        guard !files.isEmpty else { throw ToolError("--model \(version.rawValue) needs --weights (the SD 2.1 checkpoint, the IRControlNet and the stage-1 model)") }
+        var cfg = NetworkConfig()
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else { throw ToolError("\(config): cannot read the configuration") }
+            do { cfg = try NetworkConfig.load(sections: data) } catch { throw ToolError("\(config): \(error)") }
+        }
+        let f = Network.latentFactor(cfg)
+        guard tile % 64 == 0, tile % (8 * f) == 0 else { throw ToolError("--size \(size): the tile must be a multiple of 64 pixels") }
+        let stage1Input = cleaner == .bsrnet ? tile / 4 : tile
+        var entries: [(name: String, graph: Graph)] = []
+        entries.append(("stage1", try bound(cleaner, cfg, cleaner.inputs(cfg, height: stage1Input, width: stage1Input), files, label: "stage 1 (\(cleaner.rawValue))")))
+        entries.append(("encode", try bound(.vaeEncoder, cfg, Network.vaeEncoder.inputs(cfg, height: tile, width: tile), files, label: "VAE encoder")))
+        entries.append(("denoise", try bound(.denoise, cfg, Network.denoise.inputs(cfg, height: tile, width: tile), files, label: "denoise")))
+        entries.append(("decode", try bound(.vaeDecoder, cfg, Network.vaeDecoder.inputs(cfg, height: tile, width: tile), files, label: "VAE decoder")))
+        let clip = try bound(.clipText, cfg, Network.clipText.inputs(cfg, height: tile, width: tile), files, label: "CLIP text encoder")
+        let (pos, neg) = (prompt ?? version.prompts.positive, negativePrompt ?? version.prompts.negative)
+        var constants: [(name: String, tensor: Tensor)] = []
+        if textEncoder {
+            entries.append(("text", clip))
+        } else {
+            // Computed now, stored with the weights; the text encoder stays out of the plan.
+            let tokenizer = try CLIPTokenizer(contextLength: cfg.clip.context_length)
+            for (name, text) in [("positive", pos), ("negative", neg)] {
+                let ids = tokenizer.tokenize(text).map { Int64($0) }
+                let tokens = Tensor(dtype: .i64, shape: [1, ids.count], storage: TensorStorage(byteCount: ids.count * 8))
+                ids.withUnsafeBytes { tokens.storage.mutableBytes!.copyMemory(from: $0) }
+                let out = try Interpreter.run(clip, inputs: ["tokens": tokens], evaluator: FastEvaluator())
+                constants.append(("diffbir.text." + name, out["context"]!))
+            }
+        }
+        let sampling = version.sampling
+        let metadata: [String: String] = [
+            "diffbir.version": version.short, "diffbir.task": task, "diffbir.cleaner": cleaner.rawValue,
+            "diffbir.parameterization": version.parameterization, "diffbir.zero_snr": version.zeroTerminalSNR ? "true" : "false",
+            "diffbir.tile": "\(tile)", "diffbir.latent_factor": "\(f)", "diffbir.minimum_side": "512",
+            "diffbir.prompt.positive": pos, "diffbir.prompt.negative": neg,
+            "diffbir.default.sampler": sampling.sampler, "diffbir.default.steps": "\(sampling.steps)",
+            "diffbir.default.cfg": "\(sampling.cfg)", "diffbir.default.upscale": "\(version.upscale(task: task))",
+        ]
+        return (entries, constants, metadata)
+    }
+
+    func networkEntries(_ entries: inout [(name: String, graph: Graph)], _ h: Int, _ w: Int, _ files: [WeightFile]) throws {
         for name in model {
             guard let network = Network(rawValue: name) else {
                 throw ToolError("unknown model '\(name)': one of \(Network.allCases.map(\.rawValue).joined(separator: ", ")) (an ONNX file goes to --onnx)")
@@ -105,30 +212,6 @@ struct Compile: ParsableCommand {
             }
             entries.append((name, graph))
         }
-        for path in onnx {
-            let graph = try importONNX(path, shapes: parseShapes(shape), constants: parseConstants(constants)).graph
-            let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-            entries.append((stem, graph))
-        }
-        var options = CompileOptions()
-        options.disabled = Set(disabledPasses)
-        options.verifyEach = verifyEach
-        let compiled: CompiledPlan
-        do {
-            compiled = try Compiler.compile(entries, options: options, log: { if !quiet { printError($0) } })
-        } catch let e as IRError {
-            throw ToolError("compile: \(e)")
-        }
-        var lastShown = Date()
-        try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights,
-                             overwrite: overwrite, progress: { i, n in
-            if !quiet, Date().timeIntervalSince(lastShown) > 1 {
-                lastShown = Date()
-                printError("writing weights \(i)/\(n)\r", terminator: "")
-            }
-        })
-        print(compiled.report, terminator: "")
-        let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
-        print("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", Date().timeIntervalSince(start)))
     }
 }
+

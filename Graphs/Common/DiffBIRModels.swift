@@ -1,0 +1,72 @@
+import Foundation
+
+/// The published DiffBIR models (DIFFBIR.md §1.2, §5): which cleaner serves which task, the diffusion
+/// parameterisation and schedule, and the defaults of the version's own inference code.
+public enum DiffBIRVersion: String, CaseIterable, Sendable {
+    case v1 = "diffbir-v1", v2 = "diffbir-v2", v21 = "diffbir-v2.1"
+
+    public static let defaultPositivePrompt = "Cinematic, High Contrast, highly detailed, taken using a Canon EOS R camera, hyper detailed photo - realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing, hyper sharpness, perfect without deformations."
+    public static let defaultNegativePrompt = "painting, oil painting, illustration, drawing, art, sketch, oil painting, cartoon, CG Style, 3D render, unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, signature, jpeg artifacts, deformed, lowres, over-smooth."
+
+    public var short: String { String(rawValue.dropFirst("diffbir-".count)) }
+
+    /// The stage-1 network for a task (`sr`, `face`, `denoise`).
+    public func cleaner(task: String) -> Network? {
+        switch (self, task) {
+        case (.v1, "sr"), (.v1, "face"), (.v1, "denoise"): return .swinir
+        case (.v2, "sr"): return .bsrnet
+        case (.v2, "face"): return .swinir
+        case (.v2, "denoise"): return .scunet
+        case (.v21, "sr"), (.v21, "face"), (.v21, "denoise"): return .swinir
+        default: return nil
+        }
+    }
+
+    public var parameterization: String { self == .v21 ? "v" : "eps" }
+    public var zeroTerminalSNR: Bool { self == .v21 }
+
+    /// Prompts baked in by default: v1 "" / ""; v2 the paper's; v2.1 its CLI defaults.
+    public var prompts: (positive: String, negative: String) {
+        switch self {
+        case .v1: return ("", "")
+        case .v2: return ("", "low quality, blurry, low-resolution, noisy, unsharp, weird textures")
+        case .v21: return (Self.defaultPositivePrompt, Self.defaultNegativePrompt)
+        }
+    }
+
+    /// (sampler, steps, cfg) of the version's recommended settings: v1 `inference.py` (spaced, 50,
+    /// cfg 1), v2 paper settings (spaced, 50, cfg 4), v2.1 CLI (edm_dpm++_3m_sde, 10, cfg 6).
+    public var sampling: (sampler: String, steps: Int, cfg: Double) {
+        switch self {
+        case .v1: return ("spaced", 50, 1)
+        case .v2: return ("spaced", 50, 4)
+        case .v21: return ("edm_dpm++_3m_sde", 10, 6)
+        }
+    }
+
+    /// The default `--upscale` of a task: 4 for super-resolution, 1 otherwise.
+    public func upscale(task: String) -> Double { task == "sr" ? 4 : 1 }
+}
+
+extension NetworkConfig {
+    /// Every part from one JSON object with a section per network kind: `{"unet": {...}, "vae":
+    /// {...}, "clip": {...}, "swinir": {...}, "bsrnet": {...}, "scunet": {...}}` (sections optional).
+    public static func load(sections json: Data) throws -> NetworkConfig {
+        guard let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any] else {
+            throw ModelError("configuration must be a JSON object with sections unet, vae, clip, swinir, bsrnet, scunet")
+        }
+        var c = NetworkConfig()
+        let known = ["unet", "vae", "clip", "swinir", "bsrnet", "scunet"]
+        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw ModelError("unknown configuration section '\(unknown)' (sections: \(known.joined(separator: ", ")))")
+        }
+        func part(_ k: String) throws -> Data? { try object[k].map { try JSONSerialization.data(withJSONObject: $0) } }
+        if let d = try part("unet") { c.unet = try overlay(c.unet, d) }
+        if let d = try part("vae") { c.vae = try overlay(c.vae, d) }
+        if let d = try part("clip") { c.clip = try overlay(c.clip, d) }
+        if let d = try part("swinir") { c.swinir = try overlay(c.swinir, d) }
+        if let d = try part("bsrnet") { c.bsrnet = try overlay(c.bsrnet, d) }
+        if let d = try part("scunet") { c.scunet = try overlay(c.scunet, d) }
+        return c
+    }
+}

@@ -1,0 +1,307 @@
+import Executor
+import Foundation
+import Plan
+import Tensors
+
+/// What a DiffBIR plan holds (its metadata, written by `diffbir compile --model diffbir-…`).
+public struct DiffBIRPlanInfo: Sendable {
+    public var version: String
+    public var task: String
+    /// `swinir`, `bsrnet` or `scunet`.
+    public var cleaner: String
+    public var parameterization: Parameterization
+    public var zeroTerminalSNR: Bool
+    /// Tile size in pixels the entry points were compiled for (latent tiles are tile/8).
+    public var tile: Int
+    public var latentFactor: Int
+    /// The smallest side the stage-1 output is brought to (512 in DiffBIR).
+    public var minimumSide: Int
+    public var positivePrompt: String?
+    public var negativePrompt: String?
+    /// Defaults of the version (DIFFBIR.md §5).
+    public var defaultSampler: SamplerKind
+    public var defaultSteps: Int
+    public var defaultCFG: Double
+    public var defaultUpscale: Double
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(_ plan: PlanFile) throws {
+        guard let m = plan.program.metadata, m["diffbir.version"] != nil else {
+            throw Invalid(description: "\(plan.path) is not a DiffBIR plan (compile it with --model diffbir-v1|diffbir-v2|diffbir-v2.1)")
+        }
+        func get(_ k: String) throws -> String {
+            guard let v = m["diffbir." + k] else { throw Invalid(description: "\(plan.path): metadata diffbir.\(k) is missing") }
+            return v
+        }
+        func int(_ k: String) throws -> Int {
+            guard let v = Int(try get(k)) else { throw Invalid(description: "\(plan.path): metadata diffbir.\(k) is not an integer") }
+            return v
+        }
+        version = try get("version")
+        task = try get("task")
+        cleaner = try get("cleaner")
+        guard let p = Parameterization(rawValue: try get("parameterization")) else { throw Invalid(description: "\(plan.path): unknown parameterization") }
+        parameterization = p
+        zeroTerminalSNR = try get("zero_snr") == "true"
+        tile = try int("tile")
+        latentFactor = try int("latent_factor")
+        minimumSide = try int("minimum_side")
+        positivePrompt = m["diffbir.prompt.positive"]
+        negativePrompt = m["diffbir.prompt.negative"]
+        guard let s = SamplerKind(rawValue: try get("default.sampler")) else { throw Invalid(description: "\(plan.path): unknown default sampler") }
+        defaultSampler = s
+        defaultSteps = try int("default.steps")
+        defaultCFG = Double(try get("default.cfg")) ?? 1
+        defaultUpscale = Double(try get("default.upscale")) ?? 1
+        for e in ["stage1", "encode", "denoise", "decode"] where plan.program.entry(e) == nil {
+            throw Invalid(description: "\(plan.path): no entry point '\(e)'")
+        }
+        if positivePrompt == nil && plan.program.entry("text") == nil {
+            throw Invalid(description: "\(plan.path): neither baked prompt embeddings nor a text entry point")
+        }
+    }
+}
+
+public struct RestoreOptions: Sendable {
+    public var upscale: Double
+    public var sampler: SamplerKind
+    public var steps: Int
+    public var cfgScale: Double
+    public var rescaleCFG = false
+    public var strength = 1.0
+    public var colorFix = ColorFix.wavelet
+    public var guidance: LatentGuidance?
+    /// Prompts for a plan with a text entry point (nil: the plan's baked embeddings).
+    public var prompt: String?
+    public var negativePrompt: String?
+    public var eta = 1.0
+    public var sNoise = 1.0
+
+    public init(defaultsOf info: DiffBIRPlanInfo) {
+        upscale = info.defaultUpscale
+        sampler = info.defaultSampler
+        steps = info.defaultSteps
+        cfgScale = info.defaultCFG
+    }
+}
+
+/// A stage of a restore, for progress reports.
+public enum RestoreStage: String, Sendable {
+    case stage1 = "stage 1", encode = "encode", text = "text", sampling = "sampling", decode = "decode", finish = "colour fix"
+}
+
+public struct RestoreError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// The DiffBIR flow of DIFFBIR.md §1.3 (v2.1 code, which runs v1, v2 and v2.1 models) on a plan's
+/// entry points. Entry points have static shapes (the plan's tile); an image whose padded size is
+/// the tile runs each network once, exactly as DiffBIR does; any other size runs them on overlapping
+/// tiles blended with Gaussian weights (§1.7), which is DiffBIR's tiled mode.
+public final class Restorer {
+    public let plan: PlanFile
+    public let info: DiffBIRPlanInfo
+    let executor: Executor
+    public private(set) var seconds: [RestoreStage: Double] = [:]
+
+    public init(plan: PlanFile, threads: Int) throws {
+        self.plan = plan
+        info = try DiffBIRPlanInfo(plan)
+        executor = Executor(plan: plan, threads: threads)
+    }
+
+    func timed<T>(_ stage: RestoreStage, _ body: () throws -> T) rethrows -> T {
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer { seconds[stage, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+        return try body()
+    }
+
+    func run(_ entry: String, _ inputs: [String: Tensor]) throws -> [String: Tensor] {
+        let r = try executor.run(entry: entry, inputs: inputs)
+        return Dictionary(uniqueKeysWithValues: r.outputs.map { ($0.name, $0.tensor) })
+    }
+
+    static func tensor(_ p: Planar) -> Tensor { Tensor(p.data, shape: Shape(p.shape)) }
+    static func planar(_ t: Tensor) -> Planar {
+        let d = t.shape.dims
+        return Planar(channels: d[1], height: d[2], width: d[3], data: t.floats())
+    }
+
+    func entryShape(_ entry: String, input: String) -> [Int] {
+        plan.program.entry(entry)!.inputs.first { $0.name == input }!.shape.dims
+    }
+
+    // MARK: networks on any size
+
+    /// An image network (`stage1`, `encode`, `decode`) on `x`: once when `x` has the entry's size,
+    /// else on tiles of that size with stride half of it.
+    func image(_ entry: String, input: String, _ x: Planar, scale: Int, divide: Int, outChannels: Int,
+               progress: (Int, Int) -> Void) throws -> Planar {
+        let dims = entryShape(entry, input: input)
+        let size = dims[2]
+        precondition(dims[3] == size, "square tiles")
+        var source = x
+        // Smaller than a tile in a dimension: pad with zeros up to it, crop after.
+        let (h, w) = (x.height, x.width)
+        if h < size || w < size { source = x.padded(height: max(h, size), width: max(w, size)) }
+        let run1: (Planar) throws -> Planar = { tile in
+            let out = try self.run(entry, [input: Self.tensor(tile)])
+            return Self.planar(out.values.first!)
+        }
+        var y: Planar
+        if source.height == size && source.width == size {
+            y = try run1(source)
+            progress(1, 1)
+        } else {
+            y = try Tiler.run(source, size: size, stride: size / 2, scale: scale, divide: divide, outChannels: outChannels,
+                              progress: progress) { tile, _, _ in try run1(tile) }
+        }
+        if source.height != h || source.width != w {
+            y = y.crop(y: 0, x: 0, height: h * scale / divide, width: w * scale / divide)
+        }
+        return y
+    }
+
+    // MARK: the flow
+
+    /// Restores an 8-bit RGB image; returns the output pixels and size.
+    public func restore<N: NoiseSource>(rgb8: [UInt8], height: Int, width: Int, options o: RestoreOptions, noise: inout N,
+                                         progress: (RestoreStage, Int, Int) -> Void = { _, _, _ in }) throws -> (pixels: [UInt8], height: Int, width: Int) {
+        seconds = [:]
+        let bsrnet = info.cleaner == "bsrnet"
+        // Pre-resize (PIL bicubic), except for BSRNet which upsamples ×4 itself.
+        var (h, w) = (height, width)
+        var pixels = rgb8
+        if !bsrnet {
+            let (nh, nw) = (Int(Double(height) * o.upscale), Int(Double(width) * o.upscale))
+            guard nh > 0 && nw > 0 else { throw RestoreError("an upscale of \(o.upscale) makes the \(width)×\(height) image empty") }
+            pixels = Resample.pilBicubic(rgb8, height: height, width: width, channels: 3, toHeight: nh, toWidth: nw)
+            (h, w) = (nh, nw)
+        }
+        let lq = Planar(rgb8: pixels, height: h, width: w)
+        let outputSize = bsrnet ? (Int(Double(h) * o.upscale), Int(Double(w) * o.upscale)) : (h, w)
+        let cond = try timed(.stage1) { try stage1(lq, outputSize: outputSize, progress: { progress(.stage1, $0, $1) }) }
+        guard cond.height >= info.minimumSide && cond.width >= info.minimumSide else {
+            throw RestoreError("the stage-1 output is \(cond.width)×\(cond.height); both sides must be at least \(info.minimumSide)")
+        }
+        let sample = try stage2(cond, options: o, noise: &noise, progress: progress)
+        let out = timed(.finish) { () -> Planar in
+            let fixed = o.colorFix.apply(content: sample.map { ($0 + 1) / 2 }, style: cond)
+            return Resample.bicubicAntialias(fixed, height: outputSize.0, width: outputSize.1)
+        }
+        progress(.finish, 1, 1)
+        return (out.rgb8(), out.height, out.width)
+    }
+
+    func stage1(_ x: Planar, outputSize: (Int, Int), progress: (Int, Int) -> Void) throws -> Planar {
+        let side = info.minimumSide
+        switch info.cleaner {
+        case "bsrnet":
+            let y = try image("stage1", input: "image", x, scale: 4, divide: 1, outChannels: 3, progress: progress)
+            if min(outputSize.0, outputSize.1) < side { return Resample.shortEdge(y, to: side) }
+            return Resample.bicubicAntialias(y, height: outputSize.0, width: outputSize.1)
+        case "scunet":
+            let y = try image("stage1", input: "image", x, scale: 1, divide: 1, outChannels: 3, progress: progress)
+            return min(y.height, y.width) < side ? Resample.shortEdge(y, to: side) : y
+        default:
+            // SwinIR: resize first, pad to 64, run, crop.
+            var input = x
+            if min(x.height, x.width) < side { input = Resample.shortEdge(x, to: side) }
+            let padded = input.padded(toMultipleOf: 64)
+            let y = try image("stage1", input: "image", padded, scale: 1, divide: 1, outChannels: 3, progress: progress)
+            return y.crop(y: 0, x: 0, height: input.height, width: input.width)
+        }
+    }
+
+    /// The text embeddings (positive, negative): baked in the plan, or computed by its text entry.
+    func contexts(_ o: RestoreOptions) throws -> (Tensor, Tensor) {
+        if o.prompt == nil && o.negativePrompt == nil, let p = plan.program.weightIndex(named: "diffbir.text.positive"),
+           let n = plan.program.weightIndex(named: "diffbir.text.negative") {
+            return (plan.weight(p).converted(to: .f32), plan.weight(n).converted(to: .f32))
+        }
+        guard plan.program.entry("text") != nil else {
+            throw RestoreError("\(plan.path) has its prompts baked in (\"\(info.positivePrompt ?? "")\" / \"\(info.negativePrompt ?? "")\"); "
+                               + "recompile with --prompt/--negative-prompt or --text-encoder to change them")
+        }
+        let tokenizer = try CLIPTokenizer()
+        func encode(_ s: String) throws -> Tensor {
+            let ids = tokenizer.tokenize(s).map { Int64($0) }
+            let t = Tensor(dtype: .i64, shape: [1, ids.count], storage: TensorStorage(byteCount: ids.count * 8))
+            ids.withUnsafeBytes { t.storage.mutableBytes!.copyMemory(from: $0) }
+            return try run("text", ["tokens": t]).values.first!
+        }
+        return try timed(.text) { (try encode(o.prompt ?? info.positivePrompt ?? ""), try encode(o.negativePrompt ?? info.negativePrompt ?? "")) }
+    }
+
+    func stage2<N: NoiseSource>(_ cond: Planar, options o: RestoreOptions, noise: inout N, progress: (RestoreStage, Int, Int) -> Void) throws -> Planar {
+        let f = info.latentFactor
+        let (h0, w0) = (cond.height, cond.width)
+        let padded = cond.padded(toMultipleOf: 64)
+        let cImg = try timed(.encode) {
+            try image("encode", input: "image", padded.map { $0 * 2 - 1 }, scale: 1, divide: f, outChannels: 4, progress: { progress(.encode, $0, $1) })
+        }
+        let (h1, w1) = (cImg.height, cImg.width)
+        let latent = cImg.padded(toMultipleOf: 8)
+        let (h2, w2) = (latent.height, latent.width)
+        let (positive, negative) = try contexts(o)
+        let schedule = NoiseSchedule.stableDiffusion(zeroTerminalSNR: info.zeroTerminalSNR)
+        var so = SamplerOptions(kind: o.sampler, steps: o.steps, cfgScale: o.cfgScale, parameterization: info.parameterization)
+        so.rescaleCFG = o.rescaleCFG
+        so.eta = o.eta
+        so.sNoise = o.sNoise
+        let xT = try noise.normal(count: 4 * h2 * w2)
+        let tileLatent = entryShape("denoise", input: "x")[2]
+        let scale = Tensor([Float(o.strength)], shape: [1])
+        let model: LatentModel = { x, t, isPositive in
+            let xp = Planar(channels: 4, height: h2, width: w2, data: x)
+            let ctx = isPositive ? positive : negative
+            let tt = Tensor([t], shape: [1])
+            func one(_ tile: Planar, _ hint: Planar) throws -> Planar {
+                let r = try self.run("denoise", ["x": Self.tensor(tile), "t": tt, "hint": Self.tensor(hint), "context": ctx, "control_scale": scale])
+                return Self.planar(r.values.first!)
+            }
+            if h2 == tileLatent && w2 == tileLatent { return try one(xp, latent).data }
+            // Tiled: x and the condition latent sliced alike; smaller than a tile → padded.
+            let (ph, pw) = (max(h2, tileLatent), max(w2, tileLatent))
+            let (xs, hs) = (xp.padded(height: ph, width: pw), latent.padded(height: ph, width: pw))
+            let y = try Tiler.run(xs, size: tileLatent, stride: tileLatent / 2, outChannels: 4) { tile, ty, tx in
+                try one(tile, hs.crop(y: ty, x: tx, height: tileLatent, width: tileLatent))
+            }
+            return y.crop(y: 0, x: 0, height: h2, width: w2).data
+        }
+        var guidanceFn: ((_ x0: [Float], _ t: Int) throws -> [Float])?
+        if let g = o.guidance {
+            // v2.0 latent MSE guidance: δ = −3000·scale·∂/∂x̂₀ mean((x̂₀ − c)²) = −3000·scale·2(x̂₀ − c)/n,
+            // with the condition latent as target (the encoder's mean).
+            let target = latent.data
+            let n = Double(target.count)
+            guidanceFn = { x0, t in
+                guard g.active(t) else { return [] }
+                var cur = x0
+                var total = [Float](repeating: 0, count: x0.count)
+                for _ in 0..<max(1, g.repeats) {
+                    let factor = Float(-3000 * g.scale * 2 / n)
+                    for i in cur.indices {
+                        let d = factor * (cur[i] - target[i])
+                        total[i] += d
+                        cur[i] += d
+                    }
+                }
+                return total
+            }
+        }
+        let z = try timed(.sampling) {
+            try Sampler.sample(so, schedule: schedule, xT: xT, noise: &noise, model: model, guidance: guidanceFn,
+                               progress: { progress(.sampling, $0, $1) })
+        }
+        let zp = Planar(channels: 4, height: h2, width: w2, data: z).crop(y: 0, x: 0, height: h1, width: w1)
+        let decoded = try timed(.decode) {
+            try image("decode", input: "latent", zp, scale: f, divide: 1, outChannels: 3, progress: { progress(.decode, $0, $1) })
+        }
+        return decoded.crop(y: 0, x: 0, height: h0, width: w0)
+    }
+}

@@ -1,0 +1,259 @@
+import ArgumentParser
+import Foundation
+import Importers
+import Pipeline
+import Plan
+import Tensors
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restore photos with a compiled DiffBIR plan: PNG in, PNG out.",
+        discussion: """
+        The flow is DiffBIR's (v2.1 code, which runs the v1, v2 and v2.1 models): pre-resize by \
+        --upscale (PIL bicubic; not for BSRNet, which upsamples ×4 itself), stage 1 (SwinIR, \
+        BSRNet or SCUNet, as compiled), short side to at least 512 (bicubic, antialiased), the \
+        condition latent (VAE encoder), the sampler with ControlNet + UNet and classifier-free \
+        guidance, the VAE decoder, the colour fix against the stage-1 output, the final resize, \
+        and truncation to 8 bits. Defaults are the version's (v2.1: edm_dpm++_3m_sde, 10 steps, \
+        cfg 6; v2: spaced, 50 steps, cfg 4; v1: spaced, 50 steps, cfg 1).
+
+        The plan's entry points have a fixed tile size (compile --size, 512 by default). An image \
+        whose padded size is that tile runs each network once, as DiffBIR does; any other size runs \
+        every network on overlapping tiles blended with Gaussian weights (DiffBIR's tiled mode), \
+        so any size works. The noise comes from a seeded generator: the same --seed gives the same \
+        output, bit for bit, on any thread count (not the same numbers as PyTorch's generator).
+
+        Outputs are written atomically; an existing output is kept unless --overwrite. With several \
+        inputs, -o names a directory and each output is named after its input.
+        """
+    )
+
+    @Option(help: "The DiffBIR plan (diffbir compile --model diffbir-v2.1 ...).")
+    var plan: String
+
+    @Argument(help: "Input PNG images.")
+    var inputs: [String]
+
+    @Option(name: .shortAndLong, help: "Output PNG, or a directory (required with several inputs).")
+    var output: String
+
+    @Option(help: "The task the plan was compiled for (sr, face, denoise); checked against the plan.")
+    var task: String?
+
+    @Option(help: "Scale of the output relative to the input (default: 4 for sr, 1 otherwise).")
+    var upscale: Double?
+
+    @Option(help: "Sampler: \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the version's).")
+    var sampler: String?
+
+    @Option(help: "Sampling steps (default: the version's).")
+    var steps: Int?
+
+    @Option(help: "Classifier-free guidance scale; 1 disables it (default: the version's).")
+    var cfg: Double?
+
+    @Flag(name: .customLong("rescale-cfg"), help: "Rise the guidance scale from 1 to 1+cfg over the steps (DiffBIR's --rescale_cfg).")
+    var rescaleCFG = false
+
+    @Option(help: "Prompt (needs a plan compiled with --text-encoder; default: the plan's).")
+    var prompt: String?
+
+    @Option(name: .customLong("negative-prompt"), help: "Negative prompt (needs --text-encoder in the plan).")
+    var negativePrompt: String?
+
+    @Option(help: "Control strength: the scale of the IRControlNet's residuals.")
+    var strength: Double = 1
+
+    @Option(help: "Seed of the noise.")
+    var seed: UInt64 = 231
+
+    @Option(name: .customLong("guidance-scale"), help: "Latent restoration guidance strength (0: off; spaced sampler only).")
+    var guidanceScale: Double = 0
+
+    @Option(name: .customLong("guidance-start"), help: "Guidance is active while guidance-stop < t+1 < guidance-start.")
+    var guidanceStart: Int = 1001
+
+    @Option(name: .customLong("guidance-stop"), help: "See --guidance-start.")
+    var guidanceStop: Int = -1
+
+    @Option(name: .customLong("guidance-repeat"), help: "Guidance updates per step.")
+    var guidanceRepeat: Int = 1
+
+    @Option(name: .customLong("color-fix"), help: "Colour correction: wavelet, adain, none.")
+    var colorFix: String = "wavelet"
+
+    @Option(help: "Threads for the kernels.")
+    var threads: Int = 2
+
+    @Flag(help: "Replace outputs that exist.")
+    var overwrite = false
+
+    @Flag(help: "No progress output.")
+    var quiet = false
+
+    @Flag(help: "Print a JSON summary (one object per image) on standard output.")
+    var json = false
+
+    func validate() throws {
+        if inputs.isEmpty { throw ValidationError("give at least one input PNG") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let steps, steps < 1 || steps > 1000 { throw ValidationError("--steps must be in 1...1000") }
+        if let upscale, !(upscale > 0 && upscale <= 16) { throw ValidationError("--upscale must be in (0, 16]") }
+        if let sampler, SamplerKind(rawValue: sampler) == nil {
+            throw ValidationError("--sampler \(sampler): one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if ColorFix(rawValue: colorFix) == nil { throw ValidationError("--color-fix \(colorFix): one of wavelet, adain, none") }
+        if guidanceRepeat < 1 { throw ValidationError("--guidance-repeat must be at least 1") }
+    }
+
+    static func peakRSS() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Int(usage.ru_maxrss) * 1024
+    }
+
+    /// An input as 8-bit RGB the way DiffBIR's `Image.open(path).convert("RGB")` gives it.
+    static func load(_ path: String) throws -> (pixels: [UInt8], width: Int, height: Int, note: String?) {
+        guard FileManager.default.fileExists(atPath: path) else { throw ToolError("\(path): no such file") }
+        let image: Pipeline.Image
+        do { image = try PNG.read(path) } catch { throw ToolError(error.description) }
+        guard image.width > 0 && image.height > 0 else { throw ToolError("\(path): the image is \(image.width)×\(image.height); nothing to restore") }
+        var note: String?
+        var rgb = [UInt8](repeating: 0, count: image.width * image.height * 3)
+        let c = image.channels
+        for p in 0..<(image.width * image.height) {
+            for k in 0..<3 {
+                let src = c >= 3 ? k : 0
+                let v = image.samples[p * c + src]
+                // 16-bit samples: the high byte, as PIL reads 16-bit PNGs into 8-bit modes.
+                rgb[p * 3 + k] = UInt8(image.bitDepth == 16 ? v >> 8 : v)
+            }
+        }
+        var parts: [String] = []
+        if image.bitDepth == 16 { parts.append("16-bit samples reduced to 8 bits (high byte, as PIL does)") }
+        if c == 2 || c == 4 { parts.append("alpha channel dropped") }
+        if !parts.isEmpty { note = "\(path): " + parts.joined(separator: "; ") }
+        return (rgb, image.width, image.height, note)
+    }
+
+    func run() throws {
+        let file: PlanFile
+        do { file = try PlanFile(path: plan) } catch { throw ToolError(error.description) }
+        let restorer: Restorer
+        do { restorer = try Restorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
+        let info = restorer.info
+        if let task, task != info.task {
+            throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
+        }
+        // Where each output goes.
+        var isDirectory: ObjCBool = false
+        let outputIsDirectory = inputs.count > 1 || (FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue)
+        if inputs.count > 1 && !(FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue) {
+            throw ToolError("\(output): with several inputs, -o must be an existing directory")
+        }
+        let targets = inputs.map { input -> String in
+            outputIsDirectory ? (output as NSString).appendingPathComponent(((input as NSString).lastPathComponent as NSString).deletingPathExtension + ".png") : output
+        }
+        for t in targets {
+            let dir = (t as NSString).deletingLastPathComponent
+            let d = dir.isEmpty ? "." : dir
+            guard FileManager.default.isWritableFile(atPath: d) else { throw ToolError("\(t): the directory \(d) is not writable") }
+            if !overwrite && FileManager.default.fileExists(atPath: t) { throw ToolError("\(t) exists; pass --overwrite to replace it") }
+        }
+        var options = RestoreOptions(defaultsOf: info)
+        if let upscale { options.upscale = upscale }
+        if let sampler { options.sampler = SamplerKind(rawValue: sampler)! }
+        if let steps { options.steps = steps }
+        if let cfg { options.cfgScale = cfg }
+        options.rescaleCFG = rescaleCFG
+        options.strength = strength
+        options.colorFix = ColorFix(rawValue: colorFix)!
+        options.prompt = prompt
+        options.negativePrompt = negativePrompt
+        if guidanceScale != 0 {
+            guard options.sampler == .spaced else { throw ToolError("--guidance-scale works with --sampler spaced (as in DiffBIR)") }
+            options.guidance = LatentGuidance(scale: guidanceScale, start: guidanceStart, stop: guidanceStop, repeats: guidanceRepeat)
+        }
+        for (input, target) in zip(inputs, targets) {
+            let start = Date()
+            let (pixels, w, h, note) = try Self.load(input)
+            if let note, !quiet { printError("note: " + note) }
+            var noise = SeededNoise(seed: seed)
+            let bar = ProgressBar(enabled: !quiet, label: (input as NSString).lastPathComponent)
+            let result: (pixels: [UInt8], height: Int, width: Int)
+            do {
+                result = try restorer.restore(rgb8: pixels, height: h, width: w, options: options, noise: &noise) { stage, done, total in
+                    bar.update(stage.rawValue, done, total)
+                }
+            } catch {
+                bar.finish()
+                throw ToolError("\(input): \(error)")
+            }
+            bar.finish()
+            let image = Pipeline.Image(width: result.width, height: result.height, channels: 3, bitDepth: 8, samples: result.pixels.map { UInt16($0) })
+            do { try PNG.write(image, to: target, overwrite: overwrite) } catch { throw ToolError(error.description) }
+            let total = Date().timeIntervalSince(start)
+            let stages: [(RestoreStage, Double)] = [.stage1, .text, .encode, .sampling, .decode, .finish].compactMap { s in restorer.seconds[s].map { (s, $0) } }
+            let rss = Self.peakRSS()
+            if json {
+                print(JSONValue.object([
+                    ("input", .string(input)), ("output", .string(target)),
+                    ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
+                    ("output_size", .array([.integer(Int64(result.width)), .integer(Int64(result.height))])),
+                    ("version", .string(info.version)), ("sampler", .string(options.sampler.rawValue)), ("steps", .integer(Int64(options.steps))),
+                    ("cfg", .number(options.cfgScale)), ("seed", .integer(Int64(bitPattern: seed))),
+                    ("seconds", .object(stages.map { ($0.0.rawValue, .number($0.1)) })), ("total_seconds", .number(total)),
+                    ("peak_rss_bytes", .integer(Int64(rss))),
+                ]).serialized)
+            } else {
+                print("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
+                      + stages.map { String(format: "%@ %.1f s", $0.0.rawValue, $0.1) }.joined(separator: ", ")
+                      + String(format: "; total %.1f s; peak RSS %@", total, formatBytes(rss)))
+            }
+        }
+    }
+}
+
+/// A one-line progress bar on standard error: stage, step i/N, elapsed, remaining.
+final class ProgressBar {
+    let enabled: Bool
+    let label: String
+    let start = Date()
+    var stageStart = Date()
+    var stage = ""
+    var lastDraw = Date.distantPast
+    let tty = isatty(2) != 0
+
+    init(enabled: Bool, label: String) {
+        self.enabled = enabled
+        self.label = label
+    }
+
+    func update(_ name: String, _ done: Int, _ total: Int) {
+        guard enabled else { return }
+        if name != stage {
+            if !stage.isEmpty && !tty { printError("") }
+            stage = name
+            stageStart = Date()
+        }
+        let now = Date()
+        guard done == total || now.timeIntervalSince(lastDraw) > 0.2 else { return }
+        lastDraw = now
+        let elapsed = now.timeIntervalSince(stageStart)
+        let remaining = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
+        let width = 24
+        let filled = total > 0 ? width * done / total : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = "\(label) \(name.padding(toLength: 10, withPad: " ", startingAt: 0)) [\(bar)] \(done)/\(total)"
+            + String(format: "  elapsed %.0f s  remaining %.0f s  (total %.0f s)", elapsed, remaining, now.timeIntervalSince(start))
+        if tty { printError("\r" + line + "   ", terminator: "") } else if done == total { printError(line) }
+    }
+
+    func finish() {
+        if enabled && tty && !stage.isEmpty { printError("") }
+    }
+}
