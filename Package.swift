@@ -64,6 +64,7 @@ let package = Package(
         .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
+        .testTarget(name: "RestoreTests", dependencies: ["Pipeline", "Executor", "Plan", "Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ReferenceKernels", "Tensors", "TestSupport"]),
     ]
 )

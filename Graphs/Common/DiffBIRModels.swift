@@ -1,4 +1,6 @@
 import Foundation
+import IR
+import Tensors
 
 /// The published DiffBIR models (DIFFBIR.md §1.2, §5): which cleaner serves which task, the diffusion
 /// parameterisation and schedule, and the defaults of the version's own inference code.
@@ -68,5 +70,48 @@ extension NetworkConfig {
         if let d = try part("bsrnet") { c.bsrnet = try overlay(c.bsrnet, d) }
         if let d = try part("scunet") { c.scunet = try overlay(c.scunet, d) }
         return c
+    }
+}
+
+/// The graphs of a DiffBIR plan, weights bound: `stage1`, `encode`, `denoise`, `decode` at tiles of
+/// `tile` pixels (latent tiles tile/8), the text encoder (kept as entry `text`, or run once to bake
+/// the prompts), and the metadata the pipeline reads.
+public struct DiffBIRPlanSpec {
+    public var entries: [(name: String, graph: Graph)]
+    /// The text encoder, when asked for.
+    public var text: Graph?
+    public var metadata: [String: String]
+}
+
+extension DiffBIRVersion {
+    public func planSpec(task: String, tile: Int, config cfg: NetworkConfig, files: [WeightFile],
+                         prompts: (positive: String, negative: String), textEncoder: Bool = true) throws -> DiffBIRPlanSpec {
+        guard let cleaner = cleaner(task: task) else { throw ModelError("task '\(task)': one of sr, face, denoise") }
+        let f = Network.latentFactor(cfg)
+        guard tile % 64 == 0, tile % (8 * f) == 0 else { throw ModelError("tile \(tile): must be a multiple of 64 pixels") }
+        func bound(_ network: Network, _ inputs: [String: TensorType], _ label: String) throws -> Graph {
+            var graph: Graph
+            do { graph = try network.graph(cfg, inputs: inputs) } catch { throw ModelError("\(label): \(error)") }
+            _ = try network.bind(&graph, config: cfg, files: files)
+            return graph
+        }
+        let stage1Input = cleaner == .bsrnet ? tile / 4 : tile
+        let entries: [(name: String, graph: Graph)] = [
+            ("stage1", try bound(cleaner, cleaner.inputs(cfg, height: stage1Input, width: stage1Input), "stage 1 (\(cleaner.rawValue))")),
+            ("encode", try bound(.vaeEncoder, Network.vaeEncoder.inputs(cfg, height: tile, width: tile), "VAE encoder")),
+            ("denoise", try bound(.denoise, Network.denoise.inputs(cfg, height: tile, width: tile), "denoise")),
+            ("decode", try bound(.vaeDecoder, Network.vaeDecoder.inputs(cfg, height: tile, width: tile), "VAE decoder")),
+        ]
+        let text = textEncoder ? try bound(.clipText, Network.clipText.inputs(cfg, height: tile, width: tile), "CLIP text encoder") : nil
+        let s = sampling
+        let metadata: [String: String] = [
+            "diffbir.version": short, "diffbir.task": task, "diffbir.cleaner": cleaner.rawValue,
+            "diffbir.parameterization": parameterization, "diffbir.zero_snr": zeroTerminalSNR ? "true" : "false",
+            "diffbir.tile": "\(tile)", "diffbir.latent_factor": "\(f)", "diffbir.minimum_side": "512",
+            "diffbir.prompt.positive": prompts.positive, "diffbir.prompt.negative": prompts.negative,
+            "diffbir.default.sampler": s.sampler, "diffbir.default.steps": "\(s.steps)",
+            "diffbir.default.cfg": "\(s.cfg)", "diffbir.default.upscale": "\(upscale(task: task))",
+        ]
+        return DiffBIRPlanSpec(entries: entries, text: text, metadata: metadata)
     }
 }

@@ -43,6 +43,9 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("negative-prompt"), help: "For a DiffBIR model: the negative prompt baked in (default: the version's).")
     var negativePrompt: String?
 
+    @Option(name: .customLong("prompt-embeddings"), help: "For a DiffBIR model: bake these embeddings (a .safetensors with 'positive' and 'negative', [1, 77, context]) instead of running the text encoder.")
+    var promptEmbeddings: String?
+
     @Flag(name: .customLong("text-encoder"), help: "For a DiffBIR model: include the CLIP text encoder (entry `text`) so that `restore --prompt` can change the prompts; without it the prompts are baked in and the encoder is left out.")
     var textEncoder = false
 
@@ -146,29 +149,41 @@ struct Compile: ParsableCommand {
     }
 
     /// The entry points of a DiffBIR plan: stage1, encode, denoise, decode (and text), tiles of `tile`
-    /// pixels; the prompts' embeddings computed now unless the text encoder is kept.
+    /// pixels; the prompts' embeddings computed now (or read from --prompt-embeddings) unless the text
+    /// encoder is kept.
     func diffbirEntries(_ version: DiffBIRVersion, tile: Int, files: [WeightFile]) throws
         -> ([(name: String, graph: Graph)], [(name: String, tensor: Tensor)], [String: String]) {
-        guard let cleaner = version.cleaner(task: task) else { throw ToolError("--task \(task): one of sr, face, denoise") }
         guard !files.isEmpty else { throw ToolError("--model \(version.rawValue) needs --weights (the SD 2.1 checkpoint, the IRControlNet and the stage-1 model)") }
         var cfg = NetworkConfig()
         if let config {
             guard let data = FileManager.default.contents(atPath: config) else { throw ToolError("\(config): cannot read the configuration") }
             do { cfg = try NetworkConfig.load(sections: data) } catch { throw ToolError("\(config): \(error)") }
         }
-        let f = Network.latentFactor(cfg)
-        guard tile % 64 == 0, tile % (8 * f) == 0 else { throw ToolError("--size \(size): the tile must be a multiple of 64 pixels") }
-        let stage1Input = cleaner == .bsrnet ? tile / 4 : tile
-        var entries: [(name: String, graph: Graph)] = []
-        entries.append(("stage1", try bound(cleaner, cfg, cleaner.inputs(cfg, height: stage1Input, width: stage1Input), files, label: "stage 1 (\(cleaner.rawValue))")))
-        entries.append(("encode", try bound(.vaeEncoder, cfg, Network.vaeEncoder.inputs(cfg, height: tile, width: tile), files, label: "VAE encoder")))
-        entries.append(("denoise", try bound(.denoise, cfg, Network.denoise.inputs(cfg, height: tile, width: tile), files, label: "denoise")))
-        entries.append(("decode", try bound(.vaeDecoder, cfg, Network.vaeDecoder.inputs(cfg, height: tile, width: tile), files, label: "VAE decoder")))
-        let clip = try bound(.clipText, cfg, Network.clipText.inputs(cfg, height: tile, width: tile), files, label: "CLIP text encoder")
         let (pos, neg) = (prompt ?? version.prompts.positive, negativePrompt ?? version.prompts.negative)
+        let spec: DiffBIRPlanSpec
+        do {
+            spec = try version.planSpec(task: task, tile: tile, config: cfg, files: files, prompts: (pos, neg), textEncoder: promptEmbeddings == nil)
+        } catch let e as WeightBindingError {
+            throw ToolError(e.description)
+        } catch {
+            throw ToolError("\(version.rawValue): \(error)")
+        }
+        var entries = spec.entries
+        var metadata = spec.metadata
         var constants: [(name: String, tensor: Tensor)] = []
         if textEncoder {
-            entries.append(("text", clip))
+            if promptEmbeddings != nil { throw ToolError("--text-encoder and --prompt-embeddings exclude each other") }
+            entries.append(("text", spec.text!))
+        } else if let promptEmbeddings {
+            let c = try Checkpoint.open(promptEmbeddings)
+            for name in ["positive", "negative"] {
+                guard let t = c.tensors.first(where: { $0.name == name }) else { throw ToolError("\(promptEmbeddings): no tensor '\(name)'") }
+                let want: Shape = [1, 77, cfg.unet.context_dim]
+                guard t.shape == want else { throw ToolError("\(promptEmbeddings): '\(name)' is \(t.shape), the UNet takes \(want)") }
+                constants.append(("diffbir.text." + name, t.load().converted(to: .f32)))
+            }
+            metadata["diffbir.prompt.positive"] = "(embedding from \((promptEmbeddings as NSString).lastPathComponent))"
+            metadata["diffbir.prompt.negative"] = metadata["diffbir.prompt.positive"]
         } else {
             // Computed now, stored with the weights; the text encoder stays out of the plan.
             let tokenizer = try CLIPTokenizer(contextLength: cfg.clip.context_length)
@@ -176,19 +191,10 @@ struct Compile: ParsableCommand {
                 let ids = tokenizer.tokenize(text).map { Int64($0) }
                 let tokens = Tensor(dtype: .i64, shape: [1, ids.count], storage: TensorStorage(byteCount: ids.count * 8))
                 ids.withUnsafeBytes { tokens.storage.mutableBytes!.copyMemory(from: $0) }
-                let out = try Interpreter.run(clip, inputs: ["tokens": tokens], evaluator: FastEvaluator())
+                let out = try Interpreter.run(spec.text!, inputs: ["tokens": tokens], evaluator: FastEvaluator())
                 constants.append(("diffbir.text." + name, out["context"]!))
             }
         }
-        let sampling = version.sampling
-        let metadata: [String: String] = [
-            "diffbir.version": version.short, "diffbir.task": task, "diffbir.cleaner": cleaner.rawValue,
-            "diffbir.parameterization": version.parameterization, "diffbir.zero_snr": version.zeroTerminalSNR ? "true" : "false",
-            "diffbir.tile": "\(tile)", "diffbir.latent_factor": "\(f)", "diffbir.minimum_side": "512",
-            "diffbir.prompt.positive": pos, "diffbir.prompt.negative": neg,
-            "diffbir.default.sampler": sampling.sampler, "diffbir.default.steps": "\(sampling.steps)",
-            "diffbir.default.cfg": "\(sampling.cfg)", "diffbir.default.upscale": "\(version.upscale(task: task))",
-        ]
         return (entries, constants, metadata)
     }
 
