@@ -21,6 +21,10 @@ public struct RunOptions: Sendable {
     public var profile = false
     /// Called after each instruction with (done, total) for progress output.
     public var progress: (@Sendable (Int, Int) -> Void)?
+    /// Drop each weight's pages from the resident set after the instruction that used it (they are
+    /// read again from the page cache next time): memory stays near the arena plus the largest
+    /// weight, for budgets smaller than the weights.
+    public var streamWeights = false
     public init() {}
 }
 
@@ -156,6 +160,15 @@ public final class Executor: @unchecked Sendable {
                 worst[ins.kernel.kindName] = max(worst[ins.kernel.kindName] ?? 0, err)
                 if first == nil && !(err <= options.tolerance) {
                     first = Validation.Divergence(index: index, name: ins.name, kind: ins.kernel.kindName, relativeError: err)
+                }
+            }
+            if options.streamWeights {
+                for o in ins.operands {
+                    if case .weight(let i) = o {
+                        let w = plan.program.weights[i]
+                        let start = plan.weightSection.lowerBound + w.offset
+                        plan.file.release(start..<(start + w.byteCount))
+                    }
                 }
             }
             options.progress?(index + 1, entry.instructions.count)

@@ -79,6 +79,8 @@ public struct RestoreOptions: Sendable {
     public var negativePrompt: String?
     public var eta = 1.0
     public var sNoise = 1.0
+    /// Peak memory to stay under, in bytes (nil: no limit).
+    public var memoryBudget: Int?
 
     public init(defaultsOf info: DiffBIRPlanInfo) {
         upscale = info.defaultUpscale
@@ -107,6 +109,28 @@ public final class Restorer {
     public let info: DiffBIRPlanInfo
     let executor: Executor
     public private(set) var seconds: [RestoreStage: Double] = [:]
+    var runOptions = RunOptions()
+    /// Whether the last restore streamed the weights (budget below weights + working memory).
+    public private(set) var streamedWeights = false
+
+    /// What a restore of an `height`×`width` input needs: the arena, the full-size images the flow
+    /// holds at once (about ten float planes of the stage-1 output), the weights of the largest entry
+    /// point, and the largest single weight (the least that streaming keeps resident).
+    public func memoryNeeds(height: Int, width: Int, upscale: Double) -> (fixed: Int, weights: Int, largestWeight: Int) {
+        let scale = info.cleaner == "bsrnet" ? 4.0 : upscale
+        var (h, w) = (Double(height) * scale, Double(width) * scale)
+        let side = Double(info.minimumSide)
+        if min(h, w) < side { let f = side / min(h, w); h *= f; w *= f }
+        let images = Int(10 * 3 * 4 * (h + 64) * (w + 64))
+        var perEntry = 0, largest = 0
+        for e in plan.program.entryPoints {
+            var used = Set<Int>()
+            for i in e.instructions { for o in i.operands { if case .weight(let k) = o { used.insert(k) } } }
+            perEntry = max(perEntry, used.reduce(0) { $0 + plan.program.weights[$1].byteCount })
+            largest = max(largest, used.map { plan.program.weights[$0].byteCount }.max() ?? 0)
+        }
+        return (executor.arenaBytes + images + (96 << 20), perEntry, largest)
+    }
 
     public init(plan: PlanFile, threads: Int) throws {
         self.plan = plan
@@ -121,7 +145,7 @@ public final class Restorer {
     }
 
     func run(_ entry: String, _ inputs: [String: Tensor]) throws -> [String: Tensor] {
-        let r = try executor.run(entry: entry, inputs: inputs)
+        let r = try executor.run(entry: entry, inputs: inputs, options: runOptions)
         return Dictionary(uniqueKeysWithValues: r.outputs.map { ($0.name, $0.tensor) })
     }
 
@@ -172,6 +196,21 @@ public final class Restorer {
     public func restore<N: NoiseSource>(rgb8: [UInt8], height: Int, width: Int, options o: RestoreOptions, noise: inout N,
                                          progress: (RestoreStage, Int, Int) -> Void = { _, _, _ in }) throws -> (pixels: [UInt8], height: Int, width: Int) {
         seconds = [:]
+        runOptions = RunOptions()
+        streamedWeights = false
+        if let budget = o.memoryBudget {
+            let need = memoryNeeds(height: height, width: width, upscale: o.upscale)
+            func gb(_ n: Int) -> String { String(format: "%.2f GB", Double(n) / 1e9) }
+            guard need.fixed + need.largestWeight <= budget else {
+                throw RestoreError("a memory budget of \(gb(budget)) is too small for this image with this plan: even streaming the weights it needs "
+                                   + "\(gb(need.fixed + need.largestWeight)) (arena \(gb(executor.arenaBytes)) for \(info.tile)-pixel tiles, the "
+                                   + "full-size images, the largest weight); compile a plan with smaller tiles or give more memory")
+            }
+            if need.fixed + need.weights > budget {
+                runOptions.streamWeights = true
+                streamedWeights = true
+            }
+        }
         let bsrnet = info.cleaner == "bsrnet"
         // Pre-resize (PIL bicubic), except for BSRNet which upsamples ×4 itself.
         var (h, w) = (height, width)
@@ -303,5 +342,30 @@ public final class Restorer {
             try image("decode", input: "latent", zp, scale: f, divide: 1, outChannels: 3, progress: { progress(.decode, $0, $1) })
         }
         return decoded.crop(y: 0, x: 0, height: h0, width: w0)
+    }
+}
+
+/// Inputs of `restore`.
+public enum InputImage {
+    /// A PNG as 8-bit RGB the way DiffBIR's `Image.open(path).convert("RGB")` gives it: gray
+    /// replicated, alpha dropped, 16-bit samples reduced to their high byte (as PIL reads them); the
+    /// note says what was changed.
+    public static func loadRGB8(_ path: String) throws -> (pixels: [UInt8], width: Int, height: Int, note: String?) {
+        guard FileManager.default.fileExists(atPath: path) else { throw RestoreError("\(path): no such file") }
+        let image: Image
+        do { image = try PNG.read(path) } catch { throw RestoreError(error.description) }
+        guard image.width > 0 && image.height > 0 else { throw RestoreError("\(path): the image is \(image.width)×\(image.height); nothing to restore") }
+        var rgb = [UInt8](repeating: 0, count: image.width * image.height * 3)
+        let c = image.channels
+        for p in 0..<(image.width * image.height) {
+            for k in 0..<3 {
+                let v = image.samples[p * c + (c >= 3 ? k : 0)]
+                rgb[p * 3 + k] = UInt8(image.bitDepth == 16 ? v >> 8 : v)
+            }
+        }
+        var parts: [String] = []
+        if image.bitDepth == 16 { parts.append("16-bit samples reduced to 8 bits (high byte, as PIL does)") }
+        if c == 2 || c == 4 { parts.append("alpha channel dropped") }
+        return (rgb, image.width, image.height, parts.isEmpty ? nil : "\(path): " + parts.joined(separator: "; "))
     }
 }

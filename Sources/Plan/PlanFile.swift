@@ -193,7 +193,17 @@ public final class PlanFile: @unchecked Sendable {
             let (offset, length, crc) = (u64(e + 8), u64(e + 16), u32(e + 24))
             guard offset <= b.count, length <= b.count - offset else { throw PlanError(path, "\(kind.name) section lies outside the file") }
             if kind != .weights || verifyWeights {
-                guard planCRC32(UnsafeRawBufferPointer(rebasing: b[offset..<(offset + length)])) == crc else {
+                // In pieces, each released after it is read: checking 5 GB of weights must not leave
+                // them all in this process's resident set (they come back page by page when used).
+                var c: UInt32 = 0
+                var at = offset
+                while at < offset + length {
+                    let end = min(offset + length, at + (64 << 20))
+                    c = planCRC32(UnsafeRawBufferPointer(rebasing: b[at..<end]), c)
+                    if kind == .weights { file.release(at..<end) }
+                    at = end
+                }
+                guard c == crc else {
                     throw PlanError(path, "\(kind.name) section checksum mismatch: the file is corrupt")
                 }
             }

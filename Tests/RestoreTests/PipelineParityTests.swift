@@ -36,7 +36,7 @@ import TestSupport
 
     /// Compiles the fixture plan of a version and task (what `diffbir compile --model diffbir-… --config
     /// pipeline/config.json --prompt-embeddings pipeline/text.safetensors` does).
-    static func plan(version: String, task: String, in dir: TemporaryDirectory) throws -> PlanFile {
+    static func plan(version: String, task: String, tile: Int = 512, in dir: TemporaryDirectory) throws -> PlanFile {
         let v = DiffBIRVersion(rawValue: "diffbir-" + version)!
         let config = try NetworkConfig.load(sections: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("pipeline/config.json"))))
         let cleaner = v.cleaner(task: task)!
@@ -44,14 +44,14 @@ import TestSupport
                          Fixtures.path("pipeline/vae8.weights.safetensors"),
                          cleaner == .bsrnet ? Fixtures.path("networks/bsrnet.weights.safetensors") : Fixtures.path("pipeline/swinir.weights.safetensors")]
             .map(weightFile)
-        let spec = try v.planSpec(task: task, tile: 512, config: config, files: files, prompts: ("POS", "NEG"), textEncoder: false)
+        let spec = try v.planSpec(task: task, tile: tile, config: config, files: files, prompts: ("POS", "NEG"), textEncoder: false)
         let text = try Checkpoint.open(Fixtures.path("pipeline/text.safetensors"))
         let constants = try ["positive", "negative"].map { name -> (name: String, tensor: Tensor) in
             guard let t = text.tensors.first(where: { $0.name == name }) else { throw RestoreError("no \(name)") }
             return ("diffbir.text." + name, t.load())
         }
         let compiled = try Compiler.compile(spec.entries, options: CompileOptions(), constants: constants, metadata: spec.metadata)
-        let path = dir.file("\(version)-\(task).plan")
+        let path = dir.file("\(version)-\(task)-\(tile).plan")
         try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
         return try PlanFile(path: path)
     }

@@ -89,6 +89,12 @@ struct Restore: ParsableCommand {
     @Option(help: "Threads for the kernels.")
     var threads: Int = 2
 
+    @Option(name: .customLong("max-memory"), help: "Peak memory to stay under, e.g. 3G or 500M (default: the memory the machine has available). Below the weights plus the working memory, weights are streamed from the page cache instead of kept resident.")
+    var maxMemory: String?
+
+    @Option(help: "Tile size in pixels; must be the plan's (compile --size), which the whole flow uses.")
+    var tile: Int?
+
     @Flag(help: "Replace outputs that exist.")
     var overwrite = false
 
@@ -108,6 +114,26 @@ struct Restore: ParsableCommand {
         }
         if ColorFix(rawValue: colorFix) == nil { throw ValidationError("--color-fix \(colorFix): one of wavelet, adain, none") }
         if guidanceRepeat < 1 { throw ValidationError("--guidance-repeat must be at least 1") }
+        if let maxMemory, Self.parseBytes(maxMemory) == nil { throw ValidationError("--max-memory \(maxMemory): a size such as 3G, 500M or 2000000000") }
+    }
+
+    /// `3G`, `512M`, `100K`, or bytes.
+    static func parseBytes(_ s: String) -> Int? {
+        let units: [Character: Double] = ["K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12]
+        var text = s.uppercased()
+        if text.hasSuffix("B") { text.removeLast() }
+        if let u = text.last, let f = units[u], let v = Double(text.dropLast()), v > 0 { return Int(v * f) }
+        return Int(text).flatMap { $0 > 0 ? $0 : nil }
+    }
+
+    /// MemAvailable of /proc/meminfo.
+    static func availableMemory() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let parts = line.split(separator: " ")
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return nil
     }
 
     static func peakRSS() -> Int {
@@ -116,36 +142,15 @@ struct Restore: ParsableCommand {
         return Int(usage.ru_maxrss) * 1024
     }
 
-    /// An input as 8-bit RGB the way DiffBIR's `Image.open(path).convert("RGB")` gives it.
-    static func load(_ path: String) throws -> (pixels: [UInt8], width: Int, height: Int, note: String?) {
-        guard FileManager.default.fileExists(atPath: path) else { throw ToolError("\(path): no such file") }
-        let image: Pipeline.Image
-        do { image = try PNG.read(path) } catch { throw ToolError(error.description) }
-        guard image.width > 0 && image.height > 0 else { throw ToolError("\(path): the image is \(image.width)×\(image.height); nothing to restore") }
-        var note: String?
-        var rgb = [UInt8](repeating: 0, count: image.width * image.height * 3)
-        let c = image.channels
-        for p in 0..<(image.width * image.height) {
-            for k in 0..<3 {
-                let src = c >= 3 ? k : 0
-                let v = image.samples[p * c + src]
-                // 16-bit samples: the high byte, as PIL reads 16-bit PNGs into 8-bit modes.
-                rgb[p * 3 + k] = UInt8(image.bitDepth == 16 ? v >> 8 : v)
-            }
-        }
-        var parts: [String] = []
-        if image.bitDepth == 16 { parts.append("16-bit samples reduced to 8 bits (high byte, as PIL does)") }
-        if c == 2 || c == 4 { parts.append("alpha channel dropped") }
-        if !parts.isEmpty { note = "\(path): " + parts.joined(separator: "; ") }
-        return (rgb, image.width, image.height, note)
-    }
-
     func run() throws {
         let file: PlanFile
         do { file = try PlanFile(path: plan) } catch { throw ToolError(error.description) }
         let restorer: Restorer
         do { restorer = try Restorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
         let info = restorer.info
+        if let tile, tile != info.tile {
+            throw ToolError("--tile \(tile): \(plan) was compiled for \(info.tile)-pixel tiles; compile another plan with --size \(tile)x\(tile)")
+        }
         if let task, task != info.task {
             throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
         }
@@ -174,14 +179,23 @@ struct Restore: ParsableCommand {
         options.colorFix = ColorFix(rawValue: colorFix)!
         options.prompt = prompt
         options.negativePrompt = negativePrompt
+        options.memoryBudget = maxMemory.flatMap(Self.parseBytes) ?? Self.availableMemory()
         if guidanceScale != 0 {
             guard options.sampler == .spaced else { throw ToolError("--guidance-scale works with --sampler spaced (as in DiffBIR)") }
             options.guidance = LatentGuidance(scale: guidanceScale, start: guidanceStart, stop: guidanceStop, repeats: guidanceRepeat)
         }
         for (input, target) in zip(inputs, targets) {
             let start = Date()
-            let (pixels, w, h, note) = try Self.load(input)
+            let (pixels, w, h, note): ([UInt8], Int, Int, String?)
+            do { (pixels, w, h, note) = try InputImage.loadRGB8(input) } catch { throw ToolError("\(error)") }
             if let note, !quiet { printError("note: " + note) }
+            if let budget = options.memoryBudget, !quiet {
+                let need = restorer.memoryNeeds(height: h, width: w, upscale: options.upscale)
+                if need.fixed + need.weights > budget {
+                    printError(String(format: "note: memory budget %.2f GB < %.2f GB (weights %.2f GB + working memory): weights are streamed from the page cache",
+                                      Double(budget) / 1e9, Double(need.fixed + need.weights) / 1e9, Double(need.weights) / 1e9))
+                }
+            }
             var noise = SeededNoise(seed: seed)
             let bar = ProgressBar(enabled: !quiet, label: (input as NSString).lastPathComponent)
             let result: (pixels: [UInt8], height: Int, width: Int)
