@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The main job on the bundled default, from a fresh clone: system packages, release build, then
-# a bundled PyTorch Lightning checkpoint converted to f16 safetensors and inspected.
+# The main job on bundled data, from a fresh clone: system packages, release build, a DiffBIR v2.1
+# plan compiled from the bundled small checkpoints (DiffBIR's layout at reduced widths, made by
+# Tools/fixtures/make_pipeline_fixtures.py), and a bundled degraded photo restored with it.
 #   Tools/demo.sh            (outputs go to out/, which git ignores)
+# The real thing is the same two commands with the published checkpoints (README, "Restoring photos").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Tools/setup.sh
 swift build -c release --product diffbir
 bin=.build/release/diffbir
+f=Tests/Fixtures
 mkdir -p out
-"$bin" inspect Tests/Fixtures/checkpoints/lightning.ckpt
-"$bin" convert Tests/Fixtures/checkpoints/lightning.ckpt --dtype f16 -o out/lightning-f16.safetensors --overwrite
-"$bin" inspect out/lightning-f16.safetensors
+"$bin" compile --model diffbir-v2.1 --config $f/pipeline/config.json \
+  --weights $f/networks/unet.weights.safetensors $f/networks/controlnet.weights.safetensors \
+            $f/pipeline/swinir.weights.safetensors $f/pipeline/vae8.weights.safetensors \
+  --prompt-embeddings $f/pipeline/text.safetensors --quiet -o out/diffbir-small.plan --overwrite
+"$bin" restore --plan out/diffbir-small.plan $f/pipeline/lq64.png --upscale 4 --steps 10 -o out/restored.png --overwrite
+"$bin" inspect out/diffbir-small.plan | head -3

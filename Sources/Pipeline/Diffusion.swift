@@ -158,6 +158,9 @@ public struct SamplerOptions: Sendable {
 public enum Sampler {
     /// Called after each model step with (step, total).
     public typealias Progress = (Int, Int) -> Void
+    /// Restoration guidance on the spaced sampler: (x̂₀, model time, c1) → the guided x̂₀ (v2.0 moves
+    /// x̂₀ by δ/c1 per repeat, so that the posterior mean moves by δ).
+    public typealias Guidance = (_ x0: [Float], _ t: Int, _ c1: Float) throws -> [Float]
 
     static func cfg(_ options: SamplerOptions, modelT: Double) -> Double {
         guard options.rescaleCFG, options.cfgScale > 1 else { return options.cfgScale }
@@ -175,7 +178,7 @@ public enum Sampler {
 
     /// Samples from `xT` (standard normal) and returns the final latent.
     public static func sample<N: NoiseSource>(_ options: SamplerOptions, schedule: NoiseSchedule, xT: [Float], noise: inout N,
-                                              model: LatentModel, guidance: ((_ x0: [Float], _ t: Int) throws -> [Float])? = nil,
+                                              model: LatentModel, guidance: Guidance? = nil,
                                               progress: Progress = { _, _ in }) throws -> [Float] {
         switch options.kind {
         case .spaced: return try spaced(options, schedule, xT, &noise, model, guidance, progress)
@@ -200,7 +203,7 @@ public enum Sampler {
     }
 
     static func spaced<N: NoiseSource>(_ o: SamplerOptions, _ sch: NoiseSchedule, _ xT: [Float], _ noise: inout N, _ model: LatentModel,
-                                       _ guidance: ((_ x0: [Float], _ t: Int) throws -> [Float])?, _ progress: Progress) throws -> [Float] {
+                                       _ guidance: Guidance?, _ progress: Progress) throws -> [Float] {
         let used = spacedTimesteps(sch.count, o.steps)
         var betas: [Double] = []
         var last = 1.0
@@ -229,12 +232,8 @@ public enum Sampler {
             } else {
                 x0 = (0..<x.count).map { sqrtAc[k] * x[$0] - sqrtOneMinus[k] * out[$0] }
             }
-            var mean = (0..<x.count).map { coef1[k] * x0[$0] + coef2[k] * x[$0] }
-            if let guidance {
-                // v2.0: x̂₀ += δ/c1 so that the posterior mean moves by exactly δ.
-                let delta = try guidance(x0, modelT)
-                if !delta.isEmpty { for i in 0..<mean.count { mean[i] += delta[i] } }
-            }
+            if let guidance { x0 = try guidance(x0, modelT, coef1[k]) }
+            let mean = (0..<x.count).map { coef1[k] * x0[$0] + coef2[k] * x[$0] }
             let z = try noise.normal(count: x.count)
             let sd = variance[k].squareRoot()
             let mask: Float = k != 0 ? 1 : 0

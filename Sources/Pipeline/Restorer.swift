@@ -312,25 +312,21 @@ public final class Restorer {
             }
             return y.crop(y: 0, x: 0, height: h2, width: w2).data
         }
-        var guidanceFn: ((_ x0: [Float], _ t: Int) throws -> [Float])?
+        var guidanceFn: Sampler.Guidance?
         if let g = o.guidance {
-            // v2.0 latent MSE guidance: δ = −3000·scale·∂/∂x̂₀ mean((x̂₀ − c)²) = −3000·scale·2(x̂₀ − c)/n,
-            // with the condition latent as target (the encoder's mean).
+            // v2.0's latent MSE guidance: per repeat, δ = −3000·scale·∂/∂x̂₀ mean((x̂₀ − c)²)
+            // = −3000·scale·2(x̂₀ − c)/n and x̂₀ += δ/c1; the target c is the condition latent (the
+            // encoder's mean; v2.0 draws a posterior sample each time).
             let target = latent.data
-            let n = Double(target.count)
-            guidanceFn = { x0, t in
-                guard g.active(t) else { return [] }
+            let n = Float(target.count)
+            guidanceFn = { x0, t, c1 in
+                guard g.active(t) else { return x0 }
                 var cur = x0
-                var total = [Float](repeating: 0, count: x0.count)
+                let factor = Float(-3000 * g.scale) * 2 / n / c1
                 for _ in 0..<max(1, g.repeats) {
-                    let factor = Float(-3000 * g.scale * 2 / n)
-                    for i in cur.indices {
-                        let d = factor * (cur[i] - target[i])
-                        total[i] += d
-                        cur[i] += d
-                    }
+                    for i in cur.indices { cur[i] += factor * (cur[i] - target[i]) }
                 }
-                return total
+                return cur
             }
         }
         let z = try timed(.sampling) {
