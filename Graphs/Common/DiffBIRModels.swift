@@ -96,9 +96,18 @@ extension DiffBIRVersion {
             return graph
         }
         let stage1Input = cleaner == .bsrnet ? tile / 4 : tile
+        // The encoder also gives the posterior's std (guidance targets are posterior samples).
+        func boundEncoder() throws -> Graph {
+            var c = cfg
+            c.vae.posterior_std = true
+            var graph: Graph
+            do { graph = try Network.vaeEncoder.graph(c, inputs: Network.vaeEncoder.inputs(c, height: tile, width: tile)) } catch { throw ModelError("VAE encoder: \(error)") }
+            _ = try Network.vaeEncoder.bind(&graph, config: c, files: files)
+            return graph
+        }
         let entries: [(name: String, graph: Graph)] = [
             ("stage1", try bound(cleaner, cleaner.inputs(cfg, height: stage1Input, width: stage1Input), "stage 1 (\(cleaner.rawValue))")),
-            ("encode", try bound(.vaeEncoder, Network.vaeEncoder.inputs(cfg, height: tile, width: tile), "VAE encoder")),
+            ("encode", try boundEncoder()),
             ("denoise", try bound(.denoise, Network.denoise.inputs(cfg, height: tile, width: tile), "denoise")),
             ("decode", try bound(.vaeDecoder, Network.vaeDecoder.inputs(cfg, height: tile, width: tile), "VAE decoder")),
         ]

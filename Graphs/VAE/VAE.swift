@@ -13,8 +13,26 @@ public struct VAEConfig: Codable, Sendable, Equatable {
     public var in_channels = 3
     public var out_ch = 3
     public var scale_factor: Float = 0.18215
+    /// Ours, not DiffBIR's: the encoder also outputs `std`, the posterior's standard deviation times
+    /// the latent scale (`latent + std·ε` is DiffBIR's `vae_encode(sample=True)`), for guidance.
+    public var posterior_std = false
 
     public init() {}
+
+    // Decoding tolerates configurations without `posterior_std` (all of DiffBIR's).
+    enum CodingKeys: String, CodingKey { case embed_dim, z_channels, ch, ch_mult, num_res_blocks, in_channels, out_ch, scale_factor, posterior_std }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        embed_dim = try c.decode(Int.self, forKey: .embed_dim)
+        z_channels = try c.decode(Int.self, forKey: .z_channels)
+        ch = try c.decode(Int.self, forKey: .ch)
+        ch_mult = try c.decode([Int].self, forKey: .ch_mult)
+        num_res_blocks = try c.decode(Int.self, forKey: .num_res_blocks)
+        in_channels = try c.decode(Int.self, forKey: .in_channels)
+        out_ch = try c.decode(Int.self, forKey: .out_ch)
+        scale_factor = try c.decode(Float.self, forKey: .scale_factor)
+        posterior_std = try c.decodeIfPresent(Bool.self, forKey: .posterior_std) ?? false
+    }
 
     public var multiple: Int { 1 << (ch_mult.count - 1) }
 }
@@ -69,6 +87,14 @@ extension ModelBuilder {
         let moments = try conv(h, "quant_conv", out: 2 * cfg.embed_dim, kernel: 1)
         let md = dims(moments)
         let mean = try op(.slice(SliceSpec(starts: [0, 0, 0, 0], ends: [md[0], cfg.embed_dim, md[2], md[3]], steps: [1, 1, 1, 1])), [moments], "posterior_mean")
+        if cfg.posterior_std {
+            // DiagonalGaussianDistribution: logvar clamped to [−30, 20], std = exp(logvar / 2).
+            let logvar = try op(.slice(SliceSpec(starts: [0, cfg.embed_dim, 0, 0], ends: [md[0], 2 * cfg.embed_dim, md[2], md[3]], steps: [1, 1, 1, 1])),
+                                [moments], "posterior_logvar")
+            let clamped = try op(.clip(min: -30, max: 20), [logvar], "posterior_logvar:clamp")
+            let std = try op(.unary(.exp), [try mul(clamped, scalar(0.5, name: "half"), "posterior_logvar:half")], "posterior_std")
+            output("std", try mul(std, scalar(cfg.scale_factor, name: "scale_factor_std"), "std"))
+        }
         return try mul(mean, scalar(cfg.scale_factor, name: "scale_factor"), "latent")
     }
 

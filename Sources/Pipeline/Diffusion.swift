@@ -160,7 +160,8 @@ public enum Sampler {
     public typealias Progress = (Int, Int) -> Void
     /// Restoration guidance on the spaced sampler: (x̂₀, model time, c1) → the guided x̂₀ (v2.0 moves
     /// x̂₀ by δ/c1 per repeat, so that the posterior mean moves by δ).
-    public typealias Guidance = (_ x0: [Float], _ t: Int, _ c1: Float) throws -> [Float]
+    /// `draw(n)` takes n standard normal values from the sampler's noise, in order.
+    public typealias Guidance = (_ x0: [Float], _ t: Int, _ c1: Float, _ draw: (Int) throws -> [Float]) throws -> [Float]
 
     static func cfg(_ options: SamplerOptions, modelT: Double) -> Double {
         guard options.rescaleCFG, options.cfgScale > 1 else { return options.cfgScale }
@@ -232,7 +233,7 @@ public enum Sampler {
             } else {
                 x0 = (0..<x.count).map { sqrtAc[k] * x[$0] - sqrtOneMinus[k] * out[$0] }
             }
-            if let guidance { x0 = try guidance(x0, modelT, coef1[k]) }
+            if let guidance { x0 = try guidance(x0, modelT, coef1[k]) { try noise.normal(count: $0) } }
             let mean = (0..<x.count).map { coef1[k] * x0[$0] + coef2[k] * x[$0] }
             let z = try noise.normal(count: x.count)
             let sd = variance[k].squareRoot()

@@ -164,7 +164,7 @@ public final class Restorer {
     /// An image network (`stage1`, `encode`, `decode`) on `x`: once when `x` has the entry's size,
     /// else on tiles of that size with stride half of it.
     func image(_ entry: String, input: String, _ x: Planar, scale: Int, divide: Int, outChannels: Int,
-               progress: (Int, Int) -> Void) throws -> Planar {
+               outputs: [String] = [], progress: (Int, Int) -> Void) throws -> Planar {
         let dims = entryShape(entry, input: input)
         let size = dims[2]
         precondition(dims[3] == size, "square tiles")
@@ -172,9 +172,13 @@ public final class Restorer {
         // Smaller than a tile in a dimension: pad with zeros up to it, crop after.
         let (h, w) = (x.height, x.width)
         if h < size || w < size { source = x.padded(height: max(h, size), width: max(w, size)) }
+        // The outputs named (channels concatenated in that order), or the entry's only output.
         let run1: (Planar) throws -> Planar = { tile in
             let out = try self.run(entry, [input: Self.tensor(tile)])
-            return Self.planar(out.values.first!)
+            if outputs.isEmpty { return Self.planar(out.values.first!) }
+            let parts = outputs.map { Self.planar(out[$0]!) }
+            return Planar(channels: parts.reduce(0) { $0 + $1.channels }, height: parts[0].height, width: parts[0].width,
+                          data: parts.flatMap(\.data))
         }
         var y: Planar
         if source.height == size && source.width == size {
@@ -280,9 +284,14 @@ public final class Restorer {
         let f = info.latentFactor
         let (h0, w0) = (cond.height, cond.width)
         let padded = cond.padded(toMultipleOf: 64)
-        let cImg = try timed(.encode) {
-            try image("encode", input: "image", padded.map { $0 * 2 - 1 }, scale: 1, divide: f, outChannels: 4, progress: { progress(.encode, $0, $1) })
+        // The condition latent (posterior mean × 0.18215) and the posterior's std (same scale).
+        let encoded = try timed(.encode) {
+            try image("encode", input: "image", padded.map { $0 * 2 - 1 }, scale: 1, divide: f, outChannels: 8, outputs: ["latent", "std"],
+                      progress: { progress(.encode, $0, $1) })
         }
+        let plane = encoded.height * encoded.width
+        let cImg = Planar(channels: 4, height: encoded.height, width: encoded.width, data: Array(encoded.data[0..<(4 * plane)]))
+        let cStd = Array(encoded.data[(4 * plane)...])
         let (h1, w1) = (cImg.height, cImg.width)
         let latent = cImg.padded(toMultipleOf: 8)
         let (h2, w2) = (latent.height, latent.width)
@@ -314,17 +323,23 @@ public final class Restorer {
         }
         var guidanceFn: Sampler.Guidance?
         if let g = o.guidance {
-            // v2.0's latent MSE guidance: per repeat, δ = −3000·scale·∂/∂x̂₀ mean((x̂₀ − c)²)
-            // = −3000·scale·2(x̂₀ − c)/n and x̂₀ += δ/c1; the target c is the condition latent (the
-            // encoder's mean; v2.0 draws a posterior sample each time).
-            let target = latent.data
-            let n = Float(target.count)
-            guidanceFn = { x0, t, c1 in
+            // v2.0's latent MSE guidance (`SpacedSampler.apply_cond_fn`): per repeat, the target is a
+            // posterior sample of the condition, c = 0.18215·(μ + σ·ε), δ = −3000·scale·2(x̂₀ − c)/n,
+            // and x̂₀ += δ/c1 (so the posterior mean moves by δ).
+            let mean = latent.data
+            let std = Planar(channels: 4, height: h1, width: w1, data: cStd).padded(height: h2, width: w2).data
+            let n = Float(mean.count)
+            guidanceFn = { x0, t, c1, draw in
                 guard g.active(t) else { return x0 }
                 var cur = x0
-                let factor = Float(-3000 * g.scale) * 2 / n / c1
+                let factor = Float(-3000 * g.scale) * 2 / n
+                let rescale = 1 / c1
                 for _ in 0..<max(1, g.repeats) {
-                    for i in cur.indices { cur[i] += factor * (cur[i] - target[i]) }
+                    let eps = try draw(mean.count)
+                    for i in cur.indices {
+                        let target = mean[i] + std[i] * eps[i]
+                        cur[i] += factor * (cur[i] - target) * rescale
+                    }
                 }
                 return cur
             }

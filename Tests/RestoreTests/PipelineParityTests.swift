@@ -12,7 +12,8 @@ import TestSupport
 
 /// The whole restore against DiffBIR's own pipeline code (Tools/fixtures/make_pipeline_fixtures.py):
 /// reduced widths, the same weights, the same noise, each sampler, each version's flow, with and
-/// without classifier-free guidance, with and without the colour fix.
+/// without classifier-free guidance, with and without the colour fix, with and without restoration
+/// guidance (against DiffBIR v2.0.0's code, the last that runs it).
 @Suite struct PipelineParityTests {
     struct Case: Decodable {
         let name, version, task, sampler, input, output: String
@@ -20,6 +21,11 @@ import TestSupport
         let cfg, upscale: Double
         let seed: UInt64
         let color_fix: String
+        let guidance: GuidanceCase?
+    }
+    struct GuidanceCase: Decodable {
+        let scale: Double
+        let start, stop, `repeat`: Int
     }
 
     static let cases: [Case] = {
@@ -74,6 +80,7 @@ import TestSupport
         o.cfgScale = c.cfg
         o.upscale = c.upscale
         o.colorFix = ColorFix(rawValue: c.color_fix)!
+        if let g = c.guidance { o.guidance = LatentGuidance(scale: g.scale, start: g.start, stop: g.stop, repeats: g.repeat) }
         let input = try rgb("pipeline/" + c.input)
         var noise = SeededNoise(seed: c.seed)
         return try restorer.restore(rgb8: input.pixels, height: input.height, width: input.width, options: o, noise: &noise).pixels
@@ -103,7 +110,7 @@ import TestSupport
         #expect(a == b)
         #expect(a == again)
         let other = Case(name: c.name, version: c.version, task: c.task, sampler: c.sampler, input: c.input, output: c.output,
-                         steps: c.steps, cfg: c.cfg, upscale: c.upscale, seed: c.seed + 1, color_fix: c.color_fix)
+                         steps: c.steps, cfg: c.cfg, upscale: c.upscale, seed: c.seed + 1, color_fix: c.color_fix, guidance: nil)
         #expect(try Self.restore(other, plan: plan) != a)
     }
 }
