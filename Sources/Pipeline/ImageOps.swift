@@ -302,6 +302,7 @@ public enum Tiler {
         var count = [Float](repeating: 0, count: oh * ow)
         let weights = gaussianWeights(width: osize, height: osize)
         let tiles = windows(height: input.height, width: input.width, size: size, stride: stride)
+        progress(0, tiles.count)
         for (i, t) in tiles.enumerated() {
             let y = try f(input.crop(y: t.y, x: t.x, height: size, width: size), t.y, t.x)
             let (oy, ox) = (t.y * scale / divide, t.x * scale / divide)

@@ -182,6 +182,7 @@ public final class Restorer {
         }
         var y: Planar
         if source.height == size && source.width == size {
+            progress(0, 1)
             y = try run1(source)
             progress(1, 1)
         } else {
@@ -344,6 +345,7 @@ public final class Restorer {
                 return cur
             }
         }
+        progress(.sampling, 0, o.steps)
         let z = try timed(.sampling) {
             try Sampler.sample(so, schedule: schedule, xT: xT, noise: &noise, model: model, guidance: guidanceFn,
                                progress: { progress(.sampling, $0, $1) })

@@ -250,11 +250,12 @@ final class ProgressBar {
     func update(_ name: String, _ done: Int, _ total: Int) {
         guard enabled else { return }
         if name != stage {
-            if !stage.isEmpty && !tty { printError("") }
+            if !stage.isEmpty && tty { printError("") }
             stage = name
             stageStart = Date()
         }
         let now = Date()
+        guard done > 0 else { return }
         guard done == total || now.timeIntervalSince(lastDraw) > 0.2 else { return }
         lastDraw = now
         let elapsed = now.timeIntervalSince(stageStart)
@@ -269,5 +270,6 @@ final class ProgressBar {
 
     func finish() {
         if enabled && tty && !stage.isEmpty { printError("") }
+        stage = ""
     }
 }
