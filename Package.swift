@@ -41,7 +41,15 @@ let package = Package(
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         // The kernels and the pipeline's pixel loops are optimised in every build (also `swift build`'s
         // debug one), so that the tests run real sizes in seconds.
-        .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS"], swiftSettings: optimized),
+        // Micro-kernels per instruction set: each module is compiled for its processor family and only
+        // called after CPUID says the processor has it (Kernels/Gemm.swift); C only for what Swift
+        // cannot express (CPU feature tests, bf16 intrinsics, which Swift does not import).
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])]),
+        .target(name: "KernelsAVX2", path: "Sources/KernelsAVX2", swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "haswell"])]),
+        .target(name: "KernelsAVX512", path: "Sources/KernelsAVX512",
+                swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "skylake-avx512"])]),
+        .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS", "CKernels", "KernelsAVX2", "KernelsAVX512"],
+                swiftSettings: optimized),
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),
         .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG"],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
@@ -65,6 +73,6 @@ let package = Package(
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
         .testTarget(name: "RestoreTests", dependencies: ["Pipeline", "Executor", "Plan", "Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ReferenceKernels", "Tensors", "TestSupport"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ReferenceKernels", "Plan", "Tensors", "TestSupport"]),
     ]
 )

@@ -19,6 +19,8 @@ public struct RunOptions: Sendable {
     public var tolerance = 1e-4
     /// Time every instruction and sum by kernel kind.
     public var profile = false
+    /// How many of the slowest instructions the profile lists.
+    public var profileInstructions = 12
     /// Called after each instruction with (done, total) for progress output.
     public var progress: (@Sendable (Int, Int) -> Void)?
     /// Drop each weight's pages from the resident set after the instruction that used it (they are
@@ -37,6 +39,8 @@ public struct Profile: Sendable {
     }
     public var rows: [Row]
     public var totalSeconds: Double
+    /// The slowest instructions: name, kind, operand shapes, seconds.
+    public var slowest: [(name: String, kind: String, shapes: String, seconds: Double)] = []
 
     public var formatted: String {
         func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
@@ -48,6 +52,12 @@ public struct Profile: Sendable {
                          + pad(String(format: "%.1f%%", totalSeconds > 0 ? 100 * r.seconds / totalSeconds : 0), 8, left: true))
         }
         lines.append(pad("total", 22) + pad("\(rows.reduce(0) { $0 + $1.count })", 7, left: true) + pad(String(format: "%.2f", totalSeconds * 1000), 11, left: true))
+        if !slowest.isEmpty {
+            lines.append("slowest instructions:")
+            for s in slowest {
+                lines.append(pad(String(format: "%.2f ms", s.seconds * 1000), 12, left: true) + "  " + s.kind + "  " + s.shapes + "  " + s.name)
+            }
+        }
         return lines.joined(separator: "\n")
     }
 }
@@ -85,10 +95,19 @@ public final class Executor: @unchecked Sendable {
     private let arena: UnsafeMutableRawPointer
     public let arenaBytes: Int
     private let weightBase: UnsafeMutableRawPointer
+    /// The GEMM kernels in use (`ISA.best` unless forced).
+    public let gemm: Gemm
+    /// Weights packed for the GEMM micro-kernels, made when an instruction first uses them (A panels
+    /// for convolutions, B panels for linear layers); their mapped pages are released after packing.
+    private var packed: [Int: PackedMatrix] = [:]
 
-    public init(plan: PlanFile, threads: Int) {
+    /// Bytes of weights packed so far (resident in place of their mapped pages).
+    public var packedBytes: Int { packed.values.reduce(0) { $0 + $1.byteCount } }
+
+    public init(plan: PlanFile, threads: Int, isa: ISA = .best) {
         self.plan = plan
         self.threads = max(1, threads)
+        gemm = Gemm(isa)
         arenaBytes = plan.program.arenaBytes
         arena = UnsafeMutableRawPointer.allocate(byteCount: max(arenaBytes, 64), alignment: 64)
         // Weights are never written: the mapping is read-only and the kernels only read operands.
@@ -135,6 +154,7 @@ public final class Executor: @unchecked Sendable {
             throw ExecutorError("entry \(name): the plan has no input '\(extra)' (inputs: \(entry.inputs.map(\.name).joined(separator: ", ")))")
         }
         var times: [String: (Int, Double)] = [:]
+        var each: [(Int, Double)] = []
         var worst: [String: Double] = [:]
         var first: Validation.Divergence?
         var fallbacks: [String: Int] = [:]
@@ -144,7 +164,7 @@ public final class Executor: @unchecked Sendable {
             let results = ins.results.map(view)
             let before: [Tensor] = options.validate ? operands.map(Self.tensor(copying:)) : []
             let t0 = options.profile ? DispatchTime.now().uptimeNanoseconds : 0
-            if !runFast(ins.kernel, operands, results) {
+            if !runFast(ins.kernel, operands, results, weights: ins.operands, stream: options.streamWeights) {
                 fallbacks[ins.kernel.kindName, default: 0] += 1
                 try runReference(ins, operands.map(Self.tensor(copying:)), results)
             }
@@ -152,6 +172,7 @@ public final class Executor: @unchecked Sendable {
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                 times[ins.kernel.kindName, default: (0, 0)].0 += 1
                 times[ins.kernel.kindName, default: (0, 0)].1 += dt
+                each.append((index, dt))
             }
             if options.validate {
                 let expected = try Reference.execute(ins.kernel, before, results: results.map { ($0.dtype, $0.shape) })
@@ -175,9 +196,17 @@ public final class Executor: @unchecked Sendable {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let outputs = entry.outputs.map { b in (b.name, Self.tensor(copying: View(pointer: arena + b.offset, dtype: b.dtype, shape: b.shape))) }
-        let profile = options.profile
+        var profile = options.profile
             ? Profile(rows: times.map { Profile.Row(kind: $0.key, count: $0.value.0, seconds: $0.value.1) },
                       totalSeconds: times.values.reduce(0) { $0 + $1.1 }) : nil
+        profile?.slowest = each.sorted { $0.1 > $1.1 }.prefix(options.profileInstructions).map { (i, dt) in
+            let ins = entry.instructions[i]
+            let shapes = ins.operands.map { o -> String in
+                let v = view(o)
+                return "\(v.dims)"
+            }.joined(separator: " ") + " -> " + ins.results.map { "\(view($0).dims)" }.joined(separator: " ")
+            return (ins.name, ins.kernel.kindName, shapes, dt)
+        }
         let validation = options.validate ? Validation(first: first, worstByKind: worst, instructions: entry.instructions.count) : nil
         return RunResult(outputs: outputs, seconds: seconds, profile: profile, validation: validation, fallbacks: fallbacks)
     }
@@ -218,24 +247,43 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// The fast kernel of `kernel` when there is one for these operands; false to fall back.
-    private func runFast(_ kernel: Kernel, _ x: [View], _ r: [View]) -> Bool {
+    /// The packed form of operand `position` when it is a weight (nil for activations or OpenBLAS).
+    private func packedWeight(_ operands: [Operand], _ position: Int, stream: Bool, make: () -> PackedMatrix) -> PackedMatrix? {
+        guard !gemm.usesBLAS, position < operands.count, case .weight(let i) = operands[position] else { return nil }
+        if let p = packed[i] { return p }
+        let p = make()
+        if stream { return p }
+        packed[i] = p
+        let w = plan.program.weights[i]
+        let start = plan.weightSection.lowerBound + w.offset
+        plan.file.release(start..<(start + w.byteCount))
+        return p
+    }
+
+    private func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
         let allF32 = x.allSatisfy { $0.dtype == .f32 } && r.allSatisfy { $0.dtype == .f32 }
         switch kernel {
         case .conv2d(let c):
             guard allF32, x[0].dims.count == 4 else { return false }
-            FusedConvolution.run(c, x: x[0], weight: x[1], operands: x, out: r[0], threads: threads)
+            let w = x[1].dims
+            let a = packedWeight(weights, 1, stream: stream) {
+                PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: gemm.mr)
+            }
+            FusedConvolution.run(c, x: x[0], weight: x[1], packed: a, operands: x, out: r[0], gemm: gemm, threads: threads)
         case .convTranspose2d(let c):
             guard allF32, x[0].dims.count == 4 else { return false }
-            TransposedConvolution.run(c, x: x[0], weight: x[1], bias: c.hasBias ? x[2] : nil, out: r[0], threads: threads)
+            TransposedConvolution.run(c, x: x[0], weight: x[1], bias: c.hasBias ? x[2] : nil, out: r[0], gemm: gemm, threads: threads)
         case .linear(let l):
             guard allF32 else { return false }
-            FusedLinear.run(l, x: x[0], weight: x[1], operands: x, out: r[0], threads: threads)
+            let w = x[1].dims
+            let b = packedWeight(weights, 1, stream: stream) { PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: gemm.nr) }
+            FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: gemm, threads: threads)
         case .matmul(let m):
             guard allF32, x[0].dims.count >= 2, x[1].dims.count >= 2 else { return false }
-            BatchedMatmul.run(m, a: x[0], b: x[1], out: r[0], threads: threads)
+            BatchedMatmul.run(m, a: x[0], b: x[1], out: r[0], gemm: gemm, threads: threads)
         case .attention(let a):
             guard allF32 else { return false }
-            Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], threads: threads)
+            Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], gemm: gemm, threads: threads)
         case .groupNorm(let groups, let epsilon, let silu):
             guard allF32, x[0].dims.count >= 2 else { return false }
             Normalization.groupNorm(x: x[0], scale: x[1], bias: x[2], out: r[0], groups: groups, epsilon: epsilon, silu: silu, threads: threads)

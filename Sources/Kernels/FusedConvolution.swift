@@ -55,7 +55,14 @@ public enum FusedConvolution {
         func free() { col.deallocate(); rows.deallocate() }
     }
 
-    public static func run(_ k: Conv2DKernel, x: View, weight: View, operands: [View], out: View, threads: Int) {
+    /// `packed`: the weights as A panels of `gemm` (per group), when `gemm` is not OpenBLAS.
+    public static func run(_ k: Conv2DKernel, x: View, weight: View, packed: PackedMatrix? = nil, operands: [View], out: View,
+                           gemm: Gemm = Gemm(.openblas), threads: Int, sharedPackLimit: Int = sharedPackBytes) {
+        if !gemm.usesBLAS {
+            runOwn(k, x: x, weight: weight, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads,
+                   sharedPackLimit: sharedPackLimit)
+            return
+        }
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, icg, kh, kw) = (weight.dims[0], weight.dims[1], weight.dims[2], weight.dims[3])
         let (oh, ow) = (out.dims[2], out.dims[3])
@@ -87,8 +94,11 @@ public enum FusedConvolution {
                 let xg = x.floats + (b * c + g * icg) * h * w
                 let wg = weight.floats + g * ocg * kk
                 let og = out.floats + (b * oc + g * ocg) * plane + r0 * ow
+                func product(_ b: UnsafePointer<Float>, _ ldb: Int) {
+                    BLAS.sgemm(m: ocg, n: cols, k: kk, a: wg, lda: kk, b: b, ldb: ldb, c: og, ldc: plane)
+                }
                 if direct {
-                    BLAS.sgemm(m: ocg, n: cols, k: kk, a: wg, lda: kk, b: xg + r0 * ow, ldb: h * w, c: og, ldc: plane)
+                    product(xg + r0 * ow, h * w)
                 } else {
                     // The input rows this band reads: [iy0, iy1).
                     let iy0 = max(0, r0 * sh - pt), iy1 = min(h, (r0 + rows - 1) * sh - pt + (kh - 1) * dh + 1)
@@ -135,7 +145,7 @@ public enum FusedConvolution {
                             }
                         }
                     }
-                    BLAS.sgemm(m: ocg, n: cols, k: kk, a: wg, lda: kk, b: s.col, ldb: cols, c: og, ldc: plane)
+                    product(s.col, cols)
                 }
                 if bias != nil || !epilogue.isEmpty {
                     for o in 0..<ocg {
@@ -146,6 +156,233 @@ public enum FusedConvolution {
             }
         }
     }
+
+    /// With our micro-kernels: tiles of (image, group, band of output rows, block of output channels),
+    /// enough of them to keep every thread busy (the tiling never changes a result: each output is
+    /// summed in the same order whatever the tile). The weights are packed A panels. Stride-1
+    /// convolutions whose output rows fill whole micro-kernel panels read their taps in place from a
+    /// padded copy of the band's input rows (normalised there when there is a prologue): no im2col.
+    /// Others pack B block by block straight from the input (implicit GEMM).
+    static func runOwn(_ k: Conv2DKernel, x: View, weight: View, packed: PackedMatrix?, operands: [View], out: View, gemm: Gemm, threads: Int,
+                       sharedPackLimit: Int) {
+        let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+        let (oc, icg, kh, kw) = (weight.dims[0], weight.dims[1], weight.dims[2], weight.dims[3])
+        let (oh, ow) = (out.dims[2], out.dims[3])
+        let (sh, sw) = (k.strides[0], k.strides[1]), (dh, dw) = (k.dilations[0], k.dilations[1])
+        let (pt, pl, pr) = (k.pads[0], k.pads[1], k.pads[3])
+        let groups = k.groups, ocg = oc / groups, kk = icg * kh * kw
+        var affine: [Float] = []
+        if let p = k.prologue {
+            affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
+        }
+        let silu = k.prologue?.silu ?? false
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
+        let plane = oh * ow
+        let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && k.pads.allSatisfy { $0 == 0 } && affine.isEmpty
+        let inPlace = !pointwise && sh == 1 && sw == 1 && ow % gemm.nr == 0
+        // Small images (the deep levels of a UNet) have few columns and many output channels: their B
+        // is packed once for all the channel blocks, in parallel, before the products.
+        let sharedB = !pointwise && !inPlace && kk * plane * n * groups * 4 <= sharedPackLimit
+        // Bands of about 2048 output columns, then blocks of output channels until there are 4 tiles per thread.
+        var bandRows = sharedB ? oh : max(1, min(oh, 2048 / max(ow, 1)))
+        while !sharedB && bandRows > 1 && n * groups * ((oh + bandRows - 1) / bandRows) < 4 * threads { bandRows = (bandRows + 1) / 2 }
+        let bands = (oh + bandRows - 1) / bandRows
+        let quantum = 48  // a multiple of every micro-kernel's rows
+        var ocBlock = ocg
+        while ocBlock > quantum && n * groups * bands * ((ocg + ocBlock - 1) / ocBlock) < 4 * threads {
+            ocBlock = max(quantum, ((ocBlock + 1) / 2 + quantum - 1) / quantum * quantum)
+        }
+        let ocBlocks = (ocg + ocBlock - 1) / ocBlock
+        // The padded band: input rows r0 - pt ..< r0 - pt + paddedRows, columns -pl ..< w + pr.
+        let paddedRows = (bandRows - 1) * sh + (kh - 1) * dh + 1, paddedWidth = w + pl + pr
+        let offsets: [Int] = inPlace ? (0..<kk).map { tap in
+            let ci = tap / (kh * kw), i = (tap / kw) % kh, j = tap % kw
+            return (ci * paddedRows + i * dh) * paddedWidth + j * dw
+        } : []
+        let inputRows = min(h, paddedRows)
+        let tiles = n * groups * bands * ocBlocks
+        var packedB: UnsafeMutablePointer<Float>? = nil
+        let panelsPerImage = (plane + gemm.nr - 1) / gemm.nr
+        if sharedB {
+            packedB = prepackTaps(k, x: x, kh: kh, kw: kw, affine: affine, silu: silu, panels: panelsPerImage, gemm: gemm, oh: oh, ow: ow, threads: threads)
+        }
+        defer { packedB?.deallocate() }
+        affine.withUnsafeBufferPointer { affineBuffer in
+            offsets.withUnsafeBufferPointer { offsetBuffer in
+                let aff = affine.isEmpty ? nil : affineBuffer.baseAddress
+                let rowsCapacity = inPlace ? icg * paddedRows * paddedWidth : (aff == nil ? 1 : icg * inputRows * w)
+                Tiling.run(tiles, threads: threads, setup: {
+                    let memo = UnsafeMutablePointer<Int>.allocate(capacity: 3)
+                    memo.initialize(repeating: -1, count: 3)
+                    return (UnsafeMutablePointer<Float>.allocate(capacity: rowsCapacity), GemmScratch(), memo)
+                }, cleanup: { $0.0.deallocate(); $0.2.deallocate() }) { tile, scratch in
+                    let (buffer, gemmScratch) = (scratch.0, scratch.1)
+                    let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands
+                    let g = (tile / (ocBlocks * bands)) % groups, b = tile / (ocBlocks * bands * groups)
+                    let o0 = ob * ocBlock, orows = min(ocBlock, ocg - o0)
+                    let r0 = band * bandRows, rows = min(bandRows, oh - r0), cols = rows * ow
+                    let xg = x.floats + (b * c + g * icg) * h * w
+                    let og = out.floats + (b * oc + g * ocg + o0) * plane + r0 * ow
+                    let a: GemmOperand = packed.map { .panels($0.pointer + g * $0.groupStride + (o0 / $0.width) * $0.panelStride, panelStride: $0.panelStride) }
+                        ?? .matrix(weight.floats + (g * ocg + o0) * kk, ld: kk, transposed: false)
+                    func normalizeRow(_ ci: Int, _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+                        guard let aff else { dst.update(from: src, count: count); return }
+                        let ch = g * icg + ci
+                        let (sa, sb) = (aff[(b * c + ch) * 2], aff[(b * c + ch) * 2 + 1])
+                        if silu {
+                            VectorMath.map(src, dst, count) { VectorMath.silu($0 * sa + sb) }
+                        } else {
+                            VectorMath.map(src, dst, count) { $0 * sa + sb }
+                        }
+                    }
+                    // The band's source rows are made once per band: tiles of the same band on one thread reuse them.
+                    let fresh = scratch.2[0] != b || scratch.2[1] != g || scratch.2[2] != band
+                    if let packedB {
+                        gemm.run(m: orows, n: cols, k: kk, a: a,
+                                 b: .panels(packedB + (b * groups + g) * panelsPerImage * kk * gemm.nr, panelStride: kk * gemm.nr),
+                                 c: og, ldc: plane, accumulate: false, scratch: gemmScratch)
+                    } else if pointwise {
+                        gemm.run(m: orows, n: cols, k: kk, a: a, b: .matrix(xg + r0 * ow, ld: h * w, transposed: false), c: og, ldc: plane,
+                                 accumulate: false, scratch: gemmScratch)
+                    } else if inPlace {
+                        if fresh {
+                            let y0 = r0 - pt, used = (rows - 1) + (kh - 1) * dh + 1
+                            for ci in 0..<icg {
+                                for t in 0..<used {
+                                    let d = buffer + (ci * paddedRows + t) * paddedWidth, iy = y0 + t
+                                    if iy < 0 || iy >= h { d.initialize(repeating: 0, count: paddedWidth); continue }
+                                    if pl > 0 { d.initialize(repeating: 0, count: pl) }
+                                    normalizeRow(ci, xg + (ci * h + iy) * w, d + pl, w)
+                                    if pr > 0 { (d + pl + w).initialize(repeating: 0, count: pr) }
+                                }
+                            }
+                        }
+                        gemm.run(m: orows, n: cols, k: kk, a: a,
+                                 b: .indirect(UnsafePointer(buffer), offsets: offsetBuffer.baseAddress!, width: ow, rowStride: paddedWidth),
+                                 c: og, ldc: plane, accumulate: false, scratch: gemmScratch)
+                    } else {
+                        // Input rows [iy0, iy1) of the band, normalised into the buffer when there is a prologue.
+                        let iy0 = max(0, r0 * sh - pt), iy1 = min(h, (r0 + rows - 1) * sh - pt + (kh - 1) * dh + 1)
+                        var src0 = UnsafePointer(xg), cs = h * w, ro = 0
+                        if aff != nil, iy1 > iy0 {
+                            let span = iy1 - iy0
+                            if fresh {
+                                for ci in 0..<icg { normalizeRow(ci, xg + (ci * h + iy0) * w, buffer + ci * span * w, span * w) }
+                            }
+                            (src0, cs, ro) = (UnsafePointer(buffer), span * w, iy0)
+                        }
+                        let (base, channelStride, rowOrigin) = (src0, cs, ro)
+                        gemm.run(m: orows, n: cols, k: kk, a: a, b: .packer({ dst, depth, columns, width in
+                            packTaps(dst, depth: depth, columns: columns, width: width, base: base, channelStride: channelStride,
+                                     rowOrigin: rowOrigin, w: w, h: h, ow: ow, kh: kh, kw: kw, r0: r0, sh: sh, sw: sw, dh: dh, dw: dw, pt: pt, pl: pl)
+                        }), c: og, ldc: plane, accumulate: false, scratch: gemmScratch)
+                    }
+                    scratch.2[0] = b; scratch.2[1] = g; scratch.2[2] = band
+                    if bias != nil || !epilogue.isEmpty {
+                        for o in 0..<orows {
+                            let ch = g * ocg + o0 + o
+                            epilogue.apply(og + o * plane, count: cols, base: (b * oc + ch) * plane + r0 * ow, scalarBias: bias?[ch] ?? 0)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Largest B packed once for all the channel blocks of a convolution.
+    public static let sharedPackBytes = 64 << 20
+
+    /// The im2col of every (image, group) as B panels of the whole depth (`panels` per image),
+    /// normalised first when there is a prologue; made in parallel.
+    static func prepackTaps(_ k: Conv2DKernel, x: View, kh: Int, kw: Int, affine: [Float], silu: Bool, panels: Int, gemm: Gemm,
+                            oh: Int, ow: Int, threads: Int) -> UnsafeMutablePointer<Float> {
+        let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+        let groups = k.groups, icg = c / groups
+        let kk = icg * kh * kw, nr = gemm.nr
+        var source = UnsafePointer(x.floats)
+        var normalized: UnsafeMutablePointer<Float>? = nil
+        if !affine.isEmpty {
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: x.count)
+            affine.withUnsafeBufferPointer { aff in
+                Parallel.forRanges(n * c, threads: threads) { range in
+                    for nc in range {
+                        let (sa, sb) = (aff[nc * 2], aff[nc * 2 + 1])
+                        let src = x.floats + nc * h * w, dst = buffer + nc * h * w
+                        if silu {
+                            VectorMath.map(src, dst, h * w) { VectorMath.silu($0 * sa + sb) }
+                        } else {
+                            VectorMath.map(src, dst, h * w) { $0 * sa + sb }
+                        }
+                    }
+                }
+            }
+            normalized = buffer
+            source = UnsafePointer(buffer)
+        }
+        defer { normalized?.deallocate() }
+        let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * groups * panels * kk * nr))
+        let chunk = 2
+        let chunks = (panels + chunk - 1) / chunk
+        let plane = oh * ow
+        Parallel.forRanges(n * groups * chunks, threads: threads) { range in
+            for item in range {
+                let ch = item % chunks, bg = item / chunks
+                let p0 = ch * chunk, p1 = min(panels, p0 + chunk)
+                let columns = (p0 * nr)..<min(plane, p1 * nr)
+                packTaps(packed + (bg * panels + p0) * kk * nr, depth: 0..<kk, columns: columns, width: nr,
+                         base: source + bg * icg * h * w, channelStride: h * w, rowOrigin: 0, w: w, h: h, ow: ow,
+                         kh: kh, kw: kw, r0: 0, sh: k.strides[0], sw: k.strides[1], dh: k.dilations[0], dw: k.dilations[1],
+                         pt: k.pads[0], pl: k.pads[1])
+            }
+        }
+        return packed
+    }
+
+    /// Writes `B[depth, columns]` of a convolution's im2col (band-relative columns, taps in weight
+    /// order) as panels of `width` columns, from input rows `base + ci·channelStride + (iy − rowOrigin)·w`.
+    static func packTaps(_ dst: UnsafeMutablePointer<Float>, depth: Range<Int>, columns: Range<Int>, width: Int,
+                         base: UnsafePointer<Float>, channelStride: Int, rowOrigin: Int, w: Int, h: Int, ow: Int,
+                         kh: Int, kw: Int, r0: Int, sh: Int, sw: Int, dh: Int, dw: Int, pt: Int, pl: Int) {
+        let kd = depth.count
+        // The block's columns as runs within one output row and one panel (the same for every tap).
+        var runs: [(offset: Int, row: Int, xo: Int, count: Int)] = []
+        var col = columns.lowerBound
+        while col < columns.upperBound {
+            let local = col - columns.lowerBound, panel = local / width, inPanel = local % width
+            let r = col / ow, xo = col % ow
+            let count = min(width - inPanel, ow - xo, columns.upperBound - col)
+            runs.append((panel * kd * width + inPanel, r, xo, count))
+            col += count
+        }
+        let lastPanel = (columns.count - 1) / width, used = columns.count - lastPanel * width
+        for p in 0..<kd {
+            let tap = depth.lowerBound + p
+            let ci = tap / (kh * kw), i = (tap / kw) % kh, j = tap % kw
+            let shift = j * dw - pl
+            let first = shift >= 0 ? 0 : (-shift + sw - 1) / sw
+            let last = w - 1 - shift < 0 ? -1 : (w - 1 - shift) / sw
+            let channel = base + ci * channelStride
+            for run in runs {
+                let d = dst + run.offset + p * width
+                let iy = (r0 + run.row) * sh - pt + i * dh
+                if iy < 0 || iy >= h {
+                    d.initialize(repeating: 0, count: run.count)
+                    continue
+                }
+                let row = channel + (iy - rowOrigin) * w
+                let lo = min(run.count, max(0, first - run.xo)), hi = max(lo, min(run.count, last + 1 - run.xo))
+                if lo > 0 { d.initialize(repeating: 0, count: lo) }
+                if sw == 1 {
+                    for t in lo..<hi { d[t] = row[run.xo + t + shift] }
+                } else {
+                    for t in lo..<hi { d[t] = row[(run.xo + t) * sw + shift] }
+                }
+                if hi < run.count { (d + hi).initialize(repeating: 0, count: run.count - hi) }
+            }
+            if used < width { (dst + (lastPanel * kd + p) * width + used).initialize(repeating: 0, count: width - used) }
+        }
+    }
 }
 
 /// Transposed convolution as GEMM + col2im: for a band of input rows, `cols = Wᵀ·x` (one column of
@@ -153,7 +390,7 @@ public enum FusedConvolution {
 /// is added into the output at its strided position, output channels in parallel (each channel's
 /// additions in a fixed order, so the result does not depend on the thread count).
 public enum TransposedConvolution {
-    public static func run(_ k: ConvTransposeKernel, x: View, weight: View, bias: View?, out: View, threads: Int) {
+    public static func run(_ k: ConvTransposeKernel, x: View, weight: View, bias: View?, out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (ocg, kh, kw) = (weight.dims[1], weight.dims[2], weight.dims[3])
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
@@ -181,7 +418,7 @@ public enum TransposedConvolution {
                     Parallel.forRanges((rowsK + block - 1) / block, threads: threads) { blocks in
                         for blk in blocks {
                             let m0 = blk * block, m = min(block, rowsK - m0)
-                            BLAS.sgemm(transposeA: true, m: m, n: cols, k: icg, a: wg + m0, lda: rowsK, b: xg + r0 * w, ldb: h * w,
+                            gemm.sgemm(transposeA: true, m: m, n: cols, k: icg, a: wg + m0, lda: rowsK, b: xg + r0 * w, ldb: h * w,
                                        c: col + m0 * cols, ldc: cols)
                         }
                     }

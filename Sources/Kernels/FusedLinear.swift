@@ -9,7 +9,9 @@ public enum FusedLinear {
     public static let rowTile = 256
     public static let columnTile = 256
 
-    public static func run(_ k: LinearKernel, x: View, weight: View, operands: [View], out: View, threads: Int) {
+    /// `packed`: the weights as B panels of `gemm` (columns of Wᵀ), when `gemm` is not OpenBLAS.
+    public static func run(_ k: LinearKernel, x: View, weight: View, packed: PackedMatrix? = nil, operands: [View], out: View,
+                           gemm: Gemm = Gemm(.openblas), threads: Int) {
         let (nOut, kk) = (weight.dims[0], weight.dims[1])
         let rows = x.count / max(kk, 1)
         let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
@@ -33,19 +35,29 @@ public enum FusedLinear {
             }
         }
         let o = out.floats
+        /// `out[rows, c0..<c0+n] = a[rows, K] · W[c0..<c0+n, K]ᵀ`
+        func product(_ a: UnsafePointer<Float>, rows: Int, columns c0: Int, _ n: Int, _ out: UnsafeMutablePointer<Float>, _ scratch: GemmScratch) {
+            if let packed, !gemm.usesBLAS {
+                gemm.run(m: rows, n: n, k: kk, a: .matrix(a, ld: kk, transposed: false),
+                         b: .panels(packed.pointer + (c0 / packed.width) * packed.panelStride, panelStride: packed.panelStride),
+                         c: out, ldc: nOut, accumulate: false, scratch: scratch)
+            } else {
+                gemm.sgemm(transposeB: true, m: rows, n: n, k: kk, a: a, lda: kk, b: weight.floats + c0 * kk, ldb: kk, c: out, ldc: nOut, scratch: scratch)
+            }
+        }
         if rows >= 2 * rowTile || nOut < 2 * columnTile {
             // Tiles of rows.
             let tile = rows >= 2 * rowTile ? rowTile : max(1, (rows + 1) / 2)
             let tiles = (rows + tile - 1) / tile
-            Tiling.run(tiles, threads: threads, setup: { UnsafeMutablePointer<Float>.allocate(capacity: lnScale == nil ? 1 : tile * kk) },
-                       cleanup: { $0.deallocate() }) { t, scratch in
+            Tiling.run(tiles, threads: threads, setup: { (UnsafeMutablePointer<Float>.allocate(capacity: lnScale == nil ? 1 : tile * kk), GemmScratch()) },
+                       cleanup: { $0.0.deallocate() }) { t, scratch in
                 let r0 = t * tile, n = min(tile, rows - r0)
                 var a = UnsafePointer(x.floats + r0 * kk)
                 if lnScale != nil {
-                    normalize(a, scratch, n)
-                    a = UnsafePointer(scratch)
+                    normalize(a, scratch.0, n)
+                    a = UnsafePointer(scratch.0)
                 }
-                BLAS.sgemm(transposeB: true, m: n, n: nOut, k: kk, a: a, lda: kk, b: weight.floats, ldb: kk, c: o + r0 * nOut, ldc: nOut)
+                product(a, rows: n, columns: 0, nOut, o + r0 * nOut, scratch.1)
                 finish(o, rows: r0..<(r0 + n), columns: 0..<nOut)
             }
         } else {
@@ -59,9 +71,9 @@ public enum FusedLinear {
             }
             let tiles = (nOut + columnTile - 1) / columnTile
             let input = a
-            Tiling.run(tiles, threads: threads, setup: { () }) { t, _ in
+            Tiling.run(tiles, threads: threads, setup: { GemmScratch() }) { t, scratch in
                 let c0 = t * columnTile, n = min(columnTile, nOut - c0)
-                BLAS.sgemm(transposeB: true, m: rows, n: n, k: kk, a: input, lda: kk, b: weight.floats + c0 * kk, ldb: kk, c: o + c0, ldc: nOut)
+                product(input, rows: rows, columns: c0, n, o + c0, scratch)
                 finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
             }
         }
@@ -71,7 +83,7 @@ public enum FusedLinear {
 /// Batched matrix products with broadcast batch dimensions and transposed operands: one
 /// single-threaded sgemm per batch item (or per fixed block of columns when there is one item).
 public enum BatchedMatmul {
-    public static func run(_ k: MatmulKernel, a: View, b: View, out: View, threads: Int) {
+    public static func run(_ k: MatmulKernel, a: View, b: View, out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
         let ad = a.dims, bd = b.dims
         let m = k.transposeA ? ad[ad.count - 1] : ad[ad.count - 2]
         let kk = k.transposeA ? ad[ad.count - 2] : ad[ad.count - 1]
@@ -81,13 +93,13 @@ public enum BatchedMatmul {
         let count = max(1, batch.reduce(1, *))
         let block = 256
         let blocks = count == 1 ? (n + block - 1) / block : 1
-        Tiling.run(count * blocks, threads: threads, setup: { () }) { t, _ in
+        Tiling.run(count * blocks, threads: threads, setup: { GemmScratch() }) { t, scratch in
             let p = t / blocks, c0 = (t % blocks) * block, nn = blocks == 1 ? n : min(block, n - c0)
             let bBase = b.floats + ib[p] * kk * n
-            BLAS.sgemm(transposeA: k.transposeA, transposeB: k.transposeB, m: m, n: nn, k: kk,
+            gemm.sgemm(transposeA: k.transposeA, transposeB: k.transposeB, m: m, n: nn, k: kk,
                        a: a.floats + ia[p] * m * kk, lda: k.transposeA ? m : kk,
                        b: k.transposeB ? bBase + c0 * kk : bBase + c0, ldb: k.transposeB ? kk : n,
-                       c: out.floats + p * m * n + c0, ldc: n)
+                       c: out.floats + p * m * n + c0, ldc: n, scratch: scratch)
         }
     }
 }
@@ -99,7 +111,7 @@ public enum Attention {
     public static let queryTile = 64
     public static let keyTile = 256
 
-    public static func run(_ k: AttentionKernel, q: View, key: View, v: View, biases: [View], out: View, threads: Int) {
+    public static func run(_ k: AttentionKernel, q: View, key: View, v: View, biases: [View], out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
         let qd = q.dims, kd = key.dims, vd = v.dims
         let n = qd[qd.count - 2], d = qd[qd.count - 1]
         let m = k.keysTransposed ? kd[kd.count - 1] : kd[kd.count - 2]
@@ -132,6 +144,10 @@ public enum Attention {
             }
             return (perBatch, strides[strides.count - 2], strides[strides.count - 1])
         }
+        if !gemm.usesBLAS {
+            runOwn(k, q: q, key: key, v: v, biases: biases, biasLayouts: biasLayouts, out: out, gemm: gemm, threads: threads)
+            return
+        }
         let tq = min(queryTile, n), tk = min(keyTile, m)
         let queryTiles = (n + tq - 1) / tq
         // Work items: (batch·head slice, query tile), each on one thread from start to finish.
@@ -140,6 +156,7 @@ public enum Attention {
             let acc = UnsafeMutablePointer<Float>.allocate(capacity: tq * dv)
             let qs = UnsafeMutablePointer<Float>.allocate(capacity: k.scaleQueries ? tq * d : 1)
             var rowMax = [Float](repeating: 0, count: tq), rowSum = [Float](repeating: 0, count: tq)
+            let scratch = GemmScratch()
             defer { s.deallocate(); acc.deallocate(); qs.deallocate() }
             for item in range {
                 let p = item / queryTiles
@@ -160,9 +177,9 @@ public enum Attention {
                         let cols = min(tk, m - j0)
                         // s = q_tile · k_tileᵀ
                         if k.keysTransposed {
-                            BLAS.sgemm(m: rows, n: cols, k: d, a: qt, lda: d, b: kb + j0, ldb: m, c: s, ldc: cols)
+                            gemm.sgemm(m: rows, n: cols, k: d, a: qt, lda: d, b: kb + j0, ldb: m, c: s, ldc: cols, scratch: scratch)
                         } else {
-                            BLAS.sgemm(transposeB: true, m: rows, n: cols, k: d, a: qt, lda: d, b: kb + j0 * d, ldb: d, c: s, ldc: cols)
+                            gemm.sgemm(transposeB: true, m: rows, n: cols, k: d, a: qt, lda: d, b: kb + j0 * d, ldb: d, c: s, ldc: cols, scratch: scratch)
                         }
                         for r in 0..<rows {
                             let srow = s + r * cols
@@ -186,7 +203,7 @@ public enum Attention {
                             if correction != 1 { let a = acc + r * dv; for c in 0..<dv { a[c] *= correction } }
                         }
                         // acc += p_tile · v_tile
-                        BLAS.sgemm(m: rows, n: dv, k: cols, a: s, lda: cols, b: vb + j0 * dv, ldb: dv, beta: 1, c: acc, ldc: dv)
+                        gemm.sgemm(m: rows, n: dv, k: cols, a: s, lda: cols, b: vb + j0 * dv, ldb: dv, beta: 1, c: acc, ldc: dv, scratch: scratch)
                         j0 += cols
                     }
                     for r in 0..<rows {
@@ -194,6 +211,83 @@ public enum Attention {
                         let a = acc + r * dv, o = ob + (i0 + r) * dv
                         for c in 0..<dv { o[c] = a[c] * inv }
                     }
+                }
+            }
+        }
+    }
+
+    /// With our micro-kernels, in the transposed layout: for a tile of `nr` queries, the scores of a
+    /// tile of keys are `Sᵀ = K·(scale·Q)ᵀ` (keys as rows, so the online softmax runs down columns with
+    /// vector maxima and sums, and `Sᵀ` is already the packed B operand of the next product), then
+    /// `accᵀ = correction·accᵀ + Vᵀ·Pᵀ`. K and V are packed once per batch·head slice.
+    static func runOwn(_ k: AttentionKernel, q: View, key: View, v: View, biases: [View],
+                       biasLayouts: [(offsets: [Int], row: Int, col: Int)], out: View, gemm: Gemm, threads: Int) {
+        let qd = q.dims, kd = key.dims, vd = v.dims
+        let n = qd[qd.count - 2], d = qd[qd.count - 1]
+        let m = k.keysTransposed ? kd[kd.count - 1] : kd[kd.count - 2]
+        let dv = vd[vd.count - 1]
+        let batch = Array(out.dims.dropLast(2))
+        let count = max(1, batch.reduce(1, *))
+        let iq = MatrixProduct.batchOffsets(Array(qd.dropLast(2)), batch), ik = MatrixProduct.batchOffsets(Array(kd.dropLast(2)), batch)
+        let iv = MatrixProduct.batchOffsets(Array(vd.dropLast(2)), batch)
+        let (mr, tq) = (gemm.mr, gemm.nr)
+        let tk = 32 * mr
+        let queryTiles = (n + tq - 1) / tq
+        let kPanels = (m + mr - 1) / mr, vPanels = (dv + mr - 1) / mr
+        let scale = k.scale
+        Parallel.forRanges(count * queryTiles, threads: threads) { range in
+            let kp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, kPanels * d * mr))
+            let vp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, vPanels * m * mr))
+            let qt = UnsafeMutablePointer<Float>.allocate(capacity: max(1, d * tq))
+            let st = UnsafeMutablePointer<Float>.allocate(capacity: tk * tq)
+            let acc = UnsafeMutablePointer<Float>.allocate(capacity: vPanels * mr * tq)
+            let stats = UnsafeMutablePointer<Float>.allocate(capacity: 3 * tq)
+            defer { kp.deallocate(); vp.deallocate(); qt.deallocate(); st.deallocate(); acc.deallocate(); stats.deallocate() }
+            let (mx, sum, corr) = (stats, stats + tq, stats + 2 * tq)
+            var packedSlice = -1
+            for item in range {
+                let p = item / queryTiles, q0 = (item % queryTiles) * tq, qn = min(tq, n - q0)
+                if p != packedSlice {
+                    let kb = key.floats + ik[p] * m * d, vb = v.floats + iv[p] * m * dv
+                    if k.keysTransposed {
+                        Gemm.packA(kb, lda: m, transposed: true, rows: 0..<m, depth: 0..<d, width: mr, into: kp)
+                    } else {
+                        Gemm.packA(kb, lda: d, transposed: false, rows: 0..<m, depth: 0..<d, width: mr, into: kp)
+                    }
+                    Gemm.packA(vb, lda: dv, transposed: true, rows: 0..<dv, depth: 0..<m, width: mr, into: vp)
+                    packedSlice = p
+                }
+                Gemm.packB(q.floats + iq[p] * n * d, ldb: d, transposed: true, columns: q0..<(q0 + qn), depth: 0..<d, width: tq, into: qt)
+                for i in 0..<(d * tq) { qt[i] *= scale }
+                for c in 0..<tq { mx[c] = -.infinity; sum[c] = 0 }
+                acc.initialize(repeating: 0, count: vPanels * mr * tq)
+                var j0 = 0
+                while j0 < m {
+                    let kn = min(tk, m - j0)
+                    for i in stride(from: 0, to: kn, by: mr) {
+                        gemm.micro(d, kp + ((j0 + i) / mr) * d * mr, qt, st + i * tq, tq, false)
+                    }
+                    for (bi, layout) in biasLayouts.enumerated() {
+                        let base = biases[bi].floats + layout.offsets[p]
+                        for r in 0..<kn {
+                            let row = st + r * tq, bp = base + (j0 + r) * layout.col + q0 * layout.row
+                            for c in 0..<qn { row[c] += bp[c * layout.row] }
+                        }
+                    }
+                    gemm.softmaxColumns(st, kn, mx, sum, corr)
+                    for r in 0..<(vPanels * mr) {
+                        let a = acc + r * tq
+                        for c in 0..<tq { a[c] *= corr[c] }
+                    }
+                    for i in 0..<vPanels {
+                        gemm.micro(kn, vp + i * m * mr + j0 * mr, st, acc + i * mr * tq, tq, true)
+                    }
+                    j0 += kn
+                }
+                let ob = out.floats + p * n * dv
+                for c in 0..<qn {
+                    let inv = 1 / sum[c], o = ob + (q0 + c) * dv
+                    for r in 0..<dv { o[r] = acc[r * tq + c] * inv }
                 }
             }
         }

@@ -44,6 +44,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for the kernels.")
     var threads: Int = 2
 
+    @Flag(help: "Print the time per kernel kind and the slowest instructions of the last run (on stderr).")
+    var profile = false
+
+    @Option(help: isaHelp)
+    var isa: ISA?
+
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
@@ -86,12 +92,16 @@ struct Bench: ParsableCommand {
                 }
             }
         }
-        let executor = Executor(plan: file, threads: threads)
+        let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
         var times: [Double] = []
         var last: RunResult?
         for i in 0..<(warmup + runs) {
             let r: RunResult
-            do { r = try executor.run(entry: name, inputs: feed) } catch { throw ToolError("\(error)") }
+            var options = RunOptions()
+            options.profile = profile && i == warmup + runs - 1
+            options.profileInstructions = 400
+            do { r = try executor.run(entry: name, inputs: feed, options: options) } catch { throw ToolError("\(error)") }
+            if let p = r.profile { printError(p.formatted) }
             if i >= warmup { times.append(r.seconds) }
             last = r
             if !json { printError(String(format: "%@ %d: %.3f s", i < warmup ? "warm-up" : "run", i < warmup ? i + 1 : i - warmup + 1, r.seconds)) }
@@ -105,7 +115,7 @@ struct Bench: ParsableCommand {
         if json {
             var fields: [(String, JSONValue)] = [
                 ("plan", .string(plan)), ("entry", .string(name)), ("threads", .integer(Int64(threads))),
-                ("openblas_core", .string(BLAS.coreName)), ("times_s", .array(times.map { .number($0) })),
+                ("openblas_core", .string(BLAS.coreName)), ("kernels", .string(executor.gemm.isa.rawValue)), ("times_s", .array(times.map { .number($0) })),
                 ("median_s", .number(median)), ("min_s", .number(sorted[0])), ("peak_rss_bytes", .integer(Int64(peak))),
                 ("weight_bytes", .integer(Int64(weightBytes))), ("arena_bytes", .integer(Int64(e.arenaBytes))),
                 ("peak_rss_minus_weights_bytes", .integer(Int64(peak - weightBytes))),
@@ -114,7 +124,7 @@ struct Bench: ParsableCommand {
             print(JSONValue.object(fields).serialized)
             return
         }
-        print("\(plan) entry \(name): \(threads) threads, OpenBLAS \(BLAS.coreName), \(runs) runs after \(warmup) warm-up")
+        print("\(plan) entry \(name): \(threads) threads, kernels \(executor.gemm.isa), OpenBLAS \(BLAS.coreName), \(runs) runs after \(warmup) warm-up")
         print("times: " + times.map { String(format: "%.3f", $0) }.joined(separator: " ") + String(format: " s; median %.3f s, min %.3f s", median, sorted[0]))
         print("peak RSS \(formatBytes(peak)); weights \(formatBytes(weightBytes)); peak RSS minus weights \(formatBytes(peak - weightBytes)); arena \(formatBytes(e.arenaBytes))")
         for (k, err) in errors { print(String(format: "%@ vs ref.%@: relative error %.2e", k, k, err)) }

@@ -1,4 +1,6 @@
 import Foundation
+import ArgumentParser
+import Kernels
 
 /// Human-readable byte counts: 1.5 KB, 5.21 GB (powers of 1000, as file sizes are quoted).
 func formatBytes(_ n: Int) -> String {
@@ -38,3 +40,14 @@ struct ToolError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+extension ISA: ExpressibleByArgument {}
+
+/// The GEMM kernel set asked for (or the best this processor runs), refused when the processor cannot run it.
+func kernelSet(_ asked: ISA?) throws -> ISA {
+    guard let asked else { return .best }
+    guard asked.isSupported else { throw ToolError("--isa \(asked): this processor (\(CPU.summary)) cannot run those kernels") }
+    return asked
+}
+
+let isaHelp = ArgumentHelp("GEMM kernels: avx512, avx2 or openblas (default: the best this processor runs).")

@@ -52,6 +52,9 @@ struct Run: ParsableCommand {
     @Option(help: "The plan's entry point (default: its only one).")
     var entry: String?
 
+    @Option(help: isaHelp)
+    var isa: ISA?
+
     @Option(help: "Threads for the plan's kernels (OpenBLAS and our own).")
     var threads: Int = 2
 
@@ -135,7 +138,7 @@ struct Run: ParsableCommand {
         guard let name = entry ?? (entries.count == 1 ? entries[0] : nil) else {
             throw ToolError("\(path) has \(entries.count) entry points (\(entries.joined(separator: ", "))): choose one with --entry")
         }
-        let executor = Executor(plan: file, threads: threads)
+        let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
         var options = RunOptions()
         options.validate = validateKernels
         options.tolerance = tolerance
@@ -146,9 +149,9 @@ struct Run: ParsableCommand {
         do { result = try executor.run(entry: name, inputs: tensors.filter { wanted.contains($0.key) }, options: options) } catch { throw ToolError("\(inputs): \(error)") }
         try SafetensorsWriter.write(path: output, tensors: result.outputs.map { ($0.name, $0.tensor) }, metadata: [("format", "pt")], overwrite: overwrite)
         print("wrote \(output): " + result.outputs.map { "\($0.name) \($0.tensor.dtype)\($0.tensor.shape)" }.joined(separator: ", ")
-              + String(format: " (entry %@, %d instructions, arena %@, run %.3f s, total %.2f s, %d threads, OpenBLAS %@)",
+              + String(format: " (entry %@, %d instructions, arena %@, run %.3f s, total %.2f s, %d threads, kernels %@, OpenBLAS %@)",
                        name, file.program.entry(name)!.instructions.count, formatBytes(executor.arenaBytes), result.seconds,
-                       Date().timeIntervalSince(start), threads, BLAS.coreName))
+                       Date().timeIntervalSince(start), threads, executor.gemm.isa.rawValue, BLAS.coreName))
         if !result.fallbacks.isEmpty {
             print("reference kernels ran: " + result.fallbacks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }

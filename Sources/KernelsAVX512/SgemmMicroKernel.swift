@@ -1,0 +1,144 @@
+// Built with `-target-cpu skylake-avx512` (AVX-512 F/CD/BW/DQ/VL): call only after `CPU.features`
+// says the processor has them (Kernels/Gemm.swift dispatches).
+import _Builtin_intrinsics.intel
+
+/// Rows × columns of the f32 micro-kernel's block of C, and the A/B panel widths it reads.
+public let sgemmRowsAVX512 = 12
+public let sgemmColumnsAVX512 = 32
+
+/// `C[12 × 32] (+)= A · B` over `kc` steps. A is a packed panel, `kc` groups of 12 row values;
+/// B a packed panel, `kc` groups of 32 column values. Twenty-four zmm accumulators, two B loads and
+/// twelve broadcasts per step; C is read (when `accumulate`) and written once at the end.
+@inline(never)
+public func sgemmMicroKernelAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+    sgemmMicroKernelBodyAVX512(kc, a, { b + $0 * 32 }, c, ldc, accumulate)
+}
+
+/// As the packed micro-kernel, but step p's B values are the contiguous floats at `b + offsets[p]`
+/// (a convolution's taps read in place from a padded copy of the input rows: no im2col, no packing).
+@inline(never)
+public func sgemmIndirectMicroKernelAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>,
+                                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+    sgemmMicroKernelBodyAVX512(kc, a, { b + offsets[$0] }, c, ldc, accumulate)
+}
+
+@inline(__always)
+func sgemmMicroKernelBodyAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ bAt: (Int) -> UnsafePointer<Float>,
+                                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+    var c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps()
+    var c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps()
+    var c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps()
+    var c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps()
+    var c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps()
+    var c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps()
+    var c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps()
+    var c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps()
+    var c80 = _mm512_setzero_ps(), c81 = _mm512_setzero_ps()
+    var c90 = _mm512_setzero_ps(), c91 = _mm512_setzero_ps()
+    var ca0 = _mm512_setzero_ps(), ca1 = _mm512_setzero_ps()
+    var cb0 = _mm512_setzero_ps(), cb1 = _mm512_setzero_ps()
+    var pa = a
+    for p in 0..<kc {
+        let pb = bAt(p)
+        let b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16)
+        var x = _mm512_set1_ps(pa[0]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01)
+        x = _mm512_set1_ps(pa[1]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11)
+        x = _mm512_set1_ps(pa[2]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21)
+        x = _mm512_set1_ps(pa[3]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31)
+        x = _mm512_set1_ps(pa[4]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41)
+        x = _mm512_set1_ps(pa[5]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51)
+        x = _mm512_set1_ps(pa[6]); c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61)
+        x = _mm512_set1_ps(pa[7]); c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71)
+        x = _mm512_set1_ps(pa[8]); c80 = _mm512_fmadd_ps(x, b0, c80); c81 = _mm512_fmadd_ps(x, b1, c81)
+        x = _mm512_set1_ps(pa[9]); c90 = _mm512_fmadd_ps(x, b0, c90); c91 = _mm512_fmadd_ps(x, b1, c91)
+        x = _mm512_set1_ps(pa[10]); ca0 = _mm512_fmadd_ps(x, b0, ca0); ca1 = _mm512_fmadd_ps(x, b1, ca1)
+        x = _mm512_set1_ps(pa[11]); cb0 = _mm512_fmadd_ps(x, b0, cb0); cb1 = _mm512_fmadd_ps(x, b1, cb1)
+        pa += 12
+    }
+    @inline(__always) func store(_ r: Int, _ v0: __m512, _ v1: __m512) {
+        let p = c + r * ldc
+        if accumulate {
+            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), v0))
+            _mm512_storeu_ps(p + 16, _mm512_add_ps(_mm512_loadu_ps(p + 16), v1))
+        } else {
+            _mm512_storeu_ps(p, v0)
+            _mm512_storeu_ps(p + 16, v1)
+        }
+    }
+    store(0, c00, c01); store(1, c10, c11); store(2, c20, c21); store(3, c30, c31)
+    store(4, c40, c41); store(5, c50, c51); store(6, c60, c61); store(7, c70, c71)
+    store(8, c80, c81); store(9, c90, c91); store(10, ca0, ca1); store(11, cb0, cb1)
+}
+
+
+/// Runs `iterations` × 12 independent zmm FMAs (no memory traffic) and returns a value that depends
+/// on them: `12 · 32 · iterations` flops, the processor's f32 FMA peak on one core.
+@inline(never)
+public func fmaPeakAVX512(_ iterations: Int, _ seed: Float) -> Float {
+    let m = _mm512_set1_ps(0.999999), a = _mm512_set1_ps(1e-7)
+    var c0 = _mm512_set1_ps(seed), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0
+    var c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0
+    for _ in 0..<iterations {
+        c0 = _mm512_fmadd_ps(c0, m, a); c1 = _mm512_fmadd_ps(c1, m, a); c2 = _mm512_fmadd_ps(c2, m, a)
+        c3 = _mm512_fmadd_ps(c3, m, a); c4 = _mm512_fmadd_ps(c4, m, a); c5 = _mm512_fmadd_ps(c5, m, a)
+        c6 = _mm512_fmadd_ps(c6, m, a); c7 = _mm512_fmadd_ps(c7, m, a); c8 = _mm512_fmadd_ps(c8, m, a)
+        c9 = _mm512_fmadd_ps(c9, m, a); c10 = _mm512_fmadd_ps(c10, m, a); c11 = _mm512_fmadd_ps(c11, m, a)
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)), _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7)))
+    return _mm512_reduce_add_ps(_mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11))))
+}
+
+/// e^x for 16 lanes (Cephes' single-precision polynomial on x − n·ln 2, scaled by 2^n with
+/// `vscalefps`): relative error about 2 ulp; −∞ gives 0.
+@inline(__always)
+func exp16(_ v: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-103.972)), _mm512_set1_ps(88.7228))
+    let magic = _mm512_set1_ps(12582912)  // 1.5·2²³: adding and subtracting it rounds to an integer
+    let n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341)), magic), magic)
+    var r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375), x)
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4), r)
+    var p = _mm512_set1_ps(1.9875691500e-4)
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3))
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3))
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2))
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1))
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1))
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1)))
+    return _mm512_scalef_ps(p, n)
+}
+
+/// One key tile of the online softmax, in the transposed layout of the attention kernel: `s` holds
+/// `rows` keys × 32 queries of scores. Updates each query's running maximum and sum, replaces the
+/// scores by e^(score − maximum) and writes each query's correction e^(old maximum − new maximum).
+@inline(never)
+public func softmaxColumns32AVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
+                                   _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>) {
+    var m0 = _mm512_loadu_ps(runningMax), m1 = _mm512_loadu_ps(runningMax + 16)
+    let old0 = m0, old1 = m1
+    for r in 0..<rows {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + r * 32))
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + r * 32 + 16))
+    }
+    // A query whose scores are all −∞ so far keeps 0 as its base (its terms are all 0).
+    // (m + FLT_MAX is negative only for −∞: its sign bit selects.)
+    let big = _mm512_set1_ps(Float.greatestFiniteMagnitude), zero = _mm512_setzero_ps()
+    let base0 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m0, big))), m0, zero)
+    let base1 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m1, big))), m1, zero)
+    var sum0 = zero, sum1 = zero
+    for r in 0..<rows {
+        let p = s + r * 32
+        let e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p), base0)), e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + 16), base1))
+        _mm512_storeu_ps(p, e0)
+        _mm512_storeu_ps(p + 16, e1)
+        sum0 = _mm512_add_ps(sum0, e0)
+        sum1 = _mm512_add_ps(sum1, e1)
+    }
+    let c0 = exp16(_mm512_sub_ps(old0, base0)), c1 = exp16(_mm512_sub_ps(old1, base1))
+    _mm512_storeu_ps(correction, c0)
+    _mm512_storeu_ps(correction + 16, c1)
+    _mm512_storeu_ps(runningSum, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum), c0, sum0))
+    _mm512_storeu_ps(runningSum + 16, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum + 16), c1, sum1))
+    _mm512_storeu_ps(runningMax, m0)
+    _mm512_storeu_ps(runningMax + 16, m1)
+}

@@ -1,0 +1,165 @@
+import Kernels
+import Plan
+import ReferenceKernels
+import Tensors
+import Testing
+
+/// The plan kernels on our micro-kernels (AVX-512 and the AVX2 path forced, when the processor has
+/// them) against their reference twins, over odd sizes and tails; every path of the convolution
+/// (taps read in place, B packed once for all channel blocks, B packed per tile, pointwise).
+@Suite struct OwnKernelTests {
+    static let sets: [ISA] = ISA.allCases.filter { $0 != .openblas && $0.isSupported }
+
+    static func random(_ dims: [Int], _ seed: UInt32, scale: Float = 1) -> Tensor {
+        var s = seed
+        return Tensor((0..<Shape(dims).count).map { _ in
+            s = s &* 1_664_525 &+ 1_013_904_223
+            return scale * Float(Int(s >> 9) % 2001 - 1000) / 1000
+        }, shape: Shape(dims))
+    }
+
+    static func view(_ t: Tensor) -> View {
+        View(pointer: t.storage.mutableBytes!.baseAddress!, dtype: t.dtype, shape: t.shape)
+    }
+
+    /// max |a − b| / max |b|
+    static func relativeError(_ a: Tensor, _ b: Tensor) -> Float {
+        let x = a.floats(), y = b.floats()
+        var diff: Float = 0, scale: Float = 0
+        for i in 0..<x.count {
+            diff = max(diff, abs(x[i] - y[i]))
+            scale = max(scale, abs(y[i]))
+        }
+        return diff / max(scale, 1e-30)
+    }
+
+    struct ConvCase: CustomTestStringConvertible, Sendable {
+        var x: [Int], w: [Int], strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 1
+        var prologue = false, residual = false, sharedLimit = FusedConvolution.sharedPackBytes
+        var testDescription: String { "x\(x) w\(w) s\(strides) p\(pads) d\(dilations) g\(groups) norm=\(prologue) shared≤\(sharedLimit)" }
+    }
+
+    static let convCases: [ConvCase] = [
+        // Taps in place (output rows of 64 and 32 fill whole panels), with the group-norm prologue.
+        ConvCase(x: [1, 6, 7, 64], w: [13, 6, 3, 3], prologue: true, residual: true),
+        ConvCase(x: [1, 3, 10, 32], w: [50, 3, 3, 3], pads: [2, 2, 2, 2], dilations: [2, 2]),
+        ConvCase(x: [2, 4, 5, 64], w: [100, 4, 3, 3], prologue: true),
+        // Small images: B packed once for every channel block.
+        ConvCase(x: [2, 6, 8, 8], w: [14, 3, 3, 3], groups: 2),
+        ConvCase(x: [1, 8, 5, 7], w: [61, 8, 3, 3], prologue: true),
+        // B packed per tile (stride 2, asymmetric pads; the shared path switched off).
+        ConvCase(x: [1, 4, 9, 33], w: [7, 4, 3, 3], strides: [2, 2], pads: [1, 1, 0, 1], sharedLimit: 0),
+        ConvCase(x: [1, 4, 12, 20], w: [30, 4, 3, 3], prologue: true, sharedLimit: 0),
+        // Pointwise.
+        ConvCase(x: [1, 20, 5, 7], w: [25, 20, 1, 1], pads: [0, 0, 0, 0]),
+    ]
+
+    @Test(arguments: convCases)
+    func convolution(_ t: ConvCase) throws {
+        let oc = t.w[0], c = t.x[1]
+        let oh = (t.x[2] + t.pads[0] + t.pads[2] - t.dilations[0] * (t.w[2] - 1) - 1) / t.strides[0] + 1
+        let ow = (t.x[3] + t.pads[1] + t.pads[3] - t.dilations[1] * (t.w[3] - 1) - 1) / t.strides[1] + 1
+        let outDims = [t.x[0], oc, oh, ow]
+        var operands = [Self.random(t.x, 1), Self.random(t.w, 2, scale: 0.3), Self.random([oc], 3)]
+        var prologue: NormPrologue? = nil
+        if t.prologue {
+            prologue = NormPrologue(groups: c % 2 == 0 ? 2 : 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
+            operands += [Self.random([c], 4), Self.random([c], 5)]
+        }
+        var epilogue: [EpilogueStep] = [.activation("silu", alpha: 0)]
+        if t.residual {
+            epilogue.append(.addResidual(operand: operands.count))
+            operands.append(Self.random(outDims, 6))
+        }
+        let kernel = Conv2DKernel(strides: t.strides, pads: t.pads, dilations: t.dilations, groups: t.groups, hasBias: true,
+                                  prologue: prologue, epilogue: epilogue)
+        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, Shape(outDims))])[0]
+        for isa in Self.sets {
+            let gemm = Gemm(isa)
+            let w = t.w
+            let packed = PackedMatrix.rowsOf(Self.view(operands[1]).floats, rows: w[0] / t.groups, k: w[1] * w[2] * w[3], groups: t.groups, width: gemm.mr)
+            var results: [[Float]] = []
+            for threads in [1, 3] {
+                for usePacked in [true, false] {
+                    let out = Tensor.zeros(.f32, Shape(outDims))
+                    FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: usePacked ? packed : nil,
+                                         operands: operands.map(Self.view), out: Self.view(out), gemm: gemm, threads: threads,
+                                         sharedPackLimit: t.sharedLimit)
+                    let err = Self.relativeError(out, expected)
+                    #expect(err < 2e-5, "\(isa) threads \(threads) packed \(usePacked): relative error \(err)")
+                    results.append(out.floats())
+                }
+            }
+            #expect(results.allSatisfy { $0 == results[0] }, "\(isa): the result depends on the thread count or the weight packing")
+        }
+    }
+
+    struct AttentionCase: CustomTestStringConvertible, Sendable {
+        var batch: [Int], n: Int, m: Int, d: Int, dv: Int
+        var keysTransposed = false, scaleQueries = false, biases: [[Int]] = [], masked = false
+        var testDescription: String { "batch\(batch) n\(n) m\(m) d\(d) dv\(dv) kT=\(keysTransposed) biases \(biases) masked=\(masked)" }
+    }
+
+    @Test(arguments: [
+        AttentionCase(batch: [2, 3], n: 37, m: 45, d: 16, dv: 16),
+        AttentionCase(batch: [1, 5], n: 64, m: 700, d: 64, dv: 64, keysTransposed: true),
+        AttentionCase(batch: [4], n: 33, m: 13, d: 30, dv: 7, scaleQueries: true, biases: [[4, 33, 13], [1, 13]]),
+        AttentionCase(batch: [2], n: 17, m: 400, d: 8, dv: 40, biases: [[2, 17, 400]], masked: true),
+        AttentionCase(batch: [1], n: 1, m: 1, d: 3, dv: 1),
+    ])
+    func attention(_ t: AttentionCase) throws {
+        let q = Self.random(t.batch + [t.n, t.d], 11)
+        let k = Self.random(t.batch + (t.keysTransposed ? [t.d, t.m] : [t.m, t.d]), 12)
+        let v = Self.random(t.batch + [t.m, t.dv], 13)
+        var operands = [q, k, v]
+        for (i, dims) in t.biases.enumerated() {
+            var b = Self.random(dims, 14 + UInt32(i))
+            if t.masked {
+                // Half the keys of some queries masked out with −∞ (never all of them).
+                var values = b.floats()
+                for j in 0..<values.count where (j / 3) % 2 == 1 && j % dims.last! != 0 { values[j] = -.infinity }
+                b = Tensor(values, shape: Shape(dims))
+            }
+            operands.append(b)
+        }
+        let kernel = AttentionKernel(scale: 1 / Float(t.d).squareRoot(), scaleQueries: t.scaleQueries, keysTransposed: t.keysTransposed,
+                                     biasCount: t.biases.count)
+        let outDims = t.batch + [t.n, t.dv]
+        let expected = try Reference.execute(.attention(kernel), operands, results: [(.f32, Shape(outDims))])[0]
+        for isa in Self.sets {
+            var results: [[Float]] = []
+            for threads in [1, 2, 3] {
+                let out = Tensor.zeros(.f32, Shape(outDims))
+                Attention.run(kernel, q: Self.view(q), key: Self.view(k), v: Self.view(v), biases: operands.dropFirst(3).map(Self.view),
+                              out: Self.view(out), gemm: Gemm(isa), threads: threads)
+                let err = Self.relativeError(out, expected)
+                #expect(err < 2e-5, "\(isa) threads \(threads): relative error \(err)")
+                results.append(out.floats())
+            }
+            #expect(results.allSatisfy { $0 == results[0] }, "\(isa): the result depends on the thread count")
+        }
+    }
+
+    @Test(arguments: [(7, 13, 5, true), (300, 70, 45, false), (600, 33, 129, true), (5, 600, 17, false)])
+    func linear(rows: Int, out: Int, k: Int, layerNorm: Bool) throws {
+        var operands = [Self.random([rows, k], 21), Self.random([out, k], 22, scale: 0.3), Self.random([out], 23)]
+        var prologue: LayerNormPrologue? = nil
+        if layerNorm {
+            prologue = LayerNormPrologue(epsilon: 1e-5, scaleOperand: 3, biasOperand: 4)
+            operands += [Self.random([k], 24), Self.random([k], 25)]
+        }
+        let kernel = LinearKernel(hasBias: true, prologue: prologue, epilogue: [.activation("gelu", alpha: 0)])
+        let expected = try Reference.execute(.linear(kernel), operands, results: [(.f32, Shape([rows, out]))])[0]
+        for isa in Self.sets {
+            let gemm = Gemm(isa)
+            let packed = PackedMatrix.columnsOf(Self.view(operands[1]).floats, columns: out, k: k, width: gemm.nr)
+            for threads in [1, 3] {
+                let result = Tensor.zeros(.f32, Shape([rows, out]))
+                FusedLinear.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed,
+                                operands: operands.map(Self.view), out: Self.view(result), gemm: gemm, threads: threads)
+                let err = Self.relativeError(result, expected)
+                #expect(err < 2e-5, "\(isa) threads \(threads): relative error \(err)")
+            }
+        }
+    }
+}
