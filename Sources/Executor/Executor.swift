@@ -129,6 +129,12 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
+    /// An operand for the reference kernels: a copy, bf16 weights widened to f32 (exactly).
+    static func referenceOperand(_ v: View) -> Tensor {
+        let t = tensor(copying: v)
+        return t.dtype == .bf16 ? t.converted(to: .f32) : t
+    }
+
     static func tensor(copying v: View) -> Tensor {
         let storage = TensorStorage(byteCount: v.byteCount)
         storage.mutableBytes!.baseAddress!.copyMemory(from: v.pointer, byteCount: v.byteCount)
@@ -162,11 +168,11 @@ public final class Executor: @unchecked Sendable {
         for (index, ins) in entry.instructions.enumerated() {
             let operands = ins.operands.map(view)
             let results = ins.results.map(view)
-            let before: [Tensor] = options.validate ? operands.map(Self.tensor(copying:)) : []
+            let before: [Tensor] = options.validate ? operands.map(Self.referenceOperand) : []
             let t0 = options.profile ? DispatchTime.now().uptimeNanoseconds : 0
             if !runFast(ins.kernel, operands, results, weights: ins.operands, stream: options.streamWeights) {
                 fallbacks[ins.kernel.kindName, default: 0] += 1
-                try runReference(ins, operands.map(Self.tensor(copying:)), results)
+                try runReference(ins, operands.map(Self.referenceOperand), results)
             }
             if options.profile {
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -260,30 +266,46 @@ public final class Executor: @unchecked Sendable {
         return p
     }
 
+    /// Every operand and result f32, except operand `weight`, which may also be bf16.
+    private func f32Except(weight: Int, _ x: [View], _ r: [View]) -> Bool {
+        r.allSatisfy { $0.dtype == .f32 } && x.enumerated().allSatisfy { $0.element.dtype == .f32 || ($0.offset == weight && $0.element.dtype == .bf16) }
+    }
+
     private func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
         let allF32 = x.allSatisfy { $0.dtype == .f32 } && r.allSatisfy { $0.dtype == .f32 }
         switch kernel {
         case .conv2d(let c):
-            guard allF32, x[0].dims.count == 4 else { return false }
+            guard x[0].dims.count == 4, f32Except(weight: 1, x, r) else { return false }
             let w = x[1].dims
+            // bf16 weights run the bf16 kernels (f32 accumulation); OpenBLAS has none.
+            let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
+            if x[1].dtype == .bf16 && gemm.usesBLAS { return false }
             let a = packedWeight(weights, 1, stream: stream) {
-                PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: gemm.mr)
+                g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr)
+                    : PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)
             }
-            FusedConvolution.run(c, x: x[0], weight: x[1], packed: a, operands: x, out: r[0], gemm: gemm, threads: threads)
+            FusedConvolution.run(c, x: x[0], weight: x[1], packed: a, operands: x, out: r[0], gemm: g, threads: threads)
         case .convTranspose2d(let c):
             guard allF32, x[0].dims.count == 4 else { return false }
             TransposedConvolution.run(c, x: x[0], weight: x[1], bias: c.hasBias ? x[2] : nil, out: r[0], gemm: gemm, threads: threads)
         case .linear(let l):
-            guard allF32 else { return false }
+            guard f32Except(weight: 1, x, r) else { return false }
             let w = x[1].dims
-            let b = packedWeight(weights, 1, stream: stream) { PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: gemm.nr) }
-            FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: gemm, threads: threads)
+            let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
+            if x[1].dtype == .bf16 && gemm.usesBLAS { return false }
+            let b = packedWeight(weights, 1, stream: stream) {
+                g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr)
+                    : PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: g.nr)
+            }
+            FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: g, threads: threads)
         case .matmul(let m):
             guard allF32, x[0].dims.count >= 2, x[1].dims.count >= 2 else { return false }
             BatchedMatmul.run(m, a: x[0], b: x[1], out: r[0], gemm: gemm, threads: threads)
         case .attention(let a):
             guard allF32 else { return false }
-            Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], gemm: gemm, threads: threads)
+            // bf16 plans (`--precision bf16`) also take attention's products in bf16.
+            let g = !gemm.usesBLAS && plan.program.targetFeatures.contains("bf16") ? gemm.with(.bf16) : gemm
+            Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], gemm: g, threads: threads)
         case .groupNorm(let groups, let epsilon, let silu):
             guard allF32, x[0].dims.count >= 2 else { return false }
             Normalization.groupNorm(x: x[0], scale: x[1], bias: x[2], out: r[0], groups: groups, epsilon: epsilon, silu: silu, threads: threads)
@@ -296,6 +318,8 @@ public final class Executor: @unchecked Sendable {
         case .elementwise(let e):
             guard ElementwiseKernels.supports(e, x, r[0]) else { return false }
             ElementwiseKernels.run(e, operands: x, out: r[0], threads: threads)
+        case .movement(.gather(let axis)):
+            return MovementKernels.gather(x[0], indices: x[1], axis: axis, out: r[0], threads: threads)
         case .movement(let m):
             guard MovementKernels.supports(m) else { return false }
             MovementKernels.run(m, operands: x, results: r, threads: threads)

@@ -171,6 +171,12 @@ public enum FusedConvolution {
         let (sh, sw) = (k.strides[0], k.strides[1]), (dh, dw) = (k.dilations[0], k.dilations[1])
         let (pt, pl, pr) = (k.pads[0], k.pads[1], k.pads[3])
         let groups = k.groups, ocg = oc / groups, kk = icg * kh * kw
+        // bf16: steps over (tap, pair of input channels); f32: over (channel, tap), the weights' order.
+        let bf16 = gemm.precision == .bf16
+        precondition(!bf16 || packed != nil, "bf16 convolutions take packed weights")
+        let pairs = (icg + 1) / 2
+        let steps = bf16 ? kh * kw * pairs : kk
+        let words = bf16 ? pairs : icg  // channels of words in the padded band
         var affine: [Float] = []
         if let p = k.prologue {
             affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
@@ -183,7 +189,7 @@ public enum FusedConvolution {
         let inPlace = !pointwise && sh == 1 && sw == 1 && ow % gemm.nr == 0
         // Small images (the deep levels of a UNet) have few columns and many output channels: their B
         // is packed once for all the channel blocks, in parallel, before the products.
-        let sharedB = !pointwise && !inPlace && kk * plane * n * groups * 4 <= sharedPackLimit
+        let sharedB = !pointwise && !inPlace && steps * plane * n * groups * 4 <= sharedPackLimit
         // Bands of about 2048 output columns, then blocks of output channels until there are 4 tiles per thread.
         var bandRows = sharedB ? oh : max(1, min(oh, 2048 / max(ow, 1)))
         while !sharedB && bandRows > 1 && n * groups * ((oh + bandRows - 1) / bandRows) < 4 * threads { bandRows = (bandRows + 1) / 2 }
@@ -196,8 +202,9 @@ public enum FusedConvolution {
         let ocBlocks = (ocg + ocBlock - 1) / ocBlock
         // The padded band: input rows r0 - pt ..< r0 - pt + paddedRows, columns -pl ..< w + pr.
         let paddedRows = (bandRows - 1) * sh + (kh - 1) * dh + 1, paddedWidth = w + pl + pr
-        let offsets: [Int] = inPlace ? (0..<kk).map { tap in
-            let ci = tap / (kh * kw), i = (tap / kw) % kh, j = tap % kw
+        let offsets: [Int] = inPlace ? (0..<steps).map { step in
+            let tap = bf16 ? step / pairs : step % (kh * kw), ci = bf16 ? step % pairs : step / (kh * kw)
+            let i = tap / kw, j = tap % kw
             return (ci * paddedRows + i * dh) * paddedWidth + j * dw
         } : []
         let inputRows = min(h, paddedRows)
@@ -211,7 +218,7 @@ public enum FusedConvolution {
         affine.withUnsafeBufferPointer { affineBuffer in
             offsets.withUnsafeBufferPointer { offsetBuffer in
                 let aff = affine.isEmpty ? nil : affineBuffer.baseAddress
-                let rowsCapacity = inPlace ? icg * paddedRows * paddedWidth : (aff == nil ? 1 : icg * inputRows * w)
+                let rowsCapacity = inPlace ? words * paddedRows * paddedWidth + (bf16 ? 2 * w : 0) : (aff == nil ? 1 : icg * inputRows * w)
                 Tiling.run(tiles, threads: threads, setup: {
                     let memo = UnsafeMutablePointer<Int>.allocate(capacity: 3)
                     memo.initialize(repeating: -1, count: 3)
@@ -239,26 +246,35 @@ public enum FusedConvolution {
                     // The band's source rows are made once per band: tiles of the same band on one thread reuse them.
                     let fresh = scratch.2[0] != b || scratch.2[1] != g || scratch.2[2] != band
                     if let packedB {
-                        gemm.run(m: orows, n: cols, k: kk, a: a,
-                                 b: .panels(packedB + (b * groups + g) * panelsPerImage * kk * gemm.nr, panelStride: kk * gemm.nr),
+                        gemm.run(m: orows, n: cols, k: steps, a: a,
+                                 b: .panels(packedB + (b * groups + g) * panelsPerImage * steps * gemm.nr, panelStride: steps * gemm.nr),
                                  c: og, ldc: plane, accumulate: false, scratch: gemmScratch)
                     } else if pointwise {
-                        gemm.run(m: orows, n: cols, k: kk, a: a, b: .matrix(xg + r0 * ow, ld: h * w, transposed: false), c: og, ldc: plane,
-                                 accumulate: false, scratch: gemmScratch)
+                        gemm.run(m: orows, n: cols, k: steps, depth: icg, a: a, b: .matrix(xg + r0 * ow, ld: h * w, transposed: false),
+                                 c: og, ldc: plane, accumulate: false, scratch: gemmScratch)
                     } else if inPlace {
                         if fresh {
                             let y0 = r0 - pt, used = (rows - 1) + (kh - 1) * dh + 1
-                            for ci in 0..<icg {
+                            let pair = buffer + words * paddedRows * paddedWidth  // two f32 rows (bf16)
+                            for ci in 0..<words {
                                 for t in 0..<used {
                                     let d = buffer + (ci * paddedRows + t) * paddedWidth, iy = y0 + t
                                     if iy < 0 || iy >= h { d.initialize(repeating: 0, count: paddedWidth); continue }
                                     if pl > 0 { d.initialize(repeating: 0, count: pl) }
-                                    normalizeRow(ci, xg + (ci * h + iy) * w, d + pl, w)
+                                    if bf16 {
+                                        // Channels 2ci and 2ci+1 interleaved as bf16 pairs.
+                                        normalizeRow(2 * ci, xg + (2 * ci * h + iy) * w, pair, w)
+                                        let second = 2 * ci + 1 < icg
+                                        if second { normalizeRow(2 * ci + 1, xg + ((2 * ci + 1) * h + iy) * w, pair + w, w) }
+                                        Gemm.pairRows(pair, second ? pair + w : nil, d + pl, w)
+                                    } else {
+                                        normalizeRow(ci, xg + (ci * h + iy) * w, d + pl, w)
+                                    }
                                     if pr > 0 { (d + pl + w).initialize(repeating: 0, count: pr) }
                                 }
                             }
                         }
-                        gemm.run(m: orows, n: cols, k: kk, a: a,
+                        gemm.run(m: orows, n: cols, k: steps, a: a,
                                  b: .indirect(UnsafePointer(buffer), offsets: offsetBuffer.baseAddress!, width: ow, rowStride: paddedWidth),
                                  c: og, ldc: plane, accumulate: false, scratch: gemmScratch)
                     } else {
@@ -273,9 +289,10 @@ public enum FusedConvolution {
                             (src0, cs, ro) = (UnsafePointer(buffer), span * w, iy0)
                         }
                         let (base, channelStride, rowOrigin) = (src0, cs, ro)
-                        gemm.run(m: orows, n: cols, k: kk, a: a, b: .packer({ dst, depth, columns, width in
+                        gemm.run(m: orows, n: cols, k: steps, a: a, b: .packer({ dst, depth, columns, width in
                             packTaps(dst, depth: depth, columns: columns, width: width, base: base, channelStride: channelStride,
-                                     rowOrigin: rowOrigin, w: w, h: h, ow: ow, kh: kh, kw: kw, r0: r0, sh: sh, sw: sw, dh: dh, dw: dw, pt: pt, pl: pl)
+                                     rowOrigin: rowOrigin, w: w, h: h, ow: ow, kh: kh, kw: kw, r0: r0, sh: sh, sw: sw, dh: dh, dw: dw, pt: pt, pl: pl,
+                                     bf16Channels: bf16 ? icg : nil)
                         }), c: og, ldc: plane, accumulate: false, scratch: gemmScratch)
                     }
                     scratch.2[0] = b; scratch.2[1] = g; scratch.2[2] = band
@@ -299,7 +316,8 @@ public enum FusedConvolution {
                             oh: Int, ow: Int, threads: Int) -> UnsafeMutablePointer<Float> {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let groups = k.groups, icg = c / groups
-        let kk = icg * kh * kw, nr = gemm.nr
+        let bf16 = gemm.precision == .bf16
+        let kk = bf16 ? kh * kw * ((icg + 1) / 2) : icg * kh * kw, nr = gemm.nr
         var source = UnsafePointer(x.floats)
         var normalized: UnsafeMutablePointer<Float>? = nil
         if !affine.isEmpty {
@@ -333,7 +351,7 @@ public enum FusedConvolution {
                 packTaps(packed + (bg * panels + p0) * kk * nr, depth: 0..<kk, columns: columns, width: nr,
                          base: source + bg * icg * h * w, channelStride: h * w, rowOrigin: 0, w: w, h: h, ow: ow,
                          kh: kh, kw: kw, r0: 0, sh: k.strides[0], sw: k.strides[1], dh: k.dilations[0], dw: k.dilations[1],
-                         pt: k.pads[0], pl: k.pads[1])
+                         pt: k.pads[0], pl: k.pads[1], bf16Channels: bf16 ? icg : nil)
             }
         }
         return packed
@@ -343,8 +361,9 @@ public enum FusedConvolution {
     /// order) as panels of `width` columns, from input rows `base + ci·channelStride + (iy − rowOrigin)·w`.
     static func packTaps(_ dst: UnsafeMutablePointer<Float>, depth: Range<Int>, columns: Range<Int>, width: Int,
                          base: UnsafePointer<Float>, channelStride: Int, rowOrigin: Int, w: Int, h: Int, ow: Int,
-                         kh: Int, kw: Int, r0: Int, sh: Int, sw: Int, dh: Int, dw: Int, pt: Int, pl: Int) {
+                         kh: Int, kw: Int, r0: Int, sh: Int, sw: Int, dh: Int, dw: Int, pt: Int, pl: Int, bf16Channels: Int? = nil) {
         let kd = depth.count
+        let pairs = bf16Channels.map { ($0 + 1) / 2 } ?? 0
         // The block's columns as runs within one output row and one panel (the same for every tap).
         var runs: [(offset: Int, row: Int, xo: Int, count: Int)] = []
         var col = columns.lowerBound
@@ -357,12 +376,16 @@ public enum FusedConvolution {
         }
         let lastPanel = (columns.count - 1) / width, used = columns.count - lastPanel * width
         for p in 0..<kd {
-            let tap = depth.lowerBound + p
-            let ci = tap / (kh * kw), i = (tap / kw) % kh, j = tap % kw
+            // f32: step = (channel, tap) in weight order; bf16: step = (tap, channel pair).
+            let step = depth.lowerBound + p
+            let tap = bf16Channels == nil ? step % (kh * kw) : step / pairs
+            let ci = bf16Channels == nil ? step / (kh * kw) : 2 * (step % pairs)
+            let i = tap / kw, j = tap % kw
             let shift = j * dw - pl
             let first = shift >= 0 ? 0 : (-shift + sw - 1) / sw
             let last = w - 1 - shift < 0 ? -1 : (w - 1 - shift) / sw
             let channel = base + ci * channelStride
+            let second = bf16Channels.map { ci + 1 < $0 } ?? false
             for run in runs {
                 let d = dst + run.offset + p * width
                 let iy = (r0 + run.row) * sh - pt + i * dh
@@ -373,7 +396,15 @@ public enum FusedConvolution {
                 let row = channel + (iy - rowOrigin) * w
                 let lo = min(run.count, max(0, first - run.xo)), hi = max(lo, min(run.count, last + 1 - run.xo))
                 if lo > 0 { d.initialize(repeating: 0, count: lo) }
-                if sw == 1 {
+                if bf16Channels != nil && sw == 1 {
+                    if hi > lo { Gemm.pairRows(row + run.xo + lo + shift, second ? row + channelStride + run.xo + lo + shift : nil, d + lo, hi - lo) }
+                } else if bf16Channels != nil {
+                    let row1 = row + channelStride
+                    for t in lo..<hi {
+                        let x = (run.xo + t) * sw + shift
+                        d[t] = Gemm.bf16Pair(row[x], second ? row1[x] : 0)
+                    }
+                } else if sw == 1 {
                     for t in lo..<hi { d[t] = row[run.xo + t + shift] }
                 } else {
                     for t in lo..<hi { d[t] = row[(run.xo + t) * sw + shift] }

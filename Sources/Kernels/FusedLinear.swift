@@ -38,10 +38,12 @@ public enum FusedLinear {
         /// `out[rows, c0..<c0+n] = a[rows, K] · W[c0..<c0+n, K]ᵀ`
         func product(_ a: UnsafePointer<Float>, rows: Int, columns c0: Int, _ n: Int, _ out: UnsafeMutablePointer<Float>, _ scratch: GemmScratch) {
             if let packed, !gemm.usesBLAS {
-                gemm.run(m: rows, n: n, k: kk, a: .matrix(a, ld: kk, transposed: false),
+                // (bf16: packed.k steps over pairs of the kk inputs.)
+                gemm.run(m: rows, n: n, k: packed.k, depth: kk, a: .matrix(a, ld: kk, transposed: false),
                          b: .panels(packed.pointer + (c0 / packed.width) * packed.panelStride, panelStride: packed.panelStride),
                          c: out, ldc: nOut, accumulate: false, scratch: scratch)
             } else {
+                precondition(gemm.precision == .f32, "bf16 linear layers take packed weights")
                 gemm.sgemm(transposeB: true, m: rows, n: n, k: kk, a: a, lda: kk, b: weight.floats + c0 * kk, ldb: kk, c: out, ldc: nOut, scratch: scratch)
             }
         }
@@ -71,6 +73,31 @@ public enum FusedLinear {
             }
             let tiles = (nOut + columnTile - 1) / columnTile
             let input = a
+            if let packed, !gemm.usesBLAS {
+                // The rows are packed once (A panels, in parallel) for every tile of output features.
+                let (mr, steps) = (gemm.mr, packed.k)
+                let panels = (rows + mr - 1) / mr
+                let packedA = UnsafeMutablePointer<Float>.allocate(capacity: panels * mr * steps)
+                defer { packedA.deallocate() }
+                Parallel.forRanges(panels, threads: threads) { range in
+                    let r = (range.lowerBound * mr)..<min(rows, range.upperBound * mr)
+                    if gemm.precision == .bf16 {
+                        Gemm.packA16(input, lda: kk, transposed: false, rows: r, steps: 0..<steps, depth: kk, width: mr,
+                                     into: packedA + range.lowerBound * mr * steps)
+                    } else {
+                        Gemm.packA(input, lda: kk, transposed: false, rows: r, depth: 0..<kk, width: mr, into: packedA + range.lowerBound * mr * steps)
+                    }
+                }
+                let aPanels = UnsafePointer(packedA)
+                Tiling.run(tiles, threads: threads, setup: { GemmScratch() }) { t, scratch in
+                    let c0 = t * columnTile, n = min(columnTile, nOut - c0)
+                    gemm.run(m: rows, n: n, k: steps, a: .panels(aPanels, panelStride: steps * mr),
+                             b: .panels(packed.pointer + (c0 / packed.width) * packed.panelStride, panelStride: packed.panelStride),
+                             c: o + c0, ldc: nOut, accumulate: false, scratch: scratch)
+                    finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
+                }
+                return
+            }
             Tiling.run(tiles, threads: threads, setup: { GemmScratch() }) { t, scratch in
                 let c0 = t * columnTile, n = min(columnTile, nOut - c0)
                 product(input, rows: rows, columns: c0, n, o + c0, scratch)
@@ -235,10 +262,16 @@ public enum Attention {
         let queryTiles = (n + tq - 1) / tq
         let kPanels = (m + mr - 1) / mr, vPanels = (dv + mr - 1) / mr
         let scale = k.scale
+        // bf16: the products step over pairs of the depth (d for the scores, keys for the values).
+        let bf16 = gemm.precision == .bf16
+        let dSteps = bf16 ? (d + 1) / 2 : d, mSteps = bf16 ? (m + 1) / 2 : m
         Parallel.forRanges(count * queryTiles, threads: threads) { range in
-            let kp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, kPanels * d * mr))
-            let vp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, vPanels * m * mr))
-            let qt = UnsafeMutablePointer<Float>.allocate(capacity: max(1, d * tq))
+            let kp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, kPanels * dSteps * mr))
+            let vp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, vPanels * mSteps * mr))
+            let qt = UnsafeMutablePointer<Float>.allocate(capacity: max(1, dSteps * tq))
+            let qs = UnsafeMutablePointer<Float>.allocate(capacity: bf16 ? max(1, tq * d) : 1)
+            let pt = UnsafeMutablePointer<Float>.allocate(capacity: bf16 ? tk / 2 * tq : 1)
+            defer { qs.deallocate(); pt.deallocate() }
             let st = UnsafeMutablePointer<Float>.allocate(capacity: tk * tq)
             let acc = UnsafeMutablePointer<Float>.allocate(capacity: vPanels * mr * tq)
             let stats = UnsafeMutablePointer<Float>.allocate(capacity: 3 * tq)
@@ -249,23 +282,32 @@ public enum Attention {
                 let p = item / queryTiles, q0 = (item % queryTiles) * tq, qn = min(tq, n - q0)
                 if p != packedSlice {
                     let kb = key.floats + ik[p] * m * d, vb = v.floats + iv[p] * m * dv
-                    if k.keysTransposed {
-                        Gemm.packA(kb, lda: m, transposed: true, rows: 0..<m, depth: 0..<d, width: mr, into: kp)
+                    let (lda, t) = k.keysTransposed ? (m, true) : (d, false)
+                    if bf16 {
+                        Gemm.packA16(kb, lda: lda, transposed: t, rows: 0..<m, steps: 0..<dSteps, depth: d, width: mr, into: kp)
+                        Gemm.packA16(vb, lda: dv, transposed: true, rows: 0..<dv, steps: 0..<mSteps, depth: m, width: mr, into: vp)
                     } else {
-                        Gemm.packA(kb, lda: d, transposed: false, rows: 0..<m, depth: 0..<d, width: mr, into: kp)
+                        Gemm.packA(kb, lda: lda, transposed: t, rows: 0..<m, depth: 0..<d, width: mr, into: kp)
+                        Gemm.packA(vb, lda: dv, transposed: true, rows: 0..<dv, depth: 0..<m, width: mr, into: vp)
                     }
-                    Gemm.packA(vb, lda: dv, transposed: true, rows: 0..<dv, depth: 0..<m, width: mr, into: vp)
                     packedSlice = p
                 }
-                Gemm.packB(q.floats + iq[p] * n * d, ldb: d, transposed: true, columns: q0..<(q0 + qn), depth: 0..<d, width: tq, into: qt)
-                for i in 0..<(d * tq) { qt[i] *= scale }
+                let qb = q.floats + iq[p] * n * d + q0 * d
+                if bf16 {
+                    // Scaled in f32, then rounded to bf16.
+                    for i in 0..<(qn * d) { qs[i] = qb[i] * scale }
+                    Gemm.packB16(qs, ldb: d, transposed: true, columns: 0..<qn, steps: 0..<dSteps, depth: d, width: tq, into: qt)
+                } else {
+                    Gemm.packB(qb, ldb: d, transposed: true, columns: 0..<qn, depth: 0..<d, width: tq, into: qt)
+                    for i in 0..<(d * tq) { qt[i] *= scale }
+                }
                 for c in 0..<tq { mx[c] = -.infinity; sum[c] = 0 }
                 acc.initialize(repeating: 0, count: vPanels * mr * tq)
                 var j0 = 0
                 while j0 < m {
                     let kn = min(tk, m - j0)
                     for i in stride(from: 0, to: kn, by: mr) {
-                        gemm.micro(d, kp + ((j0 + i) / mr) * d * mr, qt, st + i * tq, tq, false)
+                        gemm.micro(dSteps, kp + ((j0 + i) / mr) * dSteps * mr, qt, st + i * tq, tq, false)
                     }
                     for (bi, layout) in biasLayouts.enumerated() {
                         let base = biases[bi].floats + layout.offsets[p]
@@ -279,8 +321,19 @@ public enum Attention {
                         let a = acc + r * tq
                         for c in 0..<tq { a[c] *= corr[c] }
                     }
-                    for i in 0..<vPanels {
-                        gemm.micro(kn, vp + i * m * mr + j0 * mr, st, acc + i * mr * tq, tq, true)
+                    if bf16 {
+                        // Pᵀ as bf16 words: key rows 2s and 2s+1 in one word per query.
+                        let knSteps = (kn + 1) / 2
+                        for s in 0..<knSteps {
+                            Gemm.pairRows(st + 2 * s * tq, 2 * s + 1 < kn ? st + (2 * s + 1) * tq : nil, pt + s * tq, tq)
+                        }
+                        for i in 0..<vPanels {
+                            gemm.micro(knSteps, vp + i * mSteps * mr + (j0 / 2) * mr, pt, acc + i * mr * tq, tq, true)
+                        }
+                    } else {
+                        for i in 0..<vPanels {
+                            gemm.micro(kn, vp + i * m * mr + j0 * mr, st, acc + i * mr * tq, tq, true)
+                        }
                     }
                     j0 += kn
                 }

@@ -75,12 +75,70 @@ public final class PackedMatrix: @unchecked Sendable {
         return p
     }
 
+    /// Reads element `i` of an f32 or bf16 weight as f32.
+    @inline(__always)
+    static func element(_ v: View, _ i: Int) -> Float {
+        v.dtype == .bf16 ? Float(bitPattern: UInt32(v.pointer.assumingMemoryBound(to: UInt16.self)[i]) << 16) : v.floats[i]
+    }
+
+    /// Convolution weights `[groups·rows, icg, kh, kw]` (f32 or bf16) as bf16 A panels whose steps
+    /// run tap by tap and, within a tap, over pairs of input channels (`k` = kh·kw·⌈icg/2⌉ steps):
+    /// the order in which a padded copy of the input, channel pairs interleaved, holds its taps.
+    public static func convolutionWeights16(_ w: View, groups: Int, width: Int) -> PackedMatrix {
+        let (oc, icg, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3])
+        let rows = oc / groups, taps = kh * kw, pairs = (icg + 1) / 2
+        let p = PackedMatrix(extent: rows, k: taps * pairs, width: width, groups: groups)
+        for g in 0..<groups {
+            let base = p.pointer + g * p.groupStride
+            for o in 0..<p.panels * width {
+                let panel = o / width, r = o % width
+                let d = base + panel * p.panelStride + r
+                for t in 0..<taps {
+                    for cp in 0..<pairs {
+                        var word: Float = 0
+                        if o < rows {
+                            let w0 = ((g * rows + o) * icg + 2 * cp) * taps + t
+                            word = Gemm.bf16Pair(element(w, w0), 2 * cp + 1 < icg ? element(w, w0 + taps) : 0)
+                        }
+                        d[(t * pairs + cp) * width] = word
+                    }
+                }
+            }
+        }
+        return p
+    }
+
+    /// Linear weights `[columns, k]` (f32 or bf16) as bf16 B panels of `wᵀ` (⌈k/2⌉ steps).
+    public static func columnsOf16(_ w: View, columns: Int, k: Int, width: Int) -> PackedMatrix {
+        let steps = (k + 1) / 2
+        let p = PackedMatrix(extent: columns, k: steps, width: width, groups: 1)
+        for j in 0..<p.panels * width {
+            let panel = j / width, c = j % width
+            let d = p.pointer + panel * p.panelStride + c
+            for s in 0..<steps {
+                var word: Float = 0
+                if j < columns {
+                    word = Gemm.bf16Pair(element(w, j * k + 2 * s), 2 * s + 1 < k ? element(w, j * k + 2 * s + 1) : 0)
+                }
+                d[s * width] = word
+            }
+        }
+        return p
+    }
+
     /// Rows of `w [columns, k]` (as linear weights `[out, in]` are) as B panels of `wᵀ`.
     public static func columnsOf(_ w: UnsafePointer<Float>, columns: Int, k: Int, width: Int) -> PackedMatrix {
         let p = PackedMatrix(extent: columns, k: k, width: width, groups: 1)
         Gemm.packB(w, ldb: k, transposed: true, columns: 0..<columns, depth: 0..<k, width: width, into: p.pointer)
         return p
     }
+}
+
+/// What the micro-kernels multiply. Panels hold 4-byte words: an f32, or (bf16) the values of k
+/// and k+1 in the low and high halves, so that a bf16 GEMM over K runs ⌈K/2⌉ steps.
+public enum GemmPrecision: String, Sendable, CaseIterable {
+    case f32
+    case bf16
 }
 
 /// One operand of a GEMM: a row-major matrix (possibly transposed) packed block by block as the
@@ -105,11 +163,19 @@ public final class GemmScratch: @unchecked Sendable {
     private(set) var b: UnsafeMutablePointer<Float>? = nil
     private var aCount = 0, bCount = 0
     public init() {}
-    deinit { a?.deallocate(); b?.deallocate() }
+    deinit { a?.deallocate(); b?.deallocate(); whole?.deallocate() }
 
     func aBuffer(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count > aCount { a?.deallocate(); a = .allocate(capacity: count); aCount = count }
         return a!
+    }
+
+    private var whole: UnsafeMutablePointer<Float>? = nil
+    private var wholeCount = 0
+
+    func wholeBuffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count > wholeCount { whole?.deallocate(); whole = .allocate(capacity: count); wholeCount = count }
+        return whole!
     }
 
     func bBuffer(_ count: Int) -> UnsafeMutablePointer<Float> {
@@ -129,18 +195,28 @@ public struct Gemm: Sendable {
     public static let nc = 384
 
     public let isa: ISA
+    /// f32 products, or bf16 operands with f32 accumulation.
+    public let precision: GemmPrecision
     /// Rows of the micro-kernel's block (A panel width) and columns (B panel width).
     public let mr: Int
     public let nr: Int
+    /// bf16 with `vdpbf16ps` (AVX512_BF16), or emulated with shifts and FMAs (the AVX2 kernel).
+    public let nativeBF16: Bool
 
-    public init(_ isa: ISA = .best) {
+    public init(_ isa: ISA = .best, precision: GemmPrecision = .f32) {
         precondition(isa.isSupported, "this processor cannot run the \(isa) kernels")
         self.isa = isa
-        switch isa {
-        case .avx512: (mr, nr) = (sgemmRowsAVX512, sgemmColumnsAVX512)
-        case .avx2, .openblas: (mr, nr) = (sgemmRowsAVX2, sgemmColumnsAVX2)
+        self.precision = precision
+        nativeBF16 = isa == .avx512 && CPU.features & UInt32(CK_AVX512_BF16) != 0
+        switch (isa, precision) {
+        case (.avx512, .f32): (mr, nr) = (sgemmRowsAVX512, sgemmColumnsAVX512)
+        case (.avx512, .bf16) where nativeBF16: (mr, nr) = (12, 32)
+        default: (mr, nr) = (sgemmRowsAVX2, sgemmColumnsAVX2)
         }
     }
+
+    /// The same kernel set for the other precision.
+    public func with(_ precision: GemmPrecision) -> Gemm { Gemm(isa, precision: precision) }
 
     /// Whether the fused kernels call OpenBLAS instead of our micro-kernels.
     public var usesBLAS: Bool { isa == .openblas }
@@ -158,6 +234,10 @@ public struct Gemm: Sendable {
     @inline(__always)
     func indirectMicro(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>,
                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+        if precision == .bf16 {
+            bf16Micro(kc, a, b, offsets, c, ldc, accumulate)
+            return
+        }
         switch isa {
         case .avx512: sgemmIndirectMicroKernelAVX512(kc, a, b, offsets, c, ldc, accumulate)
         default: sgemmIndirectMicroKernelAVX2(kc, a, b, offsets, c, ldc, accumulate)
@@ -165,7 +245,22 @@ public struct Gemm: Sendable {
     }
 
     @inline(__always)
+    func bf16Micro(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>?,
+                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+        let (wa, wb) = (UnsafeRawPointer(a).assumingMemoryBound(to: UInt32.self), UnsafeRawPointer(b).assumingMemoryBound(to: UInt32.self))
+        if nativeBF16 {
+            ck_sbgemm_avx512bf16(kc, wa, wb, offsets, c, ldc, accumulate ? 1 : 0)
+        } else {
+            sbgemmMicroKernelAVX2(kc, wa, wb, offsets, c, ldc, accumulate)
+        }
+    }
+
+    @inline(__always)
     func micro(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+        if precision == .bf16 {
+            bf16Micro(kc, a, b, nil, c, ldc, accumulate)
+            return
+        }
         switch isa {
         case .avx512: sgemmMicroKernelAVX512(kc, a, b, c, ldc, accumulate)
         default: sgemmMicroKernelAVX2(kc, a, b, c, ldc, accumulate)
@@ -188,8 +283,9 @@ public struct Gemm: Sendable {
     }
 
     /// `C[m × n] (+)= A[m × k] · B[k × n]` with either operand packed beforehand (with this engine's
-    /// `mr`/`nr`) or packed here.
-    public func run(m: Int, n: Int, k: Int, a: GemmOperand, b: GemmOperand, c: UnsafeMutablePointer<Float>, ldc: Int,
+    /// `mr`/`nr`) or packed here. For bf16, `k` counts steps (pairs of the depth) and `.matrix`
+    /// operands are f32 matrices of depth `depth` (default 2k), rounded to bf16 as they are packed.
+    public func run(m: Int, n: Int, k: Int, depth: Int? = nil, a: GemmOperand, b: GemmOperand, c: UnsafeMutablePointer<Float>, ldc: Int,
                     accumulate: Bool, scratch: GemmScratch? = nil) {
         guard m > 0, n > 0 else { return }
         if k == 0 {
@@ -198,6 +294,18 @@ public struct Gemm: Sendable {
         }
         let s = scratch ?? GemmScratch()
         let (mr, nr) = (self.mr, self.nr)
+        // A row-major A used by several column blocks is packed once, whole.
+        if case .matrix(let ptr, let ld, let t) = a, n > Gemm.nc, m * k <= 8 << 20 {
+            let panels = (m + mr - 1) / mr
+            let whole = s.wholeBuffer(panels * mr * k)
+            if precision == .bf16 {
+                Gemm.packA16(ptr, lda: ld, transposed: t, rows: 0..<m, steps: 0..<k, depth: depth ?? 2 * k, width: mr, into: whole)
+            } else {
+                Gemm.packA(ptr, lda: ld, transposed: t, rows: 0..<m, depth: 0..<k, width: mr, into: whole)
+            }
+            run(m: m, n: n, k: k, a: .panels(whole, panelStride: k * mr), b: b, c: c, ldc: ldc, accumulate: accumulate, scratch: s)
+            return
+        }
         let edge = UnsafeMutablePointer<Float>.allocate(capacity: 32 * 32)
         defer { edge.deallocate() }
         var jc = 0
@@ -215,7 +323,12 @@ public struct Gemm: Sendable {
                     indirect = (base, offsets + pc, width, rowStride)
                 case .matrix(let ptr, let ld, let t):
                     let buffer = s.bBuffer(min(k, Gemm.kc) * ((min(n, Gemm.nc) + nr - 1) / nr) * nr)
-                    Gemm.packB(ptr, ldb: ld, transposed: t, columns: jc..<(jc + ncb), depth: pc..<(pc + kcb), width: nr, into: buffer)
+                    if precision == .bf16 {
+                        Gemm.packB16(ptr, ldb: ld, transposed: t, columns: jc..<(jc + ncb), steps: pc..<(pc + kcb), depth: depth ?? 2 * k,
+                                     width: nr, into: buffer)
+                    } else {
+                        Gemm.packB(ptr, ldb: ld, transposed: t, columns: jc..<(jc + ncb), depth: pc..<(pc + kcb), width: nr, into: buffer)
+                    }
                     (bp, bStride) = (UnsafePointer(buffer), kcb * nr)
                 case .panels(let ptr, let stride):
                     (bp, bStride) = (ptr + (jc / nr) * stride + pc * nr, stride)
@@ -232,7 +345,12 @@ public struct Gemm: Sendable {
                     switch a {
                     case .matrix(let ptr, let ld, let t):
                         let buffer = s.aBuffer(min(k, Gemm.kc) * ((min(m, Gemm.mc) + mr - 1) / mr) * mr)
-                        Gemm.packA(ptr, lda: ld, transposed: t, rows: ic..<(ic + mcb), depth: pc..<(pc + kcb), width: mr, into: buffer)
+                        if precision == .bf16 {
+                            Gemm.packA16(ptr, lda: ld, transposed: t, rows: ic..<(ic + mcb), steps: pc..<(pc + kcb), depth: depth ?? 2 * k,
+                                         width: mr, into: buffer)
+                        } else {
+                            Gemm.packA(ptr, lda: ld, transposed: t, rows: ic..<(ic + mcb), depth: pc..<(pc + kcb), width: mr, into: buffer)
+                        }
                         (ap, aStride) = (UnsafePointer(buffer), kcb * mr)
                     case .panels(let ptr, let stride):
                         (ap, aStride) = (ptr + (ic / mr) * stride + pc * mr, stride)
@@ -280,6 +398,103 @@ public struct Gemm: Sendable {
                 pc += kcb
             }
             jc += ncb
+        }
+    }
+
+    /// f32 → bf16 bits, rounding to nearest even (a NaN stays a NaN).
+    @inline(__always)
+    public static func bf16(_ v: Float) -> UInt32 {
+        let bits = v.bitPattern
+        if bits & 0x7FFF_FFFF > 0x7F80_0000 { return (bits >> 16) | 0x40 }
+        return (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16
+    }
+
+    /// f32 → bf16 (nearest even) of `count` values: the processor's conversion where it has one.
+    public static func convertToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, _ count: Int) {
+        if CPU.features & UInt32(CK_AVX512_BF16) != 0 {
+            ck_f32_to_bf16_avx512bf16(src, dst, count)
+        } else {
+            for i in 0..<count { dst[i] = UInt16(truncatingIfNeeded: bf16(src[i])) }
+        }
+    }
+
+    /// `dst[j]` = bf16 words of `r0[j]` (low half) and `r1[j]` (high half, 0 without `r1`), rounded
+    /// to nearest even by integer arithmetic (the same bits on every path).
+    public static func pairRows(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+        let words = UnsafeMutableRawPointer(dst).assumingMemoryBound(to: UInt32.self)
+        if CPU.features & UInt32(CK_AVX512) != 0 {
+            bf16PairRowsAVX512(r0, r1, words, count)
+        } else if CPU.features & UInt32(CK_AVX2_FMA) != 0 {
+            bf16PairRowsAVX2(r0, r1, words, count)
+        } else {
+            for j in 0..<count { dst[j] = bf16Pair(r0[j], r1?[j] ?? 0) }
+        }
+    }
+
+    /// A word of two bf16 values: `low` in the low half (depth k), `high` in the high half (k+1).
+    @inline(__always)
+    public static func bf16Pair(_ low: Float, _ high: Float) -> Float {
+        Float(bitPattern: bf16(low) | (bf16(high) << 16))
+    }
+
+    /// `packA` for bf16: rows × steps (pairs of the depth, which is `depth` long; past it, zeros).
+    static func packA16(_ a: UnsafePointer<Float>, lda: Int, transposed: Bool, rows: Range<Int>, steps: Range<Int>, depth: Int, width: Int,
+                        into dst: UnsafeMutablePointer<Float>) {
+        let ks = steps.count
+        // A row's bf16 values in order are its words (k in the low half, k+1 in the high half).
+        let row16 = transposed ? nil : UnsafeMutablePointer<UInt16>.allocate(capacity: 2 * ks)
+        defer { row16?.deallocate() }
+        var panel = 0, i0 = rows.lowerBound
+        while i0 < rows.upperBound {
+            let h = min(width, rows.upperBound - i0)
+            let d = dst + panel * ks * width
+            for r in 0..<width {
+                if r >= h { for p in 0..<ks { d[p * width + r] = 0 }; continue }
+                if let row16 {
+                    let k0 = 2 * steps.lowerBound, count = max(0, min(2 * ks, depth - k0))
+                    convertToBF16(a + (i0 + r) * lda + k0, row16, count)
+                    if count < 2 * ks { (row16 + count).initialize(repeating: 0, count: 2 * ks - count) }
+                    let words = UnsafeRawPointer(row16).assumingMemoryBound(to: Float.self)
+                    for p in 0..<ks { d[p * width + r] = words[p] }
+                    continue
+                }
+                let i = i0 + r
+                for p in 0..<ks {
+                    let k0 = 2 * (steps.lowerBound + p), k1 = k0 + 1
+                    let x0: Float = k0 < depth ? (transposed ? a[k0 * lda + i] : a[i * lda + k0]) : 0
+                    let x1: Float = k1 < depth ? (transposed ? a[k1 * lda + i] : a[i * lda + k1]) : 0
+                    d[p * width + r] = bf16Pair(x0, x1)
+                }
+            }
+            panel += 1
+            i0 += width
+        }
+    }
+
+    /// `packB` for bf16: steps (pairs of the depth, `depth` long) × columns.
+    static func packB16(_ b: UnsafePointer<Float>, ldb: Int, transposed: Bool, columns: Range<Int>, steps: Range<Int>, depth: Int, width: Int,
+                        into dst: UnsafeMutablePointer<Float>) {
+        let ks = steps.count
+        var panel = 0, j0 = columns.lowerBound
+        while j0 < columns.upperBound {
+            let w = min(width, columns.upperBound - j0)
+            let d = dst + panel * ks * width
+            for p in 0..<ks {
+                let k0 = 2 * (steps.lowerBound + p), k1 = k0 + 1
+                let o = d + p * width
+                if transposed {
+                    for j in 0..<w {
+                        let row = b + (j0 + j) * ldb
+                        o[j] = bf16Pair(k0 < depth ? row[k0] : 0, k1 < depth ? row[k1] : 0)
+                    }
+                } else {
+                    let r0 = b + k0 * ldb + j0, r1 = b + k1 * ldb + j0
+                    pairRows(r0, k1 < depth ? r1 : nil, o, w)
+                }
+                for j in w..<width { o[j] = 0 }
+            }
+            panel += 1
+            j0 += width
         }
     }
 

@@ -13,6 +13,35 @@ public enum MovementKernels {
         }
     }
 
+    /// `out = x.take(indices, axis)` for i64/i32 indices (negative ones count from the end); false
+    /// (nothing written) when an index is out of range or the indices have another dtype, so that the
+    /// reference kernel reports it.
+    public static func gather(_ x: View, indices: View, axis: Int, out: View, threads: Int) -> Bool {
+        let a = axis < 0 ? axis + x.dims.count : axis
+        guard a >= 0 && a < x.dims.count, indices.dtype == .i64 || indices.dtype == .i32 else { return false }
+        let axisLength = x.dims[a]
+        let n = indices.count
+        var index = [Int](repeating: 0, count: n)
+        for j in 0..<n {
+            var v = indices.dtype == .i64 ? Int(indices.pointer.assumingMemoryBound(to: Int64.self)[j]) : Int(indices.pointer.assumingMemoryBound(to: Int32.self)[j])
+            if v < 0 { v += axisLength }
+            guard v >= 0 && v < axisLength else { return false }
+            index[j] = v
+        }
+        let outer = x.dims[..<a].reduce(1, *)
+        let inner = x.dims[(a + 1)...].reduce(1, *) * x.dtype.byteSize
+        let src = x.pointer, dst = out.pointer
+        index.withUnsafeBufferPointer { ix in
+            Parallel.forRanges(outer * n, threads: threads, minimumPerThread: 64) { range in
+                for item in range {
+                    let (o, j) = (item / n, item % n)
+                    (dst + item * inner).copyMemory(from: src + (o * axisLength + ix[j]) * inner, byteCount: inner)
+                }
+            }
+        }
+        return true
+    }
+
     /// Copies: for each output index (row-major), the flat source index is Σ index[d]·stride[d] + base.
     static func strided(_ src: View, _ dst: UnsafeMutableRawPointer, dims: [Int], strides: [Int], base: Int, threads: Int) {
         let size = src.dtype.byteSize

@@ -130,3 +130,87 @@ public func softmaxColumns16AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, 
     _mm256_storeu_ps(runningMax, m0)
     _mm256_storeu_ps(runningMax + 8, m1)
 }
+
+/// The bf16 micro-kernel where the processor has no bf16 dot product: `C[6 × 16] (+)= A · B` over
+/// `ksteps` pairs of k, panels of 32-bit words each holding the bf16 values of k and k+1 (the layout
+/// of the AVX512_BF16 kernel, 6 rows and 16 columns wide). Each bf16 becomes an f32 by a shift (it
+/// is the high half of one), then two FMAs per pair: exact products, f32 sums in k order.
+@inline(never)
+public func sbgemmMicroKernelAVX2(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ offsets: UnsafePointer<Int>?,
+                                  _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+    if let offsets {
+        sbgemmBodyAVX2(ksteps, a, { b + offsets[$0] }, c, ldc, accumulate)
+    } else {
+        sbgemmBodyAVX2(ksteps, a, { b + $0 * 16 }, c, ldc, accumulate)
+    }
+}
+
+@inline(__always)
+func sbgemmBodyAVX2(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ bAt: (Int) -> UnsafePointer<UInt32>,
+                    _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
+    var c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps()
+    var c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps()
+    var c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps()
+    var c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps()
+    var c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps()
+    var c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps()
+    let high = _mm256_set1_epi32(Int32(bitPattern: 0xFFFF_0000))
+    var pa = a
+    for p in 0..<ksteps {
+        let raw = UnsafeRawPointer(bAt(p)).assumingMemoryBound(to: __m256i.self)
+        let w0 = _mm256_loadu_si256(raw), w1 = _mm256_loadu_si256(raw + 1)
+        // k: the low halves shifted up.
+        var b0 = _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), b1 = _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16))
+        var x = _mm256_set1_ps(Float(bitPattern: pa[0] << 16)); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01)
+        x = _mm256_set1_ps(Float(bitPattern: pa[1] << 16)); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11)
+        x = _mm256_set1_ps(Float(bitPattern: pa[2] << 16)); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21)
+        x = _mm256_set1_ps(Float(bitPattern: pa[3] << 16)); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31)
+        x = _mm256_set1_ps(Float(bitPattern: pa[4] << 16)); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41)
+        x = _mm256_set1_ps(Float(bitPattern: pa[5] << 16)); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51)
+        // k + 1: the high halves.
+        b0 = _mm256_castsi256_ps(_mm256_and_si256(w0, high)); b1 = _mm256_castsi256_ps(_mm256_and_si256(w1, high))
+        x = _mm256_set1_ps(Float(bitPattern: pa[0] & 0xFFFF_0000)); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01)
+        x = _mm256_set1_ps(Float(bitPattern: pa[1] & 0xFFFF_0000)); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11)
+        x = _mm256_set1_ps(Float(bitPattern: pa[2] & 0xFFFF_0000)); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21)
+        x = _mm256_set1_ps(Float(bitPattern: pa[3] & 0xFFFF_0000)); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31)
+        x = _mm256_set1_ps(Float(bitPattern: pa[4] & 0xFFFF_0000)); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41)
+        x = _mm256_set1_ps(Float(bitPattern: pa[5] & 0xFFFF_0000)); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51)
+        pa += 6
+    }
+    @inline(__always) func store(_ r: Int, _ v0: __m256, _ v1: __m256) {
+        let p = c + r * ldc
+        if accumulate {
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), v0))
+            _mm256_storeu_ps(p + 8, _mm256_add_ps(_mm256_loadu_ps(p + 8), v1))
+        } else {
+            _mm256_storeu_ps(p, v0)
+            _mm256_storeu_ps(p + 8, v1)
+        }
+    }
+    store(0, c00, c01); store(1, c10, c11); store(2, c20, c21)
+    store(3, c30, c31); store(4, c40, c41); store(5, c50, c51)
+}
+
+/// `dst[j]` = the bf16 values of `r0[j]` (low half) and `r1[j]` (high half; 0 without `r1`), rounded
+/// to nearest even, for `count` columns.
+@inline(never)
+public func bf16PairRowsAVX2(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<UInt32>, _ count: Int) {
+    let one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFF), high = _mm256_set1_epi32(Int32(bitPattern: 0xFFFF_0000))
+    @inline(__always) func rounded(_ v: __m256i) -> __m256i {
+        _mm256_add_epi32(_mm256_add_epi32(v, bias), _mm256_and_si256(_mm256_srli_epi32(v, 16), one))
+    }
+    var j = 0
+    while j + 8 <= count {
+        let lo = _mm256_srli_epi32(rounded(_mm256_castps_si256(_mm256_loadu_ps(r0 + j))), 16)
+        var word = lo
+        if let r1 { word = _mm256_or_si256(lo, _mm256_and_si256(rounded(_mm256_castps_si256(_mm256_loadu_ps(r1 + j))), high)) }
+        _mm256_storeu_si256(UnsafeMutableRawPointer(dst + j).assumingMemoryBound(to: __m256i.self), word)
+        j += 8
+    }
+    while j < count {
+        let a = r0[j].bitPattern, b = r1?[j].bitPattern ?? 0
+        let ra = (a &+ 0x7FFF &+ ((a >> 16) & 1)) >> 16, rb = r1 == nil ? 0 : (b &+ 0x7FFF &+ ((b >> 16) & 1)) & 0xFFFF_0000
+        dst[j] = ra | rb
+        j += 1
+    }
+}

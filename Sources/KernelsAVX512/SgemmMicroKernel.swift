@@ -142,3 +142,27 @@ public func softmaxColumns32AVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int
     _mm512_storeu_ps(runningMax, m0)
     _mm512_storeu_ps(runningMax + 16, m1)
 }
+
+/// `dst[j]` = the bf16 values of `r0[j]` (low half) and `r1[j]` (high half; 0 without `r1`), rounded
+/// to nearest even, for `count` columns: two rows of f32 as one row of the bf16 kernels' words.
+@inline(never)
+public func bf16PairRowsAVX512(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<UInt32>, _ count: Int) {
+    let one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF), high = _mm512_set1_epi32(Int32(bitPattern: 0xFFFF_0000))
+    @inline(__always) func rounded(_ v: __m512i) -> __m512i {
+        _mm512_add_epi32(_mm512_add_epi32(v, bias), _mm512_and_si512(_mm512_srli_epi32(v, 16), one))
+    }
+    var j = 0
+    while j + 16 <= count {
+        let lo = _mm512_srli_epi32(rounded(_mm512_castps_si512(_mm512_loadu_ps(r0 + j))), 16)
+        var word = lo
+        if let r1 { word = _mm512_or_si512(lo, _mm512_and_si512(rounded(_mm512_castps_si512(_mm512_loadu_ps(r1 + j))), high)) }
+        _mm512_storeu_si512(UnsafeMutableRawPointer(dst + j), word)
+        j += 16
+    }
+    while j < count {
+        let a = r0[j].bitPattern, b = r1?[j].bitPattern ?? 0
+        let ra = (a &+ 0x7FFF &+ ((a >> 16) & 1)) >> 16, rb = r1 == nil ? 0 : (b &+ 0x7FFF &+ ((b >> 16) & 1)) & 0xFFFF_0000
+        dst[j] = ra | rb
+        j += 1
+    }
+}

@@ -37,6 +37,8 @@ public enum Compiler {
             log("  lowered: \(r.instructions) instructions, arena \(bytes(r.arenaBytes))")
         }
         for (name, t) in constants { lowering.addNamedConstant(name, t) }
+        var converted = 0
+        if options.gemmWeights != .f32 { converted = lowering.storeGemmWeights(as: options.gemmWeights) }
         var report = ""
         func line(_ s: String) { report += s + "\n" }
         if let metadata, !metadata.isEmpty {
@@ -58,9 +60,10 @@ public enum Compiler {
                  + ", \(r.inPlace) in place)")
         }
         let weightCount = lowering.weights.count - 1
-        line("weights: \(weightCount) tensors, \(bytes(lowering.weightBytes)) (shared by all entry points)")
+        line("weights: \(weightCount) tensors, \(bytes(lowering.weightBytes)) (shared by all entry points)"
+             + (converted > 0 ? "; \(converted) convolution and linear weights stored as \(options.gemmWeights)" : ""))
         line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
-        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"], report: report, metadata: metadata)
+        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: options.gemmWeights == .f32 ? ["f32"] : ["f32", options.gemmWeights.rawValue], report: report, metadata: metadata)
         return CompiledPlan(program: program, weights: lowering.weightData, report: report, entryReports: lowering.reports, passRecords: records)
     }
 

@@ -40,6 +40,36 @@ public struct Lowering {
         return .weight(weights.count - 1)
     }
 
+    /// Stores the weights of convolutions and linear layers (their operand 1) as `dtype` (bf16: the
+    /// GEMMs then run with bf16 operands and f32 accumulation); returns how many were converted.
+    @discardableResult
+    public mutating func storeGemmWeights(as dtype: DType) -> Int {
+        var chosen = Set<Int>()
+        for e in entries {
+            for ins in e.instructions {
+                switch ins.kernel {
+                case .conv2d, .linear:
+                    if ins.operands.count > 1, case .weight(let i) = ins.operands[1], weights[i].dtype == .f32 { chosen.insert(i) }
+                default: break
+                }
+            }
+        }
+        var end = 0
+        for i in 1..<weights.count {
+            if chosen.contains(i), let t = weightData[i] {
+                let c = t.converted(to: dtype)
+                weightData[i] = c
+                weights[i].dtype = dtype
+                weights[i].format = dtype.rawValue
+                weights[i].byteCount = c.byteCount
+            }
+            weights[i].offset = (end + 63) / 64 * 64
+            end = weights[i].offset + weights[i].byteCount
+        }
+        sectionEnd = end
+        return chosen.count
+    }
+
     /// A named constant stored with the weights (e.g. a prompt embedding computed at compile time).
     @discardableResult
     public mutating func addNamedConstant(_ name: String, _ t: Tensor) -> Int {

@@ -10,6 +10,9 @@ public struct CompileOptions: Sendable {
     public var evaluator: ConstantEvaluator = ReferenceEvaluator()
     /// Constants larger than this are not produced by folding (bytes).
     public var maxFoldedBytes = 64 << 20
+    /// The dtype convolution and linear weights are stored in (`--precision bf16`: bf16 operands,
+    /// f32 accumulation, everything else f32).
+    public var gemmWeights: DType = .f32
     public init() {}
 }
 

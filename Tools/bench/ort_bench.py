@@ -53,14 +53,16 @@ def main():
         if i >= a.warmup:
             times.append(dt)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    errors = {}
+    errors, l2 = {}, {}
     for n, o in zip(names, outs):
         if "ref." + n in io:
             r = io["ref." + n]
             errors[n] = float(np.abs(o - r).max() / max(np.abs(r).max(), 1e-30))
+            l2[n] = float(np.linalg.norm((o - r).ravel()) / max(np.linalg.norm(r.ravel()), 1e-30))
     result = {"model": a.model, "threads": a.threads, "onnxruntime": ort.__version__, "times_s": times,
-              "median_s": statistics.median(times), "min_s": min(times), "peak_rss_bytes": peak,
-              "weight_bytes": weights, "peak_rss_minus_weights_bytes": peak - weights, "relative_error": errors}
+              "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "peak_rss_bytes": peak,
+              "weight_bytes": weights, "peak_rss_minus_weights_bytes": peak - weights, "relative_error": errors,
+              "relative_l2_error": l2}
     if a.json:
         print(json.dumps(result))
     else:

@@ -21,8 +21,13 @@ struct Bench: ParsableCommand {
         tensors named `ref.OUTPUT` there are compared with the outputs) or, without it, are seeded \
         random values of the entry's types (zeros for integer inputs).
 
-        The OpenBLAS kernel in use is printed (OPENBLAS_CORETYPE selects it); compare with a peer \
-        in the same session, on the same thread count (Tools/bench/plan-vs-onnxruntime.sh).
+        The kernel set (--isa) and the OpenBLAS kernel in use (OPENBLAS_CORETYPE selects it) are \
+        printed. --peer runs the same network on a peer in a separate process after ours, with the \
+        same inputs, thread count, warm-up and runs, and prints the ratio of the medians: \
+        onnxruntime (Tools/bench/ort_bench.py on --peer-dir/bench-NETWORK.onnx), torch and \
+        torch-bf16 (Tools/bench/torch_bench.py, the network built by Tools/bench/export_full_onnx.py \
+        from --peer-dir's checkpoints). They need a Python with those packages (--python, default \
+        ~/venv/bin/python); Tools/bench/export_full_onnx.py writes the exports and the inputs.
         """
     )
 
@@ -44,6 +49,18 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for the kernels.")
     var threads: Int = 2
 
+    @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, torch, torch-bf16.")
+    var peer: [String] = []
+
+    @Option(help: "The peers' directory: bench-NETWORK.onnx, the synthetic checkpoints (default: the plan's directory).")
+    var peerDir: String?
+
+    @Option(help: "The network the peers run (default: the entry's name; DiffBIR plan entries map to their networks).")
+    var peerNetwork: String?
+
+    @Option(help: "The Python interpreter with onnxruntime / torch (default: ~/venv/bin/python).")
+    var python: String?
+
     @Flag(help: "Print the time per kernel kind and the slowest instructions of the last run (on stderr).")
     var profile = false
 
@@ -55,6 +72,9 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         if runs < 1 || warmup < 0 || threads < 1 { throw ValidationError("--runs and --threads must be at least 1, --warmup at least 0") }
+        for p in peer where !["onnxruntime", "torch", "torch-bf16"].contains(p) {
+            throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, torch, torch-bf16)")
+        }
     }
 
     static func peakRSSBytes() -> Int {
@@ -63,13 +83,84 @@ struct Bench: ParsableCommand {
         return Int(usage.ru_maxrss) * 1024
     }
 
+    /// The peer network of an entry: its name, or for a DiffBIR plan's entries the network behind them.
+    static func network(of entry: String, metadata: [String: String]?) -> String {
+        switch entry {
+        case "stage1": return metadata?["diffbir.cleaner"] ?? "swinir"
+        case "encode": return "vae-encoder"
+        case "decode": return "vae-decoder"
+        case "text": return "clip-text"
+        default: return entry
+        }
+    }
+
+    /// ‖a − b‖₂ / ‖b‖₂
+    static func relativeL2(_ a: Tensor, _ b: Tensor) -> Double {
+        let x = a.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+        let y = b.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+        guard x.count == y.count else { return .infinity }
+        var d = 0.0, n = 0.0
+        for i in 0..<x.count { d += (x[i] - y[i]) * (x[i] - y[i]); n += y[i] * y[i] }
+        return (d / max(n, 1e-300)).squareRoot()
+    }
+
+    /// Runs a peer script and returns its JSON result.
+    func runPeer(_ peer: String, network: String, inputs: String, planDirectory: String) throws -> [String: Any] {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let py = python ?? (NSHomeDirectory() + "/venv/bin/python")
+        guard FileManager.default.isExecutableFile(atPath: py) else {
+            throw ToolError("--peer \(peer): no Python at \(py) (give --python, with onnxruntime/torch installed)")
+        }
+        let dir = peerDir ?? planDirectory
+        var arguments: [String]
+        switch peer {
+        case "onnxruntime":
+            let model = dir + "/bench-\(network).onnx"
+            guard FileManager.default.fileExists(atPath: model) else {
+                throw ToolError("--peer onnxruntime: no \(model) (Tools/bench/export_full_onnx.py \(dir) \(network) makes it)")
+            }
+            arguments = [root.appendingPathComponent("Tools/bench/ort_bench.py").path, model, inputs]
+        default:
+            arguments = [root.appendingPathComponent("Tools/bench/torch_bench.py").path, dir, network, inputs]
+            if peer == "torch-bf16" { arguments.append("--bf16") }
+        }
+        arguments += ["--threads", "\(threads)", "--runs", "\(runs)", "--warmup", "\(warmup)", "--json"]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: py)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw ToolError("--peer \(peer): \(py) \(arguments.joined(separator: " ")) failed (exit \(process.terminationStatus))")
+        }
+        return object
+    }
+
     func run() throws {
         let file: PlanFile
         do { file = try PlanFile(path: plan) } catch { throw ToolError(error.description) }
         let names = file.program.entryPoints.map(\.name)
-        guard let name = entry ?? (names.count == 1 ? names[0] : nil), let e = file.program.entry(name) else {
-            throw ToolError("\(plan): choose an entry point with --entry (\(names.joined(separator: ", ")))")
+        if let entry, file.program.entry(entry) == nil {
+            throw ToolError("\(plan): no entry point '\(entry)' (\(names.joined(separator: ", ")))")
         }
+        if !peer.isEmpty && inputs == nil { throw ToolError("--peer needs --inputs (the same inputs for both; Tools/bench/export_full_onnx.py writes them)") }
+        let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
+        var results: [JSONValue] = []
+        for name in entry.map({ [$0] }) ?? names {
+            results.append(try bench(entry: name, file: file, executor: executor))
+        }
+        if json {
+            print(JSONValue.object([("plan", .string(plan)), ("threads", .integer(Int64(threads))), ("kernels", .string(executor.gemm.isa.rawValue)),
+                                    ("cpu", .string(CPU.summary)), ("openblas_core", .string(BLAS.coreName)), ("entries", .array(results))]).serialized)
+        }
+    }
+
+    func bench(entry name: String, file: PlanFile, executor: Executor) throws -> JSONValue {
+        let e = file.program.entry(name)!
         var feed: [String: Tensor] = [:]
         var references: [String: Tensor] = [:]
         if let inputs {
@@ -78,21 +169,19 @@ struct Bench: ParsableCommand {
                 if t.name.hasPrefix("ref.") { references[String(t.name.dropFirst(4))] = t.load() }
                 else if e.inputs.contains(where: { $0.name == t.name }) { feed[t.name] = t.load() }
             }
-        } else {
-            var state: UInt64 = 0x9E3779B97F4A7C15
-            for b in e.inputs {
-                if b.dtype == .f32 {
-                    let values = (0..<b.shape.count).map { _ -> Float in
-                        state = state &* 6364136223846793005 &+ 1442695040888963407
-                        return Float(Int64(bitPattern: state >> 11) % 1_000_000) / 1_000_000
-                    }
-                    feed[b.name] = Tensor(values, shape: b.shape)
-                } else {
-                    feed[b.name] = Tensor.zeros(b.dtype, b.shape)
+        }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for b in e.inputs where feed[b.name] == nil {
+            if b.dtype.isFloatingPoint {
+                let values = (0..<b.shape.count).map { _ -> Float in
+                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    return Float(Int64(bitPattern: state >> 11) % 2_000_001 - 1_000_000) / 1_000_000
                 }
+                feed[b.name] = Tensor(values, shape: b.shape)
+            } else {
+                feed[b.name] = Tensor.zeros(b.dtype, b.shape)
             }
         }
-        let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
         var times: [Double] = []
         var last: RunResult?
         for i in 0..<(warmup + runs) {
@@ -104,29 +193,48 @@ struct Bench: ParsableCommand {
             if let p = r.profile { printError(p.formatted) }
             if i >= warmup { times.append(r.seconds) }
             last = r
-            if !json { printError(String(format: "%@ %d: %.3f s", i < warmup ? "warm-up" : "run", i < warmup ? i + 1 : i - warmup + 1, r.seconds)) }
+            if !json { printError(String(format: "%@ %@ %d: %.3f s", name, i < warmup ? "warm-up" : "run", i < warmup ? i + 1 : i - warmup + 1, r.seconds)) }
         }
         let sorted = times.sorted()
         let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
         let peak = Self.peakRSSBytes()
         let weightBytes = file.program.weights.reduce(0) { $0 + $1.byteCount }
-        var errors: [(String, Double)] = []
-        for (k, t) in last!.outputs { if let ref = references[k] { errors.append((k, Executor.relativeError(t, ref))) } }
-        if json {
-            var fields: [(String, JSONValue)] = [
-                ("plan", .string(plan)), ("entry", .string(name)), ("threads", .integer(Int64(threads))),
-                ("openblas_core", .string(BLAS.coreName)), ("kernels", .string(executor.gemm.isa.rawValue)), ("times_s", .array(times.map { .number($0) })),
-                ("median_s", .number(median)), ("min_s", .number(sorted[0])), ("peak_rss_bytes", .integer(Int64(peak))),
-                ("weight_bytes", .integer(Int64(weightBytes))), ("arena_bytes", .integer(Int64(e.arenaBytes))),
-                ("peak_rss_minus_weights_bytes", .integer(Int64(peak - weightBytes))),
-            ]
-            fields.append(("relative_error", .object(errors.map { ($0.0, .number($0.1)) })))
-            print(JSONValue.object(fields).serialized)
-            return
+        var errors: [(String, Double, Double)] = []
+        for (k, t) in last!.outputs {
+            if let ref = references[k] { errors.append((k, Executor.relativeError(t, ref), Self.relativeL2(t, ref))) }
         }
-        print("\(plan) entry \(name): \(threads) threads, kernels \(executor.gemm.isa), OpenBLAS \(BLAS.coreName), \(runs) runs after \(warmup) warm-up")
-        print("times: " + times.map { String(format: "%.3f", $0) }.joined(separator: " ") + String(format: " s; median %.3f s, min %.3f s", median, sorted[0]))
-        print("peak RSS \(formatBytes(peak)); weights \(formatBytes(weightBytes)); peak RSS minus weights \(formatBytes(peak - weightBytes)); arena \(formatBytes(e.arenaBytes))")
-        for (k, err) in errors { print(String(format: "%@ vs ref.%@: relative error %.2e", k, k, err)) }
+        var fields: [(String, JSONValue)] = [
+            ("entry", .string(name)), ("times_s", .array(times.map { .number($0) })),
+            ("median_s", .number(median)), ("min_s", .number(sorted[0])), ("max_s", .number(sorted.last!)), ("peak_rss_bytes", .integer(Int64(peak))),
+            ("weight_bytes", .integer(Int64(weightBytes))), ("arena_bytes", .integer(Int64(e.arenaBytes))),
+            ("peak_rss_minus_weights_bytes", .integer(Int64(peak - weightBytes))),
+            ("relative_error", .object(errors.map { ($0.0, .number($0.1)) })),
+            ("relative_l2_error", .object(errors.map { ($0.0, .number($0.2)) })),
+        ]
+        if !json {
+            print("\(plan) entry \(name): \(threads) threads, kernels \(executor.gemm.isa) (\(CPU.summary)), OpenBLAS \(BLAS.coreName), \(runs) runs after \(warmup) warm-up")
+            print("times: " + times.map { String(format: "%.3f", $0) }.joined(separator: " ")
+                  + String(format: " s; median %.3f s, min %.3f s, max %.3f s", median, sorted[0], sorted.last!))
+            print("peak RSS \(formatBytes(peak)); weights \(formatBytes(weightBytes)); peak RSS minus weights \(formatBytes(peak - weightBytes)); arena \(formatBytes(e.arenaBytes))")
+            for (k, err, l2) in errors { print(String(format: "%@ vs ref.%@: relative error %.2e (max), %.2e (L2)", k, k, err, l2)) }
+        }
+        var peers: [(String, JSONValue)] = []
+        let network = peerNetwork ?? Self.network(of: name, metadata: file.program.metadata)
+        for p in peer {
+            let r = try runPeer(p, network: network, inputs: inputs!, planDirectory: (plan as NSString).deletingLastPathComponent.isEmpty ? "." : (plan as NSString).deletingLastPathComponent)
+            let theirs = r["median_s"] as? Double ?? .nan
+            let peerPeak = r["peak_rss_bytes"] as? Int ?? 0
+            peers.append((p, .object([("median_s", .number(theirs)), ("min_s", .number(r["min_s"] as? Double ?? .nan)),
+                                      ("max_s", .number(r["max_s"] as? Double ?? .nan)), ("peak_rss_bytes", .integer(Int64(peerPeak))),
+                                      ("ratio", .number(median / theirs)),
+                                      ("relative_error", .number((r["relative_error"] as? [String: Double])?.values.first ?? .nan)),
+                                      ("relative_l2_error", .number((r["relative_l2_error"] as? [String: Double])?.values.first ?? .nan))])))
+            if !json {
+                print(String(format: "peer %@ (%@): median %.3f s, min %.3f s, peak RSS %@; ours / theirs = %.2f×", p, network, theirs,
+                             r["min_s"] as? Double ?? .nan, formatBytes(peerPeak), median / theirs))
+            }
+        }
+        if !peers.isEmpty { fields.append(("peers", .object(peers))) }
+        return .object(fields)
     }
 }

@@ -67,6 +67,9 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("const"), help: "For an ONNX model: fix a graph input at import, NAME=FILE (repeatable).")
     var constants: [String] = []
 
+    @Option(help: "Precision of the convolutions and linear layers: f32, or bf16 (weights stored as bf16, bf16 operands into the GEMMs, f32 accumulation; norms, softmax and the rest stay f32).")
+    var precision: String = "f32"
+
     @Option(name: .customLong("disable-pass"), help: "Switch a pass off by name (repeatable).")
     var disabledPasses: [String] = []
 
@@ -119,6 +122,11 @@ struct Compile: ParsableCommand {
         var options = CompileOptions()
         options.disabled = Set(disabledPasses)
         options.verifyEach = verifyEach
+        switch precision {
+        case "f32": options.gemmWeights = .f32
+        case "bf16": options.gemmWeights = .bf16
+        default: throw ToolError("--precision: '\(precision)' is not f32 or bf16")
+        }
         let compiled: CompiledPlan
         do {
             compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata, log: { if !quiet { printError($0) } })

@@ -12,4 +12,15 @@ enum {
 };
 unsigned ck_cpu_features(void);
 
+/* C[12 x 32] (+)= A . B over `ksteps` pairs of k: A a packed panel of 12 rows per step (each a
+   32-bit word holding the bf16 values of k and k+1), B a packed panel of 32 such words per step,
+   or (offsets non-null) the 32 words at b + offsets[step]. f32 accumulation (vdpbf16ps).
+   Only on processors with AVX512_BF16. */
+void ck_sbgemm_avx512bf16(long ksteps, const uint32_t *a, const uint32_t *b, const long *offsets,
+                          float *c, long ldc, int accumulate);
+/* 12 independent vdpbf16ps per iteration (12 * 64 flops): the bf16 peak of one core. */
+float ck_bf16_peak(long iterations, float seed);
+/* f32 -> bf16 rounding to nearest even, with the native conversion. */
+void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count);
+
 #endif

@@ -1,0 +1,73 @@
+// The bf16 micro-kernel (AVX512_BF16 `vdpbf16ps`, f32 accumulation). C because Swift does not
+// import the bf16 vector types and intrinsics; compiled for that extension only in this function
+// and called only when CPUID reports it (Kernels/Gemm.swift dispatches).
+#include "ckernels.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define CK_ACC(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+#define CK_STEP(r) { __m512bh x = (__m512bh)_mm512_set1_epi32((int)pa[r]); \
+    c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0); c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1); }
+#define CK_STORE(r) { float *p = c + (r) * ldc; \
+    if (accumulate) { c##r##0 = _mm512_add_ps(_mm512_loadu_ps(p), c##r##0); c##r##1 = _mm512_add_ps(_mm512_loadu_ps(p + 16), c##r##1); } \
+    _mm512_storeu_ps(p, c##r##0); _mm512_storeu_ps(p + 16, c##r##1); }
+#define CK_LOOP(ADDRESS) \
+    for (long p = 0; p < ksteps; p++) { \
+        const uint32_t *pb = (ADDRESS); \
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(pb), b1 = (__m512bh)_mm512_loadu_si512(pb + 16); \
+        CK_STEP(0) CK_STEP(1) CK_STEP(2) CK_STEP(3) CK_STEP(4) CK_STEP(5) \
+        CK_STEP(6) CK_STEP(7) CK_STEP(8) CK_STEP(9) CK_STEP(10) CK_STEP(11) \
+        pa += 12; \
+    }
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+void ck_sbgemm_avx512bf16(long ksteps, const uint32_t *a, const uint32_t *b, const long *offsets,
+                          float *c, long ldc, int accumulate) {
+    CK_ACC(0) CK_ACC(1) CK_ACC(2) CK_ACC(3) CK_ACC(4) CK_ACC(5)
+    CK_ACC(6) CK_ACC(7) CK_ACC(8) CK_ACC(9) CK_ACC(10) CK_ACC(11)
+    const uint32_t *pa = a;
+    if (offsets) {
+        CK_LOOP(b + offsets[p])
+    } else {
+        CK_LOOP(b + p * 32)
+    }
+    CK_STORE(0) CK_STORE(1) CK_STORE(2) CK_STORE(3) CK_STORE(4) CK_STORE(5)
+    CK_STORE(6) CK_STORE(7) CK_STORE(8) CK_STORE(9) CK_STORE(10) CK_STORE(11)
+}
+
+__attribute__((target("avx512f,avx512bf16")))
+float ck_bf16_peak(long iterations, float seed) {
+    __m512 c0 = _mm512_set1_ps(seed), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    __m512 c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33803380);
+    for (long t = 0; t < iterations; t++) {
+        c0 = _mm512_dpbf16_ps(c0, a, b); c1 = _mm512_dpbf16_ps(c1, a, b); c2 = _mm512_dpbf16_ps(c2, a, b);
+        c3 = _mm512_dpbf16_ps(c3, a, b); c4 = _mm512_dpbf16_ps(c4, a, b); c5 = _mm512_dpbf16_ps(c5, a, b);
+        c6 = _mm512_dpbf16_ps(c6, a, b); c7 = _mm512_dpbf16_ps(c7, a, b); c8 = _mm512_dpbf16_ps(c8, a, b);
+        c9 = _mm512_dpbf16_ps(c9, a, b); c10 = _mm512_dpbf16_ps(c10, a, b); c11 = _mm512_dpbf16_ps(c11, a, b);
+        __asm__ volatile("" : "+v"(a), "+v"(b));
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)), _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
+    return _mm512_reduce_add_ps(s);
+}
+
+// f32 → bf16, round to nearest even (NaN stays NaN), 16 at a time where the CPU converts natively.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count) {
+    long i = 0;
+    for (; i + 16 <= count; i += 16) {
+        __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)v);
+    }
+    for (; i < count; i++) {
+        uint32_t bits; __builtin_memcpy(&bits, src + i, 4);
+        if ((bits & 0x7fffffff) > 0x7f800000) dst[i] = (uint16_t)((bits >> 16) | 0x40);
+        else dst[i] = (uint16_t)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+    }
+}
+#else
+void ck_sbgemm_avx512bf16(long ksteps, const uint32_t *a, const uint32_t *b, const long *offsets, float *c, long ldc, int accumulate) {}
+float ck_bf16_peak(long iterations, float seed) { return 0; }
+void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count) {}
+#endif
