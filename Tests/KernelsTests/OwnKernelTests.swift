@@ -91,6 +91,20 @@ import Testing
                 }
             }
             #expect(results.allSatisfy { $0 == results[0] }, "\(isa): the result depends on the thread count or the weight packing")
+            // bf16 operands (weights and inputs rounded to 8 significant bits), f32 accumulation.
+            let g16 = gemm.with(.bf16)
+            let packed16 = PackedMatrix.convolutionWeights16(Self.view(operands[1]), groups: t.groups, width: g16.mr)
+            var results16: [[Float]] = []
+            for threads in [1, 3] {
+                let out = Tensor.zeros(.f32, Shape(outDims))
+                FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed16,
+                                     operands: operands.map(Self.view), out: Self.view(out), gemm: g16, threads: threads,
+                                     sharedPackLimit: t.sharedLimit)
+                let err = Self.relativeError(out, expected)
+                #expect(err < 1.5e-2 && err > 0, "\(isa) bf16 threads \(threads): relative error \(err)")
+                results16.append(out.floats())
+            }
+            #expect(results16[0] == results16[1], "\(isa) bf16: the result depends on the thread count")
         }
     }
 
@@ -136,6 +150,11 @@ import Testing
                 #expect(err < 2e-5, "\(isa) threads \(threads): relative error \(err)")
                 results.append(out.floats())
             }
+            let out16 = Tensor.zeros(.f32, Shape(outDims))
+            Attention.run(kernel, q: Self.view(q), key: Self.view(k), v: Self.view(v), biases: operands.dropFirst(3).map(Self.view),
+                          out: Self.view(out16), gemm: Gemm(isa, precision: .bf16), threads: 2)
+            let err16 = Self.relativeError(out16, expected)
+            #expect(err16 < 2e-2, "\(isa) bf16: relative error \(err16)")
             #expect(results.allSatisfy { $0 == results[0] }, "\(isa): the result depends on the thread count")
         }
     }
@@ -160,6 +179,37 @@ import Testing
                 let err = Self.relativeError(result, expected)
                 #expect(err < 2e-5, "\(isa) threads \(threads): relative error \(err)")
             }
+            let g16 = gemm.with(.bf16)
+            let packed16 = PackedMatrix.columnsOf16(Self.view(operands[1]), columns: out, k: k, width: g16.nr)
+            let result16 = Tensor.zeros(.f32, Shape([rows, out]))
+            FusedLinear.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed16,
+                            operands: operands.map(Self.view), out: Self.view(result16), gemm: g16, threads: 2)
+            let err16 = Self.relativeError(result16, expected)
+            #expect(err16 < 1.5e-2 && err16 > 0, "\(isa) bf16: relative error \(err16)")
+        }
+    }
+
+    /// The bf16 GEMM on operands that are already bf16 values is exact up to f32 summation: against a
+    /// double-precision product, over odd depths (a zero pads the last pair) and tails.
+    @Test(arguments: [(13, 45, 7), (30, 70, 300), (5, 33, 2049), (100, 16, 1)])
+    func bf16Gemm(m: Int, n: Int, k: Int) {
+        func rounded(_ t: [Float]) -> [Float] { t.map { Float(bitPattern: Gemm.bf16($0) << 16) } }
+        let a = rounded(Self.random([m, k], 31).floats()), b = rounded(Self.random([k, n], 32).floats())
+        var expected = [Double](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { for p in 0..<k { expected[i * n + j] += Double(a[i * k + p]) * Double(b[p * n + j]) } } }
+        for isa in Self.sets {
+            let g = Gemm(isa, precision: .bf16)
+            var c = [Float](repeating: .nan, count: m * n)
+            a.withUnsafeBufferPointer { pa in
+                b.withUnsafeBufferPointer { pb in
+                    c.withUnsafeMutableBufferPointer { pc in
+                        g.run(m: m, n: n, k: (k + 1) / 2, depth: k, a: .matrix(pa.baseAddress!, ld: k, transposed: false),
+                              b: .matrix(pb.baseAddress!, ld: n, transposed: false), c: pc.baseAddress!, ldc: n, accumulate: false)
+                    }
+                }
+            }
+            let worst = zip(c, expected).map { abs(Double($0) - $1) }.max() ?? 0
+            #expect(worst <= Double(k) * 1e-6, "\(isa) bf16 (native \(g.nativeBF16)) \(m)×\(n)×\(k): max error \(worst)")
         }
     }
 }
