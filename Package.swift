@@ -3,7 +3,7 @@
 // ../shared/ARCHITECTURE.md (summarised in README.md, "Layout").
 import PackageDescription
 
-let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked"])]
 
 let package = Package(
     name: "DiffBIRSwift",
@@ -45,9 +45,9 @@ let package = Package(
         // called after CPUID says the processor has it (Kernels/Gemm.swift); C only for what Swift
         // cannot express (CPU feature tests, bf16 intrinsics, which Swift does not import).
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])]),
-        .target(name: "KernelsAVX2", path: "Sources/KernelsAVX2", swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "haswell"])]),
+        .target(name: "KernelsAVX2", path: "Sources/KernelsAVX2", swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "haswell"])]),
         .target(name: "KernelsAVX512", path: "Sources/KernelsAVX512",
-                swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "skylake-avx512"])]),
+                swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "skylake-avx512"])]),
         .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS", "CKernels", "KernelsAVX2", "KernelsAVX512"],
                 swiftSettings: optimized),
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),

@@ -211,10 +211,12 @@ public enum FusedConvolution {
         let tiles = n * groups * bands * ocBlocks
         var packedB: UnsafeMutablePointer<Float>? = nil
         let panelsPerImage = (plane + gemm.nr - 1) / gemm.nr
+        let shared = ScratchPool.shared.take()
+        defer { ScratchPool.shared.give(shared) }
         if sharedB {
-            packedB = prepackTaps(k, x: x, kh: kh, kw: kw, affine: affine, silu: silu, panels: panelsPerImage, gemm: gemm, oh: oh, ow: ow, threads: threads)
+            packedB = prepackTaps(k, x: x, kh: kh, kw: kw, affine: affine, silu: silu, panels: panelsPerImage, gemm: gemm, oh: oh, ow: ow,
+                                  threads: threads, scratch: shared)
         }
-        defer { packedB?.deallocate() }
         affine.withUnsafeBufferPointer { affineBuffer in
             offsets.withUnsafeBufferPointer { offsetBuffer in
                 let aff = affine.isEmpty ? nil : affineBuffer.baseAddress
@@ -222,8 +224,9 @@ public enum FusedConvolution {
                 Tiling.run(tiles, threads: threads, setup: {
                     let memo = UnsafeMutablePointer<Int>.allocate(capacity: 3)
                     memo.initialize(repeating: -1, count: 3)
-                    return (UnsafeMutablePointer<Float>.allocate(capacity: rowsCapacity), GemmScratch(), memo)
-                }, cleanup: { $0.0.deallocate(); $0.2.deallocate() }) { tile, scratch in
+                    let worker = ScratchPool.shared.take()
+                    return (worker.floats(0, rowsCapacity), worker.gemm, memo, worker)
+                }, cleanup: { $0.2.deallocate(); ScratchPool.shared.give($0.3) }) { tile, scratch in
                     let (buffer, gemmScratch) = (scratch.0, scratch.1)
                     let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands
                     let g = (tile / (ocBlocks * bands)) % groups, b = tile / (ocBlocks * bands * groups)
@@ -313,15 +316,14 @@ public enum FusedConvolution {
     /// The im2col of every (image, group) as B panels of the whole depth (`panels` per image),
     /// normalised first when there is a prologue; made in parallel.
     static func prepackTaps(_ k: Conv2DKernel, x: View, kh: Int, kw: Int, affine: [Float], silu: Bool, panels: Int, gemm: Gemm,
-                            oh: Int, ow: Int, threads: Int) -> UnsafeMutablePointer<Float> {
+                            oh: Int, ow: Int, threads: Int, scratch: WorkerScratch) -> UnsafeMutablePointer<Float> {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let groups = k.groups, icg = c / groups
         let bf16 = gemm.precision == .bf16
         let kk = bf16 ? kh * kw * ((icg + 1) / 2) : icg * kh * kw, nr = gemm.nr
         var source = UnsafePointer(x.floats)
-        var normalized: UnsafeMutablePointer<Float>? = nil
         if !affine.isEmpty {
-            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: x.count)
+            let buffer = scratch.floats(1, x.count)
             affine.withUnsafeBufferPointer { aff in
                 Parallel.forRanges(n * c, threads: threads) { range in
                     for nc in range {
@@ -335,11 +337,9 @@ public enum FusedConvolution {
                     }
                 }
             }
-            normalized = buffer
             source = UnsafePointer(buffer)
         }
-        defer { normalized?.deallocate() }
-        let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * groups * panels * kk * nr))
+        let packed = scratch.floats(0, max(1, n * groups * panels * kk * nr))
         let chunk = 2
         let chunks = (panels + chunk - 1) / chunk
         let plane = oh * ow

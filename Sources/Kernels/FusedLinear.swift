@@ -23,8 +23,7 @@ public enum FusedLinear {
             for r in 0..<count {
                 let row = src + r * kk, d = dst + r * kk
                 let (mean, rstd) = Normalization.statistics(row, count: kk, epsilon: epsilon)
-                let (m, s) = (Float(mean), Float(rstd))
-                for i in 0..<kk { d[i] = (row[i] - m) * s * lnScale![i] + (lnBias?[i] ?? 0) }
+                Normalization.normalizeRow(row, d, kk, mean: Float(mean), rstd: Float(rstd), scale: lnScale!, bias: lnBias)
             }
         }
         func finish(_ o: UnsafeMutablePointer<Float>, rows r0: Range<Int>, columns c0: Range<Int>) {
@@ -51,8 +50,10 @@ public enum FusedLinear {
             // Tiles of rows.
             let tile = rows >= 2 * rowTile ? rowTile : max(1, (rows + 1) / 2)
             let tiles = (rows + tile - 1) / tile
-            Tiling.run(tiles, threads: threads, setup: { (UnsafeMutablePointer<Float>.allocate(capacity: lnScale == nil ? 1 : tile * kk), GemmScratch()) },
-                       cleanup: { $0.0.deallocate() }) { t, scratch in
+            Tiling.run(tiles, threads: threads, setup: { () -> (UnsafeMutablePointer<Float>, GemmScratch, WorkerScratch) in
+                let worker = ScratchPool.shared.take()
+                return (worker.floats(0, lnScale == nil ? 1 : tile * kk), worker.gemm, worker)
+            }, cleanup: { ScratchPool.shared.give($0.2) }) { t, scratch in
                 let r0 = t * tile, n = min(tile, rows - r0)
                 var a = UnsafePointer(x.floats + r0 * kk)
                 if lnScale != nil {
@@ -89,7 +90,8 @@ public enum FusedLinear {
                     }
                 }
                 let aPanels = UnsafePointer(packedA)
-                Tiling.run(tiles, threads: threads, setup: { GemmScratch() }) { t, scratch in
+                Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+                    let scratch = worker.gemm
                     let c0 = t * columnTile, n = min(columnTile, nOut - c0)
                     gemm.run(m: rows, n: n, k: steps, a: .panels(aPanels, panelStride: steps * mr),
                              b: .panels(packed.pointer + (c0 / packed.width) * packed.panelStride, panelStride: packed.panelStride),
@@ -98,7 +100,8 @@ public enum FusedLinear {
                 }
                 return
             }
-            Tiling.run(tiles, threads: threads, setup: { GemmScratch() }) { t, scratch in
+            Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+                    let scratch = worker.gemm
                 let c0 = t * columnTile, n = min(columnTile, nOut - c0)
                 product(input, rows: rows, columns: c0, n, o + c0, scratch)
                 finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
@@ -120,7 +123,8 @@ public enum BatchedMatmul {
         let count = max(1, batch.reduce(1, *))
         let block = 256
         let blocks = count == 1 ? (n + block - 1) / block : 1
-        Tiling.run(count * blocks, threads: threads, setup: { GemmScratch() }) { t, scratch in
+        Tiling.run(count * blocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+            let scratch = worker.gemm
             let p = t / blocks, c0 = (t % blocks) * block, nn = blocks == 1 ? n : min(block, n - c0)
             let bBase = b.floats + ib[p] * kk * n
             gemm.sgemm(transposeA: k.transposeA, transposeB: k.transposeB, m: m, n: nn, k: kk,
@@ -266,16 +270,16 @@ public enum Attention {
         let bf16 = gemm.precision == .bf16
         let dSteps = bf16 ? (d + 1) / 2 : d, mSteps = bf16 ? (m + 1) / 2 : m
         Parallel.forRanges(count * queryTiles, threads: threads) { range in
-            let kp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, kPanels * dSteps * mr))
-            let vp = UnsafeMutablePointer<Float>.allocate(capacity: max(1, vPanels * mSteps * mr))
-            let qt = UnsafeMutablePointer<Float>.allocate(capacity: max(1, dSteps * tq))
-            let qs = UnsafeMutablePointer<Float>.allocate(capacity: bf16 ? max(1, tq * d) : 1)
-            let pt = UnsafeMutablePointer<Float>.allocate(capacity: bf16 ? tk / 2 * tq : 1)
-            defer { qs.deallocate(); pt.deallocate() }
-            let st = UnsafeMutablePointer<Float>.allocate(capacity: tk * tq)
-            let acc = UnsafeMutablePointer<Float>.allocate(capacity: vPanels * mr * tq)
-            let stats = UnsafeMutablePointer<Float>.allocate(capacity: 3 * tq)
-            defer { kp.deallocate(); vp.deallocate(); qt.deallocate(); st.deallocate(); acc.deallocate(); stats.deallocate() }
+            let worker = ScratchPool.shared.take()
+            defer { ScratchPool.shared.give(worker) }
+            let kp = worker.floats(0, max(1, kPanels * dSteps * mr))
+            let vp = worker.floats(1, max(1, vPanels * mSteps * mr))
+            let qt = worker.floats(2, max(1, dSteps * tq))
+            let qs = worker.floats(3, bf16 ? max(1, tq * d) : 1)
+            let pt = worker.floats(4, bf16 ? tk / 2 * tq : 1)
+            let st = worker.floats(5, tk * tq)
+            let acc = worker.floats(6, vPanels * mr * tq)
+            let stats = worker.floats(7, 3 * tq)
             let (mx, sum, corr) = (stats, stats + tq, stats + 2 * tq)
             var packedSlice = -1
             for item in range {

@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import CKernels
 import KernelsAVX2
@@ -514,11 +515,16 @@ public struct Gemm: Sendable {
                     for r in h..<width { o[r] = 0 }
                 }
             } else {
-                for r in 0..<h {
-                    let src = a + (i0 + r) * lda + depth.lowerBound
-                    for p in 0..<kd { d[p * width + r] = src[p] }
+                // Step by step across the panel's rows: contiguous writes, `h` read streams.
+                var rowsBase = [UnsafePointer<Float>](repeating: a, count: width)
+                for r in 0..<h { rowsBase[r] = a + (i0 + r) * lda + depth.lowerBound }
+                rowsBase.withUnsafeBufferPointer { src in
+                    for p in 0..<kd {
+                        let o = d + p * width
+                        for r in 0..<h { o[r] = src[r][p] }
+                        for r in h..<width { o[r] = 0 }
+                    }
                 }
-                if h < width { for p in 0..<kd { for r in h..<width { d[p * width + r] = 0 } } }
             }
             panel += 1
             i0 += width
@@ -572,5 +578,44 @@ extension Gemm {
             rates.append(Double(threads * iterations * 12 * lanes * 2) / dt)
         }
         return rates.sorted()[rates.count / 2]
+    }
+}
+
+/// Scratch memory of the kernels' workers, kept between instructions: a GEMM scratch and a few
+/// growable float buffers. Allocating them afresh for every instruction cost page faults and page
+/// clearing on every run (glibc returns large blocks to the system).
+public final class WorkerScratch: @unchecked Sendable {
+    public let gemm = GemmScratch()
+    private var buffers: [(UnsafeMutablePointer<Float>, Int)] = []
+
+    /// Buffer `slot` with room for at least `count` floats (contents undefined).
+    public func floats(_ slot: Int, _ count: Int) -> UnsafeMutablePointer<Float> {
+        while buffers.count <= slot { buffers.append((.allocate(capacity: 1), 1)) }
+        if buffers[slot].1 < count {
+            buffers[slot].0.deallocate()
+            buffers[slot] = (.allocate(capacity: count), count)
+        }
+        return buffers[slot].0
+    }
+
+    deinit { for b in buffers { b.0.deallocate() } }
+}
+
+/// The process's pool of worker scratch: taken for the duration of one tile loop, then given back.
+public final class ScratchPool: @unchecked Sendable {
+    public static let shared = ScratchPool()
+    private var free: [WorkerScratch] = []
+    private let lock = NSLock()
+
+    public func take() -> WorkerScratch {
+        lock.lock()
+        defer { lock.unlock() }
+        return free.popLast() ?? WorkerScratch()
+    }
+
+    public func give(_ s: WorkerScratch) {
+        lock.lock()
+        free.append(s)
+        lock.unlock()
     }
 }
