@@ -281,8 +281,8 @@ public final class Executor: @unchecked Sendable {
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
             if x[1].dtype == .bf16 && gemm.usesBLAS { return false }
             let a = packedWeight(weights, 1, stream: stream) {
-                g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr)
-                    : PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)
+                g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr, threads: threads)
+                    : PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr, threads: threads)
             }
             FusedConvolution.run(c, x: x[0], weight: x[1], packed: a, operands: x, out: r[0], gemm: g, threads: threads)
         case .convTranspose2d(let c):
@@ -294,8 +294,8 @@ public final class Executor: @unchecked Sendable {
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
             if x[1].dtype == .bf16 && gemm.usesBLAS { return false }
             let b = packedWeight(weights, 1, stream: stream) {
-                g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr)
-                    : PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: g.nr)
+                g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr, threads: threads)
+                    : PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: g.nr, threads: threads)
             }
             FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: g, threads: threads)
         case .matmul(let m):

@@ -67,11 +67,15 @@ public final class PackedMatrix: @unchecked Sendable {
     deinit { pointer.deallocate() }
 
     /// Rows of `a [groups·rows, k]` (row-major, as convolution weights `[oc, ic/g·kh·kw]` are) as A panels.
-    public static func rowsOf(_ a: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int) -> PackedMatrix {
+    public static func rowsOf(_ a: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int, threads: Int = 1) -> PackedMatrix {
         let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups)
-        for g in 0..<groups {
-            Gemm.packA(a + g * rows * k, lda: k, transposed: false, rows: 0..<rows, depth: 0..<k, width: width,
-                       into: p.pointer + g * p.groupStride)
+        let panels = p.panels
+        Parallel.forRanges(groups * panels, threads: threads) { range in
+            for item in range {
+                let (g, panel) = (item / panels, item % panels)
+                Gemm.packA(a + g * rows * k, lda: k, transposed: false, rows: (panel * width)..<min(rows, (panel + 1) * width), depth: 0..<k,
+                           width: width, into: p.pointer + g * p.groupStride + panel * p.panelStride)
+            }
         }
         return p
     }
@@ -85,13 +89,16 @@ public final class PackedMatrix: @unchecked Sendable {
     /// Convolution weights `[groups·rows, icg, kh, kw]` (f32 or bf16) as bf16 A panels whose steps
     /// run tap by tap and, within a tap, over pairs of input channels (`k` = kh·kw·⌈icg/2⌉ steps):
     /// the order in which a padded copy of the input, channel pairs interleaved, holds its taps.
-    public static func convolutionWeights16(_ w: View, groups: Int, width: Int) -> PackedMatrix {
+    public static func convolutionWeights16(_ w: View, groups: Int, width: Int, threads: Int = 1) -> PackedMatrix {
         let (oc, icg, kh, kw) = (w.dims[0], w.dims[1], w.dims[2], w.dims[3])
         let rows = oc / groups, taps = kh * kw, pairs = (icg + 1) / 2
         let p = PackedMatrix(extent: rows, k: taps * pairs, width: width, groups: groups)
-        for g in 0..<groups {
+        let panels = p.panels
+        Parallel.forRanges(groups * panels, threads: threads) { range in
+          for item in range {
+            let g = item / panels
             let base = p.pointer + g * p.groupStride
-            for o in 0..<p.panels * width {
+            for o in ((item % panels) * width)..<((item % panels + 1) * width) {
                 let panel = o / width, r = o % width
                 let d = base + panel * p.panelStride + r
                 for t in 0..<taps {
@@ -105,15 +112,17 @@ public final class PackedMatrix: @unchecked Sendable {
                     }
                 }
             }
+          }
         }
         return p
     }
 
     /// Linear weights `[columns, k]` (f32 or bf16) as bf16 B panels of `wᵀ` (⌈k/2⌉ steps).
-    public static func columnsOf16(_ w: View, columns: Int, k: Int, width: Int) -> PackedMatrix {
+    public static func columnsOf16(_ w: View, columns: Int, k: Int, width: Int, threads: Int = 1) -> PackedMatrix {
         let steps = (k + 1) / 2
         let p = PackedMatrix(extent: columns, k: steps, width: width, groups: 1)
-        for j in 0..<p.panels * width {
+        Parallel.forRanges(p.panels, threads: threads) { range in
+          for j in (range.lowerBound * width)..<(range.upperBound * width) {
             let panel = j / width, c = j % width
             let d = p.pointer + panel * p.panelStride + c
             for s in 0..<steps {
@@ -123,14 +132,18 @@ public final class PackedMatrix: @unchecked Sendable {
                 }
                 d[s * width] = word
             }
+          }
         }
         return p
     }
 
     /// Rows of `w [columns, k]` (as linear weights `[out, in]` are) as B panels of `wᵀ`.
-    public static func columnsOf(_ w: UnsafePointer<Float>, columns: Int, k: Int, width: Int) -> PackedMatrix {
+    public static func columnsOf(_ w: UnsafePointer<Float>, columns: Int, k: Int, width: Int, threads: Int = 1) -> PackedMatrix {
         let p = PackedMatrix(extent: columns, k: k, width: width, groups: 1)
-        Gemm.packB(w, ldb: k, transposed: true, columns: 0..<columns, depth: 0..<k, width: width, into: p.pointer)
+        Parallel.forRanges(p.panels, threads: threads) { range in
+            let c = (range.lowerBound * width)..<min(columns, range.upperBound * width)
+            Gemm.packB(w, ldb: k, transposed: true, columns: c, depth: 0..<k, width: width, into: p.pointer + range.lowerBound * p.panelStride)
+        }
         return p
     }
 }
@@ -541,11 +554,16 @@ public struct Gemm: Sendable {
             let w = min(width, columns.upperBound - j0)
             let d = dst + panel * kd * width
             if transposed {
-                for j in 0..<w {
-                    let src = b + (j0 + j) * ldb + depth.lowerBound
-                    for p in 0..<kd { d[p * width + j] = src[p] }
+                // Step by step across the panel's columns: contiguous writes, `w` read streams.
+                var columnsBase = [UnsafePointer<Float>](repeating: b, count: width)
+                for j in 0..<w { columnsBase[j] = b + (j0 + j) * ldb + depth.lowerBound }
+                columnsBase.withUnsafeBufferPointer { src in
+                    for p in 0..<kd {
+                        let o = d + p * width
+                        for j in 0..<w { o[j] = src[j][p] }
+                        for j in w..<width { o[j] = 0 }
+                    }
                 }
-                if w < width { for p in 0..<kd { for j in w..<width { d[p * width + j] = 0 } } }
             } else {
                 for p in 0..<kd {
                     let src = b + (depth.lowerBound + p) * ldb + j0, o = d + p * width

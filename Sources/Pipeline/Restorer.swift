@@ -59,6 +59,11 @@ public struct DiffBIRPlanInfo: Sendable {
         for e in ["stage1", "encode", "denoise", "decode"] where plan.program.entry(e) == nil {
             throw Invalid(description: "\(plan.path): no entry point '\(e)'")
         }
+        // The entry points' interfaces this restorer calls (a plan compiled by an older version may lack some).
+        let expected: [(String, String)] = [("stage1", "image"), ("encode", "latent"), ("encode", "std"), ("denoise", "out"), ("decode", "image")]
+        for (e, output) in expected where !(plan.program.entry(e)!.outputs.contains { $0.name == output }) {
+            throw Invalid(description: "\(plan.path): entry point '\(e)' has no output '\(output)' (compiled by an older version? compile the plan again)")
+        }
         if positivePrompt == nil && plan.program.entry("text") == nil {
             throw Invalid(description: "\(plan.path): neither baked prompt embeddings nor a text entry point")
         }
