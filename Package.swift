@@ -3,7 +3,7 @@
 // ../shared/ARCHITECTURE.md (summarised in README.md, "Layout").
 import PackageDescription
 
-let optimized: [SwiftSetting] = [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked"])]
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "haswell"])]
 
 let package = Package(
     name: "DiffBIRSwift",
@@ -40,7 +40,8 @@ let package = Package(
         .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         // The kernels and the pipeline's pixel loops are optimised in every build (also `swift build`'s
-        // debug one), so that the tests run real sizes in seconds.
+        // debug one), so that the tests run real sizes in seconds, and built for x86-64 with AVX2 and
+        // FMA (the baseline; `diffbir` refuses older processors): AVX-512 code lives in its own module.
         // Micro-kernels per instruction set: each module is compiled for its processor family and only
         // called after CPUID says the processor has it (Kernels/Gemm.swift); C only for what Swift
         // cannot express (CPU feature tests, bf16 intrinsics, which Swift does not import).
@@ -57,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline",
+                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"

@@ -280,8 +280,11 @@ public final class Executor: @unchecked Sendable {
             // bf16 weights run the bf16 kernels (f32 accumulation); OpenBLAS has none.
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
             if x[1].dtype == .bf16 && gemm.usesBLAS { return false }
+            let winograd = c.winograd == true && Winograd.eligible(c, weight: w)
             let a = packedWeight(weights, 1, stream: stream) {
-                g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr, threads: threads)
+                winograd ? (g.precision == .bf16 ? PackedMatrix.winogradWeights16(x[1], oc: w[0], ic: w[1], width: g.mr, threads: threads)
+                                                 : PackedMatrix.winogradWeights(x[1].floats, oc: w[0], ic: w[1], width: g.mr, threads: threads))
+                    : g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr, threads: threads)
                     : PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr, threads: threads)
             }
             FusedConvolution.run(c, x: x[0], weight: x[1], packed: a, operands: x, out: r[0], gemm: g, threads: threads)

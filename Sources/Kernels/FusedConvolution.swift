@@ -181,6 +181,10 @@ public enum FusedConvolution {
         if let p = k.prologue {
             affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
         }
+        if k.winograd == true, let packed, packed.groups == 16, Winograd.eligible(k, weight: weight.dims) {
+            Winograd.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine)
+            return
+        }
         let silu = k.prologue?.silu ?? false
         let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil

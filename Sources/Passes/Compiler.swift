@@ -39,6 +39,9 @@ public enum Compiler {
         for (name, t) in constants { lowering.addNamedConstant(name, t) }
         var converted = 0
         if options.gemmWeights != .f32 { converted = lowering.storeGemmWeights(as: options.gemmWeights) }
+        // Winograd F(2,3) for the f32 3×3 convolutions (a plan pass: --disable-pass winograd).
+        var winograd = 0
+        if !options.disabled.contains("winograd") { winograd = lowering.markWinograd(minimumChannels: 64, minimumPlane: 64 * 64) }
         var report = ""
         func line(_ s: String) { report += s + "\n" }
         if let metadata, !metadata.isEmpty {
@@ -62,6 +65,7 @@ public enum Compiler {
         let weightCount = lowering.weights.count - 1
         line("weights: \(weightCount) tensors, \(bytes(lowering.weightBytes)) (shared by all entry points)"
              + (converted > 0 ? "; \(converted) convolution and linear weights stored as \(options.gemmWeights)" : ""))
+        line("winograd: \(options.disabled.contains("winograd") ? "disabled" : "\(winograd) convolutions as F(2,3)")")
         line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
         let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: options.gemmWeights == .f32 ? ["f32"] : ["f32", options.gemmWeights.rawValue], report: report, metadata: metadata)
         return CompiledPlan(program: program, weights: lowering.weightData, report: report, entryReports: lowering.reports, passRecords: records)

@@ -40,6 +40,29 @@ public struct Lowering {
         return .weight(weights.count - 1)
     }
 
+    /// Marks 3×3 stride-1 ungrouped convolutions with at least `minimumChannels` input and output
+    /// channels and `minimumPlane` output pixels to run as Winograd F(2,3) (the `winograd` pass):
+    /// on smaller images the transforms cost more than the multiplies saved. Returns how many.
+    @discardableResult
+    public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int) -> Int {
+        var count = 0
+        for e in entries.indices {
+            for i in entries[e].instructions.indices {
+                guard case .conv2d(var c) = entries[e].instructions[i].kernel, entries[e].instructions[i].operands.count > 1,
+                      case .weight(let wi) = entries[e].instructions[i].operands[1] else { continue }
+                let dims = weights[wi].shape.dims
+                guard dims.count == 4, dims[2] == 3, dims[3] == 3, c.strides == [1, 1], c.dilations == [1, 1], c.groups == 1,
+                      c.pads.allSatisfy({ $0 <= 2 }), dims[0] >= minimumChannels, dims[1] >= minimumChannels,
+                      case .arena(_, _, let outShape) = entries[e].instructions[i].results[0], outShape.dims.count == 4,
+                      outShape.dims[2] * outShape.dims[3] >= minimumPlane else { continue }
+                c.winograd = true
+                entries[e].instructions[i].kernel = .conv2d(c)
+                count += 1
+            }
+        }
+        return count
+    }
+
     /// Stores the weights of convolutions and linear layers (their operand 1) as `dtype` (bf16: the
     /// GEMMs then run with bf16 operands and f32 accumulation); returns how many were converted.
     @discardableResult

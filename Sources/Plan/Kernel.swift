@@ -71,7 +71,13 @@ public struct Conv2DKernel: Codable, Sendable, Equatable {
     public var hasBias: Bool
     public var prologue: NormPrologue?
     public var epilogue: [EpilogueStep]
-    public init(strides: [Int], pads: [Int], dilations: [Int], groups: Int, hasBias: Bool, prologue: NormPrologue? = nil, epilogue: [EpilogueStep] = []) {
+    /// Set by the compiler's `winograd` pass on 3×3 stride-1 convolutions: run as Winograd F(2,3)
+    /// (16 products of transformed tiles instead of 36 multiplies per 2×2 outputs). Absent in plans
+    /// written before it (decoded as off).
+    public var winograd: Bool?
+    public init(strides: [Int], pads: [Int], dilations: [Int], groups: Int, hasBias: Bool, prologue: NormPrologue? = nil, epilogue: [EpilogueStep] = [],
+                winograd: Bool? = nil) {
+        self.winograd = winograd
         self.strides = strides
         self.pads = pads
         self.dilations = dilations

@@ -108,6 +108,57 @@ import Testing
         }
     }
 
+    /// Winograd F(2,3) against the reference: odd sizes (partial 2×2 blocks at the right and bottom),
+    /// asymmetric pads, the group-norm prologue, residual epilogue, several bands and channel blocks.
+    @Test(arguments: [
+        ConvCase(x: [1, 5, 9, 11], w: [7, 5, 3, 3], prologue: true, residual: true),
+        ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3]),
+        ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
+        ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
+    ])
+    func winograd(_ t: ConvCase) throws {
+        let oc = t.w[0], c = t.x[1]
+        let oh = t.x[2] + t.pads[0] + t.pads[2] - 2, ow = t.x[3] + t.pads[1] + t.pads[3] - 2
+        let outDims = [t.x[0], oc, oh, ow]
+        var operands = [Self.random(t.x, 1), Self.random(t.w, 2, scale: 0.3), Self.random([oc], 3)]
+        var prologue: NormPrologue? = nil
+        if t.prologue {
+            prologue = NormPrologue(groups: c % 2 == 0 ? 2 : 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
+            operands += [Self.random([c], 4), Self.random([c], 5)]
+        }
+        var epilogue: [EpilogueStep] = [.activation("silu", alpha: 0)]
+        if t.residual {
+            epilogue.append(.addResidual(operand: operands.count))
+            operands.append(Self.random(outDims, 6))
+        }
+        let kernel = Conv2DKernel(strides: [1, 1], pads: t.pads, dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
+                                  epilogue: epilogue, winograd: true)
+        #expect(Winograd.eligible(kernel, weight: t.w))
+        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, Shape(outDims))])[0]
+        for isa in Self.sets {
+            let gemm = Gemm(isa)
+            let packed = PackedMatrix.winogradWeights(Self.view(operands[1]).floats, oc: oc, ic: c, width: gemm.mr)
+            var results: [[Float]] = []
+            for threads in [1, 3] {
+                let out = Tensor.zeros(.f32, Shape(outDims))
+                FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed,
+                                     operands: operands.map(Self.view), out: Self.view(out), gemm: gemm, threads: threads)
+                let err = Self.relativeError(out, expected)
+                #expect(err < 1e-5, "\(isa) threads \(threads): relative error \(err)")
+                results.append(out.floats())
+            }
+            #expect(results[0] == results[1], "\(isa): the result depends on the thread count")
+            // bf16 operands: transformed tiles and kernels rounded to bf16, f32 accumulation.
+            let g16 = gemm.with(.bf16)
+            let packed16 = PackedMatrix.winogradWeights16(Self.view(operands[1]), oc: oc, ic: c, width: g16.mr)
+            let out16 = Tensor.zeros(.f32, Shape(outDims))
+            FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed16,
+                                 operands: operands.map(Self.view), out: Self.view(out16), gemm: g16, threads: 2)
+            let err16 = Self.relativeError(out16, expected)
+            #expect(err16 < 1.5e-2 && err16 > 0, "\(isa) bf16: relative error \(err16)")
+        }
+    }
+
     struct AttentionCase: CustomTestStringConvertible, Sendable {
         var batch: [Int], n: Int, m: Int, d: Int, dv: Int
         var keysTransposed = false, scaleQueries = false, biases: [[Int]] = [], masked = false

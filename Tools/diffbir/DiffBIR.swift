@@ -1,7 +1,19 @@
 import ArgumentParser
+import CKernels
+import Foundation
 
 @main
 struct DiffBIR: ParsableCommand {
+    /// The kernels are built for x86-64 with AVX2 and FMA (AVX-512, VNNI and BF16 are used when
+    /// present): refuse clearly on an older processor instead of dying on an illegal instruction.
+    static func main() {
+        if ck_cpu_features() & UInt32(CK_AVX2_FMA) == 0 {
+            FileHandle.standardError.write(Data("diffbir: this processor has no AVX2/FMA; diffbir needs an x86-64 CPU with AVX2 and FMA (Haswell, Zen or newer)\n".utf8))
+            Foundation.exit(2)
+        }
+        main(nil)
+    }
+
     static let version = "0.1.0"
 
     static let configuration = CommandConfiguration(

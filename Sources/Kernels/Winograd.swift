@@ -1,0 +1,286 @@
+import Plan
+import Tensors
+
+/// Winograd F(2,3) for 3×3, stride-1, undilated, ungrouped convolutions (Lavin & Gray, 2016): each
+/// 2×2 block of outputs is `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` over a 4×4 input tile d, so the products become
+/// 16 GEMMs `M_ξ = U_ξ · V_ξ` (output channels × input channels × tiles) with 16/36 of the direct
+/// multiplies. The weights are transformed and packed once (`PackedMatrix.winogradWeights`); the
+/// input tiles are transformed sixteen at a time straight into the GEMMs' B panels from a padded
+/// (normalised, for a prologue) copy of a band of input rows; the output transform writes the band's
+/// rows, then bias and epilogue. f32 only.
+public enum Winograd {
+    /// Whether `k` on this weight can run here.
+    public static func eligible(_ k: Conv2DKernel, weight: [Int]) -> Bool {
+        weight.count == 4 && weight[2] == 3 && weight[3] == 3 && k.strides == [1, 1] && k.dilations == [1, 1] && k.groups == 1
+            && k.pads.allSatisfy { $0 <= 2 }
+    }
+
+    /// Sixteen bf16 words: `a` (rounded to nearest even) in the low halves, `b` in the high halves.
+    @inline(__always)
+    static func bf16Words(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+        @inline(__always) func rounded(_ v: SIMD16<Float>) -> SIMD16<UInt32> {
+            let bits = unsafeBitCast(v, to: SIMD16<UInt32>.self)
+            return bits &+ 0x7FFF &+ ((bits &>> 16) & 1)
+        }
+        let word = (rounded(a) &>> 16) | (rounded(b) & 0xFFFF_0000)
+        return unsafeBitCast(word, to: SIMD16<Float>.self)
+    }
+
+    /// u = G g Gᵀ for one 3×3 kernel g (row-major), 16 values (row-major 4×4).
+    static func transformKernel(_ g: (Int, Int) -> Float) -> [Float] {
+        var t = [[Float]](repeating: [0, 0, 0], count: 4)  // G g: 4×3
+        for j in 0..<3 {
+            let (g0, g1, g2) = (g(0, j), g(1, j), g(2, j))
+            t[0][j] = g0
+            t[1][j] = 0.5 * (g0 + g1 + g2)
+            t[2][j] = 0.5 * (g0 - g1 + g2)
+            t[3][j] = g2
+        }
+        var u = [Float](repeating: 0, count: 16)
+        for i in 0..<4 {
+            let (a, b, c) = (t[i][0], t[i][1], t[i][2])
+            u[i * 4 + 0] = a
+            u[i * 4 + 1] = 0.5 * (a + b + c)
+            u[i * 4 + 2] = 0.5 * (a - b + c)
+            u[i * 4 + 3] = c
+        }
+        return u
+    }
+
+    public static func run(_ k: Conv2DKernel, x: View, packed: PackedMatrix, operands: [View], out: View, gemm: Gemm, threads: Int,
+                           affine: [Float]) {
+        let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+        let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
+        let (pt, pl) = (k.pads[0], k.pads[1])
+        let silu = k.prologue?.silu ?? false
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
+        let plane = oh * ow
+        let (mr, nr) = (gemm.mr, gemm.nr)
+        // bf16: the GEMMs step over pairs of input channels.
+        let bf16 = gemm.precision == .bf16
+        let steps = bf16 ? (c + 1) / 2 : c
+        let tilesWide = (ow + 1) / 2, tilesHigh = (oh + 1) / 2
+        // Bands of tile rows (about 256 tiles), then blocks of output channels until 4 tiles per thread.
+        var bandTiles = max(1, min(tilesHigh, 256 / max(tilesWide, 1)))
+        while bandTiles > 1 && n * ((tilesHigh + bandTiles - 1) / bandTiles) < 4 * threads { bandTiles = (bandTiles + 1) / 2 }
+        let bands = (tilesHigh + bandTiles - 1) / bandTiles
+        let quantum = 48
+        var ocBlock = oc
+        while ocBlock > quantum && n * bands * ((oc + ocBlock - 1) / ocBlock) < 4 * threads {
+            ocBlock = max(quantum, ((ocBlock + 1) / 2 + quantum - 1) / quantum * quantum)
+        }
+        let ocBlocks = (oc + ocBlock - 1) / ocBlock
+        // Padded band: 2·bandTiles + 2 input rows, 2·tilesWide + 2 columns (zeros outside the input).
+        // (Rounded up so that sixteen tiles' 34 columns can always be loaded: the extra ones are zeros.)
+        let paddedRows = 2 * bandTiles + 2, paddedWidth = (2 * tilesWide + 2 + 31) / 32 * 32 + 2
+        let maxTiles = bandTiles * tilesWide
+        let tilePanels = (maxTiles + nr - 1) / nr
+        let vStride = tilePanels * steps * nr  // one ξ's B panels
+        let mStride = ocBlock * tilePanels * nr  // one ξ's M block
+        affine.withUnsafeBufferPointer { aff in
+            Tiling.run(n * bands * ocBlocks, threads: threads, setup: { () -> (WorkerScratch, UnsafeMutablePointer<Int>) in
+                let memo = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+                memo.initialize(repeating: -1, count: 2)
+                return (ScratchPool.shared.take(), memo)
+            }, cleanup: { ScratchPool.shared.give($0.0); $0.1.deallocate() }) { tile, s in
+                let worker = s.0
+                let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands, b = tile / (ocBlocks * bands)
+                let o0 = ob * ocBlock, orows = min(ocBlock, oc - o0)
+                let ty0 = band * bandTiles, tr = min(bandTiles, tilesHigh - ty0)
+                let tiles = tr * tilesWide
+                let padded = worker.floats(0, c * paddedRows * paddedWidth + 64)
+                let v = worker.floats(1, 16 * vStride)
+                let m = worker.floats(2, 16 * mStride)
+                let xb = x.floats + b * c * h * w
+                if s.1[0] != b || s.1[1] != band {
+                    // The band's input rows, normalised, with zero borders; then the transformed tiles.
+                    let y0 = 2 * ty0 - pt
+                    for ci in 0..<c {
+                        let (sa, sb): (Float, Float) = aff.isEmpty ? (1, 0) : (aff[(b * c + ci) * 2], aff[(b * c + ci) * 2 + 1])
+                        for t in 0..<paddedRows {
+                            let d = padded + (ci * paddedRows + t) * paddedWidth, iy = y0 + t
+                            d.initialize(repeating: 0, count: paddedWidth)
+                            guard iy >= 0 && iy < h else { continue }
+                            let count = min(w, paddedWidth - pl)
+                            let src = xb + (ci * h + iy) * w
+                            if aff.isEmpty {
+                                (d + pl).update(from: src, count: count)
+                            } else if silu {
+                                VectorMath.map(src, d + pl, count) { VectorMath.silu($0 * sa + sb) }
+                            } else {
+                                VectorMath.map(src, d + pl, count) { $0 * sa + sb }
+                            }
+                        }
+                    }
+                    transformInput(padded, channels: c, paddedRows: paddedRows, paddedWidth: paddedWidth, tileRows: tr, tilesWide: tilesWide,
+                                   nr: nr, into: v, vStride: vStride, bf16: bf16)
+                    s.1[0] = b; s.1[1] = band
+                }
+                for xi in 0..<16 {
+                    let u = packed.pointer + xi * packed.groupStride + (o0 / mr) * packed.panelStride
+                    gemm.run(m: orows, n: tiles, k: steps, a: .panels(u, panelStride: packed.panelStride),
+                             b: .panels(v + xi * vStride, panelStride: steps * nr), c: m + xi * mStride, ldc: tiles, accumulate: false,
+                             scratch: worker.gemm)
+                }
+                // Output transform: Y = Aᵀ M A for each (channel, tile), sixteen tiles of a tile row at a time.
+                let ob0 = out.floats + (b * oc + o0) * plane
+                let rows = UnsafeMutableRawPointer(worker.floats(3, 8 * 16 + 16)).alignedUp(toMultipleOf: 64)
+                    .bindMemory(to: SIMD16<Float>.self, capacity: 8)
+                for o in 0..<orows {
+                    for tyl in 0..<tr {
+                        var tx0 = 0
+                        while tx0 < tilesWide {
+                            let count = min(16, tilesWide - tx0)
+                            let t0 = tyl * tilesWide + tx0
+                            @inline(__always) func load(_ xi: Int) -> SIMD16<Float> {
+                                let src = m + xi * mStride + o * tiles + t0
+                                if count == 16 { return UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self) }
+                                var v = SIMD16<Float>()
+                                for l in 0..<count { v[l] = src[l] }
+                                return v
+                            }
+                            // Rows of Aᵀ M: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (per column q).
+                            for q in 0..<4 {
+                                let (m0, m1, m2, m3) = (load(q), load(4 + q), load(8 + q), load(12 + q))
+                                rows[q] = m0 + m1 + m2
+                                rows[4 + q] = m1 - m2 - m3
+                            }
+                            let ty = ty0 + tyl
+                            for i in 0..<2 {
+                                let oy = 2 * ty + i
+                                guard oy < oh else { continue }
+                                let sr = rows + 4 * i
+                                let y0 = sr[0] + sr[1] + sr[2], y1 = sr[1] - sr[2] - sr[3]
+                                let row = ob0 + o * plane + oy * ow + 2 * tx0
+                                let pairs = min(count, (ow - 2 * tx0) / 2)
+                                for l in 0..<pairs { row[2 * l] = y0[l]; row[2 * l + 1] = y1[l] }
+                                if pairs < count { row[2 * pairs] = y0[pairs] }  // odd width: the last column
+                            }
+                            tx0 += 16
+                        }
+                    }
+                }
+                if bias != nil || !epilogue.isEmpty {
+                    let r0 = 2 * ty0, rows = min(2 * tr, oh - r0)
+                    for o in 0..<orows {
+                        let ch = o0 + o
+                        epilogue.apply(ob0 + o * plane + r0 * ow, count: rows * ow, base: (b * oc + ch) * plane + r0 * ow, scalarBias: bias?[ch] ?? 0)
+                    }
+                }
+            }
+        }
+    }
+
+    /// V_ξ = (Bᵀ d B)_ξ for every (channel, tile) of the band, as B panels: `v[ξ·vStride + (panel·channels + ci)·nr + j]`
+    /// for tile `panel·nr + j` (zeros past the last tile).
+    static func transformInput(_ padded: UnsafePointer<Float>, channels: Int, paddedRows: Int, paddedWidth: Int, tileRows: Int, tilesWide: Int,
+                               nr: Int, into v: UnsafeMutablePointer<Float>, vStride: Int, bf16: Bool = false) {
+        let tiles = tileRows * tilesWide
+        let panels = (tiles + nr - 1) / nr
+        let d = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: 16), t = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: 16)
+        let low = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: 16)
+        defer { d.deallocate(); t.deallocate(); low.deallocate() }
+        // bf16: steps are pairs of channels (2s in the low half of each word, 2s+1 in the high half).
+        let steps = bf16 ? (channels + 1) / 2 : channels
+        for step in 0..<steps {
+            for ty in 0..<tileRows {
+                var tx0 = 0
+                while tx0 < tilesWide {
+                  let count = min(16, tilesWide - tx0)
+                  // bf16: channel 2·step (kept in `low`), then 2·step+1 (a zero when absent), stored together.
+                  for half in 0..<(bf16 ? 2 : 1) {
+                    let ci = bf16 ? 2 * step + half : step
+                    let absent = ci >= channels
+                    let base = padded + min(ci, channels - 1) * paddedRows * paddedWidth
+                    // d[r][q] for sixteen tiles: columns 2·tx + q of input row 2·ty + r (even/odd halves of 32 floats).
+                    for r in 0..<4 {
+                        let row = base + (2 * ty + r) * paddedWidth + 2 * tx0
+                        let a = UnsafeRawPointer(row).loadUnaligned(as: SIMD32<Float>.self)
+                        let b = UnsafeRawPointer(row + 2).loadUnaligned(as: SIMD32<Float>.self)
+                        d[r * 4] = a.evenHalf; d[r * 4 + 1] = a.oddHalf; d[r * 4 + 2] = b.evenHalf; d[r * 4 + 3] = b.oddHalf
+                    }
+                    // Bᵀ d (rows), then (Bᵀ d) B (columns).
+                    for q in 0..<4 {
+                        t[q] = d[q] - d[8 + q]
+                        t[4 + q] = d[4 + q] + d[8 + q]
+                        t[8 + q] = d[8 + q] - d[4 + q]
+                        t[12 + q] = d[4 + q] - d[12 + q]
+                    }
+                    let first = ty * tilesWide + tx0
+                    let inOnePanel = first % nr + count <= nr
+                    let dst = v + ((first / nr) * steps + step) * nr + first % nr
+                    for r in 0..<4 {
+                        let row = r * 4
+                        for q in 0..<4 {
+                            var value = q == 0 ? t[row] - t[row + 2] : q == 1 ? t[row + 1] + t[row + 2] : q == 2 ? t[row + 2] - t[row + 1] : t[row + 1] - t[row + 3]
+                            if bf16 {
+                                if absent { value = .zero }
+                                if half == 0 { low[row + q] = value; continue }
+                                value = Winograd.bf16Words(low[row + q], value)
+                            }
+                            let xi = row + q
+                            if inOnePanel && count == 16 {
+                                UnsafeMutableRawPointer(dst + xi * vStride).storeBytes(of: value, as: SIMD16<Float>.self)
+                            } else {
+                                for l in 0..<count {
+                                    let tt = first + l
+                                    v[xi * vStride + ((tt / nr) * steps + step) * nr + tt % nr] = value[l]
+                                }
+                            }
+                        }
+                    }
+                  }
+                    tx0 += 16
+                }
+            }
+            // Zeros past the last tile of the last panel.
+            for tt in tiles..<(panels * nr) {
+                for xi in 0..<16 { v[xi * vStride + ((tt / nr) * steps + step) * nr + tt % nr] = 0 }
+            }
+        }
+    }
+}
+
+extension PackedMatrix {
+    /// `winogradWeights` for the bf16 kernels: each U_ξ as bf16 A panels stepping over pairs of input
+    /// channels; the weights may be f32 or bf16.
+    public static func winogradWeights16(_ w: View, oc: Int, ic: Int, width: Int, threads: Int = 1) -> PackedMatrix {
+        let pairs = (ic + 1) / 2
+        let p = PackedMatrix(extent: oc, k: pairs, width: width, groups: 16)
+        Parallel.forRanges(p.panels, threads: threads) { range in
+            for panel in range {
+                for r in 0..<width {
+                    let o = panel * width + r
+                    for cp in 0..<pairs {
+                        func u(_ ci: Int) -> [Float] {
+                            guard o < oc && ci < ic else { return [Float](repeating: 0, count: 16) }
+                            return Winograd.transformKernel { i, j in element(w, ((o * ic + ci) * 3 + i) * 3 + j) }
+                        }
+                        let (u0, u1) = (u(2 * cp), u(2 * cp + 1))
+                        for xi in 0..<16 { p.pointer[xi * p.groupStride + panel * p.panelStride + cp * width + r] = Gemm.bf16Pair(u0[xi], u1[xi]) }
+                    }
+                }
+            }
+        }
+        return p
+    }
+
+    /// The 16 transformed kernels U_ξ = (G g Gᵀ)_ξ of `[oc, ic, 3, 3]` f32 weights, each as A panels
+    /// (`groups` = 16: one per ξ).
+    public static func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, ic: Int, width: Int, threads: Int = 1) -> PackedMatrix {
+        let p = PackedMatrix(extent: oc, k: ic, width: width, groups: 16)
+        Parallel.forRanges(p.panels, threads: threads) { range in
+            for panel in range {
+                for r in 0..<width {
+                    let o = panel * width + r
+                    for ci in 0..<ic {
+                        let u: [Float] = o < oc ? Winograd.transformKernel { i, j in w[((o * ic + ci) * 3 + i) * 3 + j] } : [Float](repeating: 0, count: 16)
+                        for xi in 0..<16 { p.pointer[xi * p.groupStride + panel * p.panelStride + ci * width + r] = u[xi] }
+                    }
+                }
+            }
+        }
+        return p
+    }
+}
