@@ -315,9 +315,18 @@ public enum Attention {
                     }
                     for (bi, layout) in biasLayouts.enumerated() {
                         let base = biases[bi].floats + layout.offsets[p]
-                        for r in 0..<kn {
-                            let row = st + r * tq, bp = base + (j0 + r) * layout.col + q0 * layout.row
-                            for c in 0..<qn { row[c] += bp[c * layout.row] }
+                        if layout.col == 1 {
+                            // A query's biases are contiguous over keys: read them in order, write down Sᵀ's column.
+                            for c in 0..<qn {
+                                let bp = base + (q0 + c) * layout.row + j0
+                                var d = st + c
+                                for r in 0..<kn { d.pointee += bp[r]; d += tq }
+                            }
+                        } else {
+                            for r in 0..<kn {
+                                let row = st + r * tq, bp = base + (j0 + r) * layout.col + q0 * layout.row
+                                for c in 0..<qn { row[c] += bp[c * layout.row] }
+                            }
                         }
                     }
                     gemm.softmaxColumns(st, kn, mx, sum, corr)

@@ -127,24 +127,42 @@ struct ResolvedEpilogue {
     }
 
     /// `dst[i] = steps(dst[i] + bias)` for i in 0..<count, where dst[i] is output element `base + i`
-    /// (residuals are read at that index); bias is `scalarBias` plus `vectorBias[i]` when given.
+    /// (residuals are read at that index); bias is `scalarBias` plus `vectorBias[i]` when given. One
+    /// pass per step over the run (it stays in L1), each a tight vector loop.
     func apply(_ dst: UnsafeMutablePointer<Float>, count: Int, base: Int, scalarBias: Float = 0, vectorBias: UnsafePointer<Float>? = nil) {
-        var i = 0
-        while i + 8 <= count {
-            var v = VectorMath.load(dst + i) + scalarBias
-            if let vb = vectorBias { v += VectorMath.load(vb + i) }
-            for s in steps { v = step(v, s, base + i) }
-            VectorMath.store(v, dst + i)
-            i += 8
-        }
-        // Tail: one element at a time through the same vector code (lane 0).
-        while i < count {
-            var v = Float8(repeating: dst[i] + scalarBias + (vectorBias?[i] ?? 0))
-            for s in steps {
-                if case .residual(let p) = s { v += p[base + i] } else { v = step(v, s, 0) }
+        @inline(__always) func pass(_ f: (Float8, Int) -> Float8) {
+            var i = 0
+            while i + 8 <= count {
+                VectorMath.store(f(VectorMath.load(dst + i), i), dst + i)
+                i += 8
             }
-            dst[i] = v[0]
-            i += 1
+            // Tail: one element at a time through the same vector code (lane 0).
+            while i < count {
+                dst[i] = f(Float8(repeating: dst[i]), i)[0]
+                i += 1
+            }
+        }
+        @inline(__always) func at(_ p: UnsafePointer<Float>, _ i: Int) -> Float8 {
+            i + 8 <= count ? VectorMath.load(p + i) : Float8(repeating: p[i])
+        }
+        if let vb = vectorBias {
+            pass { v, i in v + scalarBias + at(vb, i) }
+        } else if scalarBias != 0 {
+            pass { v, _ in v + scalarBias }
+        }
+        for s in steps {
+            switch s {
+            case .silu: pass { v, _ in VectorMath.silu(v) }
+            case .gelu: pass { v, _ in VectorMath.gelu(v) }
+            case .geluTanh: pass { v, _ in VectorMath.geluTanh(v) }
+            case .relu: pass { v, _ in v.replacing(with: 0, where: v .< 0) }
+            case .sigmoid: pass { v, _ in VectorMath.sigmoid(v) }
+            case .leakyRelu(let a): pass { v, _ in v.replacing(with: v * a, where: v .< 0) }
+            case .scale(let f): pass { v, _ in v * f }
+            case .residual(let p):
+                let r = UnsafePointer(p + base)
+                pass { v, i in v + at(r, i) }
+            }
         }
     }
 }

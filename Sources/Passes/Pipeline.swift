@@ -49,7 +49,10 @@ public enum PassPipeline {
         Cleanup.deadCode,
     ]
 
-    public static var names: [String] { Array(Set(standard.map(\.name))).sorted() }
+    /// Passes on the lowered plan (run by `Compiler` after lowering), switched off the same way.
+    public static let planPasses = ["winograd"]
+
+    public static var names: [String] { Array(Set(standard.map(\.name) + planPasses)).sorted() }
 
     /// Runs the pipeline; `log` receives one line per pass.
     public static func run(_ graph: inout Graph, options: CompileOptions, log: (String) -> Void = { _ in }) throws -> [PassRecord] {
