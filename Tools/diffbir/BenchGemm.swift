@@ -12,7 +12,8 @@ struct BenchGemm: ParsableCommand {
         The peak is a register-only loop of 12 independent FMAs per iteration on every thread (no \
         memory traffic), per instruction set. Each GEMM shape MxNxK is C[M×N] = A[M×K]·B[K×N] as the \
         convolution kernel runs it: A (the weights) packed once beforehand, B packed block by block, \
-        the N columns split into one fixed part per thread. OpenBLAS runs the same split with \
+        the larger of M and N split into one part per thread (as the kernels' tiles split them). \
+        OpenBLAS runs the same split with \
         cblas_sgemm single-threaded per part; its kernel set is the one OPENBLAS_CORETYPE selects.
         """
     )
@@ -62,14 +63,17 @@ struct BenchGemm: ParsableCommand {
             defer { a.deallocate(); b.deallocate(); c.deallocate() }
             for i in 0..<(m * k) { a[i] = Float(i % 7) * 0.01 }
             for i in 0..<(k * n) { b[i] = Float(i % 5) * 0.01 }
-            let part = ((n + threads - 1) / threads + 31) / 32 * 32
-            let parts = (n + part - 1) / part
+            // The threads split the larger of M and N, as the kernels' tiles do (convolutions of small
+            // images split their output channels): parts of N in multiples of 32, of M in multiples of 48.
+            let byRows = m > n
+            let part = byRows ? ((m + threads - 1) / threads + 47) / 48 * 48 : ((n + threads - 1) / threads + 31) / 32 * 32
+            let parts = ((byRows ? m : n) + part - 1) / part
             for s in sets {
                 let gemm = Gemm(s)
                 let packed = s == .openblas ? nil : PackedMatrix.rowsOf(a, rows: m, k: k, width: gemm.mr)
                 // B packed beforehand too (as the convolution's im2col writes it), one matrix per part.
-                let packedB: [PackedMatrix]? = s == .openblas || !packedColumns ? nil : (0..<parts).map { t in
-                    let j0 = t * part, w = min(part, n - j0)
+                let packedB: [PackedMatrix]? = s == .openblas || !packedColumns ? nil : (0..<(byRows ? 1 : parts)).map { t in
+                    let j0 = byRows ? 0 : t * part, w = byRows ? n : min(part, n - j0)
                     let bt = UnsafeMutablePointer<Float>.allocate(capacity: w * k)
                     defer { bt.deallocate() }
                     for j in 0..<w { for p in 0..<k { bt[j * k + p] = b[p * n + j0 + j] } }
@@ -80,15 +84,21 @@ struct BenchGemm: ParsableCommand {
                     let t0 = DispatchTime.now().uptimeNanoseconds
                     Parallel.forRanges(parts, threads: threads) { range in
                         for t in range {
-                        let j0 = t * part, w = min(part, n - j0)
-                        if let packed, let packedB {
-                            gemm.run(m: m, n: w, k: k, a: .panels(packed.pointer, panelStride: packed.panelStride),
-                                     b: .panels(packedB[t].pointer, panelStride: packedB[t].panelStride), c: c + j0, ldc: n, accumulate: false, scratch: scratch[t])
-                        } else if let packed {
-                            gemm.run(m: m, n: w, k: k, a: .panels(packed.pointer, panelStride: packed.panelStride),
-                                     b: .matrix(b + j0, ld: n, transposed: false), c: c + j0, ldc: n, accumulate: false, scratch: scratch[t])
+                        let j0 = byRows ? 0 : t * part, w = byRows ? n : min(part, n - j0)
+                        let i0 = byRows ? t * part : 0, h = byRows ? min(part, m - i0) : m
+                        let cp = c + i0 * n + j0
+                        if let packed {
+                            let ap = packed.pointer + (i0 / gemm.mr) * packed.panelStride
+                            if let packedB {
+                                let pb = packedB[byRows ? 0 : t]
+                                gemm.run(m: h, n: w, k: k, a: .panels(ap, panelStride: packed.panelStride),
+                                         b: .panels(pb.pointer, panelStride: pb.panelStride), c: cp, ldc: n, accumulate: false, scratch: scratch[t])
+                            } else {
+                                gemm.run(m: h, n: w, k: k, a: .panels(ap, panelStride: packed.panelStride),
+                                         b: .matrix(b + j0, ld: n, transposed: false), c: cp, ldc: n, accumulate: false, scratch: scratch[t])
+                            }
                         } else {
-                            BLAS.sgemm(m: m, n: w, k: k, a: a, lda: k, b: b + j0, ldb: n, c: c + j0, ldc: n)
+                            BLAS.sgemm(m: h, n: w, k: k, a: a + i0 * k, lda: k, b: b + j0, ldb: n, c: cp, ldc: n)
                         }
                         }
                     }
