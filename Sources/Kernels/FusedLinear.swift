@@ -299,7 +299,9 @@ public enum Attention {
                 let qb = q.floats + iq[p] * n * d + q0 * d
                 if bf16 {
                     // Scaled in f32, then rounded to bf16.
-                    for i in 0..<(qn * d) { qs[i] = qb[i] * scale }
+                    // (bf16: in base-2 units, scale·log₂e, for the softmax's 2^x.)
+                    let s2 = scale * 1.4426950408889634
+                    for i in 0..<(qn * d) { qs[i] = qb[i] * s2 }
                     Gemm.packB16(qs, ldb: d, transposed: true, columns: 0..<qn, steps: 0..<dSteps, depth: d, width: tq, into: qt)
                 } else {
                     Gemm.packB(qb, ldb: d, transposed: true, columns: 0..<qn, depth: 0..<d, width: tq, into: qt)
@@ -313,6 +315,7 @@ public enum Attention {
                     for i in stride(from: 0, to: kn, by: mr) {
                         gemm.micro(dSteps, kp + ((j0 + i) / mr) * dSteps * mr, qt, st + i * tq, tq, false)
                     }
+                    let unit: Float = bf16 ? 1.4426950408889634 : 1  // biases in the scores' units
                     for (bi, layout) in biasLayouts.enumerated() {
                         let base = biases[bi].floats + layout.offsets[p]
                         if layout.col == 1 {
@@ -320,12 +323,12 @@ public enum Attention {
                             for c in 0..<qn {
                                 let bp = base + (q0 + c) * layout.row + j0
                                 var d = st + c
-                                for r in 0..<kn { d.pointee += bp[r]; d += tq }
+                                for r in 0..<kn { d.pointee += bp[r] * unit; d += tq }
                             }
                         } else {
                             for r in 0..<kn {
                                 let row = st + r * tq, bp = base + (j0 + r) * layout.col + q0 * layout.row
-                                for c in 0..<qn { row[c] += bp[c * layout.row] }
+                                for c in 0..<qn { row[c] += bp[c * layout.row] * unit }
                             }
                         }
                     }

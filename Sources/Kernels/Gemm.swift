@@ -235,12 +235,15 @@ public struct Gemm: Sendable {
     /// Whether the fused kernels call OpenBLAS instead of our micro-kernels.
     public var usesBLAS: Bool { isa == .openblas }
 
-    /// The attention kernel's online-softmax step over `rows` key rows of `nr` query scores.
+    /// The attention kernel's online-softmax step over `rows` key rows of `nr` query scores (bf16:
+    /// scores in base-2 units, a shorter 2^x).
     @inline(__always)
     func softmaxColumns(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
                         _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>) {
-        switch isa {
-        case .avx512: softmaxColumns32AVX512(s, rows, runningMax, runningSum, correction)
+        switch (isa, precision) {
+        case (.avx512, .f32): softmaxColumns32AVX512(s, rows, runningMax, runningSum, correction)
+        case (.avx512, .bf16) where nr == 32: softmaxColumns32Base2AVX512(s, rows, runningMax, runningSum, correction)
+        case (_, .bf16): softmaxColumns16Base2AVX2(s, rows, runningMax, runningSum, correction)
         default: softmaxColumns16AVX2(s, rows, runningMax, runningSum, correction)
         }
     }

@@ -42,6 +42,39 @@ public enum MovementKernels {
         return true
     }
 
+    /// A transpose that swaps two blocks of trailing axes, `[outer, A, B] → [outer, B, A]` (e.g.
+    /// NCHW → N(HW)C), in 32×32 tiles so that both sides are read and written a cache line at a time;
+    /// false for other permutations.
+    static func blockTranspose(_ x: View, perm: [Int], out: View, threads: Int) -> Bool {
+        let n = perm.count
+        var i = 0
+        while i < n && perm[i] == i { i += 1 }
+        guard i < n - 1 else { return false }
+        let j = perm[i]  // the second block starts at axis j and runs to the end, then comes [i, j)
+        guard j > i else { return false }
+        let expected = Array(0..<i) + Array(j..<n) + Array(i..<j)
+        guard perm == expected else { return false }
+        let outer = x.dims[..<i].reduce(1, *), a = x.dims[i..<j].reduce(1, *), b = x.dims[j...].reduce(1, *)
+        guard a >= 8 && b >= 8 else { return false }
+        let src = x.pointer.assumingMemoryBound(to: UInt32.self), dst = out.pointer.assumingMemoryBound(to: UInt32.self)
+        let tile = 32
+        let tilesA = (a + tile - 1) / tile, tilesB = (b + tile - 1) / tile
+        Parallel.forRanges(outer * tilesA, threads: threads) { range in
+            for item in range {
+                let o = item / tilesA, a0 = (item % tilesA) * tile, a1 = min(a, a0 + tile)
+                let s0 = src + o * a * b, d0 = dst + o * a * b
+                for bt in 0..<tilesB {
+                    let b0 = bt * tile, b1 = min(b, b0 + tile)
+                    for bb in b0..<b1 {
+                        let d = d0 + bb * a
+                        for aa in a0..<a1 { d[aa] = s0[aa * b + bb] }
+                    }
+                }
+            }
+        }
+        return true
+    }
+
     /// Copies: for each output index (row-major), the flat source index is Σ index[d]·stride[d] + base.
     static func strided(_ src: View, _ dst: UnsafeMutableRawPointer, dims: [Int], strides: [Int], base: Int, threads: Int) {
         let size = src.dtype.byteSize
@@ -76,6 +109,8 @@ public enum MovementKernels {
         let x = operands[0]
         let size = x.dtype.byteSize
         switch m {
+        case .transpose(let perm) where size == 4 && blockTranspose(x, perm: perm, out: results[0], threads: threads):
+            break
         case .transpose(let perm):
             let st = contiguousStrides(x.dims)
             strided(x, results[0].pointer, dims: results[0].dims, strides: perm.map { st[$0] }, base: 0, threads: threads)

@@ -102,6 +102,35 @@ func exp8(_ v: __m256) -> __m256 {
 @inline(never)
 public func softmaxColumns16AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
                                  _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>) {
+    softmaxColumns16(s, rows, runningMax, runningSum, correction, exp8)
+}
+
+/// The same with scores in base-2 units and a shorter 2^x (bf16 attention).
+@inline(never)
+public func softmaxColumns16Base2AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
+                                      _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>) {
+    softmaxColumns16(s, rows, runningMax, runningSum, correction, exp2Short8)
+}
+
+/// 2^x for 8 lanes: degree-4 polynomial, 2^n in the exponent bits (n ≥ −126; below, 0).
+@inline(__always)
+func exp2Short8(_ v: __m256) -> __m256 {
+    let x = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-126)), _mm256_set1_ps(127))
+    let magic = _mm256_set1_ps(12582912)
+    let n = _mm256_sub_ps(_mm256_add_ps(x, magic), magic)
+    let f = _mm256_sub_ps(x, n)
+    var p = _mm256_set1_ps(9.6181291e-3)
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504109e-2))
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022651e-1))
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718e-1))
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1))
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
+    return _mm256_blendv_ps(_mm256_mul_ps(p, scale), _mm256_setzero_ps(), _mm256_sub_ps(v, _mm256_set1_ps(-126)))
+}
+
+@inline(__always)
+func softmaxColumns16(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
+                      _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>, _ exp8: (__m256) -> __m256) {
     var m0 = _mm256_loadu_ps(runningMax), m1 = _mm256_loadu_ps(runningMax + 8)
     let old0 = m0, old1 = m1
     for r in 0..<rows {

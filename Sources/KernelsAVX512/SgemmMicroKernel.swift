@@ -114,6 +114,35 @@ func exp16(_ v: __m512) -> __m512 {
 @inline(never)
 public func softmaxColumns32AVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
                                    _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>) {
+    softmaxColumns32(s, rows, runningMax, runningSum, correction, exp16)
+}
+
+/// The same with scores in base-2 units (the queries were scaled by log₂e) and a shorter 2^x (relative
+/// error ~4e-5): for bf16 attention, whose probabilities are rounded to bf16 (2⁻⁹) anyway.
+@inline(never)
+public func softmaxColumns32Base2AVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
+                                        _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>) {
+    softmaxColumns32(s, rows, runningMax, runningSum, correction, exp2Short16)
+}
+
+/// 2^x for 16 lanes: x − round(x) through a degree-4 polynomial, scaled with `vscalefps`.
+@inline(__always)
+func exp2Short16(_ v: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-150)), _mm512_set1_ps(128))
+    let magic = _mm512_set1_ps(12582912)
+    let n = _mm512_sub_ps(_mm512_add_ps(x, magic), magic)
+    let f = _mm512_sub_ps(x, n)
+    var p = _mm512_set1_ps(9.6181291e-3)
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2))
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1))
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1))
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1))
+    return _mm512_scalef_ps(p, n)
+}
+
+@inline(__always)
+func softmaxColumns32(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
+                      _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>, _ exp16: (__m512) -> __m512) {
     var m0 = _mm512_loadu_ps(runningMax), m1 = _mm512_loadu_ps(runningMax + 16)
     let old0 = m0, old1 = m1
     for r in 0..<rows {

@@ -41,7 +41,7 @@ public enum Compiler {
         if options.gemmWeights != .f32 { converted = lowering.storeGemmWeights(as: options.gemmWeights) }
         // Winograd F(2,3) for the f32 3×3 convolutions (a plan pass: --disable-pass winograd).
         var winograd = 0
-        if !options.disabled.contains("winograd") { winograd = lowering.markWinograd(minimumChannels: 128, minimumPlane: 64 * 64) }
+        if !options.disabled.contains("winograd") { winograd = lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32) }
         var report = ""
         func line(_ s: String) { report += s + "\n" }
         if let metadata, !metadata.isEmpty {

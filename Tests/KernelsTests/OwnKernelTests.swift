@@ -159,6 +159,19 @@ import Testing
         }
     }
 
+    /// The tiled transpose of two blocks of trailing axes (NCHW → N(HW)C and the like), odd sizes.
+    @Test(arguments: [([3, 5, 37, 41], [0, 2, 3, 1]), ([2, 33, 9], [0, 2, 1]), ([40, 70], [1, 0]), ([2, 3, 64, 8], [0, 3, 1, 2])])
+    func blockTranspose(dims: [Int], perm: [Int]) throws {
+        let x = Self.random(dims, 41)
+        let outDims = perm.map { dims[$0] }
+        let expected = try Reference.execute(.movement(.transpose(perm: perm)), [x], results: [(.f32, Shape(outDims))])[0]
+        for threads in [1, 3] {
+            let out = Tensor.zeros(.f32, Shape(outDims))
+            MovementKernels.run(.transpose(perm: perm), operands: [Self.view(x)], results: [Self.view(out)], threads: threads)
+            #expect(out.floats() == expected.floats(), "\(dims) perm \(perm) threads \(threads)")
+        }
+    }
+
     struct AttentionCase: CustomTestStringConvertible, Sendable {
         var batch: [Int], n: Int, m: Int, d: Int, dv: Int
         var keysTransposed = false, scaleQueries = false, biases: [[Int]] = [], masked = false
