@@ -1,0 +1,71 @@
+// Built with `-target-cpu cascadelake` (AVX-512 with VNNI): call only after `CPU.features` says the
+// processor has AVX512_VNNI (Kernels/Int8Gemm.swift dispatches).
+import _Builtin_intrinsics.intel
+
+/// `C[12 × 32] (+)= A · B` in int32 over `ksteps` groups of four k: A a packed panel of 12 rows per
+/// step, each a 32-bit word of four signed bytes (k..k+3); B a packed panel of 32 columns per step,
+/// each a word of four unsigned bytes. `vpdpbusd` multiplies u8 × s8 pairs and adds the four products
+/// of a word into each int32 lane exactly (no 16-bit saturation); 24 zmm accumulators.
+@inline(never)
+public func s8gemmMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>,
+                                  _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
+    var c00 = _mm512_setzero_si512(), c01 = _mm512_setzero_si512()
+    var c10 = _mm512_setzero_si512(), c11 = _mm512_setzero_si512()
+    var c20 = _mm512_setzero_si512(), c21 = _mm512_setzero_si512()
+    var c30 = _mm512_setzero_si512(), c31 = _mm512_setzero_si512()
+    var c40 = _mm512_setzero_si512(), c41 = _mm512_setzero_si512()
+    var c50 = _mm512_setzero_si512(), c51 = _mm512_setzero_si512()
+    var c60 = _mm512_setzero_si512(), c61 = _mm512_setzero_si512()
+    var c70 = _mm512_setzero_si512(), c71 = _mm512_setzero_si512()
+    var c80 = _mm512_setzero_si512(), c81 = _mm512_setzero_si512()
+    var c90 = _mm512_setzero_si512(), c91 = _mm512_setzero_si512()
+    var ca0 = _mm512_setzero_si512(), ca1 = _mm512_setzero_si512()
+    var cb0 = _mm512_setzero_si512(), cb1 = _mm512_setzero_si512()
+    var pa = a, pb = b
+    for _ in 0..<ksteps {
+        let b0 = _mm512_loadu_si512(UnsafeRawPointer(pb)), b1 = _mm512_loadu_si512(UnsafeRawPointer(pb + 16))
+        var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = _mm512_dpbusd_epi32(c00, b0, x); c01 = _mm512_dpbusd_epi32(c01, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = _mm512_dpbusd_epi32(c10, b0, x); c11 = _mm512_dpbusd_epi32(c11, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = _mm512_dpbusd_epi32(c20, b0, x); c21 = _mm512_dpbusd_epi32(c21, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = _mm512_dpbusd_epi32(c30, b0, x); c31 = _mm512_dpbusd_epi32(c31, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = _mm512_dpbusd_epi32(c40, b0, x); c41 = _mm512_dpbusd_epi32(c41, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = _mm512_dpbusd_epi32(c50, b0, x); c51 = _mm512_dpbusd_epi32(c51, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[6])); c60 = _mm512_dpbusd_epi32(c60, b0, x); c61 = _mm512_dpbusd_epi32(c61, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[7])); c70 = _mm512_dpbusd_epi32(c70, b0, x); c71 = _mm512_dpbusd_epi32(c71, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[8])); c80 = _mm512_dpbusd_epi32(c80, b0, x); c81 = _mm512_dpbusd_epi32(c81, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[9])); c90 = _mm512_dpbusd_epi32(c90, b0, x); c91 = _mm512_dpbusd_epi32(c91, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[10])); ca0 = _mm512_dpbusd_epi32(ca0, b0, x); ca1 = _mm512_dpbusd_epi32(ca1, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[11])); cb0 = _mm512_dpbusd_epi32(cb0, b0, x); cb1 = _mm512_dpbusd_epi32(cb1, b1, x)
+        pa += 12
+        pb += 32
+    }
+    @inline(__always) func store(_ r: Int, _ v0: __m512i, _ v1: __m512i) {
+        let p = UnsafeMutableRawPointer(c + r * ldc)
+        if accumulate {
+            _mm512_storeu_si512(p, _mm512_add_epi32(_mm512_loadu_si512(UnsafeRawPointer(p)), v0))
+            _mm512_storeu_si512(p + 64, _mm512_add_epi32(_mm512_loadu_si512(UnsafeRawPointer(p + 64)), v1))
+        } else {
+            _mm512_storeu_si512(p, v0)
+            _mm512_storeu_si512(p + 64, v1)
+        }
+    }
+    store(0, c00, c01); store(1, c10, c11); store(2, c20, c21); store(3, c30, c31)
+    store(4, c40, c41); store(5, c50, c51); store(6, c60, c61); store(7, c70, c71)
+    store(8, c80, c81); store(9, c90, c91); store(10, ca0, ca1); store(11, cb0, cb1)
+}
+
+/// 12 independent `vpdpbusd` per iteration on registers: 12 · 16 · 4 · 2 int8 operations each.
+@inline(never)
+public func vnniPeak(_ iterations: Int, _ seed: Int32) -> Int32 {
+    let a = _mm512_set1_epi32(0x0101_0101), b = _mm512_set1_epi32(0x0102_0304)
+    var c0 = _mm512_set1_epi32(seed), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0
+    var c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0
+    for _ in 0..<iterations {
+        c0 = _mm512_dpbusd_epi32(c0, a, b); c1 = _mm512_dpbusd_epi32(c1, a, b); c2 = _mm512_dpbusd_epi32(c2, a, b)
+        c3 = _mm512_dpbusd_epi32(c3, a, b); c4 = _mm512_dpbusd_epi32(c4, a, b); c5 = _mm512_dpbusd_epi32(c5, a, b)
+        c6 = _mm512_dpbusd_epi32(c6, a, b); c7 = _mm512_dpbusd_epi32(c7, a, b); c8 = _mm512_dpbusd_epi32(c8, a, b)
+        c9 = _mm512_dpbusd_epi32(c9, a, b); c10 = _mm512_dpbusd_epi32(c10, a, b); c11 = _mm512_dpbusd_epi32(c11, a, b)
+    }
+    let s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)), _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)))
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11))))
+}
