@@ -519,32 +519,8 @@ public struct Gemm: Sendable {
     /// into panels of `width` rows: `dst[(panel·depth + p)·width + r]`, zeros past the last row.
     static func packA(_ a: UnsafePointer<Float>, lda: Int, transposed: Bool, rows: Range<Int>, depth: Range<Int>, width: Int,
                       into dst: UnsafeMutablePointer<Float>) {
-        let kd = depth.count
-        var panel = 0, i0 = rows.lowerBound
-        while i0 < rows.upperBound {
-            let h = min(width, rows.upperBound - i0)
-            let d = dst + panel * kd * width
-            if transposed {
-                for p in 0..<kd {
-                    let src = a + (depth.lowerBound + p) * lda + i0, o = d + p * width
-                    for r in 0..<h { o[r] = src[r] }
-                    for r in h..<width { o[r] = 0 }
-                }
-            } else {
-                // Step by step across the panel's rows: contiguous writes, `h` read streams.
-                var rowsBase = [UnsafePointer<Float>](repeating: a, count: width)
-                for r in 0..<h { rowsBase[r] = a + (i0 + r) * lda + depth.lowerBound }
-                rowsBase.withUnsafeBufferPointer { src in
-                    for p in 0..<kd {
-                        let o = d + p * width
-                        for r in 0..<h { o[r] = src[r][p] }
-                        for r in h..<width { o[r] = 0 }
-                    }
-                }
-            }
-            panel += 1
-            i0 += width
-        }
+        // A's rows are the columns of Aᵀ: the same panels as packing B = Aᵀ.
+        packB(a, ldb: lda, transposed: !transposed, columns: rows, depth: depth, width: width, into: dst)
     }
 
     /// Packs depth `depth` × columns `columns` of B (`b[p·ldb + j]`, or `b[j·ldb + p]` when
