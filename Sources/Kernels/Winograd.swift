@@ -26,25 +26,23 @@ public enum Winograd {
         return unsafeBitCast(word, to: SIMD16<Float>.self)
     }
 
-    /// u = G g Gᵀ for one 3×3 kernel g (row-major), 16 values (row-major 4×4).
-    static func transformKernel(_ g: (Int, Int) -> Float) -> [Float] {
-        var t = [[Float]](repeating: [0, 0, 0], count: 4)  // G g: 4×3
+    /// u = G g Gᵀ for one 3×3 kernel g (9 values, row-major) into 16 values (row-major 4×4).
+    @inline(__always)
+    static func transformKernel(_ g: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>) {
+        // G g: 4×3, then (G g) Gᵀ: 4×4.
+        var t = (SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>())  // columns j = 0, 1, 2 of G g
         for j in 0..<3 {
-            let (g0, g1, g2) = (g(0, j), g(1, j), g(2, j))
-            t[0][j] = g0
-            t[1][j] = 0.5 * (g0 + g1 + g2)
-            t[2][j] = 0.5 * (g0 - g1 + g2)
-            t[3][j] = g2
+            let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j])
+            let col = SIMD4<Float>(g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2)
+            if j == 0 { t.0 = col } else if j == 1 { t.1 = col } else { t.2 = col }
         }
-        var u = [Float](repeating: 0, count: 16)
         for i in 0..<4 {
-            let (a, b, c) = (t[i][0], t[i][1], t[i][2])
+            let (a, b, c) = (t.0[i], t.1[i], t.2[i])
             u[i * 4 + 0] = a
             u[i * 4 + 1] = 0.5 * (a + b + c)
             u[i * 4 + 2] = 0.5 * (a - b + c)
             u[i * 4 + 3] = c
         }
-        return u
     }
 
     public static func run(_ k: Conv2DKernel, x: View, packed: PackedMatrix, operands: [View], out: View, gemm: Gemm, threads: Int,
@@ -249,16 +247,22 @@ extension PackedMatrix {
         let pairs = (ic + 1) / 2
         let p = PackedMatrix(extent: oc, k: pairs, width: width, groups: 16)
         Parallel.forRanges(p.panels, threads: threads) { range in
+            let g = UnsafeMutablePointer<Float>.allocate(capacity: 9), u = UnsafeMutablePointer<Float>.allocate(capacity: 32)
+            defer { g.deallocate(); u.deallocate() }
             for panel in range {
                 for r in 0..<width {
                     let o = panel * width + r
                     for cp in 0..<pairs {
-                        func u(_ ci: Int) -> [Float] {
-                            guard o < oc && ci < ic else { return [Float](repeating: 0, count: 16) }
-                            return Winograd.transformKernel { i, j in element(w, ((o * ic + ci) * 3 + i) * 3 + j) }
+                        for half in 0..<2 {
+                            let ci = 2 * cp + half
+                            if o < oc && ci < ic {
+                                for t in 0..<9 { g[t] = element(w, (o * ic + ci) * 9 + t) }
+                                Winograd.transformKernel(g, into: u + 16 * half)
+                            } else {
+                                (u + 16 * half).initialize(repeating: 0, count: 16)
+                            }
                         }
-                        let (u0, u1) = (u(2 * cp), u(2 * cp + 1))
-                        for xi in 0..<16 { p.pointer[xi * p.groupStride + panel * p.panelStride + cp * width + r] = Gemm.bf16Pair(u0[xi], u1[xi]) }
+                        for xi in 0..<16 { p.pointer[xi * p.groupStride + panel * p.panelStride + cp * width + r] = Gemm.bf16Pair(u[xi], u[16 + xi]) }
                     }
                 }
             }
@@ -271,11 +275,13 @@ extension PackedMatrix {
     public static func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, ic: Int, width: Int, threads: Int = 1) -> PackedMatrix {
         let p = PackedMatrix(extent: oc, k: ic, width: width, groups: 16)
         Parallel.forRanges(p.panels, threads: threads) { range in
+            let u = UnsafeMutablePointer<Float>.allocate(capacity: 16)
+            defer { u.deallocate() }
             for panel in range {
                 for r in 0..<width {
                     let o = panel * width + r
                     for ci in 0..<ic {
-                        let u: [Float] = o < oc ? Winograd.transformKernel { i, j in w[((o * ic + ci) * 3 + i) * 3 + j] } : [Float](repeating: 0, count: 16)
+                        if o < oc { Winograd.transformKernel(w + (o * ic + ci) * 9, into: u) } else { u.initialize(repeating: 0, count: 16) }
                         for xi in 0..<16 { p.pointer[xi * p.groupStride + panel * p.panelStride + ci * width + r] = u[xi] }
                     }
                 }
