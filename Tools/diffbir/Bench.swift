@@ -195,6 +195,10 @@ struct Bench: ParsableCommand {
             last = r
             if !json { printError(String(format: "%@ %@ %d: %.3f s", name, i < warmup ? "warm-up" : "run", i < warmup ? i + 1 : i - warmup + 1, r.seconds)) }
         }
+        if let f = last?.fallbacks, !f.isEmpty {
+            printError("note: \(name): reference kernels ran (no fast kernel for these with --isa \(executor.gemm.isa)): "
+                       + f.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
         let sorted = times.sorted()
         let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
         let peak = Self.peakRSSBytes()
