@@ -457,6 +457,11 @@ public struct Gemm: Sendable {
     /// `packA` for bf16: rows × steps (pairs of the depth, which is `depth` long; past it, zeros).
     static func packA16(_ a: UnsafePointer<Float>, lda: Int, transposed: Bool, rows: Range<Int>, steps: Range<Int>, depth: Int, width: Int,
                         into dst: UnsafeMutablePointer<Float>) {
+        // Aᵀ row-major is B: pairs of its rows become words, vectorised (`pairRows`), straight into the panels.
+        if transposed {
+            packB16(a, ldb: lda, transposed: false, columns: rows, steps: steps, depth: depth, width: width, into: dst)
+            return
+        }
         let ks = steps.count
         // A row's bf16 values in order are its words (k in the low half, k+1 in the high half).
         let row16 = transposed ? nil : UnsafeMutablePointer<UInt16>.allocate(capacity: 2 * ks)
