@@ -3,7 +3,15 @@
 // ../shared/ARCHITECTURE.md (summarised in README.md, "Layout").
 import PackageDescription
 
-let optimized: [SwiftSetting] = [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "haswell"])]
+// The instruction sets the kernel modules are built for (x86-64; on other architectures the package
+// builds with OpenBLAS as its only GEMM).
+#if arch(x86_64)
+let baseline = ["-target-cpu", "haswell"], avx512 = ["-target-cpu", "skylake-avx512"], vnni = ["-target-cpu", "cascadelake"]
+#else
+let baseline: [String] = [], avx512: [String] = [], vnni: [String] = []
+#endif
+
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked"] + baseline)]
 
 let package = Package(
     name: "DiffBIRSwift",
@@ -46,11 +54,11 @@ let package = Package(
         // called after CPUID says the processor has it (Kernels/Gemm.swift); C only for what Swift
         // cannot express (CPU feature tests, bf16 intrinsics, which Swift does not import).
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])]),
-        .target(name: "KernelsAVX2", path: "Sources/KernelsAVX2", swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "haswell"])]),
+        .target(name: "KernelsAVX2", path: "Sources/KernelsAVX2", swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked"] + baseline)]),
         .target(name: "KernelsAVX512", path: "Sources/KernelsAVX512",
-                swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "skylake-avx512"])]),
+                swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked"] + avx512)]),
         .target(name: "KernelsVNNI", path: "Sources/KernelsVNNI",
-                swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "cascadelake"])]),
+                swiftSettings: [.unsafeFlags(["-O", "-enforce-exclusivity=unchecked"] + vnni)]),
         .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS", "CKernels", "KernelsAVX2", "KernelsAVX512", "KernelsVNNI"],
                 swiftSettings: optimized),
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),

@@ -2,9 +2,10 @@ import Foundation
 import Plan
 import Tensors
 
-/// Work split into tiles whose size depends only on the shapes, never on the thread count; each tile
-/// runs start to finish on one thread (OpenBLAS single-threaded inside it). So results are
-/// bit-identical for any `--threads`, and OpenBLAS's own threads never spin against ours.
+/// Work split into tiles, each run start to finish on one thread (OpenBLAS single-threaded inside it,
+/// so its own threads never spin against ours). Results are bit-identical for any `--threads`: on the
+/// OpenBLAS path the tiles depend only on the shapes; our kernels may size tiles by the thread count,
+/// but sum every output in the same order whatever the tile (tests run 1, 2 and 3 threads).
 public enum Tiling {
     /// Target bytes of a tile's packed im2col panel (fits the L2 of one core with room to spare).
     public static let panelBytes = 1 << 20

@@ -1,5 +1,7 @@
 // Built with `-target-cpu haswell` (AVX2, FMA3): call only after `CPU.features` says the processor
 // has them (Kernels/Gemm.swift dispatches).
+// x86-64 only (the package still builds elsewhere, with OpenBLAS as the only GEMM).
+#if arch(x86_64)
 import _Builtin_intrinsics.intel
 
 /// Rows × columns of the f32 micro-kernel's block of C, and the A/B panel widths it reads.
@@ -243,3 +245,4 @@ public func bf16PairRowsAVX2(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Flo
         j += 1
     }
 }
+#endif

@@ -1,5 +1,7 @@
 // Built with `-target-cpu skylake-avx512` (AVX-512 F/CD/BW/DQ/VL): call only after `CPU.features`
 // says the processor has them (Kernels/Gemm.swift dispatches).
+// x86-64 only (the package still builds elsewhere, with OpenBLAS as the only GEMM).
+#if arch(x86_64)
 import _Builtin_intrinsics.intel
 
 /// Rows × columns of the f32 micro-kernel's block of C, and the A/B panel widths it reads.
@@ -195,3 +197,4 @@ public func bf16PairRowsAVX512(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<F
         j += 1
     }
 }
+#endif

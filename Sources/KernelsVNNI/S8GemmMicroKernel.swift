@@ -1,5 +1,7 @@
 // Built with `-target-cpu cascadelake` (AVX-512 with VNNI): call only after `CPU.features` says the
 // processor has AVX512_VNNI (Kernels/Int8Gemm.swift dispatches).
+// x86-64 only (the package still builds elsewhere, with OpenBLAS as the only GEMM).
+#if arch(x86_64)
 import _Builtin_intrinsics.intel
 
 /// `C[12 × 32] (+)= A · B` in int32 over `ksteps` groups of four k: A a packed panel of 12 rows per
@@ -69,3 +71,4 @@ public func vnniPeak(_ iterations: Int, _ seed: Int32) -> Int32 {
     let s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)), _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)))
     return _mm512_reduce_add_epi32(_mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11))))
 }
+#endif

@@ -7,10 +7,12 @@ struct DiffBIR: ParsableCommand {
     /// The kernels are built for x86-64 with AVX2 and FMA (AVX-512, VNNI and BF16 are used when
     /// present): refuse clearly on an older processor instead of dying on an illegal instruction.
     static func main() {
+        #if arch(x86_64)
         if ck_cpu_features() & UInt32(CK_AVX2_FMA) == 0 {
             FileHandle.standardError.write(Data("diffbir: this processor has no AVX2/FMA; diffbir needs an x86-64 CPU with AVX2 and FMA (Haswell, Zen or newer)\n".utf8))
             Foundation.exit(2)
         }
+        #endif
         main(nil)
     }
 
