@@ -269,6 +269,18 @@ public enum Attention {
         // bf16: the products step over pairs of the depth (d for the scores, keys for the values).
         let bf16 = gemm.precision == .bf16
         let dSteps = bf16 ? (d + 1) / 2 : d, mSteps = bf16 ? (m + 1) / 2 : m
+        // Biases with whole [n, m] blocks (row stride m, column stride 1) are transposed once per call,
+        // so that adding them to Sᵀ (keys as rows) reads contiguous queries.
+        let transposedBiases: [[Float]?] = zip(biases, biasLayouts).map { b, layout in
+            guard layout.col == 1, layout.row == m, b.count % (n * m) == 0 else { return nil }
+            var t = [Float](repeating: 0, count: b.count)
+            let src = b.floats
+            for block in 0..<(b.count / (n * m)) {
+                let base = block * n * m
+                for i in 0..<n { for j in 0..<m { t[base + j * n + i] = src[base + i * m + j] } }
+            }
+            return t
+        }
         Parallel.forRanges(count * queryTiles, threads: threads) { range in
             let worker = ScratchPool.shared.take()
             defer { ScratchPool.shared.give(worker) }
@@ -318,7 +330,14 @@ public enum Attention {
                     let unit: Float = bf16 ? 1.4426950408889634 : 1  // biases in the scores' units
                     for (bi, layout) in biasLayouts.enumerated() {
                         let base = biases[bi].floats + layout.offsets[p]
-                        if layout.col == 1 {
+                        if let t = transposedBiases[bi] {
+                            t.withUnsafeBufferPointer { tb in
+                                for r in 0..<kn {
+                                    let row = st + r * tq, src = tb.baseAddress! + layout.offsets[p] + (j0 + r) * n + q0
+                                    for c in 0..<qn { row[c] += src[c] * unit }
+                                }
+                            }
+                        } else if layout.col == 1 {
                             // A query's biases are contiguous over keys: read them in order, write down Sᵀ's column.
                             for c in 0..<qn {
                                 let bp = base + (q0 + c) * layout.row + j0
