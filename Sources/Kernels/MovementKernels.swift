@@ -201,7 +201,21 @@ public enum MovementKernels {
                     var off = 0
                     for d in 0..<(rank - 1) { off += (index[d] / factors[d]) * st[d] }
                     let dst = out.pointer + row * inner * size
-                    for j in 0..<inner { (dst + j * size).copyMemory(from: x.pointer + (off + j / factors[rank - 1]) * size, byteCount: size) }
+                    let f = factors[rank - 1]
+                    if size == 4 {
+                        // Four-byte elements: a typed loop (each element repeated f times).
+                        let d = dst.assumingMemoryBound(to: UInt32.self), s = (x.pointer + off * size).assumingMemoryBound(to: UInt32.self)
+                        if f == 1 {
+                            d.update(from: s, count: inner)
+                        } else if f == 2 {
+                            for j in 0..<(inner / 2) { let v = s[j]; d[2 * j] = v; d[2 * j + 1] = v }
+                            if inner % 2 == 1 { d[inner - 1] = s[(inner - 1) / 2] }
+                        } else {
+                            for j in 0..<inner { d[j] = s[j / f] }
+                        }
+                    } else {
+                        for j in 0..<inner { (dst + j * size).copyMemory(from: x.pointer + (off + j / f) * size, byteCount: size) }
+                    }
                 }
             }
         case .depthToSpace(let b, let crd):
