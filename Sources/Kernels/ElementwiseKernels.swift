@@ -104,37 +104,58 @@ public enum ElementwiseKernels {
                 }
             }
         case .binary(let name):
-            let f = binary(name)!
-            let a = operands[0], b = operands[1]
-            let (x, y) = (a.floats, b.floats)
-            if a.count == n && b.count == n {
-                Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = f(x[i], y[i]) } }
-            } else if b.count == 1 && a.count == n {
-                let s = y[0]
-                Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = f(x[i], s) } }
-            } else if a.count == 1 && b.count == n {
-                let s = x[0]
-                Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = f(s, y[i]) } }
-            } else {
-                let dims = out.dims
-                let sa = broadcastStrides(a.dims, dims), sb = broadcastStrides(b.dims, dims)
-                let inner = dims.last ?? 1
-                let rows = n / max(inner, 1)
-                let (ia, ib) = (sa.last ?? 0, sb.last ?? 0)
-                Parallel.forRanges(rows, threads: threads, minimumPerThread: 64) { r in
-                    var index = [Int](repeating: 0, count: max(dims.count - 1, 0))
-                    // Row r's multi-index over the leading axes.
-                    for row in r {
-                        var rem = row
-                        for d in stride(from: dims.count - 2, through: 0, by: -1) { index[d] = rem % dims[d]; rem /= dims[d] }
-                        var oa = 0, ob = 0
-                        for d in 0..<(dims.count - 1) { oa += index[d] * sa[d]; ob += index[d] * sb[d] }
-                        let dst = o + row * inner
+            // Each operator gets its own copy of the loops (the closure is inlined, the loops vectorise).
+            switch name {
+            case "add": binaryLoops(operands, out, threads) { $0 + $1 }
+            case "sub": binaryLoops(operands, out, threads) { $0 - $1 }
+            case "mul": binaryLoops(operands, out, threads) { $0 * $1 }
+            case "div": binaryLoops(operands, out, threads) { $0 / $1 }
+            default: binaryLoops(operands, out, threads, binary(name)!)
+            }
+        default: break
+        }
+    }
+
+    @inline(__always)
+    static func binaryLoops(_ operands: [View], _ out: View, _ threads: Int, _ f: (Float, Float) -> Float) {
+        let n = out.count
+        let o = out.floats
+        let a = operands[0], b = operands[1]
+        let (x, y) = (a.floats, b.floats)
+        if a.count == n && b.count == n {
+            Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = f(x[i], y[i]) } }
+        } else if b.count == 1 && a.count == n {
+            let s = y[0]
+            Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = f(x[i], s) } }
+        } else if a.count == 1 && b.count == n {
+            let s = x[0]
+            Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = f(s, y[i]) } }
+        } else {
+            let dims = out.dims
+            let sa = broadcastStrides(a.dims, dims), sb = broadcastStrides(b.dims, dims)
+            let inner = dims.last ?? 1
+            let rows = n / max(inner, 1)
+            let (ia, ib) = (sa.last ?? 0, sb.last ?? 0)
+            Parallel.forRanges(rows, threads: threads, minimumPerThread: 64) { r in
+                var index = [Int](repeating: 0, count: max(dims.count - 1, 0))
+                // Row r's multi-index over the leading axes.
+                for row in r {
+                    var rem = row
+                    for d in stride(from: dims.count - 2, through: 0, by: -1) { index[d] = rem % dims[d]; rem /= dims[d] }
+                    var oa = 0, ob = 0
+                    for d in 0..<(dims.count - 1) { oa += index[d] * sa[d]; ob += index[d] * sb[d] }
+                    let dst = o + row * inner
+                    if ia == 1 && ib == 1 {
+                        let (p, q) = (x + oa, y + ob)
+                        for j in 0..<inner { dst[j] = f(p[j], q[j]) }
+                    } else if ia == 1 && ib == 0 {
+                        let (p, v) = (x + oa, y[ob])
+                        for j in 0..<inner { dst[j] = f(p[j], v) }
+                    } else {
                         for j in 0..<inner { dst[j] = f(x[oa + j * ia], y[ob + j * ib]) }
                     }
                 }
             }
-        default: break
         }
     }
 }
