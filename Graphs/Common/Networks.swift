@@ -19,6 +19,25 @@ public enum Network: String, CaseIterable, Sendable {
         }
     }
 
+    /// Weights this network keeps in f32 when a plan is quantised (`compile --weights-dtype`), as
+    /// glob patterns over checkpoint keys (with or without a prefix): the first and last
+    /// convolutions (they see raw pixels or latents, and write the output), the time embedding, and
+    /// the ControlNet's 1×1 output convolutions whose results are added into the UNet. A
+    /// `--quant-rule` overrides them. Norms, biases and embeddings are never quantised.
+    public var quantizationExclusions: [String] {
+        func anyPrefix(_ p: [String]) -> [String] { p.flatMap { [$0, "*." + $0] } }
+        switch self {
+        case .swinir, .bsrnet: return anyPrefix(["conv_first*", "conv_last*"])
+        case .scunet: return anyPrefix(["m_head.*", "m_tail.*"])
+        case .unet: return anyPrefix(["time_embed.*", "input_blocks.0.0.*", "out.2.*"])
+        case .controlnet: return anyPrefix(["time_embed.*", "input_blocks.0.0.*", "zero_convs.*", "middle_block_out.*"])
+        case .denoise: return Network.unet.quantizationExclusions + Network.controlnet.quantizationExclusions
+        case .vaeEncoder: return anyPrefix(["encoder.conv_in.*", "encoder.conv_out.*", "quant_conv.*"])
+        case .vaeDecoder: return anyPrefix(["decoder.conv_in.*", "decoder.conv_out.*", "post_quant_conv.*"])
+        case .clipText: return []
+        }
+    }
+
     /// Inputs that may be left out (fed as zeros).
     public func isOptionalInput(_ name: String) -> Bool { self == .unet && name.hasPrefix("control_") }
 

@@ -129,10 +129,14 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
-    /// An operand for the reference kernels: a copy, bf16 weights widened to f32 (exactly).
-    static func referenceOperand(_ v: View) -> Tensor {
-        let t = tensor(copying: v)
-        return t.dtype == .bf16 ? t.converted(to: .f32) : t
+    /// An operand for the reference kernels: a copy, bf16 and f16 weights widened to f32 (exactly),
+    /// int8-channel weights dequantised.
+    func referenceOperand(_ o: Operand) -> Tensor {
+        let t = Self.tensor(copying: view(o))
+        if case .weight(let i) = o, let s = plan.program.weights[i].scale, t.dtype == .i8 {
+            return Quantization.dequantizeInt8PerRow(t, scales: Self.tensor(copying: view(.weight(s))))
+        }
+        return t.dtype == .bf16 || t.dtype == .f16 ? t.converted(to: .f32) : t
     }
 
     static func tensor(copying v: View) -> Tensor {
@@ -168,11 +172,11 @@ public final class Executor: @unchecked Sendable {
         for (index, ins) in entry.instructions.enumerated() {
             let operands = ins.operands.map(view)
             let results = ins.results.map(view)
-            let before: [Tensor] = options.validate ? operands.map(Self.referenceOperand) : []
+            let before: [Tensor] = options.validate ? ins.operands.map(referenceOperand) : []
             let t0 = options.profile ? DispatchTime.now().uptimeNanoseconds : 0
             if !runFast(ins.kernel, operands, results, weights: ins.operands, stream: options.streamWeights) {
                 fallbacks[ins.kernel.kindName, default: 0] += 1
-                try runReference(ins, operands.map(Self.referenceOperand), results)
+                try runReference(ins, ins.operands.map(referenceOperand), results)
             }
             if options.profile {
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -266,9 +270,30 @@ public final class Executor: @unchecked Sendable {
         return p
     }
 
-    /// Every operand and result f32, except operand `weight`, which may also be bf16.
+    /// Every operand and result f32, except operand `weight`, which may also be bf16, f16 or int8.
     private func f32Except(weight: Int, _ x: [View], _ r: [View]) -> Bool {
-        r.allSatisfy { $0.dtype == .f32 } && x.enumerated().allSatisfy { $0.element.dtype == .f32 || ($0.offset == weight && $0.element.dtype == .bf16) }
+        r.allSatisfy { $0.dtype == .f32 } && x.enumerated().allSatisfy {
+            $0.element.dtype == .f32 || ($0.offset == weight && [.bf16, .f16, .i8].contains($0.element.dtype))
+        }
+    }
+
+    /// The per-row scales of an int8-channel weight operand.
+    private func scales(of operand: Operand) -> UnsafePointer<Float>? {
+        guard case .weight(let i) = operand, let s = plan.program.weights[i].scale else { return nil }
+        return UnsafePointer(view(.weight(s)).floats)
+    }
+
+    /// int8 or f16 weights `[groups·rows, k]` as quantised panels of `width` (A rows or B columns).
+    private func quantizedPanels(_ w: View, operand: Operand, rows: Int, k: Int, groups: Int, width: Int) -> PackedMatrix? {
+        switch w.dtype {
+        case .i8:
+            guard let s = scales(of: operand) else { return nil }
+            return PackedMatrix.int8Rows(w.pointer.assumingMemoryBound(to: Int8.self), scales: s, rows: rows, k: k, groups: groups, width: width, threads: threads)
+        case .f16:
+            return PackedMatrix.f16Rows(w.pointer.assumingMemoryBound(to: UInt16.self), rows: rows, k: k, groups: groups, width: width, threads: threads)
+        default:
+            return nil
+        }
     }
 
     private func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
@@ -277,12 +302,15 @@ public final class Executor: @unchecked Sendable {
         case .conv2d(let c):
             guard x[0].dims.count == 4, f32Except(weight: 1, x, r) else { return false }
             let w = x[1].dims
-            // bf16 weights run the bf16 kernels (f32 accumulation); OpenBLAS has none.
+            // bf16 weights run the bf16 kernels (f32 accumulation); OpenBLAS has none, nor quantised ones.
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
-            if x[1].dtype == .bf16 && gemm.usesBLAS { return false }
-            let winograd = c.winograd == true && Winograd.eligible(c, weight: w)
+            if x[1].dtype != .f32 && gemm.usesBLAS { return false }
+            let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
+            if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
+            let winograd = c.winograd == true && Winograd.eligible(c, weight: w) && !quantized
             let a = packedWeight(weights, 1, stream: stream) {
-                winograd ? (g.precision == .bf16 ? PackedMatrix.winogradWeights16(x[1], oc: w[0], ic: w[1], width: g.mr, threads: threads)
+                quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)!
+                    : winograd ? (g.precision == .bf16 ? PackedMatrix.winogradWeights16(x[1], oc: w[0], ic: w[1], width: g.mr, threads: threads)
                                                  : PackedMatrix.winogradWeights(x[1].floats, oc: w[0], ic: w[1], width: g.mr, threads: threads))
                     : g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr, threads: threads)
                     : PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr, threads: threads)
@@ -295,9 +323,12 @@ public final class Executor: @unchecked Sendable {
             guard f32Except(weight: 1, x, r) else { return false }
             let w = x[1].dims
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
-            if x[1].dtype == .bf16 && gemm.usesBLAS { return false }
+            if x[1].dtype != .f32 && gemm.usesBLAS { return false }
+            let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
+            if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
             let b = packedWeight(weights, 1, stream: stream) {
-                g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr, threads: threads)
+                quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)!
+                    : g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr, threads: threads)
                     : PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: g.nr, threads: threads)
             }
             FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: g, threads: threads)

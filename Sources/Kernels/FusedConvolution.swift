@@ -182,7 +182,7 @@ public enum FusedConvolution {
         if let p = k.prologue {
             affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
         }
-        if k.winograd == true, let packed, packed.groups == 16, Winograd.eligible(k, weight: weight.dims) {
+        if k.winograd == true, let packed, packed.groups == 16, packed.element == nil, Winograd.eligible(k, weight: weight.dims) {
             Winograd.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine)
             return
         }
@@ -239,7 +239,7 @@ public enum FusedConvolution {
                     let r0 = band * bandRows, rows = min(bandRows, oh - r0), cols = rows * ow
                     let xg = x.floats + (b * c + g * icg) * h * w
                     let og = out.floats + (b * oc + g * ocg + o0) * plane + r0 * ow
-                    let a: GemmOperand = packed.map { .panels($0.pointer + g * $0.groupStride + (o0 / $0.width) * $0.panelStride, panelStride: $0.panelStride) }
+                    let a: GemmOperand = packed.map { $0.operand(group: g, first: o0) }
                         ?? .matrix(weight.floats + (g * ocg + o0) * kk, ld: kk, transposed: false)
                     func normalizeRow(_ ci: Int, _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
                         guard let aff else { dst.update(from: src, count: count); return }

@@ -39,7 +39,7 @@ public enum FusedLinear {
             if let packed, !gemm.usesBLAS {
                 // (bf16: packed.k steps over pairs of the kk inputs.)
                 gemm.run(m: rows, n: n, k: packed.k, depth: kk, a: .matrix(a, ld: kk, transposed: false),
-                         b: .panels(packed.pointer + (c0 / packed.width) * packed.panelStride, panelStride: packed.panelStride),
+                         b: packed.operand(first: c0),
                          c: out, ldc: nOut, accumulate: false, scratch: scratch)
             } else {
                 precondition(gemm.precision == .f32, "bf16 linear layers take packed weights")
@@ -94,7 +94,7 @@ public enum FusedLinear {
                     let scratch = worker.gemm
                     let c0 = t * columnTile, n = min(columnTile, nOut - c0)
                     gemm.run(m: rows, n: n, k: steps, a: .panels(aPanels, panelStride: steps * mr),
-                             b: .panels(packed.pointer + (c0 / packed.width) * packed.panelStride, panelStride: packed.panelStride),
+                             b: packed.operand(first: c0),
                              c: o + c0, ldc: nOut, accumulate: false, scratch: scratch)
                     finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
                 }

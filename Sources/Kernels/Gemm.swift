@@ -53,18 +53,26 @@ public final class PackedMatrix: @unchecked Sendable {
     public var panels: Int { (extent + width - 1) / width }
     public var panelStride: Int { k * width }
     public var groupStride: Int { panels * panelStride }
-    public var byteCount: Int { groups * groupStride * 4 }
+    /// How the values are stored: nil for 4-byte words (f32, or bf16 pairs), else quantised
+    /// (`pointer` then holds bytes of that element type, `scales` one f32 per padded row for int8).
+    public let element: PanelElement?
+    public let scales: UnsafeMutablePointer<Float>?
+    public var byteCount: Int { groups * groupStride * (element?.byteSize ?? 4) + (scales == nil ? 0 : groups * panels * width * 4) }
 
-    init(extent: Int, k: Int, width: Int, groups: Int) {
+    init(extent: Int, k: Int, width: Int, groups: Int, element: PanelElement? = nil) {
         self.extent = extent
         self.k = k
         self.width = width
         self.groups = groups
+        self.element = element
         let count = max(1, groups * ((extent + width - 1) / width) * k * width)
-        pointer = .allocate(capacity: count)
+        let bytes = count * (element?.byteSize ?? 4)
+        // Quantised panels are expanded 16 values at a time: room to read a vector past the end.
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: bytes + 64, alignment: 64).bindMemory(to: Float.self, capacity: (bytes + 64) / 4)
+        scales = element == .int8 ? .allocate(capacity: max(1, groups * ((extent + width - 1) / width) * width)) : nil
     }
 
-    deinit { pointer.deallocate() }
+    deinit { UnsafeMutableRawPointer(pointer).deallocate(); scales?.deallocate() }
 
     /// Rows of `a [groups·rows, k]` (row-major, as convolution weights `[oc, ic/g·kh·kw]` are) as A panels.
     public static func rowsOf(_ a: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int, threads: Int = 1) -> PackedMatrix {
@@ -168,6 +176,9 @@ public enum GemmOperand {
     /// `width` a multiple of the micro-kernel's `nr` (a stride-1 convolution's taps in a padded copy
     /// of the input rows: output row `j / width`, column `j % width`).
     case indirect(UnsafePointer<Float>, offsets: UnsafePointer<Int>, width: Int, rowStride: Int)
+    /// Panels of int8 or f16 weights (f32 GEMMs only), expanded to f32 block by block as they are
+    /// packed: the product equals the f32 product with the dequantised matrix.
+    case quantized(QuantizedPanels)
 }
 
 /// Per-thread buffers for the blocks of A and B a GEMM packs, grown on demand and kept for the
@@ -323,6 +334,17 @@ public struct Gemm: Sendable {
             run(m: m, n: n, k: k, a: .panels(whole, panelStride: k * mr), b: b, c: c, ldc: ldc, accumulate: accumulate, scratch: s)
             return
         }
+        if case .quantized(let q) = a {
+            precondition(precision == .f32, "quantised panels feed f32 GEMMs")
+            // Expanded once per call when several column blocks use them, else block by block below.
+            if n > Gemm.nc, m * k <= 8 << 20 {
+                let panels = (m + mr - 1) / mr
+                let whole = s.wholeBuffer(panels * mr * k)
+                q.expand(panels: 0..<panels, depth: 0..<k, width: mr, into: whole)
+                run(m: m, n: n, k: k, a: .panels(whole, panelStride: k * mr), b: b, c: c, ldc: ldc, accumulate: accumulate, scratch: s)
+                return
+            }
+        }
         let edge = UnsafeMutablePointer<Float>.allocate(capacity: 32 * 32)
         defer { edge.deallocate() }
         var jc = 0
@@ -353,6 +375,11 @@ public struct Gemm: Sendable {
                     let buffer = s.bBuffer(min(k, Gemm.kc) * ((min(n, Gemm.nc) + nr - 1) / nr) * nr)
                     pack(buffer, pc..<(pc + kcb), jc..<(jc + ncb), nr)
                     (bp, bStride) = (UnsafePointer(buffer), kcb * nr)
+                case .quantized(let q):
+                    precondition(precision == .f32, "quantised panels feed f32 GEMMs")
+                    let buffer = s.bBuffer(min(k, Gemm.kc) * ((min(n, Gemm.nc) + nr - 1) / nr) * nr)
+                    q.expand(panels: (jc / nr)..<((jc + ncb + nr - 1) / nr), depth: pc..<(pc + kcb), width: nr, into: buffer)
+                    (bp, bStride) = (UnsafePointer(buffer), kcb * nr)
                 }
                 let add = accumulate || pc > 0
                 var ic = 0
@@ -371,6 +398,10 @@ public struct Gemm: Sendable {
                         (ap, aStride) = (UnsafePointer(buffer), kcb * mr)
                     case .panels(let ptr, let stride):
                         (ap, aStride) = (ptr + (ic / mr) * stride + pc * mr, stride)
+                    case .quantized(let q):
+                        let buffer = s.aBuffer(min(k, Gemm.kc) * ((min(m, Gemm.mc) + mr - 1) / mr) * mr)
+                        q.expand(panels: (ic / mr)..<((ic + mcb + mr - 1) / mr), depth: pc..<(pc + kcb), width: mr, into: buffer)
+                        (ap, aStride) = (UnsafePointer(buffer), kcb * mr)
                     case .packer, .indirect:
                         preconditionFailure("GemmOperand.packer and .indirect are for B")
                     }

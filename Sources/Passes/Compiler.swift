@@ -37,8 +37,16 @@ public enum Compiler {
             log("  lowered: \(r.instructions) instructions, arena \(bytes(r.arenaBytes))")
         }
         for (name, t) in constants { lowering.addNamedConstant(name, t) }
-        var converted = 0
-        if options.gemmWeights != .f32 { converted = lowering.storeGemmWeights(as: options.gemmWeights) }
+        let f32WeightBytes = lowering.weightBytes
+        var quantized: [Lowering.QuantizedRecord] = []
+        if !options.quantization.isIdentity {
+            log("quantising convolution and linear weights")
+            quantized = lowering.quantizeGemmWeights(options.quantization) { n, body in
+                nonisolated(unsafe) let work = body
+                DispatchQueue.concurrentPerform(iterations: n) { work($0) }
+            }
+        }
+        let converted = quantized.filter { $0.format != .f32 }.count
         // Winograd F(2,3) for the f32 3×3 convolutions (a plan pass: --disable-pass winograd).
         var winograd = 0
         if !options.disabled.contains("winograd") { winograd = lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32) }
@@ -64,11 +72,33 @@ public enum Compiler {
         }
         let weightCount = lowering.weights.count - 1
         line("weights: \(weightCount) tensors, \(bytes(lowering.weightBytes)) (shared by all entry points)"
-             + (converted > 0 ? "; \(converted) convolution and linear weights stored as \(options.gemmWeights)" : ""))
+             + (converted > 0 ? String(format: ", %.1f%% of their f32 size", 100 * Double(lowering.weightBytes) / Double(max(1, f32WeightBytes))) : ""))
+        if !quantized.isEmpty { report += quantizationReport(quantized) }
         line("winograd: \(options.disabled.contains("winograd") ? "disabled" : "\(winograd) convolutions as F(2,3)")")
         line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
-        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: options.gemmWeights == .f32 ? ["f32"] : ["f32", options.gemmWeights.rawValue], report: report, metadata: metadata)
+        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: options.bf16Activations ? ["f32", "bf16"] : ["f32"], report: report, metadata: metadata)
         return CompiledPlan(program: program, weights: lowering.weightData, report: report, entryReports: lowering.reports, passRecords: records)
+    }
+
+    /// The quantisation section of the report: totals per format, then every convolution and linear
+    /// weight with its format, the reason, its size and its error against f32.
+    static func quantizationReport(_ records: [Lowering.QuantizedRecord]) -> String {
+        var out = "quantisation of convolution and linear weights (per output channel for int8):\n"
+        for f in WeightFormat.allCases {
+            let r = records.filter { $0.format == f }
+            guard !r.isEmpty else { continue }
+            let f32 = r.reduce(0) { $0 + $1.f32Bytes }, stored = r.reduce(0) { $0 + $1.storedBytes }
+            let worst = r.map(\.relativeL2).max() ?? 0
+            out += "  \(f.rawValue.padding(toLength: 13, withPad: " ", startingAt: 0)) \(r.count) weights, \(bytes(stored)) for \(bytes(f32)) in f32 ("
+                + String(format: "%.1f%%", 100 * Double(stored) / Double(max(1, f32))) + (f == .f32 ? ")" : String(format: "), worst relative L2 error %.2e", worst)) + "\n"
+        }
+        out += "  weight                                                            format         rel. L2     max abs    SNR dB  why\n"
+        for r in records {
+            let name = r.name.count > 64 ? "…" + r.name.suffix(63) : r.name
+            out += "  " + name.padding(toLength: 64, withPad: " ", startingAt: 0) + "  " + r.format.rawValue.padding(toLength: 13, withPad: " ", startingAt: 0)
+                + String(format: " %10.3e  %10.3e  %8.2f  ", r.relativeL2, r.maxAbs, r.snrDB.isFinite ? r.snrDB : 999.99) + r.reason + "\n"
+        }
+        return out
     }
 
     /// Byte counts as in reports: exact bytes and a readable size.

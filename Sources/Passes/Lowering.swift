@@ -49,7 +49,8 @@ public struct Lowering {
         for e in entries.indices {
             for i in entries[e].instructions.indices {
                 guard case .conv2d(var c) = entries[e].instructions[i].kernel, entries[e].instructions[i].operands.count > 1,
-                      case .weight(let wi) = entries[e].instructions[i].operands[1] else { continue }
+                      case .weight(let wi) = entries[e].instructions[i].operands[1],
+                      weights[wi].dtype == .f32 || weights[wi].dtype == .bf16 else { continue }
                 let dims = weights[wi].shape.dims
                 guard dims.count == 4, dims[2] == 3, dims[3] == 3, c.strides == [1, 1], c.dilations == [1, 1], c.groups == 1,
                       c.pads.allSatisfy({ $0 <= 2 }), dims[0] >= minimumChannels, dims[1] >= minimumChannels,
@@ -63,10 +64,27 @@ public struct Lowering {
         return count
     }
 
-    /// Stores the weights of convolutions and linear layers (their operand 1) as `dtype` (bf16: the
-    /// GEMMs then run with bf16 operands and f32 accumulation); returns how many were converted.
-    @discardableResult
-    public mutating func storeGemmWeights(as dtype: DType) -> Int {
+    /// What quantisation did to one weight.
+    public struct QuantizedRecord: Sendable {
+        public var name: String
+        public var shape: Shape
+        public var format: WeightFormat
+        /// Why this format: "default", "rule PATTERN=FORMAT", "model keeps PATTERN".
+        public var reason: String
+        public var f32Bytes: Int
+        public var storedBytes: Int
+        /// ‖deq(w) − w‖₂ / ‖w‖₂, max |deq(w) − w| and the SNR in dB (∞ when exact).
+        public var relativeL2: Double
+        public var maxAbs: Double
+        public var snrDB: Double
+    }
+
+    /// Stores the weights of convolutions and linear layers (their operand 1) in the formats `policy`
+    /// gives them (int8-channel weights get their f32 scales as a separate weight); returns one
+    /// record per such weight, in weight order. `parallel` runs `body(i)` for 0..<n (quantisation and
+    /// its error measurement are per weight).
+    public mutating func quantizeGemmWeights(_ policy: QuantizationPolicy,
+                                             parallel: (Int, (Int) -> Void) -> Void = { n, body in for i in 0..<n { body(i) } }) -> [QuantizedRecord] {
         var chosen = Set<Int>()
         for e in entries {
             for ins in e.instructions {
@@ -77,20 +95,47 @@ public struct Lowering {
                 }
             }
         }
+        let order = chosen.sorted()
+        let plan = order.map { policy.format(of: weights[$0].name) }
+        final class Box: @unchecked Sendable { var items: [(QuantizedWeight, QuantizedRecord)?] ; init(_ n: Int) { items = Array(repeating: nil, count: n) } }
+        let results = Box(order.count)
+        let (ws, data) = (weights, weightData)
+        results.items.withUnsafeMutableBufferPointer { out in
+            let out = out
+            parallel(order.count) { k in
+                let i = order[k]
+                guard let t = data[i] else { return }
+                let (format, reason) = plan[k]
+                let q = Quantization.quantize(t, as: format)
+                let err = format == .f32 ? (0.0, 0.0, Double.infinity) : Quantization.error(Quantization.dequantize(q), t)
+                let stored = q.values.byteCount + (q.scales?.byteCount ?? 0)
+                out[k] = (q, QuantizedRecord(name: ws[i].name, shape: ws[i].shape, format: format, reason: reason, f32Bytes: t.count * 4,
+                                             storedBytes: stored, relativeL2: err.0, maxAbs: err.1, snrDB: err.2))
+            }
+        }
+        var records: [QuantizedRecord] = []
+        for (k, i) in order.enumerated() {
+            guard let (q, r) = results.items[k] else { continue }
+            records.append(r)
+            guard q.format != .f32 else { continue }
+            weightData[i] = q.values
+            weights[i].dtype = q.values.dtype
+            weights[i].format = q.format.rawValue
+            weights[i].byteCount = q.values.byteCount
+            if let scales = q.scales {
+                weights.append(WeightRecord(name: weights[i].name + "#scale", dtype: .f32, shape: scales.shape, offset: 0,
+                                            byteCount: scales.byteCount, format: "f32"))
+                weightData.append(scales)
+                weights[i].scale = weights.count - 1
+            }
+        }
         var end = 0
         for i in 1..<weights.count {
-            if chosen.contains(i), let t = weightData[i] {
-                let c = t.converted(to: dtype)
-                weightData[i] = c
-                weights[i].dtype = dtype
-                weights[i].format = dtype.rawValue
-                weights[i].byteCount = c.byteCount
-            }
             weights[i].offset = (end + 63) / 64 * 64
             end = weights[i].offset + weights[i].byteCount
         }
         sectionEnd = end
-        return chosen.count
+        return records
     }
 
     /// A named constant stored with the weights (e.g. a prompt embedding computed at compile time).

@@ -10,9 +10,12 @@ public struct CompileOptions: Sendable {
     public var evaluator: ConstantEvaluator = ReferenceEvaluator()
     /// Constants larger than this are not produced by folding (bytes).
     public var maxFoldedBytes = 64 << 20
-    /// The dtype convolution and linear weights are stored in (`--precision bf16`: bf16 operands,
-    /// f32 accumulation, everything else f32).
-    public var gemmWeights: DType = .f32
+    /// The formats convolution and linear weights are stored in (`--weights-dtype`, `--quant-rule`,
+    /// the models' exclusions). bf16 weights run bf16 GEMMs (f32 accumulation); f16 and int8 weights
+    /// are expanded to f32 inside the GEMM's packing.
+    public var quantization = QuantizationPolicy()
+    /// bf16 operands into attention's products too (`--activations bf16`, `--precision bf16`).
+    public var bf16Activations = false
     public init() {}
 }
 

@@ -239,6 +239,16 @@ public final class PlanFile: @unchecked Sendable {
                   w.offset + w.byteCount <= weightSection.count else {
                 throw PlanError(path, "weight \(i) (\(w.name)) lies outside the weight section or is misaligned")
             }
+            let format = WeightFormat(rawValue: w.format)
+            guard w.format == w.dtype.rawValue || format?.storageDType == w.dtype else {
+                throw PlanError(path, "weight \(i) (\(w.name)): format '\(w.format)' is not one this build reads or does not match its dtype \(w.dtype)")
+            }
+            if format == .int8Channel {
+                guard let s = w.scale, s > 0, s < program.weights.count, program.weights[s].dtype == .f32,
+                      program.weights[s].shape.count == (w.shape.dims.first ?? 1) else {
+                    throw PlanError(path, "weight \(i) (\(w.name)): int8-channel without f32 scales of one per row")
+                }
+            }
         }
         for e in program.entryPoints {
             func check(_ o: Operand, _ what: String) throws(PlanError) {

@@ -87,15 +87,19 @@ public struct WeightRecord: Codable, Sendable, Equatable {
     /// Byte offset in the weight section (a multiple of 64).
     public var offset: Int
     public var byteCount: Int
-    /// How the weight is stored: "f32", "f16", "bf16" (quantised formats come later).
+    /// How the weight is stored (`WeightFormat`): "f32", "f16", "bf16", or "int8-channel" (dtype
+    /// i8, symmetric per output channel, with `scale` naming the f32 `[dims[0]]` scales).
     public var format: String
-    public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: String) {
+    /// For "int8-channel": the index of the weight holding the per-row scales.
+    public var scale: Int?
+    public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: String, scale: Int? = nil) {
         self.name = name
         self.dtype = dtype
         self.shape = shape
         self.offset = offset
         self.byteCount = byteCount
         self.format = format
+        self.scale = scale
     }
 }
 

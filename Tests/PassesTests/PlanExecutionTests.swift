@@ -1,4 +1,5 @@
 import Executor
+import Kernels
 import Foundation
 import IR
 import ModelGraphs
@@ -46,6 +47,48 @@ import TestSupport
         #expect(r.arenaBytes <= r.naiveBytes)
         #expect(r.arenaBytes >= r.largestTensorBytes)
         print("\(f.network.rawValue): \(r.instructions) instructions, arena \(r.arenaBytes) B, naive \(r.naiveBytes) B, largest \(r.largestTensorBytes) B")
+    }
+
+    /// Plans with int8 (per output channel) and f16 convolution and linear weights: the weights are
+    /// stored in that form (int8 ≤ 27 % of their f32 bytes, f16 ≤ 51 %), every instruction matches
+    /// its reference on the dequantised weights (`--validate`, on AVX-512 and forced AVX2), nothing
+    /// falls back to the reference kernels, and the outputs stay near the f32 plan's.
+    @Test(arguments: Array(0..<FixtureNetwork.all.count))
+    func quantizedPlans(index: Int) throws {
+        let f = try FixtureNetwork.load(index)
+        let dir = TemporaryDirectory()
+        let (plan32, _) = try Self.compile(f, into: dir)
+        let exact = try Executor(plan: plan32, threads: 2).run(entry: f.network.rawValue, inputs: f.inputs)
+        for (format, bound) in [(WeightFormat.int8Channel, 5e-2), (.f16, 2e-3)] {
+            var o = CompileOptions()
+            o.quantization = QuantizationPolicy(defaultFormat: format, exclusions: f.network.quantizationExclusions)
+            let sub = TemporaryDirectory()
+            let (plan, compiled) = try Self.compile(f, into: sub, options: o)
+            let gemmWeights = plan.program.weights.filter { $0.format == format.rawValue }
+            #expect(!gemmWeights.isEmpty, "\(f.network.rawValue): no weight stored as \(format)")
+            #expect(compiled.report.contains("quantisation of convolution and linear weights"))
+            let ratio = Double(gemmWeights.reduce(0) { $0 + $1.byteCount + ($1.scale.map { plan.program.weights[$0].byteCount } ?? 0) })
+                / Double(gemmWeights.reduce(0) { $0 + $1.shape.count * 4 })
+            // Values: 1 byte (int8) or 2 (f16) each; int8 adds one f32 scale per output channel (these
+            // fixtures are narrow, so the scales weigh more than in full-size models).
+            #expect(gemmWeights.allSatisfy { $0.byteCount == $0.shape.count * (format == .f16 ? 2 : 1) })
+            #expect(ratio <= (format == .f16 ? 0.5 : 0.3), "\(f.network.rawValue) \(format): \(ratio) of f32 bytes")
+            for isa in ISA.allCases where isa != .openblas && isa.isSupported {
+                var options = RunOptions()
+                options.validate = true
+                let r = try Executor(plan: plan, threads: 2, isa: isa).run(entry: f.network.rawValue, inputs: f.inputs, options: options)
+                #expect(r.validation?.first == nil, "\(f.network.rawValue) \(format) \(isa): \(r.validation?.first.map { "\($0.name) \($0.kind) \($0.relativeError)" } ?? "")")
+                #expect(r.fallbacks.isEmpty || f.network == .clipText, "\(f.network.rawValue) \(format): reference kernels ran for \(r.fallbacks)")
+                var changed = false
+                for ((name, t), (_, e)) in zip(r.outputs, exact.outputs) {
+                    let err = FixtureNetwork.relativeError(t, e)
+                    changed = changed || err > 0
+                    #expect(err <= bound, "\(f.network.rawValue) \(name) \(format) \(isa): \(err) vs the f32 plan")
+                    print("\(f.network.rawValue) \(name) \(format) \(isa): relative error \(err) vs f32 plan, weights at \(ratio) of f32")
+                }
+                #expect(changed, "\(f.network.rawValue) \(format): the outputs equal the f32 plan's (were the weights quantised?)")
+            }
+        }
     }
 
     /// `--validate` finds nothing on a correct plan, and names the instruction when a weight is wrong.

@@ -67,8 +67,17 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("const"), help: "For an ONNX model: fix a graph input at import, NAME=FILE (repeatable).")
     var constants: [String] = []
 
-    @Option(help: "Precision of the convolutions and linear layers: f32, or bf16 (weights stored as bf16, bf16 operands into the GEMMs, f32 accumulation; norms, softmax and the rest stay f32).")
-    var precision: String = "f32"
+    @Option(help: "Shorthand: f32, or bf16 (= --weights-dtype bf16 --activations bf16: weights stored as bf16, bf16 operands into the GEMMs and attention, f32 accumulation; norms, softmax and the rest stay f32).")
+    var precision: String?
+
+    @Option(name: .customLong("weights-dtype"), help: ArgumentHelp("How convolution and linear weights are stored: f32, bf16, f16, or int8 (symmetric, one scale per output channel).", discussion: "f16 and int8 weights stay in that form in the plan and in memory; the GEMMs expand them to f32 block by block as they pack them (f32 activations). The model's first and last convolutions and its time embedding stay f32 (see --quant-rule); norms, biases and embeddings are never quantised. The report lists every weight's format and its error against f32."))
+    var weightsDType: String?
+
+    @Option(help: "Activations into the GEMMs: f32, or bf16 (with bf16 weights). int8 (VNNI) is not built yet.")
+    var activations: String?
+
+    @Option(name: .customLong("quant-rule"), help: ArgumentHelp("PATTERN=FORMAT (repeatable, in order; the first matching rule decides): store the convolution and linear weights whose name matches the glob PATTERN as FORMAT (f32, bf16, f16, int8), overriding --weights-dtype and the model's exclusions.", valueName: "pattern=format"))
+    var quantRules: [String] = []
 
     @Option(name: .customLong("disable-pass"), help: "Switch a pass off by name (repeatable).")
     var disabledPasses: [String] = []
@@ -122,11 +131,8 @@ struct Compile: ParsableCommand {
         var options = CompileOptions()
         options.disabled = Set(disabledPasses)
         options.verifyEach = verifyEach
-        switch precision {
-        case "f32": options.gemmWeights = .f32
-        case "bf16": options.gemmWeights = .bf16
-        default: throw ToolError("--precision: '\(precision)' is not f32 or bf16")
-        }
+        options.quantization = try quantizationPolicy()
+        options.bf16Activations = try bf16Activations()
         let compiled: CompiledPlan
         do {
             compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata, log: { if !quiet { printError($0) } })
@@ -144,6 +150,49 @@ struct Compile: ParsableCommand {
         print(compiled.report, terminator: "")
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         print("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", Date().timeIntervalSince(start)))
+    }
+
+    /// The weight formats from --precision, --weights-dtype, --quant-rule and the models' exclusions.
+    func quantizationPolicy() throws -> QuantizationPolicy {
+        var format = WeightFormat.f32
+        if let precision {
+            guard precision == "f32" || precision == "bf16" else { throw ToolError("--precision: '\(precision)' is not f32 or bf16") }
+            if weightsDType != nil { throw ToolError("--precision and --weights-dtype exclude each other") }
+            format = precision == "bf16" ? .bf16 : .f32
+        }
+        if let weightsDType {
+            guard let f = WeightFormat(userName: weightsDType) else { throw ToolError("--weights-dtype: '\(weightsDType)' is not f32, bf16, f16 or int8") }
+            format = f
+        }
+        let rules = try quantRules.map { r -> QuantRule in
+            do { return try QuantRule(parsing: r) } catch let e as IRError { throw ToolError("--quant-rule: \(e.message)") }
+        }
+        var exclusions: [String] = []
+        if let first = model.first, DiffBIRVersion(rawValue: first) != nil {
+            exclusions = Network.allCases.flatMap(\.quantizationExclusions)
+        } else {
+            exclusions = model.compactMap(Network.init(rawValue:)).flatMap(\.quantizationExclusions)
+        }
+        let policy = QuantizationPolicy(defaultFormat: format, rules: rules, exclusions: exclusions)
+        // bf16 weights need bf16 activations (the bf16 kernels), and the others f32 ones.
+        let formats = Set([format] + rules.map(\.format))
+        if formats.contains(.bf16) && formats.count > 1 && formats != [.bf16, .f32] {
+            throw ToolError("bf16 weights run bf16 GEMMs: they do not mix with f16 or int8 weights in one plan")
+        }
+        return policy
+    }
+
+    func bf16Activations() throws -> Bool {
+        let chosen = activations ?? (precision == "bf16" || weightsDType.flatMap(WeightFormat.init(userName:)) == .bf16 ? "bf16" : "f32")
+        switch chosen {
+        case "f32": return false
+        case "bf16":
+            let f = weightsDType.flatMap(WeightFormat.init(userName:)) ?? (precision == "bf16" ? .bf16 : .f32)
+            guard f == .bf16 || f == .f32 else { throw ToolError("--activations bf16 goes with f32 or bf16 weights, not \(f.rawValue)") }
+            return true
+        case "int8": throw ToolError("--activations int8 (VNNI int8 × int8 GEMMs) is not built yet: use int8 weights with f32 activations")
+        default: throw ToolError("--activations: '\(chosen)' is not f32, bf16 or int8")
+        }
     }
 
     /// Builds `network` at `inputs` and binds its weights.

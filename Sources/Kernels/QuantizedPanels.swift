@@ -1,0 +1,160 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+import Tensors
+
+/// How the values of quantised weight panels are stored. The GEMM expands them to f32, one block of
+/// panels at a time, as it packs (`Gemm.run` with `.quantized` operands): the weights stay in this
+/// form in memory, and the f32 product equals the f32 GEMM on the dequantised matrix bit for bit.
+public enum PanelElement: Sendable, Equatable {
+    /// int8 values; element (row or column) `i` of the panels is `Float(q) · scales[i]`.
+    case int8
+    /// IEEE binary16 values.
+    case f16
+
+    public var byteSize: Int { self == .int8 ? 1 : 2 }
+}
+
+/// Quantised panels as a GEMM operand: panel `p` (of `width` rows of A or columns of B) starts at
+/// element `p · panelStride` of `values` and holds `k` groups of `width` values; `scales` (int8)
+/// has one value per row (A) or column (B), from the first row or column of panel 0.
+public struct QuantizedPanels: @unchecked Sendable {
+    public var values: UnsafeRawPointer
+    public var element: PanelElement
+    public var panelStride: Int
+    public var scales: UnsafePointer<Float>?
+
+    public init(values: UnsafeRawPointer, element: PanelElement, panelStride: Int, scales: UnsafePointer<Float>?) {
+        self.values = values
+        self.element = element
+        self.panelStride = panelStride
+        self.scales = scales
+    }
+
+    /// The panels from row (or column) `first`, a multiple of the panel width `width`.
+    public func advanced(by first: Int, width: Int) -> QuantizedPanels {
+        precondition(first % width == 0)
+        return QuantizedPanels(values: values + (first / width) * panelStride * element.byteSize, element: element,
+                               panelStride: panelStride, scales: scales.map { $0 + first })
+    }
+
+    /// Writes `panels` panels, steps `depth` of each, as f32: `dst[(panel·depth.count + p)·width + r]`.
+    func expand(panels: Range<Int>, depth: Range<Int>, width: Int, into dst: UnsafeMutablePointer<Float>) {
+        let kd = depth.count
+        for (i, panel) in panels.enumerated() {
+            let src = values + (panel * panelStride + depth.lowerBound * width) * element.byteSize
+            let d = dst + i * kd * width
+            switch element {
+            case .int8:
+                QuantizedPanels.expandInt8(src.assumingMemoryBound(to: Int8.self), scales: scales! + panel * width, width: width,
+                                           count: kd * width, into: d)
+            case .f16:
+                QuantizedPanels.expandF16(src.assumingMemoryBound(to: UInt16.self), count: kd * width, into: d)
+            }
+        }
+    }
+
+    /// `dst[i] = Float(src[i]) · scales[i % width]` (the scales of one panel).
+    static func expandInt8(_ src: UnsafePointer<Int8>, scales: UnsafePointer<Float>, width: Int, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        // The scales repeat every `width` values: a pattern of lcm(width, 16) covers whole vectors.
+        var g = width, b = 16
+        while b != 0 { (g, b) = (b, g % b) }
+        let period = width * 16 / g
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: period) { pattern in
+            for i in 0..<period { pattern[i] = scales[i % width] }
+            let pat = UnsafeRawPointer(pattern.baseAddress!)
+            let raw = UnsafeRawPointer(src)
+            var i = 0
+            while i + period <= count {
+                var j = 0
+                while j < period {
+                    let q = raw.loadUnaligned(fromByteOffset: i + j, as: SIMD16<Int8>.self)
+                    let s = pat.loadUnaligned(fromByteOffset: 4 * j, as: SIMD16<Float>.self)
+                    let v = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q)) * s
+                    UnsafeMutableRawPointer(dst + i + j).storeBytes(of: v, as: SIMD16<Float>.self)
+                    j += 16
+                }
+                i += period
+            }
+            while i < count { dst[i] = Float(src[i]) * scales[i % width]; i += 1 }
+        }
+    }
+
+    /// binary16 → f32 of `count` values (exact).
+    static func expandF16(_ src: UnsafePointer<UInt16>, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        var i = 0
+        #if arch(x86_64)
+        // F16C's `vcvtph2ps` (part of the AVX2 baseline this module is built for).
+        while i + 8 <= count {
+            let h = _mm_loadu_si128(UnsafeRawPointer(src + i).assumingMemoryBound(to: __m128i.self))
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h))
+            i += 8
+        }
+        #endif
+        if i < count {
+            FloatConversion.f16ToF32(UnsafeBufferPointer(start: src + i, count: count - i),
+                                     UnsafeMutableBufferPointer(start: dst + i, count: count - i))
+        }
+    }
+}
+
+extension PackedMatrix {
+    /// `w`, an int8 `[groups·rows, k]` matrix with one scale per row (a convolution's or linear layer's
+    /// output channel), as int8 A panels (rows, for convolutions) or B panels (the rows of `w` as
+    /// columns of Wᵀ, for linear layers): the same layout as `rowsOf` / `columnsOf`, one byte a value.
+    public static func int8Rows(_ w: UnsafePointer<Int8>, scales: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int,
+                                threads: Int = 1) -> PackedMatrix {
+        let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups, element: .int8)
+        let panels = p.panels
+        let q = UnsafeMutableRawPointer(p.pointer).assumingMemoryBound(to: Int8.self)
+        for g in 0..<groups {
+            let s = p.scales! + g * panels * width
+            for r in 0..<(panels * width) { s[r] = r < rows ? scales[g * rows + r] : 0 }
+        }
+        Parallel.forRanges(groups * panels, threads: threads) { range in
+            for item in range {
+                let (g, panel) = (item / panels, item % panels)
+                let d = q + g * p.groupStride + panel * p.panelStride
+                let r0 = panel * width, h = min(width, rows - r0)
+                for r in 0..<width {
+                    if r >= h { for s in 0..<k { d[s * width + r] = 0 }; continue }
+                    let src = w + (g * rows + r0 + r) * k
+                    for s in 0..<k { d[s * width + r] = src[s] }
+                }
+            }
+        }
+        return p
+    }
+
+    /// `w`, a binary16 `[groups·rows, k]` matrix, as f16 panels (layout as `int8Rows`).
+    public static func f16Rows(_ w: UnsafePointer<UInt16>, rows: Int, k: Int, groups: Int = 1, width: Int, threads: Int = 1) -> PackedMatrix {
+        let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups, element: .f16)
+        let panels = p.panels
+        let h16 = UnsafeMutableRawPointer(p.pointer).assumingMemoryBound(to: UInt16.self)
+        Parallel.forRanges(groups * panels, threads: threads) { range in
+            for item in range {
+                let (g, panel) = (item / panels, item % panels)
+                let d = h16 + g * p.groupStride + panel * p.panelStride
+                let r0 = panel * width, h = min(width, rows - r0)
+                for r in 0..<width {
+                    if r >= h { for s in 0..<k { d[s * width + r] = 0 }; continue }
+                    let src = w + (g * rows + r0 + r) * k
+                    for s in 0..<k { d[s * width + r] = src[s] }
+                }
+            }
+        }
+        return p
+    }
+
+    /// The GEMM operand of group `group` from row (or column) `first` (a multiple of `width`).
+    public func operand(group: Int = 0, first: Int = 0) -> GemmOperand {
+        switch element {
+        case nil:
+            return .panels(pointer + group * groupStride + (first / width) * panelStride, panelStride: panelStride)
+        case let e?:
+            let base = UnsafeRawPointer(pointer) + group * groupStride * e.byteSize
+            let q = QuantizedPanels(values: base, element: e, panelStride: panelStride, scales: scales.map { UnsafePointer($0 + group * panels * width) })
+            return .quantized(q.advanced(by: first, width: width))
+        }
+    }
+}
