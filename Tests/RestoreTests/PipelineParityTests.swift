@@ -42,7 +42,7 @@ import TestSupport
 
     /// Compiles the fixture plan of a version and task (what `diffbir compile --model diffbir-… --config
     /// pipeline/config.json --prompt-embeddings pipeline/text.safetensors` does).
-    static func plan(version: String, task: String, tile: Int = 512, in dir: TemporaryDirectory) throws -> PlanFile {
+    static func plan(version: String, task: String, tile: Int = 512, weights: WeightFormat = .f32, in dir: TemporaryDirectory) throws -> PlanFile {
         let v = DiffBIRVersion(rawValue: "diffbir-" + version)!
         let config = try NetworkConfig.load(sections: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("pipeline/config.json"))))
         let cleaner = v.cleaner(task: task)!
@@ -56,8 +56,10 @@ import TestSupport
             guard let t = text.tensors.first(where: { $0.name == name }) else { throw RestoreError("no \(name)") }
             return ("diffbir.text." + name, t.load())
         }
-        let compiled = try Compiler.compile(spec.entries, options: CompileOptions(), constants: constants, metadata: spec.metadata)
-        let path = dir.file("\(version)-\(task)-\(tile).plan")
+        var options = CompileOptions()
+        options.quantization = QuantizationPolicy(defaultFormat: weights, exclusions: Network.allCases.flatMap(\.quantizationExclusions))
+        let compiled = try Compiler.compile(spec.entries, options: options, constants: constants, metadata: spec.metadata)
+        let path = dir.file("\(version)-\(task)-\(tile)-\(weights.rawValue).plan")
         try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
         return try PlanFile(path: path)
     }
@@ -97,6 +99,21 @@ import TestSupport
         let p = Self.psnr(ours, theirs.pixels)
         print("\(name): PSNR \(String(format: "%.1f", p)) dB against DiffBIR's pipeline")
         #expect(p >= 45, "\(name): PSNR \(p) dB")
+    }
+
+    /// Quantised plans restore nearly what DiffBIR's f32 pipeline does: int8 weights (per output
+    /// channel) at ≥ 35 dB PSNR, f16 weights at ≥ 45 dB, on the v2.1 default flow.
+    @Test(arguments: [(WeightFormat.int8Channel, 35.0), (.f16, 45.0)])
+    func quantizedPlanMatchesDiffBIR(format: WeightFormat, minimum: Double) throws {
+        let c = Self.cases.first { $0.name == "v21-edm" }!
+        let dir = TemporaryDirectory()
+        let plan = try Self.plan(version: c.version, task: c.task, weights: format, in: dir)
+        #expect(plan.program.weights.contains { $0.format == format.rawValue })
+        let ours = try Self.restore(c, plan: plan)
+        let theirs = try Self.rgb("pipeline/" + c.output)
+        let p = Self.psnr(ours, theirs.pixels)
+        print("v21-edm with \(format.rawValue) weights: PSNR \(String(format: "%.1f", p)) dB against DiffBIR's f32 pipeline")
+        #expect(p >= minimum, "\(format.rawValue): PSNR \(p) dB")
     }
 
     /// The same seed gives the same bytes, on any thread count; another seed does not.
