@@ -27,6 +27,30 @@ import TestSupport
         }
     }
 
+    /// An int8-channel weight without its scales, or a format that does not match the dtype, is
+    /// refused (a consistent file otherwise: checksums right).
+    @Test func quantisedWeightsWithoutScalesAreRefused() throws {
+        let f = try FixtureNetwork.load(1)
+        var o = CompileOptions()
+        o.quantization = QuantizationPolicy(defaultFormat: .int8Channel)
+        let compiled = try Compiler.compile([("bsrnet", f.graph)], options: o)
+        let dir = TemporaryDirectory()
+        let good = dir.file("int8.plan")
+        try PlanWriter.write(path: good, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+        #expect(Self.refusal(good) == nil)
+        let i = compiled.program.weights.firstIndex { $0.format == "int8-channel" }!
+        var noScale = compiled.program
+        noScale.weights[i].scale = nil
+        var wrongDType = compiled.program
+        wrongDType.weights[i].format = "f16"
+        for (name, program, expected) in [("noscale", noScale, "without f32 scales"), ("dtype", wrongDType, "does not match its dtype")] {
+            let path = dir.file(name + ".plan")
+            try PlanWriter.write(path: path, program: program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+            let message = Self.refusal(path)
+            #expect(message?.contains(expected) == true, "\(name): \(message ?? "opened")")
+        }
+    }
+
     @Test func goodPlanOpens() throws {
         let dir = TemporaryDirectory()
         let path = try Self.makePlan(dir)

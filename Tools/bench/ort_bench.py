@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """The onnxruntime side of the plan benchmark: the same measurements as `diffbir bench`.
 
-    ~/venv/bin/python Tools/bench/ort_bench.py MODEL.onnx IO.safetensors [--threads 2] [--runs 5] [--warmup 1] [--json]
+    ~/venv/bin/python Tools/bench/ort_bench.py MODEL.onnx IO.safetensors [--threads 2] [--runs 5] [--warmup 1] [--json] [--int8]
 
 Creates a CPU session (intra-op threads = --threads, inter-op 1, all graph optimisations: onnxruntime's
 defaults otherwise), feeds the tensors of IO.safetensors named like the model's inputs, runs --warmup
 untimed and --runs timed, and prints each time, the median, the process's peak RSS (ru_maxrss), the
 model's weight bytes (its initializers) and the peak minus the weights; outputs are compared with the
 `ref.NAME` tensors of IO.safetensors (relative error: max |a-b| / max |ref|).
+
+--int8 runs onnxruntime's dynamic int8 quantisation instead (`quantize_dynamic`, its defaults: int8
+weights per tensor, activations quantised at run time): the quantised model is made once, next to
+MODEL as MODEL.int8.onnx (external data when it is large), and reused.
 """
 import argparse, json, resource, statistics, time
 import numpy as np
@@ -25,6 +29,18 @@ def weight_bytes(path):
     return total
 
 
+def quantized(path):
+    out = path[:-5] + ".int8.onnx" if path.endswith(".onnx") else path + ".int8.onnx"
+    import os
+    if not os.path.exists(out):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        tmp = out + ".partial.onnx"
+        large = os.path.exists(path + ".data") or os.path.getsize(path) > (1 << 31)
+        quantize_dynamic(path, tmp, weight_type=QuantType.QInt8, use_external_data_format=large)
+        os.replace(tmp, out)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -33,7 +49,10 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--int8", action="store_true")
     a = p.parse_args()
+    if a.int8:
+        a.model = quantized(a.model)
     weights = weight_bytes(a.model)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = a.threads

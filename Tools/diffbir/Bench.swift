@@ -24,7 +24,9 @@ struct Bench: ParsableCommand {
         The kernel set (--isa) and the OpenBLAS kernel in use (OPENBLAS_CORETYPE selects it) are \
         printed. --peer runs the same network on a peer in a separate process after ours, with the \
         same inputs, thread count, warm-up and runs, and prints the ratio of the medians: \
-        onnxruntime (Tools/bench/ort_bench.py on --peer-dir/bench-NETWORK.onnx), torch and \
+        onnxruntime (Tools/bench/ort_bench.py on --peer-dir/bench-NETWORK.onnx), onnxruntime-int8 \
+        (the same model through onnxruntime's dynamic int8 quantisation, made once as \
+        bench-NETWORK.int8.onnx), torch and \
         torch-bf16 (Tools/bench/torch_bench.py, the network built by Tools/bench/export_full_onnx.py \
         from --peer-dir's checkpoints). They need a Python with those packages (--python, default \
         ~/venv/bin/python); Tools/bench/export_full_onnx.py writes the exports and the inputs.
@@ -49,7 +51,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for the kernels.")
     var threads: Int = 2
 
-    @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, torch, torch-bf16.")
+    @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, onnxruntime-int8 (its dynamic int8 quantisation), torch, torch-bf16.")
     var peer: [String] = []
 
     @Option(help: "The peers' directory: bench-NETWORK.onnx, the synthetic checkpoints (default: the plan's directory).")
@@ -72,8 +74,8 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         if runs < 1 || warmup < 0 || threads < 1 { throw ValidationError("--runs and --threads must be at least 1, --warmup at least 0") }
-        for p in peer where !["onnxruntime", "torch", "torch-bf16"].contains(p) {
-            throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, torch, torch-bf16)")
+        for p in peer where !["onnxruntime", "onnxruntime-int8", "torch", "torch-bf16"].contains(p) {
+            throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, onnxruntime-int8, torch, torch-bf16)")
         }
     }
 
@@ -114,12 +116,13 @@ struct Bench: ParsableCommand {
         let dir = peerDir ?? planDirectory
         var arguments: [String]
         switch peer {
-        case "onnxruntime":
+        case "onnxruntime", "onnxruntime-int8":
             let model = dir + "/bench-\(network).onnx"
             guard FileManager.default.fileExists(atPath: model) else {
-                throw ToolError("--peer onnxruntime: no \(model) (Tools/bench/export_full_onnx.py \(dir) \(network) makes it)")
+                throw ToolError("--peer \(peer): no \(model) (Tools/bench/export_full_onnx.py \(dir) \(network) makes it)")
             }
             arguments = [root.appendingPathComponent("Tools/bench/ort_bench.py").path, model, inputs]
+            if peer == "onnxruntime-int8" { arguments.append("--int8") }
         default:
             arguments = [root.appendingPathComponent("Tools/bench/torch_bench.py").path, dir, network, inputs]
             if peer == "torch-bf16" { arguments.append("--bf16") }
