@@ -27,6 +27,12 @@ public struct RunOptions: Sendable {
     /// read again from the page cache next time): memory stays near the arena plus the largest
     /// weight, for budgets smaller than the weights.
     public var streamWeights = false
+    /// Calibration: after each convolution or linear layer, run the same instruction of `shadow` (a
+    /// plan compiled from the same graphs with other weight formats) on the same operands but with
+    /// the shadow's weight, and report its error against this run's result to `layerError`
+    /// (index, name, error energy Σ(d²), signal energy Σ(r²)).
+    public var shadow: Executor?
+    public var layerError: (@Sendable (Int, String, Double, Double) -> Void)?
     public init() {}
 }
 
@@ -178,6 +184,9 @@ public final class Executor: @unchecked Sendable {
                 fallbacks[ins.kernel.kindName, default: 0] += 1
                 try runReference(ins, ins.operands.map(referenceOperand), results)
             }
+            if let shadow = options.shadow {
+                try compareShadow(shadow, index: index, ins, entry: name, operands: operands, results: results, report: options.layerError)
+            }
             if options.profile {
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                 times[ins.kernel.kindName, default: (0, 0)].0 += 1
@@ -219,6 +228,48 @@ public final class Executor: @unchecked Sendable {
         }
         let validation = options.validate ? Validation(first: first, worstByKind: worst, instructions: entry.instructions.count) : nil
         return RunResult(outputs: outputs, seconds: seconds, profile: profile, validation: validation, fallbacks: fallbacks)
+    }
+
+    /// Runs instruction `index` of `shadow`'s entry `entry` with this run's activations and the
+    /// shadow's weights (when its weight differs from ours) and reports the difference of the results.
+    private func compareShadow(_ shadow: Executor, index: Int, _ ins: Instruction, entry: String, operands: [View], results: [View],
+                               report: (@Sendable (Int, String, Double, Double) -> Void)?) throws {
+        switch ins.kernel {
+        case .conv2d, .linear: break
+        default: return
+        }
+        guard let theirs = shadow.plan.program.entry(entry), theirs.instructions.count > index,
+              theirs.instructions[index].name == ins.name, theirs.instructions[index].kernel.kindName == ins.kernel.kindName,
+              theirs.instructions[index].operands.count == ins.operands.count else {
+            throw ExecutorError("calibration: instruction \(index) (\(ins.name)) of entry \(entry) differs between the two plans: compile both from the same graphs")
+        }
+        let other = theirs.instructions[index]
+        guard case .weight(let mine) = ins.operands[1], case .weight(let their) = other.operands[1],
+              plan.program.weights[mine].format != shadow.plan.program.weights[their].format else { return }
+        var x = operands
+        x[1] = shadow.view(.weight(their))
+        let out = results[0]
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(out.byteCount, 4), alignment: 64)
+        defer { buffer.deallocate() }
+        let r = View(pointer: buffer, dtype: out.dtype, shape: out.shape)
+        if !shadow.runFast(other.kernel, x, [r], weights: other.operands, stream: false) {
+            let t = try Reference.execute(other.kernel, x.enumerated().map { $0.offset == 1 ? shadow.referenceOperand(other.operands[1]) : Self.referenceOperand(copying: $0.element) },
+                                          results: [(r.dtype, r.shape)])
+            buffer.copyMemory(from: t[0].converted(to: r.dtype).bytes.baseAddress!, byteCount: r.byteCount)
+        }
+        var noise = 0.0, signal = 0.0
+        let (a, b) = (r.floats, out.floats)
+        for i in 0..<out.count {
+            let d = Double(a[i]) - Double(b[i])
+            noise += d * d
+            signal += Double(b[i]) * Double(b[i])
+        }
+        report?(index, ins.name, noise, signal)
+    }
+
+    static func referenceOperand(copying v: View) -> Tensor {
+        let t = tensor(copying: v)
+        return t.dtype == .bf16 || t.dtype == .f16 ? t.converted(to: .f32) : t
     }
 
     /// max |a − b| / max |b| in double precision (NaN when either has a NaN where the other has not).
@@ -296,7 +347,7 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
-    private func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
+    fileprivate func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
         let allF32 = x.allSatisfy { $0.dtype == .f32 } && r.allSatisfy { $0.dtype == .f32 }
         switch kernel {
         case .conv2d(let c):

@@ -91,6 +91,38 @@ import TestSupport
         }
     }
 
+    /// Calibration's per-layer comparison (`RunOptions.shadow`): every layer with an int8 weight is
+    /// reported once, with an error that is neither zero nor large (int8 per channel: 35–60 dB);
+    /// f32 layers (the model's exclusions) are not reported; the run's own outputs are unchanged.
+    @Test func shadowRunReportsEachQuantisedLayer() throws {
+        let f = try FixtureNetwork.load(0)
+        let dir = TemporaryDirectory()
+        let (plan32, _) = try Self.compile(f, into: dir)
+        var o = CompileOptions()
+        o.quantization = QuantizationPolicy(defaultFormat: .int8Channel, exclusions: f.network.quantizationExclusions)
+        let sub = TemporaryDirectory()
+        let (plan8, _) = try Self.compile(f, into: sub, options: o)
+        final class Sink: @unchecked Sendable { var rows: [(Int, String, Double, Double)] = [] }
+        let sink = Sink()
+        var options = RunOptions()
+        options.shadow = Executor(plan: plan8, threads: 2)
+        options.layerError = { sink.rows.append(($0, $1, $2, $3)) }
+        let executor = Executor(plan: plan32, threads: 2)
+        let shadowed = try executor.run(entry: "swinir", inputs: f.inputs, options: options)
+        let plain = try executor.run(entry: "swinir", inputs: f.inputs)
+        #expect(shadowed.outputs[0].tensor.floats() == plain.outputs[0].tensor.floats())
+        let quantised = plan8.program.entryPoints[0].instructions.filter {
+            if case .weight(let w) = $0.operands.count > 1 ? $0.operands[1] : .weight(0) { return plan8.program.weights[w].format == "int8-channel" }
+            return false
+        }
+        #expect(sink.rows.count == quantised.count && !quantised.isEmpty)
+        #expect(Set(sink.rows.map(\.1)) == Set(quantised.map(\.name)))
+        for (_, name, noise, signal) in sink.rows {
+            let snr = 10 * log10(signal / noise)
+            #expect(snr > 35 && snr < 60, "\(name): SNR \(snr) dB")
+        }
+    }
+
     /// `--validate` finds nothing on a correct plan, and names the instruction when a weight is wrong.
     @Test func validationFindsACorruptedKernel() throws {
         let f = try FixtureNetwork.load(0)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Executor
 import Foundation
 import Importers
 import IR
@@ -79,6 +80,15 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("quant-rule"), help: ArgumentHelp("PATTERN=FORMAT (repeatable, in order; the first matching rule decides): store the convolution and linear weights whose name matches the glob PATTERN as FORMAT (f32, bf16, f16, int8), overriding --weights-dtype and the model's exclusions.", valueName: "pattern=format"))
     var quantRules: [String] = []
 
+    @Option(help: ArgumentHelp("Calibrate: run N input sets through the f32 plan and the quantised one and print per-layer SNR, each entry point's end-to-end error, and the layers whose move to f16 would help most.", discussion: "Inputs are seeded random values of each entry's types (a scalar `t` in [0, 1000), other scalars 1), or the sets in --calibrate-inputs. The f32 plan is written beside the output for the duration and removed."))
+    var calibrate: Int = 0
+
+    @Option(name: .customLong("calibrate-inputs"), help: "A directory of .safetensors input sets (tensors named like an entry's inputs) for --calibrate.")
+    var calibrateInputs: String?
+
+    @Option(name: .customLong("auto-keep"), help: "After calibration, keep the K layers with the lowest SNR in f16 (recompiles, and reports the error again). Implies --calibrate 1 unless given.")
+    var autoKeep: Int = 0
+
     @Option(name: .customLong("disable-pass"), help: "Switch a pass off by name (repeatable).")
     var disabledPasses: [String] = []
 
@@ -148,8 +158,54 @@ struct Compile: ParsableCommand {
             }
         })
         print(compiled.report, terminator: "")
+        if calibrate > 0 || autoKeep > 0 || calibrateInputs != nil {
+            try calibrateAndKeep(entries: entries, baked: baked, metadata: metadata, options: options)
+        }
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         print("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", Date().timeIntervalSince(start)))
+    }
+
+    /// `--calibrate`, `--auto-keep`: the f32 plan of the same graphs beside the output (removed after),
+    /// the report; with --auto-keep, the output recompiled with the worst layers in f16 and measured again.
+    func calibrateAndKeep(entries: [(name: String, graph: Graph)], baked: [(name: String, tensor: Tensor)], metadata: [String: String]?,
+                          options: CompileOptions) throws {
+        guard !options.quantization.isIdentity else { throw ToolError("--calibrate compares a quantised plan with f32: give --weights-dtype or --quant-rule") }
+        let count = max(calibrate, 1)
+        var f32Options = options
+        f32Options.quantization = QuantizationPolicy()
+        f32Options.bf16Activations = false
+        let referencePath = output + ".calibration-f32.plan"
+        defer { try? FileManager.default.removeItem(atPath: referencePath) }
+        func log(_ s: String) { if !quiet { printError(s) } }
+        log("calibration: compiling the f32 plan of the same graphs (\(referencePath), removed afterwards)")
+        do {
+            let reference = try Compiler.compile(entries, options: f32Options, constants: baked, metadata: metadata)
+            try PlanWriter.write(path: referencePath, program: reference.program, summary: reference.report, weights: reference.weights, overwrite: true)
+        } catch let e as IRError { throw ToolError("calibration: \(e)") }
+        let threads = ProcessInfo.processInfo.activeProcessorCount
+        func measure(perLayer: Bool) throws -> Calibration {
+            do {
+                return try Calibration.run(quantized: try PlanFile(path: output), reference: try PlanFile(path: referencePath), count: count,
+                                           directory: calibrateInputs, threads: threads, perLayer: perLayer, log: log)
+            } catch let e as PlanError { throw ToolError(e.description) } catch let e as ExecutorError { throw ToolError("calibration: \(e)") }
+        }
+        let first = try measure(perLayer: true)
+        print(first.report(suggest: autoKeep > 0 ? autoKeep : 10), terminator: "")
+        guard autoKeep > 0 else { return }
+        let keep = first.worstWeights(autoKeep)
+        var kept = options
+        kept.quantization.rules = keep.map { QuantRule(pattern: $0, format: .f16) } + options.quantization.rules
+        log("auto-keep: recompiling with \(keep.count) layers in f16")
+        let compiled: CompiledPlan
+        do { compiled = try Compiler.compile(entries, options: kept, constants: baked, metadata: metadata) } catch let e as IRError { throw ToolError("compile: \(e)") }
+        try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
+        let second = try measure(perLayer: false)
+        let weightsLine = compiled.report.split(separator: "\n").first { $0.hasPrefix("weights:") } ?? ""
+        print("auto-keep: \(keep.count) layers kept in f16; \(weightsLine)")
+        for o in second.outputs {
+            let before = first.outputs.first { $0.entry == o.entry && $0.output == o.output }?.relativeL2 ?? .nan
+            print("  entry \(o.entry), output \(o.output): relative L2 error " + String(format: "%.3e (was %.3e)", o.relativeL2, before))
+        }
     }
 
     /// The weight formats from --precision, --weights-dtype, --quant-rule and the models' exclusions.
