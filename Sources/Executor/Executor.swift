@@ -107,8 +107,13 @@ public final class Executor: @unchecked Sendable {
     /// for convolutions, B panels for linear layers); their mapped pages are released after packing.
     private var packed: [Int: PackedMatrix] = [:]
 
+    /// Linear weights packed for int8 × int8 products (plans compiled with `--activations int8`).
+    private var int8Packed: [Int: Int8WeightPanels] = [:]
+    /// Whether the plan runs its int8-weight linear layers on int8 activations.
+    private var int8Activations: Bool { plan.program.targetFeatures.contains("int8") }
+
     /// Bytes of weights packed so far (resident in place of their mapped pages).
-    public var packedBytes: Int { packed.values.reduce(0) { $0 + $1.byteCount } }
+    public var packedBytes: Int { packed.values.reduce(0) { $0 + $1.byteCount } + int8Packed.values.reduce(0) { $0 + $1.byteCount } }
 
     public init(plan: PlanFile, threads: Int, isa: ISA = .best) {
         self.plan = plan
@@ -377,6 +382,22 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }
             let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
+            // int8 weights in an int8-activation plan: int8 × int8 products (VNNI) when there are rows enough.
+            if x[1].dtype == .i8, int8Activations, gemm.isa == .avx512, Int8Linear.applies(rows: x[0].count / max(w[1], 1)),
+               case .weight(let wi) = weights[1], let s = scales(of: weights[1]) {
+                let panels: Int8WeightPanels
+                if let p = int8Packed[wi] { panels = p } else {
+                    panels = Int8WeightPanels(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, n: w[0], k: w[1], threads: threads)
+                    if !stream {
+                        int8Packed[wi] = panels
+                        let rec = plan.program.weights[wi]
+                        let start = plan.weightSection.lowerBound + rec.offset
+                        plan.file.release(start..<(start + rec.byteCount))
+                    }
+                }
+                FusedLinear.run(l, x: x[0], weight: x[1], int8: panels, operands: x, out: r[0], gemm: g, threads: threads)
+                return true
+            }
             let b = packedWeight(weights, 1, stream: stream) {
                 quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)!
                     : g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr, threads: threads)

@@ -10,8 +10,10 @@ public enum FusedLinear {
     public static let columnTile = 256
 
     /// `packed`: the weights as B panels of `gemm` (columns of Wᵀ), when `gemm` is not OpenBLAS.
-    public static func run(_ k: LinearKernel, x: View, weight: View, packed: PackedMatrix? = nil, operands: [View], out: View,
-                           gemm: Gemm = Gemm(.openblas), threads: Int) {
+    /// `int8`: the weights packed for int8 × int8 products (`--activations int8`), used when
+    /// `Int8Linear.applies` for this many rows (else `packed`, the weight-only path).
+    public static func run(_ k: LinearKernel, x: View, weight: View, packed: PackedMatrix? = nil, int8: Int8WeightPanels? = nil,
+                           operands: [View], out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
         let (nOut, kk) = (weight.dims[0], weight.dims[1])
         let rows = x.count / max(kk, 1)
         let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
@@ -34,6 +36,12 @@ public enum FusedLinear {
             }
         }
         let o = out.floats
+        if let int8, Int8Linear.applies(rows: rows) {
+            Int8Linear.product(x: x.floats, rows: rows, weights: int8, out: o, threads: threads,
+                               prepare: lnScale == nil ? nil : { normalize($0, $1, $2) },
+                               finish: { finish(o, rows: $0, columns: 0..<nOut) })
+            return
+        }
         /// `out[rows, c0..<c0+n] = a[rows, K] · W[c0..<c0+n, K]ᵀ`
         func product(_ a: UnsafePointer<Float>, rows: Int, columns c0: Int, _ n: Int, _ out: UnsafeMutablePointer<Float>, _ scratch: GemmScratch) {
             if let packed, !gemm.usesBLAS {

@@ -19,5 +19,6 @@ func bf16PairRowsAVX2(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _
 func fmaPeakAVX512(_ iterations: Int, _ seed: Float) -> Float { unavailable() }
 func fmaPeakAVX2(_ iterations: Int, _ seed: Float) -> Float { unavailable() }
 func s8gemmMicroKernelVNNI(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
+func u8s8gemmMicroKernelVNNI(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func vnniPeak(_ iterations: Int, _ seed: Int32) -> Int32 { unavailable() }
 #endif

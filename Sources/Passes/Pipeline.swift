@@ -16,6 +16,9 @@ public struct CompileOptions: Sendable {
     public var quantization = QuantizationPolicy()
     /// bf16 operands into attention's products too (`--activations bf16`, `--precision bf16`).
     public var bf16Activations = false
+    /// int8 activations into the linear layers with int8 weights (`--activations int8`): rows
+    /// quantised on the fly, VNNI int8 × int8 products (the plan's target features gain "int8").
+    public var int8Activations = false
     public init() {}
 }
 

@@ -1,4 +1,5 @@
 import Kernels
+import Plan
 import Tensors
 import Testing
 
@@ -94,5 +95,66 @@ import Testing
         let h = Quantization.quantize(w, as: .f16)
         #expect(h.values.dtype == .f16 && h.scales == nil)
         #expect(Quantization.error(Quantization.dequantize(h), w).relativeL2 < 5e-4)
+    }
+}
+
+/// Linear layers with int8 weights and int8 activations (VNNI): against the same arithmetic in
+/// double precision (each row quantised symmetric with scale max|x|/127, products exact, scaled
+/// back), with a layer-norm prologue, bias and epilogue, odd sizes (k not a multiple of 4, columns
+/// past a panel, rows past a tile), outlier rows and output channels, any thread count.
+@Suite struct Int8LinearTests {
+    @Test(arguments: [(48, 33, 37), (97, 64, 320), (200, 77, 1030), (50, 5, 4)])
+    func matchesQuantisedArithmetic(rows: Int, out: Int, k: Int) throws {
+        guard Int8Gemm.hasVNNI else { return }
+        var x = GemmTests.values(rows * k, seed: 31).map { $0 * 3 }
+        for i in 0..<k { x[5 * k + i] *= 100 }  // an outlier row keeps its own scale
+        let w = QuantizedGemmTests.weights(rows: out, k: k)
+        let q = Quantization.quantize(w, as: .int8Channel)
+        let bias = GemmTests.values(out, seed: 37)
+        let lnScale = GemmTests.values(k, seed: 41).map { 1 + $0 / 10 }, lnBias = GemmTests.values(k, seed: 43).map { $0 / 10 }
+        for layerNorm in [false, true] {
+            let kernel = LinearKernel(hasBias: true, prologue: layerNorm ? LayerNormPrologue(epsilon: 1e-5, scaleOperand: 3, biasOperand: 4) : nil,
+                                      epilogue: [.activation("relu", alpha: 0)])
+            // The expected numbers: the prologue in double, each row quantised, exact sums, scaled back.
+            let wq = q.values.withElements(as: Int8.self) { Array($0) }, ws = q.scales!.floats()
+            var expected = [Float](repeating: 0, count: rows * out)
+            var step = [Float](repeating: 0, count: rows * out)  // what one quantisation step of x moves an output
+            for r in 0..<rows {
+                var row = (0..<k).map { x[r * k + $0] }
+                if layerNorm {
+                    let mean = row.reduce(0, +) / Float(k)
+                    let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(k)
+                    row = (0..<k).map { (row[$0] - mean) / (variance + 1e-5).squareRoot() * lnScale[$0] + lnBias[$0] }
+                }
+                let m = row.map(abs).max()!
+                let s = m > 0 ? m / 127 : 1
+                let qx = row.map { Int(($0 / s).rounded(.toNearestOrEven)) }
+                for j in 0..<out {
+                    var acc = 0
+                    for i in 0..<k { acc += qx[i] * Int(wq[j * k + i]) }
+                    expected[r * out + j] = max(0, Float(Double(acc) * Double(s) * Double(ws[j])) + bias[j])
+                    step[r * out + j] = s * ws[j] * 127
+                }
+            }
+            let operands = [Tensor(x, shape: Shape([rows, k])), Tensor(w.floats(), shape: Shape([out, k])), Tensor(bias, shape: Shape([out])),
+                            Tensor(lnScale, shape: Shape([k])), Tensor(lnBias, shape: Shape([k]))]
+            let panels = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
+                q.scales!.withElements(as: Float.self) { Int8WeightPanels(v.baseAddress!, scales: $0.baseAddress!, n: out, k: k, threads: 2) }
+            }
+            for threads in [1, 3] {
+                let result = Tensor.zeros(.f32, Shape([rows, out]))
+                FusedLinear.run(kernel, x: OwnKernelTests.view(operands[0]), weight: OwnKernelTests.view(operands[1]), int8: panels,
+                                operands: operands.map(OwnKernelTests.view), out: OwnKernelTests.view(result), gemm: Gemm(), threads: threads)
+                let got = result.floats()
+                // The sums are exact; rounding of the prologue (f32 here, vectorised there) may move one
+                // value across a quantisation step, which moves an output by at most one step.
+                var bad = 0, worst: Float = 0
+                for i in 0..<got.count {
+                    let e = abs(got[i] - expected[i])
+                    if e > step[i] + 1e-5 * abs(expected[i]) { bad += 1; worst = max(worst, e / step[i]) }
+                }
+                #expect(bad == 0, "\(rows)×\(out)×\(k) LN \(layerNorm) threads \(threads): \(bad) outputs off by more than a step (worst \(worst) steps)")
+            }
+        }
     }
 }

@@ -74,7 +74,7 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("weights-dtype"), help: ArgumentHelp("How convolution and linear weights are stored: f32, bf16, f16, or int8 (symmetric, one scale per output channel).", discussion: "f16 and int8 weights stay in that form in the plan and in memory; the GEMMs expand them to f32 block by block as they pack them (f32 activations). The model's first and last convolutions and its time embedding stay f32 (see --quant-rule); norms, biases and embeddings are never quantised. The report lists every weight's format and its error against f32."))
     var weightsDType: String?
 
-    @Option(help: "Activations into the GEMMs: f32, or bf16 (with bf16 weights). int8 (VNNI) is not built yet.")
+    @Option(help: ArgumentHelp("Activations into the GEMMs: f32, bf16 (with bf16 weights), or int8 (with int8 weights).", discussion: "int8: the linear layers with int8 weights quantise each input row on the fly (symmetric, one scale per row) and multiply int8 × int8 with AVX512-VNNI, exact in int32 (48 rows or more; fewer, and processors without VNNI, expand the weights as with f32 activations). Convolutions keep f32 activations for now."))
     var activations: String?
 
     @Option(name: .customLong("quant-rule"), help: ArgumentHelp("PATTERN=FORMAT (repeatable, in order; the first matching rule decides): store the convolution and linear weights whose name matches the glob PATTERN as FORMAT (f32, bf16, f16, int8), overriding --weights-dtype and the model's exclusions.", valueName: "pattern=format"))
@@ -143,6 +143,10 @@ struct Compile: ParsableCommand {
         options.verifyEach = verifyEach
         options.quantization = try quantizationPolicy()
         options.bf16Activations = try bf16Activations()
+        options.int8Activations = activations == "int8"
+        if options.int8Activations && options.quantization.defaultFormat != .int8Channel && !options.quantization.rules.contains(where: { $0.format == .int8Channel }) {
+            throw ToolError("--activations int8 needs int8 weights (--weights-dtype int8)")
+        }
         let compiled: CompiledPlan
         do {
             compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata, log: { if !quiet { printError($0) } })
@@ -246,7 +250,7 @@ struct Compile: ParsableCommand {
             let f = weightsDType.flatMap(WeightFormat.init(userName:)) ?? (precision == "bf16" ? .bf16 : .f32)
             guard f == .bf16 || f == .f32 else { throw ToolError("--activations bf16 goes with f32 or bf16 weights, not \(f.rawValue)") }
             return true
-        case "int8": throw ToolError("--activations int8 (VNNI int8 × int8 GEMMs) is not built yet: use int8 weights with f32 activations")
+        case "int8": return false
         default: throw ToolError("--activations: '\(chosen)' is not f32, bf16 or int8")
         }
     }

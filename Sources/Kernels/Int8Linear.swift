@@ -1,0 +1,165 @@
+import Dispatch
+import CKernels
+import KernelsVNNI
+import Plan
+import Tensors
+
+/// Linear weights `[n, k]` int8 (one scale per output feature) packed for the VNNI u8 × s8
+/// micro-kernel: panels of 32 columns of Wᵀ, each step a word of four consecutive k (zeros past k
+/// and past the last column), with `128 · Σ_k w[j, k]` per column for the activations' offset.
+public final class Int8WeightPanels: @unchecked Sendable {
+    public let n: Int
+    public let k: Int
+    public let steps: Int
+    let words: UnsafeMutablePointer<UInt32>
+    let scales: UnsafeMutablePointer<Float>
+    let compensation: UnsafeMutablePointer<Int32>
+    var panels: Int { (n + Int8Gemm.nr - 1) / Int8Gemm.nr }
+    public var byteCount: Int { panels * steps * Int8Gemm.nr * 4 + panels * Int8Gemm.nr * 8 }
+
+    public init(_ w: UnsafePointer<Int8>, scales s: UnsafePointer<Float>, n: Int, k: Int, threads: Int = 1) {
+        let nr = Int8Gemm.nr
+        self.n = n
+        self.k = k
+        steps = (k + 3) / 4
+        let panels = (n + nr - 1) / nr
+        words = .allocate(capacity: max(1, panels * steps * nr))
+        scales = .allocate(capacity: max(1, panels * nr))
+        compensation = .allocate(capacity: max(1, panels * nr))
+        let (words, scales, compensation, steps) = (self.words, self.scales, self.compensation, self.steps)
+        Parallel.forRanges(panels, threads: threads) { range in
+            for panel in range {
+                for j in 0..<nr {
+                    let col = panel * nr + j
+                    let d = words + panel * steps * nr + j
+                    guard col < n else {
+                        for st in 0..<steps { d[st * nr] = 0 }
+                        scales[col] = 0
+                        compensation[col] = 0
+                        continue
+                    }
+                    let row = UnsafeRawPointer(w + col * k)
+                    var sum: Int32 = 0
+                    for i in 0..<k { sum &+= Int32(w[col * k + i]) }
+                    for st in 0..<steps {
+                        if 4 * st + 4 <= k {
+                            d[st * nr] = row.loadUnaligned(fromByteOffset: 4 * st, as: UInt32.self)
+                        } else {
+                            var word: UInt32 = 0
+                            for q in 0..<4 where 4 * st + q < k { word |= UInt32(UInt8(bitPattern: w[col * k + 4 * st + q])) << (8 * q) }
+                            d[st * nr] = word
+                        }
+                    }
+                    scales[col] = s[col]
+                    compensation[col] = 128 &* sum
+                }
+            }
+        }
+    }
+
+    deinit { words.deallocate(); scales.deallocate(); compensation.deallocate() }
+}
+
+/// Linear layers with int8 weights and int8 activations (`--activations int8`): each row of the
+/// input (after the layer-norm prologue) is quantised on the fly, symmetric with its own scale
+/// `max |x| / 127`, stored as u8 (`q + 128`); `vpdpbusd` sums exactly in int32; the result is
+/// `s_row · s_col · (Σ − 128 · Σ_k w)`, then bias and epilogue as in `FusedLinear`.
+public enum Int8Linear {
+    /// Rows per tile (eight micro-kernel panels): its packed activations and one weight panel stay in L2.
+    public static let rowTile = 96
+    /// Fewer rows than this run the weight-only path (the quantisation would cost more than it saves).
+    public static let minimumRows = 48
+
+    /// Whether the int8 × int8 path runs here (VNNI), for `rows` rows.
+    public static func applies(rows: Int) -> Bool { Int8Gemm.hasVNNI && rows >= minimumRows }
+
+    /// Quantises `rows` rows of `x [rows, k]` and packs them as u8 A panels of 12 rows (words of four
+    /// consecutive k; rows past the end are 128, i.e. zero). `rowScales[r]` receives each row's scale.
+    static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, k: Int, into dst: UnsafeMutablePointer<UInt32>,
+                             rowScales: UnsafeMutablePointer<Float>, row8: UnsafeMutablePointer<UInt8>) {
+        let mr = Int8Gemm.mr, steps = (k + 3) / 4
+        let panels = (rows + mr - 1) / mr
+        let zero = UInt32(0x8080_8080)
+        for r in 0..<(panels * mr) {
+            let d = dst + (r / mr) * steps * mr + r % mr
+            guard r < rows else {
+                for st in 0..<steps { d[st * mr] = zero }
+                rowScales[r] = 0
+                continue
+            }
+            let src = x + r * k
+            var m = SIMD16<Float>(repeating: 0)
+            var i = 0
+            while i + 16 <= k {
+                let v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<Float>.self)
+                m = pointwiseMax(m, pointwiseMax(v, -v))
+                i += 16
+            }
+            var mx = m.max()
+            while i < k { mx = max(mx, abs(src[i])); i += 1 }
+            let scale = mx > 0 ? mx / 127 : 1
+            rowScales[r] = scale
+            let inv = 1 / scale
+            i = 0
+            while i + 16 <= k {
+                let v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<Float>.self) * inv
+                let q = SIMD16<Int32>(v.rounded(.toNearestOrEven)) &+ 128
+                UnsafeMutableRawPointer(row8 + i).storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: q), as: SIMD16<UInt8>.self)
+                i += 16
+            }
+            while i < k { row8[i] = UInt8(Int32((src[i] * inv).rounded(.toNearestOrEven)) + 128); i += 1 }
+            var tail = k
+            while tail % 4 != 0 { row8[tail] = 128; tail += 1 }
+            let words = UnsafeRawPointer(row8)
+            for st in 0..<steps { d[st * mr] = words.loadUnaligned(fromByteOffset: 4 * st, as: UInt32.self) }
+        }
+    }
+
+    /// `out[rows, n] = x[rows, k] · Wᵀ` (then `finish` for bias and epilogue per tile of rows).
+    static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, out: UnsafeMutablePointer<Float>, threads: Int,
+                        prepare: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?,
+                        finish: (Range<Int>) -> Void) {
+        let (mr, nr, k, n, steps) = (Int8Gemm.mr, Int8Gemm.nr, w.k, w.n, w.steps)
+        let tiles = (rows + rowTile - 1) / rowTile
+        Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+            let r0 = t * rowTile, count = min(rowTile, rows - r0)
+            let panels = (count + mr - 1) / mr
+            let a = UnsafeMutableRawPointer(worker.floats(0, panels * steps * mr)).assumingMemoryBound(to: UInt32.self)
+            let rowScales = worker.floats(1, panels * mr)
+            let row8 = UnsafeMutableRawPointer(worker.floats(2, (k + 67) / 4)).assumingMemoryBound(to: UInt8.self)
+            let tile = UnsafeMutableRawPointer(worker.floats(3, mr * nr)).assumingMemoryBound(to: Int32.self)
+            var src = x + r0 * k
+            if let prepare {
+                let normalized = worker.floats(4, count * k)
+                prepare(src, normalized, count)
+                src = UnsafePointer(normalized)
+            }
+            quantizeRows(src, rows: count, k: k, into: a, rowScales: rowScales, row8: row8)
+            for jp in 0..<w.panels {
+                let cols = min(nr, n - jp * nr)
+                let b = UnsafePointer(w.words + jp * steps * nr)
+                let sw = w.scales + jp * nr, comp = w.compensation + jp * nr
+                let sw0 = UnsafeRawPointer(sw).loadUnaligned(as: SIMD16<Float>.self), sw1 = UnsafeRawPointer(sw + 16).loadUnaligned(as: SIMD16<Float>.self)
+                let c0 = UnsafeRawPointer(comp).loadUnaligned(as: SIMD16<Int32>.self), c1 = UnsafeRawPointer(comp + 16).loadUnaligned(as: SIMD16<Int32>.self)
+                for ip in 0..<panels {
+                    u8s8gemmMicroKernelVNNI(steps, UnsafePointer(a + ip * steps * mr), b, tile, nr, false)
+                    for r in 0..<min(mr, count - ip * mr) {
+                        let row = ip * mr + r
+                        let sx = rowScales[row]
+                        let acc = UnsafeRawPointer(tile + r * nr)
+                        let v0 = SIMD16<Float>(acc.loadUnaligned(as: SIMD16<Int32>.self) &- c0) * (sw0 * sx)
+                        let v1 = SIMD16<Float>(acc.loadUnaligned(fromByteOffset: 64, as: SIMD16<Int32>.self) &- c1) * (sw1 * sx)
+                        let o = out + (r0 + row) * n + jp * nr
+                        if cols == nr {
+                            UnsafeMutableRawPointer(o).storeBytes(of: v0, as: SIMD16<Float>.self)
+                            UnsafeMutableRawPointer(o + 16).storeBytes(of: v1, as: SIMD16<Float>.self)
+                        } else {
+                            for j in 0..<cols { o[j] = j < 16 ? v0[j] : v1[j - 16] }
+                        }
+                    }
+                }
+            }
+            finish(r0..<(r0 + count))
+        }
+    }
+}
