@@ -109,11 +109,13 @@ public final class Executor: @unchecked Sendable {
 
     /// Linear weights packed for int8 × int8 products (plans compiled with `--activations int8`).
     private var int8Packed: [Int: Int8WeightPanels] = [:]
+    private var int8Conv: [Int: Int8ConvWeights] = [:]
     /// Whether the plan runs its int8-weight linear layers on int8 activations.
     private var int8Activations: Bool { plan.program.targetFeatures.contains("int8") }
 
     /// Bytes of weights packed so far (resident in place of their mapped pages).
-    public var packedBytes: Int { packed.values.reduce(0) { $0 + $1.byteCount } + int8Packed.values.reduce(0) { $0 + $1.byteCount } }
+    public var packedBytes: Int { packed.values.reduce(0) { $0 + $1.byteCount } + int8Packed.values.reduce(0) { $0 + $1.byteCount }
+        + int8Conv.values.reduce(0) { $0 + $1.byteCount } }
 
     public init(plan: PlanFile, threads: Int, isa: ISA = .best) {
         self.plan = plan
@@ -363,6 +365,23 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }
             let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
+            // int8 weights in an int8-activation plan: int8 × int8 products (VNNI).
+            if x[1].dtype == .i8, int8Activations, gemm.isa == .avx512, Int8Convolution.applies(c),
+               case .weight(let wi) = weights[1], let s = scales(of: weights[1]) {
+                let packedConv: Int8ConvWeights
+                if let p = int8Conv[wi] { packedConv = p } else {
+                    packedConv = Int8ConvWeights(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, oc: w[0], ic: w[1], kh: w[2], kw: w[3],
+                                                 threads: threads)
+                    if !stream {
+                        int8Conv[wi] = packedConv
+                        let rec = plan.program.weights[wi]
+                        let start = plan.weightSection.lowerBound + rec.offset
+                        plan.file.release(start..<(start + rec.byteCount))
+                    }
+                }
+                Int8Convolution.run(c, x: x[0], weights: packedConv, operands: x, out: r[0], threads: threads)
+                return true
+            }
             let winograd = c.winograd == true && Winograd.eligible(c, weight: w) && !quantized
             let a = packedWeight(weights, 1, stream: stream) {
                 quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)!

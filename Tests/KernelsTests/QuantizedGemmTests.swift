@@ -158,3 +158,78 @@ import Testing
         }
     }
 }
+
+/// Convolutions with int8 weights and int8 activations (VNNI): against the same arithmetic done
+/// plainly (the input quantised over the whole image, asymmetric, padding at the zero point; exact
+/// integer sums; scaled back; bias and a residual epilogue), over strides, padding, dilation,
+/// channel counts that are not multiples of four, outputs narrower than a panel, pixel counts past a
+/// band, more than one block of k, and thread counts.
+@Suite struct Int8ConvolutionTests {
+    struct Case: Sendable, CustomStringConvertible {
+        var n: Int, c: Int, h: Int, w: Int, oc: Int, kh: Int, kw: Int, stride: Int, pad: Int, dilation: Int
+        init(n: Int = 1, c: Int, h: Int, w: Int, oc: Int, kh: Int = 3, kw: Int = 3, stride: Int = 1, pad: Int = 1, dilation: Int = 1) {
+            (self.n, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.stride, self.pad, self.dilation) = (n, c, h, w, oc, kh, kw, stride, pad, dilation)
+        }
+        var description: String { "n\(n) c\(c) \(h)×\(w) oc\(oc) k\(kh)×\(kw) s\(stride) p\(pad) d\(dilation)" }
+    }
+
+    @Test(arguments: [Case(c: 5, h: 9, w: 7, oc: 13), Case(n: 2, c: 8, h: 16, w: 40, oc: 30, stride: 2),
+                      Case(c: 120, h: 12, w: 36, oc: 40), Case(c: 4, h: 33, w: 33, oc: 12, kh: 1, kw: 1, pad: 0),
+                      Case(c: 6, h: 11, w: 13, oc: 7, dilation: 2), Case(c: 16, h: 40, w: 32, oc: 50)])
+    func matchesQuantisedArithmetic(_ t: Case) throws {
+        guard Int8Gemm.hasVNNI else { return }
+        let oh = (t.h + 2 * t.pad - t.dilation * (t.kh - 1) - 1) / t.stride + 1
+        let ow = (t.w + 2 * t.pad - t.dilation * (t.kw - 1) - 1) / t.stride + 1
+        let x = GemmTests.values(t.n * t.c * t.h * t.w, seed: 51).map { $0 * 2 + 0.5 }  // asymmetric range
+        let wt = QuantizedGemmTests.weights(rows: t.oc, k: t.c * t.kh * t.kw)
+        let q = Quantization.quantize(wt, as: .int8Channel)
+        let wq = q.values.withElements(as: Int8.self) { Array($0) }, ws = q.scales!.floats()
+        let bias = GemmTests.values(t.oc, seed: 53)
+        let residual = GemmTests.values(t.n * t.oc * oh * ow, seed: 57)
+        var expected = [Float](repeating: 0, count: residual.count), step = expected
+        for b in 0..<t.n {
+            let img = Array(x[(b * t.c * t.h * t.w)..<((b + 1) * t.c * t.h * t.w)])
+            let lo = min(0, img.min()!), hi = max(0, img.max()!)
+            let s = (hi - lo) / 255
+            let z = min(255, max(0, (-lo / s).rounded(.toNearestOrEven)))
+            let u = img.map { Int(min(255, max(0, ($0 * (1 / s) + z).rounded(.toNearestOrEven)))) }
+            for o in 0..<t.oc {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var acc = 0
+                        for ci in 0..<t.c {
+                            for ky in 0..<t.kh {
+                                for kx in 0..<t.kw {
+                                    let iy = oy * t.stride - t.pad + ky * t.dilation, ix = ox * t.stride - t.pad + kx * t.dilation
+                                    let v = iy >= 0 && iy < t.h && ix >= 0 && ix < t.w ? u[(ci * t.h + iy) * t.w + ix] : Int(z)
+                                    acc += (v - Int(z)) * Int(wq[((o * t.c + ci) * t.kh + ky) * t.kw + kx])
+                                }
+                            }
+                        }
+                        let i = ((b * t.oc + o) * oh + oy) * ow + ox
+                        expected[i] = Float(Double(acc) * Double(ws[o]) * Double(s)) + bias[o] + residual[i]
+                        step[i] = ws[o] * s
+                    }
+                }
+            }
+        }
+        let kernel = Conv2DKernel(strides: [t.stride, t.stride], pads: [t.pad, t.pad, t.pad, t.pad], dilations: [t.dilation, t.dilation],
+                                  groups: 1, hasBias: true, epilogue: [.addResidual(operand: 3)])
+        let operands = [Tensor(x, shape: Shape([t.n, t.c, t.h, t.w])), Tensor(wt.floats(), shape: Shape([t.oc, t.c, t.kh, t.kw])),
+                        Tensor(bias, shape: Shape([t.oc])), Tensor(residual, shape: Shape([t.n, t.oc, oh, ow]))]
+        let packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
+            q.scales!.withElements(as: Float.self) { Int8ConvWeights(v.baseAddress!, scales: $0.baseAddress!, oc: t.oc, ic: t.c, kh: t.kh, kw: t.kw, threads: 2) }
+        }
+        for threads in [1, 3] {
+            let result = Tensor.zeros(.f32, Shape([t.n, t.oc, oh, ow]))
+            Int8Convolution.run(kernel, x: OwnKernelTests.view(operands[0]), weights: packed, operands: operands.map(OwnKernelTests.view),
+                                out: OwnKernelTests.view(result), threads: threads)
+            let got = result.floats()
+            // Exact sums; f32 rounding of the quantisation may move a value by one step (a rare tie).
+            var bad = 0
+            for i in 0..<got.count where abs(got[i] - expected[i]) > step[i] * 128 + 1e-4 * abs(expected[i]) { bad += 1 }
+            let close = zip(got, expected).filter { abs($0 - $1) <= 1e-4 * max(1, abs($1)) }.count
+            #expect(bad == 0 && close >= got.count * 99 / 100, "\(t) threads \(threads): \(bad) off by more than a step, \(close)/\(got.count) exact")
+        }
+    }
+}

@@ -1,0 +1,257 @@
+import Dispatch
+import CKernels
+import KernelsVNNI
+import Plan
+import Tensors
+
+/// Convolution weights `[oc, ic, kh, kw]` int8 (one scale per output channel) packed for the VNNI
+/// s8 × u8 micro-kernel: A panels of 12 output channels whose steps run tap by tap and, within a
+/// tap, over quads of input channels (a word holds the weights of four consecutive channels; zeros
+/// past the last channel and the last row), with `Σ_k w[o, k]` per row for the activations' zero point.
+public final class Int8ConvWeights: @unchecked Sendable {
+    public let oc: Int
+    public let ic: Int
+    public let kh: Int
+    public let kw: Int
+    public var taps: Int { kh * kw }
+    public var quads: Int { (ic + 3) / 4 }
+    public var steps: Int { taps * quads }
+    let words: UnsafeMutablePointer<UInt32>
+    let scales: UnsafeMutablePointer<Float>
+    let sums: UnsafeMutablePointer<Int32>
+    var panels: Int { (oc + Int8Gemm.mr - 1) / Int8Gemm.mr }
+    public var byteCount: Int { panels * steps * Int8Gemm.mr * 4 + panels * Int8Gemm.mr * 8 }
+
+    public init(_ w: UnsafePointer<Int8>, scales s: UnsafePointer<Float>, oc: Int, ic: Int, kh: Int, kw: Int, threads: Int = 1) {
+        let mr = Int8Gemm.mr
+        self.oc = oc
+        self.ic = ic
+        self.kh = kh
+        self.kw = kw
+        let taps = kh * kw
+        let quads = (ic + 3) / 4, steps = taps * quads
+        let panels = (oc + mr - 1) / mr
+        words = .allocate(capacity: max(1, panels * steps * mr))
+        scales = .allocate(capacity: max(1, panels * mr))
+        sums = .allocate(capacity: max(1, panels * mr))
+        let (words, scales, sums) = (self.words, self.scales, self.sums)
+        Parallel.forRanges(panels, threads: threads) { range in
+            for panel in range {
+                for r in 0..<mr {
+                    let o = panel * mr + r
+                    let d = words + panel * steps * mr + r
+                    guard o < oc else {
+                        for st in 0..<steps { d[st * mr] = 0 }
+                        scales[o] = 0
+                        sums[o] = 0
+                        continue
+                    }
+                    let row = w + o * ic * taps
+                    var sum: Int32 = 0
+                    for i in 0..<(ic * taps) { sum &+= Int32(row[i]) }
+                    for t in 0..<taps {
+                        for cq in 0..<quads {
+                            var word: UInt32 = 0
+                            for q in 0..<4 where 4 * cq + q < ic {
+                                word |= UInt32(UInt8(bitPattern: row[(4 * cq + q) * taps + t])) << (8 * q)
+                            }
+                            d[(t * quads + cq) * mr] = word
+                        }
+                    }
+                    scales[o] = s[o]
+                    sums[o] = sum
+                }
+            }
+        }
+    }
+
+    deinit { words.deallocate(); scales.deallocate(); sums.deallocate() }
+}
+
+/// Convolutions with int8 weights and int8 activations (`--activations int8`, groups 1): the input
+/// (after the group-norm prologue and SiLU) is quantised once per image, asymmetric over the whole
+/// tensor (`u = round(y / s) + z`, u8, `s = (max − min) / 255`; padding is `z`, i.e. 0), into a
+/// padded copy whose words hold four consecutive channels of a pixel. Tiles of (image, band of
+/// output pixels, block of output channels) gather their taps from it into B panels, `kc` steps at
+/// a time, and run the VNNI micro-kernel (exact int32 sums); the result is
+/// `s_w[o] · s · (Σ − z · Σ_k w[o, k])`, then bias and epilogue.
+public enum Int8Convolution {
+    /// Steps (words of four k) per block of B: a block's panels stay in L2.
+    static let kcSteps = 256
+    static let bandPixels = 512
+
+    /// Whether the int8 path runs this convolution (VNNI, ungrouped).
+    public static func applies(_ k: Conv2DKernel) -> Bool { Int8Gemm.hasVNNI && k.groups == 1 }
+
+    public static func run(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, threads: Int) {
+        let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+        let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
+        let (kh, kw) = (wq.kh, wq.kw)
+        let (sh, sw) = (k.strides[0], k.strides[1]), (dh, dw) = (k.dilations[0], k.dilations[1])
+        let (pt, pl, pb, pr) = (k.pads[0], k.pads[1], k.pads[2], k.pads[3])
+        let (mr, nr) = (Int8Gemm.mr, Int8Gemm.nr)
+        let quads = wq.quads, steps = wq.steps, plane = oh * ow
+        let (ph, pw) = (h + pt + pb, w + pl + pr)
+        var affine: [Float] = []
+        if let p = k.prologue {
+            affine = FusedConvolution.prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
+        }
+        let silu = k.prologue?.silu ?? false
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
+        // Tiles: bands of whole panels of output pixels, then blocks of output channels until every
+        // thread has four tiles.
+        let band = min(bandPixels, (plane + nr - 1) / nr * nr)
+        let bands = (plane + band - 1) / band
+        var ocBlock = (oc + mr - 1) / mr * mr
+        while ocBlock > 4 * mr && n * bands * ((oc + ocBlock - 1) / ocBlock) < 4 * threads {
+            ocBlock = max(4 * mr, ((ocBlock + 1) / 2 + mr - 1) / mr * mr)
+        }
+        let ocBlocks = (oc + ocBlock - 1) / ocBlock
+        let quantized = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, quads * ph * pw))
+        defer { quantized.deallocate() }
+        for b in 0..<n {
+            // The prologue's output y = a·x + b (then SiLU) for channel ch, eight values at a time.
+            @inline(__always) func prologue(_ ch: Int, _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+                guard !affine.isEmpty else { dst.update(from: src, count: count); return }
+                let (sa, sb) = (affine[(b * c + ch) * 2], affine[(b * c + ch) * 2 + 1])
+                if silu { VectorMath.map(src, dst, count) { VectorMath.silu($0 * sa + sb) } } else { VectorMath.map(src, dst, count) { $0 * sa + sb } }
+            }
+            let xb = x.floats + b * c * h * w
+            // The range of y over the image (per channel in parallel, then reduced).
+            final class Ranges: @unchecked Sendable { var lo: [Float]; var hi: [Float]; init(_ c: Int) { lo = .init(repeating: 0, count: c); hi = lo } }
+            let ranges = Ranges(c)
+            Parallel.forRanges(c, threads: threads) { chans in
+                let row = UnsafeMutablePointer<Float>.allocate(capacity: h * w)
+                defer { row.deallocate() }
+                for ch in chans {
+                    prologue(ch, xb + ch * h * w, row, h * w)
+                    var lo = SIMD8<Float>(repeating: 0), hi = lo
+                    var i = 0
+                    while i + 8 <= h * w {
+                        let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
+                        lo = pointwiseMin(lo, v); hi = pointwiseMax(hi, v)
+                        i += 8
+                    }
+                    var (l, u) = (lo.min(), hi.max())
+                    while i < h * w { l = min(l, row[i]); u = max(u, row[i]); i += 1 }
+                    ranges.lo[ch] = l
+                    ranges.hi[ch] = u
+                }
+            }
+            let lo = min(0, ranges.lo.min() ?? 0), hi = max(0, ranges.hi.max() ?? 0)
+            let scale = hi > lo ? (hi - lo) / 255 : 1
+            let zero = min(255, max(0, (-lo / scale).rounded(.toNearestOrEven)))
+            let z = UInt8(zero)
+            let zeroWord = UInt32(z) * 0x0101_0101
+            // The padded quantised copy: words of four channels, `z` in the padding.
+            Parallel.forRanges(quads, threads: threads) { qs in
+                let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * w)
+                let bytes = UnsafeMutablePointer<UInt8>.allocate(capacity: 4 * w + 16)
+                defer { rows.deallocate(); bytes.deallocate() }
+                let inv = 1 / scale
+                for cq in qs {
+                    let base = quantized + cq * ph * pw
+                    for y in 0..<ph {
+                        let d = base + y * pw
+                        let iy = y - pt
+                        guard iy >= 0 && iy < h else { d.initialize(repeating: zeroWord, count: pw); continue }
+                        if pl > 0 { d.initialize(repeating: zeroWord, count: pl) }
+                        if pr > 0 { (d + pl + w).initialize(repeating: zeroWord, count: pr) }
+                        for q in 0..<4 {
+                            let ch = 4 * cq + q
+                            let r = rows + q * w
+                            if ch < c { prologue(ch, xb + (ch * h + iy) * w, r, w) } else { r.initialize(repeating: 0, count: w) }
+                            // u8 of this channel's row.
+                            let u = bytes + q * w
+                            var i = 0
+                            while i + 8 <= w {
+                                let v = UnsafeRawPointer(r + i).loadUnaligned(as: SIMD8<Float>.self) * inv + zero
+                                let t = SIMD8<Int32>(pointwiseMin(pointwiseMax(v, SIMD8(repeating: 0)), SIMD8(repeating: 255)).rounded(.toNearestOrEven))
+                                UnsafeMutableRawPointer(u + i).storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: t), as: SIMD8<UInt8>.self)
+                                i += 8
+                            }
+                            while i < w { u[i] = UInt8(min(255, max(0, (r[i] * inv + zero).rounded(.toNearestOrEven)))); i += 1 }
+                        }
+                        // Interleave the four rows into words.
+                        let o = d + pl
+                        var i = 0
+                        while i + 8 <= w {
+                            let b0 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + i).loadUnaligned(as: SIMD8<UInt8>.self))
+                            let b1 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + w + i).loadUnaligned(as: SIMD8<UInt8>.self))
+                            let b2 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + 2 * w + i).loadUnaligned(as: SIMD8<UInt8>.self))
+                            let b3 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + 3 * w + i).loadUnaligned(as: SIMD8<UInt8>.self))
+                            UnsafeMutableRawPointer(o + i).storeBytes(of: b0 | (b1 &<< 8) | (b2 &<< 16) | (b3 &<< 24), as: SIMD8<UInt32>.self)
+                            i += 8
+                        }
+                        while i < w {
+                            o[i] = UInt32(bytes[i]) | UInt32(bytes[w + i]) << 8 | UInt32(bytes[2 * w + i]) << 16 | UInt32(bytes[3 * w + i]) << 24
+                            i += 1
+                        }
+                    }
+                }
+            }
+            let src = UnsafePointer(quantized)
+            let ob = out.floats + b * oc * plane
+            let tiles = bands * ocBlocks
+            Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { tile, worker in
+                let ocb = tile % ocBlocks, bi = tile / ocBlocks
+                let o0 = ocb * ocBlock, orows = min(ocBlock, oc - o0)
+                let p0 = bi * band, cols = min(band, plane - p0)
+                let bPanels = (cols + nr - 1) / nr, aPanels = (orows + mr - 1) / mr
+                let ldc = bPanels * nr
+                let acc = UnsafeMutableRawPointer(worker.floats(0, aPanels * mr * ldc)).assumingMemoryBound(to: Int32.self)
+                let bBlock = UnsafeMutableRawPointer(worker.floats(1, bPanels * min(steps, kcSteps) * nr)).assumingMemoryBound(to: UInt32.self)
+                var s0 = 0
+                while s0 < steps {
+                    let ks = min(kcSteps, steps - s0)
+                    // B: panel jp, step s, column j = the word of (tap, quad) of step s0+s for pixel p0+32jp+j.
+                    for s in 0..<ks {
+                        let step = s0 + s
+                        let t = step / quads, cq = step % quads
+                        let (ky, kx) = (t / kw, t % kw)
+                        let channel = src + cq * ph * pw + ky * dh * pw + kx * dw
+                        var p = p0
+                        let end = p0 + bPanels * nr
+                        while p < end {
+                            let jp = (p - p0) / nr, j = (p - p0) % nr
+                            let d = bBlock + (jp * ks + s) * nr + j
+                            guard p < plane else { d.initialize(repeating: zeroWord, count: nr - j); p += nr - j; continue }
+                            let (oy, ox) = (p / ow, p % ow)
+                            let run = min(ow - ox, nr - j, plane - p)
+                            let from = channel + oy * sh * pw + ox * sw
+                            if sw == 1 { d.update(from: from, count: run) } else { for i in 0..<run { d[i] = from[i * sw] } }
+                            p += run
+                        }
+                    }
+                    for jp in 0..<bPanels {
+                        let bp = UnsafePointer(bBlock + jp * ks * nr)
+                        for ip in 0..<aPanels {
+                            let ap = UnsafePointer(wq.words + ((o0 / mr + ip) * steps + s0) * mr)
+                            s8gemmMicroKernelVNNI(ks, ap, bp, acc + ip * mr * ldc + jp * nr, ldc, s0 > 0)
+                        }
+                    }
+                    s0 += ks
+                }
+                // Back to f32, then bias and epilogue, one output channel's run of pixels at a time.
+                let zi = Int32(z)
+                for r in 0..<orows {
+                    let o = o0 + r
+                    let factor = wq.scales[o] * scale, offset = zi &* wq.sums[o]
+                    let a = acc + r * ldc
+                    let d = ob + o * plane + p0
+                    var i = 0
+                    while i + 16 <= cols {
+                        let v = SIMD16<Float>(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Int32>.self) &- offset) * factor
+                        UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: SIMD16<Float>.self)
+                        i += 16
+                    }
+                    while i < cols { d[i] = Float(a[i] &- offset) * factor; i += 1 }
+                    if bias != nil || !epilogue.isEmpty {
+                        epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0, scalarBias: bias?[o] ?? 0)
+                    }
+                }
+            }
+        }
+    }
+}
