@@ -113,6 +113,17 @@ public final class Executor: @unchecked Sendable {
     /// Whether the plan runs its int8-weight linear layers on int8 activations.
     private var int8Activations: Bool { plan.program.targetFeatures.contains("int8") }
 
+    /// Drops the packed forms of the weights that entry point `entry` does not use (memory budgets:
+    /// the pipeline runs one network at a time).
+    public func releasePacked(keepingWeightsOf entry: String) {
+        guard let e = plan.program.entry(entry) else { return }
+        var used = Set<Int>()
+        for ins in e.instructions { for o in ins.operands { if case .weight(let i) = o { used.insert(i) } } }
+        packed = packed.filter { used.contains($0.key) }
+        int8Packed = int8Packed.filter { used.contains($0.key) }
+        int8Conv = int8Conv.filter { used.contains($0.key) }
+    }
+
     /// Bytes of weights packed so far (resident in place of their mapped pages).
     public var packedBytes: Int { packed.values.reduce(0) { $0 + $1.byteCount } + int8Packed.values.reduce(0) { $0 + $1.byteCount }
         + int8Conv.values.reduce(0) { $0 + $1.byteCount } }

@@ -119,8 +119,9 @@ public enum Int8Convolution {
             }
             let xb = x.floats + b * c * h * w
             // The range of y over the image (per channel in parallel, then reduced).
-            final class Ranges: @unchecked Sendable { var lo: [Float]; var hi: [Float]; init(_ c: Int) { lo = .init(repeating: 0, count: c); hi = lo } }
-            let ranges = Ranges(c)
+            // Per channel: min and max (written by disjoint threads into preallocated storage).
+            let stats = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * c)
+            defer { stats.deallocate() }
             Parallel.forRanges(c, threads: threads) { chans in
                 let row = UnsafeMutablePointer<Float>.allocate(capacity: h * w)
                 defer { row.deallocate() }
@@ -130,16 +131,20 @@ public enum Int8Convolution {
                     var i = 0
                     while i + 8 <= h * w {
                         let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
-                        lo = pointwiseMin(lo, v); hi = pointwiseMax(hi, v)
+                        lo = lo.replacing(with: v, where: v .< lo); hi = hi.replacing(with: v, where: v .> hi)
                         i += 8
                     }
                     var (l, u) = (lo.min(), hi.max())
                     while i < h * w { l = min(l, row[i]); u = max(u, row[i]); i += 1 }
-                    ranges.lo[ch] = l
-                    ranges.hi[ch] = u
+                    stats[2 * ch] = Double(l)
+                    stats[2 * ch + 1] = Double(u)
                 }
             }
-            let lo = min(0, ranges.lo.min() ?? 0), hi = max(0, ranges.hi.max() ?? 0)
+            // The whole range (clipping the tails at 3, 4 or 6 standard deviations was measured: it
+            // made the UNet's error larger, 4.6 % → 15.7 %, 7.6 %, 4.6 %).
+            var (minimum, maximum) = (0.0, 0.0)
+            for ch in 0..<c { (minimum, maximum) = (min(minimum, stats[2 * ch]), max(maximum, stats[2 * ch + 1])) }
+            let lo = Float(minimum), hi = Float(maximum)
             let scale = hi > lo ? (hi - lo) / 255 : 1
             let zero = min(255, max(0, (-lo / scale).rounded(.toNearestOrEven)))
             let z = UInt8(zero)
@@ -167,7 +172,7 @@ public enum Int8Convolution {
                             var i = 0
                             while i + 8 <= w {
                                 let v = UnsafeRawPointer(r + i).loadUnaligned(as: SIMD8<Float>.self) * inv + zero
-                                let t = SIMD8<Int32>(pointwiseMin(pointwiseMax(v, SIMD8(repeating: 0)), SIMD8(repeating: 255)).rounded(.toNearestOrEven))
+                                let t = Int8Linear.roundToInt32(v.replacing(with: 0, where: v .< 0).replacing(with: 255, where: v .> 255))
                                 UnsafeMutableRawPointer(u + i).storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: t), as: SIMD8<UInt8>.self)
                                 i += 8
                             }

@@ -70,6 +70,19 @@ public enum Int8Linear {
     /// Fewer rows than this run the weight-only path (the quantisation would cost more than it saves).
     public static let minimumRows = 48
 
+    /// Nearest integer (ties to even) of values below 2²² in magnitude: adding 1.5·2²³ leaves the
+    /// rounded integer in the low mantissa bits (the standard library's conversion with a rounding
+    /// rule runs lane by lane through a generic path, 20× slower here).
+    @inline(__always)
+    static func roundToInt32(_ v: SIMD16<Float>) -> SIMD16<Int32> {
+        unsafeBitCast(v + 12_582_912, to: SIMD16<Int32>.self) &- 0x4B40_0000
+    }
+
+    @inline(__always)
+    static func roundToInt32(_ v: SIMD8<Float>) -> SIMD8<Int32> {
+        unsafeBitCast(v + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
+    }
+
     /// Whether the int8 × int8 path runs here (VNNI), for `rows` rows.
     public static func applies(rows: Int) -> Bool { Int8Gemm.hasVNNI && rows >= minimumRows }
 
@@ -92,7 +105,8 @@ public enum Int8Linear {
             var i = 0
             while i + 16 <= k {
                 let v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<Float>.self)
-                m = pointwiseMax(m, pointwiseMax(v, -v))
+                let a = v.replacing(with: -v, where: v .< 0)
+                m = m.replacing(with: a, where: a .> m)
                 i += 16
             }
             var mx = m.max()
@@ -103,7 +117,7 @@ public enum Int8Linear {
             i = 0
             while i + 16 <= k {
                 let v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<Float>.self) * inv
-                let q = SIMD16<Int32>(v.rounded(.toNearestOrEven)) &+ 128
+                let q = Int8Linear.roundToInt32(v) &+ 128
                 UnsafeMutableRawPointer(row8 + i).storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: q), as: SIMD16<UInt8>.self)
                 i += 16
             }

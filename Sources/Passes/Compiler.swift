@@ -76,7 +76,7 @@ public enum Compiler {
         if !quantized.isEmpty { report += quantizationReport(quantized) }
         line("winograd: \(options.disabled.contains("winograd") ? "disabled" : "\(winograd) convolutions as F(2,3)")")
         line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
-        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"] + (options.bf16Activations ? ["bf16"] : []) + (options.int8Activations ? ["int8"] : []), report: report, metadata: metadata)
+        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"] + (options.bf16Activations || options.int8Activations ? ["bf16"] : []) + (options.int8Activations ? ["int8"] : []), report: report, metadata: metadata)
         return CompiledPlan(program: program, weights: lowering.weightData, report: report, entryReports: lowering.reports, passRecords: records)
     }
 

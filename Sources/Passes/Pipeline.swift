@@ -16,8 +16,9 @@ public struct CompileOptions: Sendable {
     public var quantization = QuantizationPolicy()
     /// bf16 operands into attention's products too (`--activations bf16`, `--precision bf16`).
     public var bf16Activations = false
-    /// int8 activations into the linear layers with int8 weights (`--activations int8`): rows
-    /// quantised on the fly, VNNI int8 × int8 products (the plan's target features gain "int8").
+    /// int8 activations into the convolutions and linear layers with int8 weights (`--activations
+    /// int8`): inputs quantised on the fly, VNNI int8 × int8 products; attention's products run in
+    /// bf16 as in bf16 plans (the plan's target features gain "int8" and "bf16").
     public var int8Activations = false
     public init() {}
 }

@@ -115,6 +115,8 @@ public final class Restorer {
     let executor: Executor
     public private(set) var seconds: [RestoreStage: Double] = [:]
     var runOptions = RunOptions()
+    /// Whether the restore under way has a memory budget.
+    private var budgeted = false
     /// Whether the last restore streamed the weights (budget below weights + working memory).
     public private(set) var streamedWeights = false
 
@@ -144,6 +146,11 @@ public final class Restorer {
     }
 
     func timed<T>(_ stage: RestoreStage, _ body: () throws -> T) rethrows -> T {
+        // Under a memory budget, only the weights of the stage's network stay packed: the packed
+        // weights of the others are dropped (packed again if a later image needs them).
+        if budgeted, let entry = [RestoreStage.stage1: "stage1", .encode: "encode", .sampling: "denoise", .decode: "decode", .text: "text"][stage] {
+            executor.releasePacked(keepingWeightsOf: entry)
+        }
         let start = DispatchTime.now().uptimeNanoseconds
         defer { seconds[stage, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
         return try body()
@@ -208,6 +215,7 @@ public final class Restorer {
         seconds = [:]
         runOptions = RunOptions()
         streamedWeights = false
+        budgeted = o.memoryBudget != nil
         if let budget = o.memoryBudget {
             let need = memoryNeeds(height: height, width: width, upscale: o.upscale)
             func gb(_ n: Int) -> String { String(format: "%.2f GB", Double(n) / 1e9) }
