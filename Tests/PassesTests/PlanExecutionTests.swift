@@ -153,6 +153,33 @@ import TestSupport
     }
 
     /// Two entry points in one plan share weights by key and one arena.
+    /// Under a memory budget the pipeline keeps only the current network's packed weights:
+    /// `releasePacked` drops the others (int8 and int8 × int8 packs alike) and the next run packs
+    /// again with the same results.
+    @Test(arguments: [false, true])
+    func releasePackedKeepsOnlyOneEntry(int8Activations: Bool) throws {
+        let enc = try FixtureNetwork.load(6), dec = try FixtureNetwork.load(7)
+        var o = CompileOptions()
+        o.quantization = QuantizationPolicy(defaultFormat: .int8Channel)
+        o.int8Activations = int8Activations
+        let compiled = try Compiler.compile([("encode", enc.graph), ("decode", dec.graph)], options: o)
+        let dir = TemporaryDirectory()
+        let path = dir.file("vae.plan")
+        try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
+        let executor = Executor(plan: try PlanFile(path: path), threads: 2)
+        let first = try executor.run(entry: "decode", inputs: dec.inputs).outputs[0].tensor.floats()
+        let decodeOnly = executor.packedBytes
+        _ = try executor.run(entry: "encode", inputs: enc.inputs)
+        let both = executor.packedBytes
+        #expect(decodeOnly > 0 && both > decodeOnly)
+        executor.releasePacked(keepingWeightsOf: "decode")
+        #expect(executor.packedBytes == decodeOnly)
+        executor.releasePacked(keepingWeightsOf: "encode")  // the encoder's packs went with the first release
+        #expect(executor.packedBytes == 0)
+        let again = try executor.run(entry: "decode", inputs: dec.inputs).outputs[0].tensor.floats()
+        #expect(again == first)
+    }
+
     @Test func entryPointsShareWeightsAndArena() throws {
         let enc = try FixtureNetwork.load(6), dec = try FixtureNetwork.load(7)
         let compiled = try Compiler.compile([("encode", enc.graph), ("decode", dec.graph), ("decode-again", dec.graph)], options: CompileOptions())
