@@ -71,9 +71,9 @@ public final class Int8ConvWeights: @unchecked Sendable {
 /// Convolutions with int8 weights and int8 activations (`--activations int8`, groups 1): the input
 /// (after the group-norm prologue and SiLU) is quantised once per image, asymmetric over the whole
 /// tensor (`u = round(y / s) + z`, u8, `s = (max − min) / 255`; padding is `z`, i.e. 0), into a
-/// padded copy whose words hold four consecutive channels of a pixel. Tiles of (image, band of
-/// output pixels, block of output channels) gather their taps from it into B panels, `kc` steps at
-/// a time, and run the VNNI micro-kernel (exact int32 sums); the result is
+/// padded copy whose words hold four consecutive channels of a pixel. Each band of output pixels
+/// gathers its taps from it once into B panels (in parallel), shared by the blocks of output
+/// channels, which run the VNNI micro-kernel `kc` steps at a time (exact int32 sums); the result is
 /// `s_w[o] · s · (Σ − z · Σ_k w[o, k])`, then bias and epilogue.
 public enum Int8Convolution {
     /// Steps (words of four k) per block of B: a block's panels stay in L2.
@@ -99,13 +99,13 @@ public enum Int8Convolution {
         let silu = k.prologue?.silu ?? false
         let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
-        // Tiles: bands of whole panels of output pixels, then blocks of output channels until every
-        // thread has four tiles.
+        // Bands of whole panels of output pixels.
         let band = min(bandPixels, (plane + nr - 1) / nr * nr)
         let bands = (plane + band - 1) / band
+        // Blocks of output channels: at least four per thread in each band (the bands run one after the other).
         var ocBlock = (oc + mr - 1) / mr * mr
-        while ocBlock > 4 * mr && n * bands * ((oc + ocBlock - 1) / ocBlock) < 4 * threads {
-            ocBlock = max(4 * mr, ((ocBlock + 1) / 2 + mr - 1) / mr * mr)
+        while ocBlock > mr && (oc + ocBlock - 1) / ocBlock < 4 * threads {
+            ocBlock = max(mr, ((ocBlock + 1) / 2 + mr - 1) / mr * mr)
         }
         let ocBlocks = (oc + ocBlock - 1) / ocBlock
         let quantized = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, quads * ph * pw))
@@ -198,21 +198,15 @@ public enum Int8Convolution {
             }
             let src = UnsafePointer(quantized)
             let ob = out.floats + b * oc * plane
-            let tiles = bands * ocBlocks
-            Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { tile, worker in
-                let ocb = tile % ocBlocks, bi = tile / ocBlocks
-                let o0 = ocb * ocBlock, orows = min(ocBlock, oc - o0)
+            // Per band: B packed once (all steps, panel-major, in parallel over steps), then the blocks of
+            // output channels in parallel, each `kcSteps` of B at a time (a panel's block stays in L1).
+            let packedB = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, ((band + nr - 1) / nr) * steps * nr))
+            defer { packedB.deallocate() }
+            for bi in 0..<bands {
                 let p0 = bi * band, cols = min(band, plane - p0)
-                let bPanels = (cols + nr - 1) / nr, aPanels = (orows + mr - 1) / mr
-                let ldc = bPanels * nr
-                let acc = UnsafeMutableRawPointer(worker.floats(0, aPanels * mr * ldc)).assumingMemoryBound(to: Int32.self)
-                let bBlock = UnsafeMutableRawPointer(worker.floats(1, bPanels * min(steps, kcSteps) * nr)).assumingMemoryBound(to: UInt32.self)
-                var s0 = 0
-                while s0 < steps {
-                    let ks = min(kcSteps, steps - s0)
-                    // B: panel jp, step s, column j = the word of (tap, quad) of step s0+s for pixel p0+32jp+j.
-                    for s in 0..<ks {
-                        let step = s0 + s
+                let bPanels = (cols + nr - 1) / nr
+                Parallel.forRanges(steps, threads: threads) { range in
+                    for step in range {
                         let t = step / quads, cq = step % quads
                         let (ky, kx) = (t / kw, t % kw)
                         let channel = src + cq * ph * pw + ky * dh * pw + kx * dw
@@ -220,17 +214,27 @@ public enum Int8Convolution {
                         let end = p0 + bPanels * nr
                         while p < end {
                             let jp = (p - p0) / nr, j = (p - p0) % nr
-                            let d = bBlock + (jp * ks + s) * nr + j
-                            guard p < plane else { d.initialize(repeating: zeroWord, count: nr - j); p += nr - j; continue }
+                            let d = packedB + (jp * steps + step) * nr + j
+                            guard p < plane else { for i in 0..<(nr - j) { d[i] = zeroWord }; p += nr - j; continue }
                             let (oy, ox) = (p / ow, p % ow)
                             let run = min(ow - ox, nr - j, plane - p)
                             let from = channel + oy * sh * pw + ox * sw
-                            if sw == 1 { d.update(from: from, count: run) } else { for i in 0..<run { d[i] = from[i * sw] } }
+                            if sw == 1 { for i in 0..<run { d[i] = from[i] } } else { for i in 0..<run { d[i] = from[i * sw] } }
                             p += run
                         }
                     }
+                }
+                let shared = UnsafePointer(packedB)
+                Tiling.run(ocBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { ocb, worker in
+                let o0 = ocb * ocBlock, orows = min(ocBlock, oc - o0)
+                let aPanels = (orows + mr - 1) / mr
+                let ldc = bPanels * nr
+                let acc = UnsafeMutableRawPointer(worker.floats(0, aPanels * mr * ldc)).assumingMemoryBound(to: Int32.self)
+                var s0 = 0
+                while s0 < steps {
+                    let ks = min(kcSteps, steps - s0)
                     for jp in 0..<bPanels {
-                        let bp = UnsafePointer(bBlock + jp * ks * nr)
+                        let bp = shared + (jp * steps + s0) * nr
                         for ip in 0..<aPanels {
                             let ap = UnsafePointer(wq.words + ((o0 / mr + ip) * steps + s0) * mr)
                             s8gemmMicroKernelVNNI(ks, ap, bp, acc + ip * mr * ldc + jp * nr, ldc, s0 > 0)
@@ -255,6 +259,7 @@ public enum Int8Convolution {
                     if bias != nil || !epilogue.isEmpty {
                         epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0, scalarBias: bias?[o] ?? 0)
                     }
+                }
                 }
             }
         }
