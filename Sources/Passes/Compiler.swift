@@ -73,7 +73,7 @@ public enum Compiler {
         let weightCount = lowering.weights.count - 1
         line("weights: \(weightCount) tensors, \(bytes(lowering.weightBytes)) (shared by all entry points)"
              + (converted > 0 ? String(format: ", %.1f%% of their f32 size", 100 * Double(lowering.weightBytes) / Double(max(1, f32WeightBytes))) : ""))
-        if !quantized.isEmpty { report += quantizationReport(quantized) }
+        if !quantized.isEmpty { report += quantizationReport(quantized, rules: options.quantization.rules) }
         line("winograd: \(options.disabled.contains("winograd") ? "disabled" : "\(winograd) convolutions as F(2,3)")")
         line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
         let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"] + (options.bf16Activations || options.int8Activations ? ["bf16"] : []) + (options.int8Activations ? ["int8"] : []), report: report, metadata: metadata)
@@ -82,8 +82,12 @@ public enum Compiler {
 
     /// The quantisation section of the report: totals per format, then every convolution and linear
     /// weight with its format, the reason, its size and its error against f32.
-    static func quantizationReport(_ records: [Lowering.QuantizedRecord]) -> String {
+    static func quantizationReport(_ records: [Lowering.QuantizedRecord], rules: [QuantRule] = []) -> String {
         var out = "quantisation of convolution and linear weights (per output channel for int8):\n"
+        for r in rules {
+            let n = records.filter { $0.reason == "rule \(r)" }.count
+            out += "  rule \(r): \(n) weight\(n == 1 ? "" : "s")" + (n == 0 ? " (matches no convolution or linear weight not matched by an earlier rule)" : "") + "\n"
+        }
         for f in WeightFormat.allCases {
             let r = records.filter { $0.format == f }
             guard !r.isEmpty else { continue }

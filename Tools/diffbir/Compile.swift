@@ -244,11 +244,14 @@ struct Compile: ParsableCommand {
 
     func bf16Activations() throws -> Bool {
         let chosen = activations ?? (precision == "bf16" || weightsDType.flatMap(WeightFormat.init(userName:)) == .bf16 ? "bf16" : "f32")
+        let weightFormat = weightsDType.flatMap(WeightFormat.init(userName:)) ?? (precision == "bf16" ? .bf16 : .f32)
         switch chosen {
-        case "f32": return false
+        case "f32":
+            if weightFormat == .bf16 { throw ToolError("bf16 weights run bf16 GEMMs: they take --activations bf16 (or give f32, f16 or int8 weights)") }
+            return false
         case "bf16":
             let f = weightsDType.flatMap(WeightFormat.init(userName:)) ?? (precision == "bf16" ? .bf16 : .f32)
-            guard f == .bf16 || f == .f32 else { throw ToolError("--activations bf16 goes with f32 or bf16 weights, not \(f.rawValue)") }
+            guard f == .bf16 || f == .f32 else { throw ToolError("--activations bf16 goes with f32 or bf16 weights, not \(f == .int8Channel ? "int8" : f.rawValue)") }
             return true
         case "int8": return false
         default: throw ToolError("--activations: '\(chosen)' is not f32, bf16 or int8")
