@@ -37,9 +37,13 @@ public enum FusedLinear {
         }
         let o = out.floats
         if let int8, Int8Linear.applies(rows: rows) {
-            Int8Linear.product(x: x.floats, rows: rows, weights: int8, out: o, threads: threads,
+            // The bias is added as the int32 sums are scaled back; the epilogue follows per tile of rows.
+            Int8Linear.product(x: x.floats, rows: rows, weights: int8, bias: bias, out: o, threads: threads,
                                prepare: lnScale == nil ? nil : { normalize($0, $1, $2) },
-                               finish: { finish(o, rows: $0, columns: 0..<nOut) })
+                               finish: { r0 in
+                                   guard !epilogue.isEmpty else { return }
+                                   for r in r0 { epilogue.apply(o + r * nOut, count: nOut, base: r * nOut) }
+                               })
             return
         }
         /// `out[rows, c0..<c0+n] = a[rows, K] · W[c0..<c0+n, K]ᵀ`

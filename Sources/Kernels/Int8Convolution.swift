@@ -246,19 +246,17 @@ public enum Int8Convolution {
                 let zi = Int32(z)
                 for r in 0..<orows {
                     let o = o0 + r
-                    let factor = wq.scales[o] * scale, offset = zi &* wq.sums[o]
+                    let factor = wq.scales[o] * scale, offset = zi &* wq.sums[o], add = bias?[o] ?? 0
                     let a = acc + r * ldc
                     let d = ob + o * plane + p0
                     var i = 0
                     while i + 16 <= cols {
-                        let v = SIMD16<Float>(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Int32>.self) &- offset) * factor
+                        let v = SIMD16<Float>(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Int32>.self) &- offset) * factor + add
                         UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: SIMD16<Float>.self)
                         i += 16
                     }
-                    while i < cols { d[i] = Float(a[i] &- offset) * factor; i += 1 }
-                    if bias != nil || !epilogue.isEmpty {
-                        epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0, scalarBias: bias?[o] ?? 0)
-                    }
+                    while i < cols { d[i] = Float(a[i] &- offset) * factor + add; i += 1 }
+                    if !epilogue.isEmpty { epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0) }
                 }
                 }
             }

@@ -129,8 +129,8 @@ public enum Int8Linear {
         }
     }
 
-    /// `out[rows, n] = x[rows, k] · Wᵀ` (then `finish` for bias and epilogue per tile of rows).
-    static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, out: UnsafeMutablePointer<Float>, threads: Int,
+    /// `out[rows, n] = x[rows, k] · Wᵀ + bias` (then `finish` for the epilogue per tile of rows).
+    static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>, threads: Int,
                         prepare: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?,
                         finish: (Range<Int>) -> Void) {
         let (mr, nr, k, n, steps) = (Int8Gemm.mr, Int8Gemm.nr, w.k, w.n, w.steps)
@@ -155,14 +155,16 @@ public enum Int8Linear {
                 let sw = w.scales + jp * nr, comp = w.compensation + jp * nr
                 let sw0 = UnsafeRawPointer(sw).loadUnaligned(as: SIMD16<Float>.self), sw1 = UnsafeRawPointer(sw + 16).loadUnaligned(as: SIMD16<Float>.self)
                 let c0 = UnsafeRawPointer(comp).loadUnaligned(as: SIMD16<Int32>.self), c1 = UnsafeRawPointer(comp + 16).loadUnaligned(as: SIMD16<Int32>.self)
+                var b0 = SIMD16<Float>(), b1 = SIMD16<Float>()
+                if let bias { for j in 0..<cols { if j < 16 { b0[j] = bias[jp * nr + j] } else { b1[j - 16] = bias[jp * nr + j] } } }
                 for ip in 0..<panels {
                     u8s8gemmMicroKernelVNNI(steps, UnsafePointer(a + ip * steps * mr), b, tile, nr, false)
                     for r in 0..<min(mr, count - ip * mr) {
                         let row = ip * mr + r
                         let sx = rowScales[row]
                         let acc = UnsafeRawPointer(tile + r * nr)
-                        let v0 = SIMD16<Float>(acc.loadUnaligned(as: SIMD16<Int32>.self) &- c0) * (sw0 * sx)
-                        let v1 = SIMD16<Float>(acc.loadUnaligned(fromByteOffset: 64, as: SIMD16<Int32>.self) &- c1) * (sw1 * sx)
+                        let v0 = SIMD16<Float>(acc.loadUnaligned(as: SIMD16<Int32>.self) &- c0) * (sw0 * sx) + b0
+                        let v1 = SIMD16<Float>(acc.loadUnaligned(fromByteOffset: 64, as: SIMD16<Int32>.self) &- c1) * (sw1 * sx) + b1
                         let o = out + (r0 + row) * n + jp * nr
                         if cols == nr {
                             UnsafeMutableRawPointer(o).storeBytes(of: v0, as: SIMD16<Float>.self)
