@@ -83,20 +83,28 @@ public struct Lowering {
     /// gives them (int8-channel weights get their f32 scales as a separate weight); returns one
     /// record per such weight, in weight order. `parallel` runs `body(i)` for 0..<n (quantisation and
     /// its error measurement are per weight).
-    public mutating func quantizeGemmWeights(_ policy: QuantizationPolicy,
+    /// `keepEnds`: entry points (graphs without a model definition, such as ONNX imports) whose first
+    /// and last convolution or linear layer stay f32 unless a rule names them.
+    public mutating func quantizeGemmWeights(_ policy: QuantizationPolicy, keepEnds: Set<String> = [],
                                              parallel: (Int, (Int) -> Void) -> Void = { n, body in for i in 0..<n { body(i) } }) -> [QuantizedRecord] {
-        var chosen = Set<Int>()
+        var chosen = Set<Int>(), ends = Set<Int>()
         for e in entries {
+            var gemms: [Int] = []
             for ins in e.instructions {
                 switch ins.kernel {
                 case .conv2d, .linear:
-                    if ins.operands.count > 1, case .weight(let i) = ins.operands[1], weights[i].dtype == .f32 { chosen.insert(i) }
+                    if ins.operands.count > 1, case .weight(let i) = ins.operands[1], weights[i].dtype == .f32 { chosen.insert(i); gemms.append(i) }
                 default: break
                 }
             }
+            if keepEnds.contains(e.name), let first = gemms.first, let last = gemms.last { ends.formUnion([first, last]) }
         }
         let order = chosen.sorted()
-        let plan = order.map { policy.format(of: weights[$0].name) }
+        let plan = order.map { i -> (WeightFormat, String) in
+            let (format, reason) = policy.format(of: weights[i].name)
+            if ends.contains(i) && !reason.hasPrefix("rule") { return (.f32, "first or last layer of its graph") }
+            return (format, reason)
+        }
         final class Box: @unchecked Sendable { var items: [(QuantizedWeight, QuantizedRecord)?] ; init(_ n: Int) { items = Array(repeating: nil, count: n) } }
         let results = Box(order.count)
         let (ws, data) = (weights, weightData)

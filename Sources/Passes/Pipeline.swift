@@ -14,6 +14,9 @@ public struct CompileOptions: Sendable {
     /// the models' exclusions). bf16 weights run bf16 GEMMs (f32 accumulation); f16 and int8 weights
     /// are expanded to f32 inside the GEMM's packing.
     public var quantization = QuantizationPolicy()
+    /// Entry points without a model definition (ONNX imports): their first and last convolution or
+    /// linear layer stay f32 unless a rule names them.
+    public var keepFirstAndLast: Set<String> = []
     /// bf16 operands into attention's products too (`--activations bf16`, `--precision bf16`).
     public var bf16Activations = false
     /// int8 activations into the convolutions and linear layers with int8 weights (`--activations

@@ -72,3 +72,24 @@ import TestSupport
         #expect(try Self.runAndCompare(plain.graph, "decompositions") <= 1e-5)
     }
 }
+
+/// An imported graph has no model definition to declare what stays f32: `compile --weights-dtype
+/// int8` keeps its first and last convolution or linear layer in f32, and quantises the rest.
+@Suite struct ImportedGraphQuantisationTests {
+    @Test func firstAndLastLayersStayF32() throws {
+        let imported = try ONNXImporter.load(Fixtures.path("networks/bsrnet.onnx"), options: ONNXImportOptions(evaluator: ReferenceEvaluator()))
+        var options = CompileOptions()
+        options.quantization = QuantizationPolicy(defaultFormat: .int8Channel)
+        options.keepFirstAndLast = ["bsrnet"]
+        let plan = try Compiler.compile([("bsrnet", imported.graph)], options: options)
+        let convs = plan.program.weights.filter { $0.shape.dims.count == 4 }
+        let kept = convs.filter { $0.format == "f32" }.map(\.name).sorted()
+        #expect(kept == ["module.conv_first.weight", "module.conv_last.weight"])
+        #expect(convs.filter { $0.format == "int8-channel" }.count == convs.count - 2)
+        #expect(plan.report.contains("first or last layer of its graph"))
+        // Without the option (or with a rule naming them) they are quantised too.
+        options.keepFirstAndLast = []
+        let all = try Compiler.compile([("bsrnet", imported.graph)], options: options)
+        #expect(all.program.weights.filter { $0.shape.dims.count == 4 && $0.format == "f32" }.isEmpty)
+    }
+}

@@ -71,7 +71,7 @@ struct Compile: ParsableCommand {
     @Option(help: "Shorthand: f32, or bf16 (= --weights-dtype bf16 --activations bf16: weights stored as bf16, bf16 operands into the GEMMs and attention, f32 accumulation; norms, softmax and the rest stay f32).")
     var precision: String?
 
-    @Option(name: .customLong("weights-dtype"), help: ArgumentHelp("How convolution and linear weights are stored: f32, bf16, f16, or int8 (symmetric, one scale per output channel).", discussion: "f16 and int8 weights stay in that form in the plan and in memory; the GEMMs expand them to f32 block by block as they pack them (f32 activations). The model's first and last convolutions and its time embedding stay f32 (see --quant-rule); norms, biases and embeddings are never quantised. The report lists every weight's format and its error against f32."))
+    @Option(name: .customLong("weights-dtype"), help: ArgumentHelp("How convolution and linear weights are stored: f32, bf16, f16, or int8 (symmetric, one scale per output channel).", discussion: "f16 and int8 weights stay in that form in the plan and in memory; the GEMMs expand them to f32 block by block as they pack them (f32 activations). The model's first and last convolutions and its time embedding stay f32 (an ONNX model's first and last convolution or linear layer; see --quant-rule); norms, biases and embeddings are never quantised. The report lists every weight's format and its error against f32."))
     var weightsDType: String?
 
     @Option(help: ArgumentHelp("Activations into the GEMMs: f32, bf16 (with bf16 weights), or int8 (with int8 weights).", discussion: "int8: linear layers with int8 weights quantise each input row on the fly (symmetric, one scale per row; 48 rows or more), convolutions their input once per image (asymmetric over the tensor), and multiply int8 × int8 with AVX512-VNNI, exact in int32; attention's products run in bf16. Processors without VNNI (and --isa avx2) expand the weights as with f32 activations."))
@@ -133,15 +133,18 @@ struct Compile: ParsableCommand {
         } else {
             try networkEntries(&entries, h, w, files)
         }
+        var onnxEntries = Set<String>()
         for path in onnx {
             let graph = try importONNX(path, shapes: parseShapes(shape), constants: parseConstants(constants)).graph
             let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             entries.append((stem, graph))
+            onnxEntries.insert(stem)
         }
         var options = CompileOptions()
         options.disabled = Set(disabledPasses)
         options.verifyEach = verifyEach
         options.quantization = try quantizationPolicy()
+        options.keepFirstAndLast = onnxEntries
         options.bf16Activations = try bf16Activations()
         options.int8Activations = activations == "int8"
         if options.int8Activations && options.quantization.defaultFormat != .int8Channel && !options.quantization.rules.contains(where: { $0.format == .int8Channel }) {
