@@ -86,7 +86,7 @@ public enum Int8Convolution {
     public static func run(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, threads: Int) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
-        let (kh, kw) = (wq.kh, wq.kw)
+        let kw = wq.kw
         let (sh, sw) = (k.strides[0], k.strides[1]), (dh, dw) = (k.dilations[0], k.dilations[1])
         let (pt, pl, pb, pr) = (k.pads[0], k.pads[1], k.pads[2], k.pads[3])
         let (mr, nr) = (Int8Gemm.mr, Int8Gemm.nr)
