@@ -183,7 +183,8 @@ extension Inspect {
         }
         if let limit, limit > 0 {
             for (i, w) in p.weights.enumerated().dropFirst().prefix(limit) {
-                print("  weight \(i): \(w.name) \(w.dtype)\(w.shape) at \(w.offset), \(formatBytes(w.byteCount))")
+                let format = w.format == w.dtype.rawValue ? "" : " (\(w.format)" + (w.scale.map { ", scales in weight \($0)" } ?? "") + ")"
+                print("  weight \(i): \(w.name) \(w.dtype)\(w.shape)\(format) at \(w.offset), \(formatBytes(w.byteCount))")
             }
         }
     }
