@@ -40,9 +40,9 @@ public enum FusedLinear {
             // The bias is added as the int32 sums are scaled back; the epilogue follows per tile of rows.
             Int8Linear.product(x: x.floats, rows: rows, weights: int8, bias: bias, out: o, threads: threads,
                                prepare: lnScale == nil ? nil : { normalize($0, $1, $2) },
-                               finish: { r0 in
+                               finish: { r0, c0 in
                                    guard !epilogue.isEmpty else { return }
-                                   for r in r0 { epilogue.apply(o + r * nOut, count: nOut, base: r * nOut) }
+                                   for r in r0 { epilogue.apply(o + r * nOut + c0.lowerBound, count: c0.count, base: r * nOut + c0.lowerBound) }
                                })
             return
         }

@@ -108,8 +108,10 @@ public enum Int8Convolution {
             ocBlock = max(mr, ((ocBlock + 1) / 2 + mr - 1) / mr * mr)
         }
         let ocBlocks = (oc + ocBlock - 1) / ocBlock
-        let quantized = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, quads * ph * pw))
-        defer { quantized.deallocate() }
+        // Buffers kept between calls (fresh large allocations would cost page faults every call).
+        let shared = ScratchPool.shared.take()
+        defer { ScratchPool.shared.give(shared) }
+        let quantized = UnsafeMutableRawPointer(shared.floats(0, max(1, quads * ph * pw))).assumingMemoryBound(to: UInt32.self)
         for b in 0..<n {
             // The prologue's output y = a·x + b (then SiLU) for channel ch, eight values at a time.
             @inline(__always) func prologue(_ ch: Int, _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
@@ -200,8 +202,7 @@ public enum Int8Convolution {
             let ob = out.floats + b * oc * plane
             // Per band: B packed once (all steps, panel-major, in parallel over steps), then the blocks of
             // output channels in parallel, each `kcSteps` of B at a time (a panel's block stays in L1).
-            let packedB = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, ((band + nr - 1) / nr) * steps * nr))
-            defer { packedB.deallocate() }
+            let packedB = UnsafeMutableRawPointer(shared.floats(1, max(1, ((band + nr - 1) / nr) * steps * nr))).assumingMemoryBound(to: UInt32.self)
             for bi in 0..<bands {
                 let p0 = bi * band, cols = min(band, plane - p0)
                 let bPanels = (cols + nr - 1) / nr

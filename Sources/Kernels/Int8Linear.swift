@@ -132,24 +132,44 @@ public enum Int8Linear {
     /// `out[rows, n] = x[rows, k] · Wᵀ + bias` (then `finish` for the epilogue per tile of rows).
     static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>, threads: Int,
                         prepare: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?,
-                        finish: (Range<Int>) -> Void) {
+                        finish: (Range<Int>, Range<Int>) -> Void) {
         let (mr, nr, k, n, steps) = (Int8Gemm.mr, Int8Gemm.nr, w.k, w.n, w.steps)
-        let tiles = (rows + rowTile - 1) / rowTile
-        Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
-            let r0 = t * rowTile, count = min(rowTile, rows - r0)
-            let panels = (count + mr - 1) / mr
-            let a = UnsafeMutableRawPointer(worker.floats(0, panels * steps * mr)).assumingMemoryBound(to: UInt32.self)
-            let rowScales = worker.floats(1, panels * mr)
+        let panels = (rows + mr - 1) / mr
+        // Buffers kept between calls (fresh large allocations would cost page faults every call).
+        let shared = ScratchPool.shared.take()
+        defer { ScratchPool.shared.give(shared) }
+        let a = UnsafeMutableRawPointer(shared.floats(0, panels * steps * mr)).assumingMemoryBound(to: UInt32.self)
+        let rowScales = shared.floats(1, panels * mr)
+        // 1. Every row quantised and packed (after the prologue), in parallel over blocks of rows.
+        let chunk = rowTile / mr
+        Parallel.forRanges((panels + chunk - 1) / chunk, threads: threads) { range in
+            let worker = ScratchPool.shared.take()
+            defer { ScratchPool.shared.give(worker) }
             let row8 = UnsafeMutableRawPointer(worker.floats(2, (k + 67) / 4)).assumingMemoryBound(to: UInt8.self)
-            let tile = UnsafeMutableRawPointer(worker.floats(3, mr * nr)).assumingMemoryBound(to: Int32.self)
-            var src = x + r0 * k
-            if let prepare {
-                let normalized = worker.floats(4, count * k)
-                prepare(src, normalized, count)
-                src = UnsafePointer(normalized)
+            for c in range {
+                let r0 = c * rowTile, count = min(rowTile, rows - r0)
+                var src = x + r0 * k
+                if let prepare {
+                    let normalized = worker.floats(4, count * k)
+                    prepare(src, normalized, count)
+                    src = UnsafePointer(normalized)
+                }
+                quantizeRows(src, rows: count, k: k, into: a + c * chunk * steps * mr, rowScales: rowScales + r0, row8: row8)
             }
-            quantizeRows(src, rows: count, k: k, into: a, rowScales: rowScales, row8: row8)
-            for jp in 0..<w.panels {
+        }
+        // 2. Tiles of (rows, blocks of columns): at least four per thread when the rows are few.
+        let rowTiles = (rows + rowTile - 1) / rowTile
+        var blockPanels = w.panels
+        while blockPanels > 1 && rowTiles * ((w.panels + blockPanels - 1) / blockPanels) < 4 * threads { blockPanels = (blockPanels + 1) / 2 }
+        let colBlocks = (w.panels + blockPanels - 1) / blockPanels
+        let aPanels = UnsafePointer(a), scalesOfRows = UnsafePointer(rowScales)
+        Tiling.run(rowTiles * colBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+            let rt = t / colBlocks, cb = t % colBlocks
+            let r0 = rt * rowTile, count = min(rowTile, rows - r0)
+            let p0 = r0 / mr, tilePanels = (count + mr - 1) / mr
+            let tile = UnsafeMutableRawPointer(worker.floats(3, mr * nr)).assumingMemoryBound(to: Int32.self)
+            let jps = (cb * blockPanels)..<min(w.panels, (cb + 1) * blockPanels)
+            for jp in jps {
                 let cols = min(nr, n - jp * nr)
                 let b = UnsafePointer(w.words + jp * steps * nr)
                 let sw = w.scales + jp * nr, comp = w.compensation + jp * nr
@@ -157,15 +177,15 @@ public enum Int8Linear {
                 let c0 = UnsafeRawPointer(comp).loadUnaligned(as: SIMD16<Int32>.self), c1 = UnsafeRawPointer(comp + 16).loadUnaligned(as: SIMD16<Int32>.self)
                 var b0 = SIMD16<Float>(), b1 = SIMD16<Float>()
                 if let bias { for j in 0..<cols { if j < 16 { b0[j] = bias[jp * nr + j] } else { b1[j - 16] = bias[jp * nr + j] } } }
-                for ip in 0..<panels {
-                    u8s8gemmMicroKernelVNNI(steps, UnsafePointer(a + ip * steps * mr), b, tile, nr, false)
+                for ip in 0..<tilePanels {
+                    u8s8gemmMicroKernelVNNI(steps, aPanels + (p0 + ip) * steps * mr, b, tile, nr, false)
                     for r in 0..<min(mr, count - ip * mr) {
-                        let row = ip * mr + r
-                        let sx = rowScales[row]
+                        let row = r0 + ip * mr + r
+                        let sx = scalesOfRows[row]
                         let acc = UnsafeRawPointer(tile + r * nr)
                         let v0 = SIMD16<Float>(acc.loadUnaligned(as: SIMD16<Int32>.self) &- c0) * (sw0 * sx) + b0
                         let v1 = SIMD16<Float>(acc.loadUnaligned(fromByteOffset: 64, as: SIMD16<Int32>.self) &- c1) * (sw1 * sx) + b1
-                        let o = out + (r0 + row) * n + jp * nr
+                        let o = out + row * n + jp * nr
                         if cols == nr {
                             UnsafeMutableRawPointer(o).storeBytes(of: v0, as: SIMD16<Float>.self)
                             UnsafeMutableRawPointer(o + 16).storeBytes(of: v1, as: SIMD16<Float>.self)
@@ -175,7 +195,7 @@ public enum Int8Linear {
                     }
                 }
             }
-            finish(r0..<(r0 + count))
+            finish(r0..<(r0 + count), (jps.lowerBound * nr)..<min(n, jps.upperBound * nr))
         }
     }
 }
