@@ -363,16 +363,20 @@ public enum Attention {
                             }
                         }
                     }
-                    gemm.softmaxColumns(st, kn, mx, sum, corr)
+                    // bf16: Pᵀ as bf16 words (key rows 2s and 2s+1 in one word per query), written by the
+                    // softmax step itself where the kernel set has that form.
+                    let paired = bf16 && gemm.softmaxColumnsToPairs(st, kn, mx, sum, corr, pt)
+                    if !paired { gemm.softmaxColumns(st, kn, mx, sum, corr) }
                     for r in 0..<(vPanels * mr) {
                         let a = acc + r * tq
                         for c in 0..<tq { a[c] *= corr[c] }
                     }
                     if bf16 {
-                        // Pᵀ as bf16 words: key rows 2s and 2s+1 in one word per query.
                         let knSteps = (kn + 1) / 2
-                        for s in 0..<knSteps {
-                            Gemm.pairRows(st + 2 * s * tq, 2 * s + 1 < kn ? st + (2 * s + 1) * tq : nil, pt + s * tq, tq)
+                        if !paired {
+                            for s in 0..<knSteps {
+                                Gemm.pairRows(st + 2 * s * tq, 2 * s + 1 < kn ? st + (2 * s + 1) * tq : nil, pt + s * tq, tq)
+                            }
                         }
                         for i in 0..<vPanels {
                             gemm.micro(knSteps, vp + i * mSteps * mr + (j0 / 2) * mr, pt, acc + i * mr * tq, tq, true)

@@ -259,6 +259,19 @@ public struct Gemm: Sendable {
         }
     }
 
+    /// The bf16 online-softmax step writing the probabilities straight as bf16 words (rows 2s and
+    /// 2s+1 of `s` in `pairs` row s); false where this kernel set has none (then `softmaxColumns`
+    /// and `pairRows`, which give the same numbers).
+    @inline(__always)
+    func softmaxColumnsToPairs(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
+                               _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>,
+                               _ pairs: UnsafeMutablePointer<Float>) -> Bool {
+        guard isa == .avx512, precision == .bf16, nr == 32 else { return false }
+        softmaxColumns32Base2PairsAVX512(s, rows, runningMax, runningSum, correction,
+                                         UnsafeMutableRawPointer(pairs).assumingMemoryBound(to: UInt32.self))
+        return true
+    }
+
     @inline(__always)
     func indirectMicro(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>,
                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {

@@ -12,6 +12,7 @@ func sgemmIndirectMicroKernelAVX2(_ kc: Int, _ a: UnsafePointer<Float>, _ b: Uns
 func sbgemmMicroKernelAVX2(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ offsets: UnsafePointer<Int>?, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func softmaxColumns32AVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) { unavailable() }
 func softmaxColumns32Base2AVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) { unavailable() }
+func softmaxColumns32Base2PairsAVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ pairs: UnsafeMutablePointer<UInt32>) { unavailable() }
 func softmaxColumns16AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) { unavailable() }
 func softmaxColumns16Base2AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) { unavailable() }
 func bf16PairRowsAVX512(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<UInt32>, _ count: Int) { unavailable() }

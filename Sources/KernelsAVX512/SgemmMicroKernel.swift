@@ -127,6 +127,58 @@ public func softmaxColumns32Base2AVX512(_ s: UnsafeMutablePointer<Float>, _ rows
     softmaxColumns32(s, rows, runningMax, runningSum, correction, exp2Short16)
 }
 
+/// `softmaxColumns32Base2AVX512`, with the probabilities written as the bf16 kernels' words
+/// (`pairs[(r/2)·32 + j]`: row r in the low half, row r+1 in the high half, 0 past the last row)
+/// instead of back into `s`: the same numbers as that step followed by `bf16PairRowsAVX512`, in one
+/// pass.
+@inline(never)
+public func softmaxColumns32Base2PairsAVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
+                                             _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>,
+                                             _ pairs: UnsafeMutablePointer<UInt32>) {
+    var m0 = _mm512_loadu_ps(runningMax), m1 = _mm512_loadu_ps(runningMax + 16)
+    let old0 = m0, old1 = m1
+    for r in 0..<rows {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + r * 32))
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + r * 32 + 16))
+    }
+    let big = _mm512_set1_ps(Float.greatestFiniteMagnitude), zero = _mm512_setzero_ps()
+    let base0 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m0, big))), m0, zero)
+    let base1 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m1, big))), m1, zero)
+    let one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF), high = _mm512_set1_epi32(Int32(bitPattern: 0xFFFF_0000))
+    @inline(__always) func rounded(_ v: __m512) -> __m512i {
+        let b = _mm512_castps_si512(v)
+        return _mm512_add_epi32(_mm512_add_epi32(b, bias), _mm512_and_si512(_mm512_srli_epi32(b, 16), one))
+    }
+    var sum0 = zero, sum1 = zero
+    var r = 0
+    while r < rows {
+        let p = s + r * 32
+        let e0 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(p), base0)), e1 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(p + 16), base1))
+        sum0 = _mm512_add_ps(sum0, e0)
+        sum1 = _mm512_add_ps(sum1, e1)
+        var w0 = _mm512_srli_epi32(rounded(e0), 16), w1 = _mm512_srli_epi32(rounded(e1), 16)
+        if r + 1 < rows {
+            let q = p + 32
+            let f0 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(q), base0)), f1 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(q + 16), base1))
+            sum0 = _mm512_add_ps(sum0, f0)
+            sum1 = _mm512_add_ps(sum1, f1)
+            w0 = _mm512_or_si512(w0, _mm512_and_si512(rounded(f0), high))
+            w1 = _mm512_or_si512(w1, _mm512_and_si512(rounded(f1), high))
+        }
+        let d = UnsafeMutableRawPointer(pairs + (r / 2) * 32)
+        _mm512_storeu_si512(d, w0)
+        _mm512_storeu_si512(d + 64, w1)
+        r += 2
+    }
+    let c0 = exp2Short16(_mm512_sub_ps(old0, base0)), c1 = exp2Short16(_mm512_sub_ps(old1, base1))
+    _mm512_storeu_ps(correction, c0)
+    _mm512_storeu_ps(correction + 16, c1)
+    _mm512_storeu_ps(runningSum, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum), c0, sum0))
+    _mm512_storeu_ps(runningSum + 16, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum + 16), c1, sum1))
+    _mm512_storeu_ps(runningMax, m0)
+    _mm512_storeu_ps(runningMax + 16, m1)
+}
+
 /// 2^x for 16 lanes: x − round(x) through a degree-4 polynomial, scaled with `vscalefps`.
 @inline(__always)
 func exp2Short16(_ v: __m512) -> __m512 {
