@@ -104,37 +104,29 @@ extension PackedMatrix {
     /// columns of Wᵀ, for linear layers): the same layout as `rowsOf` / `columnsOf`, one byte a value.
     public static func int8Rows(_ w: UnsafePointer<Int8>, scales: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int,
                                 threads: Int = 1) -> PackedMatrix {
-        let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups, element: .int8)
-        let panels = p.panels
-        let q = UnsafeMutableRawPointer(p.pointer).assumingMemoryBound(to: Int8.self)
+        let p = packRows(w, element: .int8, rows: rows, k: k, groups: groups, width: width, threads: threads)
         for g in 0..<groups {
-            let s = p.scales! + g * panels * width
-            for r in 0..<(panels * width) { s[r] = r < rows ? scales[g * rows + r] : 0 }
-        }
-        Parallel.forRanges(groups * panels, threads: threads) { range in
-            for item in range {
-                let (g, panel) = (item / panels, item % panels)
-                let d = q + g * p.groupStride + panel * p.panelStride
-                let r0 = panel * width, h = min(width, rows - r0)
-                for r in 0..<width {
-                    if r >= h { for s in 0..<k { d[s * width + r] = 0 }; continue }
-                    let src = w + (g * rows + r0 + r) * k
-                    for s in 0..<k { d[s * width + r] = src[s] }
-                }
-            }
+            let s = p.scales! + g * p.panels * width
+            for r in 0..<(p.panels * width) { s[r] = r < rows ? scales[g * rows + r] : 0 }
         }
         return p
     }
 
     /// `w`, a binary16 `[groups·rows, k]` matrix, as f16 panels (layout as `int8Rows`).
     public static func f16Rows(_ w: UnsafePointer<UInt16>, rows: Int, k: Int, groups: Int = 1, width: Int, threads: Int = 1) -> PackedMatrix {
-        let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups, element: .f16)
+        packRows(w, element: .f16, rows: rows, k: k, groups: groups, width: width, threads: threads)
+    }
+
+    /// Rows of `w` as panels of `width` rows, values copied as they are (zeros past the last row).
+    static func packRows<T: FixedWidthInteger>(_ w: UnsafePointer<T>, element: PanelElement, rows: Int, k: Int, groups: Int, width: Int,
+                                               threads: Int) -> PackedMatrix {
+        let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups, element: element)
         let panels = p.panels
-        let h16 = UnsafeMutableRawPointer(p.pointer).assumingMemoryBound(to: UInt16.self)
+        let values = UnsafeMutableRawPointer(p.pointer).assumingMemoryBound(to: T.self)
         Parallel.forRanges(groups * panels, threads: threads) { range in
             for item in range {
                 let (g, panel) = (item / panels, item % panels)
-                let d = h16 + g * p.groupStride + panel * p.panelStride
+                let d = values + g * p.groupStride + panel * p.panelStride
                 let r0 = panel * width, h = min(width, rows - r0)
                 for r in 0..<width {
                     if r >= h { for s in 0..<k { d[s * width + r] = 0 }; continue }

@@ -135,31 +135,23 @@ public func softmaxColumns32Base2AVX512(_ s: UnsafeMutablePointer<Float>, _ rows
 public func softmaxColumns32Base2PairsAVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
                                              _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>,
                                              _ pairs: UnsafeMutablePointer<UInt32>) {
-    var m0 = _mm512_loadu_ps(runningMax), m1 = _mm512_loadu_ps(runningMax + 16)
-    let old0 = m0, old1 = m1
-    for r in 0..<rows {
-        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + r * 32))
-        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + r * 32 + 16))
-    }
-    let big = _mm512_set1_ps(Float.greatestFiniteMagnitude), zero = _mm512_setzero_ps()
-    let base0 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m0, big))), m0, zero)
-    let base1 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m1, big))), m1, zero)
+    let b = softmaxBases32(s, rows, runningMax)
     let one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF), high = _mm512_set1_epi32(Int32(bitPattern: 0xFFFF_0000))
     @inline(__always) func rounded(_ v: __m512) -> __m512i {
-        let b = _mm512_castps_si512(v)
-        return _mm512_add_epi32(_mm512_add_epi32(b, bias), _mm512_and_si512(_mm512_srli_epi32(b, 16), one))
+        let w = _mm512_castps_si512(v)
+        return _mm512_add_epi32(_mm512_add_epi32(w, bias), _mm512_and_si512(_mm512_srli_epi32(w, 16), one))
     }
-    var sum0 = zero, sum1 = zero
+    var sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps()
     var r = 0
     while r < rows {
         let p = s + r * 32
-        let e0 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(p), base0)), e1 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(p + 16), base1))
+        let e0 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(p), b.base0)), e1 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(p + 16), b.base1))
         sum0 = _mm512_add_ps(sum0, e0)
         sum1 = _mm512_add_ps(sum1, e1)
         var w0 = _mm512_srli_epi32(rounded(e0), 16), w1 = _mm512_srli_epi32(rounded(e1), 16)
         if r + 1 < rows {
             let q = p + 32
-            let f0 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(q), base0)), f1 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(q + 16), base1))
+            let f0 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(q), b.base0)), f1 = exp2Short16(_mm512_sub_ps(_mm512_loadu_ps(q + 16), b.base1))
             sum0 = _mm512_add_ps(sum0, f0)
             sum1 = _mm512_add_ps(sum1, f1)
             w0 = _mm512_or_si512(w0, _mm512_and_si512(rounded(f0), high))
@@ -170,13 +162,7 @@ public func softmaxColumns32Base2PairsAVX512(_ s: UnsafeMutablePointer<Float>, _
         _mm512_storeu_si512(d + 64, w1)
         r += 2
     }
-    let c0 = exp2Short16(_mm512_sub_ps(old0, base0)), c1 = exp2Short16(_mm512_sub_ps(old1, base1))
-    _mm512_storeu_ps(correction, c0)
-    _mm512_storeu_ps(correction + 16, c1)
-    _mm512_storeu_ps(runningSum, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum), c0, sum0))
-    _mm512_storeu_ps(runningSum + 16, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum + 16), c1, sum1))
-    _mm512_storeu_ps(runningMax, m0)
-    _mm512_storeu_ps(runningMax + 16, m1)
+    softmaxFinish32(b, sum0, sum1, runningMax, runningSum, correction, exp2Short16)
 }
 
 /// 2^x for 16 lanes: x − round(x) through a degree-4 polynomial, scaled with `vscalefps`.
@@ -197,33 +183,49 @@ func exp2Short16(_ v: __m512) -> __m512 {
 @inline(__always)
 func softmaxColumns32(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>,
                       _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>, _ exp16: (__m512) -> __m512) {
+    let b = softmaxBases32(s, rows, runningMax)
+    var sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps()
+    for r in 0..<rows {
+        let p = s + r * 32
+        let e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p), b.base0)), e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + 16), b.base1))
+        _mm512_storeu_ps(p, e0)
+        _mm512_storeu_ps(p + 16, e1)
+        sum0 = _mm512_add_ps(sum0, e0)
+        sum1 = _mm512_add_ps(sum1, e1)
+    }
+    softmaxFinish32(b, sum0, sum1, runningMax, runningSum, correction, exp16)
+}
+
+/// The online softmax's running maxima after `rows` more rows of 32 scores, the previous maxima,
+/// and the base each exponent subtracts (0 for a query whose scores are all −∞ so far: its terms
+/// are all 0; m + FLT_MAX is negative only for −∞, and its sign bit selects).
+@inline(__always)
+func softmaxBases32(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ runningMax: UnsafeMutablePointer<Float>)
+    -> (m0: __m512, m1: __m512, old0: __m512, old1: __m512, base0: __m512, base1: __m512) {
     var m0 = _mm512_loadu_ps(runningMax), m1 = _mm512_loadu_ps(runningMax + 16)
     let old0 = m0, old1 = m1
     for r in 0..<rows {
         m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + r * 32))
         m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + r * 32 + 16))
     }
-    // A query whose scores are all −∞ so far keeps 0 as its base (its terms are all 0).
-    // (m + FLT_MAX is negative only for −∞: its sign bit selects.)
     let big = _mm512_set1_ps(Float.greatestFiniteMagnitude), zero = _mm512_setzero_ps()
     let base0 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m0, big))), m0, zero)
     let base1 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m1, big))), m1, zero)
-    var sum0 = zero, sum1 = zero
-    for r in 0..<rows {
-        let p = s + r * 32
-        let e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p), base0)), e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + 16), base1))
-        _mm512_storeu_ps(p, e0)
-        _mm512_storeu_ps(p + 16, e1)
-        sum0 = _mm512_add_ps(sum0, e0)
-        sum1 = _mm512_add_ps(sum1, e1)
-    }
-    let c0 = exp16(_mm512_sub_ps(old0, base0)), c1 = exp16(_mm512_sub_ps(old1, base1))
+    return (m0, m1, old0, old1, base0, base1)
+}
+
+/// Stores the correction of the previous terms, the running sums and the new maxima.
+@inline(__always)
+func softmaxFinish32(_ b: (m0: __m512, m1: __m512, old0: __m512, old1: __m512, base0: __m512, base1: __m512), _ sum0: __m512, _ sum1: __m512,
+                     _ runningMax: UnsafeMutablePointer<Float>, _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>,
+                     _ exp16: (__m512) -> __m512) {
+    let c0 = exp16(_mm512_sub_ps(b.old0, b.base0)), c1 = exp16(_mm512_sub_ps(b.old1, b.base1))
     _mm512_storeu_ps(correction, c0)
     _mm512_storeu_ps(correction + 16, c1)
     _mm512_storeu_ps(runningSum, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum), c0, sum0))
     _mm512_storeu_ps(runningSum + 16, _mm512_fmadd_ps(_mm512_loadu_ps(runningSum + 16), c1, sum1))
-    _mm512_storeu_ps(runningMax, m0)
-    _mm512_storeu_ps(runningMax + 16, m1)
+    _mm512_storeu_ps(runningMax, b.m0)
+    _mm512_storeu_ps(runningMax + 16, b.m1)
 }
 
 /// `dst[j]` = the bf16 values of `r0[j]` (low half) and `r1[j]` (high half; 0 without `r1`), rounded

@@ -11,6 +11,25 @@ import _Builtin_intrinsics.intel
 @inline(never)
 public func s8gemmMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>,
                                   _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
+    vnniMicroKernelBody(ksteps, a, b, c, ldc, accumulate, unsignedA: false)
+}
+
+/// `C[12 × 32] (+)= A · B` in int32 with the roles of the signs swapped: A (activations, broadcast)
+/// words of four unsigned bytes, B (weights) words of four signed bytes. Same layout and exactness
+/// as `s8gemmMicroKernelVNNI`; used by linear layers, whose weights are the B side.
+@inline(never)
+public func u8s8gemmMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>,
+                                    _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
+    vnniMicroKernelBody(ksteps, a, b, c, ldc, accumulate, unsignedA: true)
+}
+
+@inline(__always)
+func vnniMicroKernelBody(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>,
+                         _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool, unsignedA: Bool) {
+    // vpdpbusd multiplies its first source as unsigned bytes and its second as signed ones.
+    @inline(__always) func dp(_ acc: __m512i, _ bv: __m512i, _ x: __m512i) -> __m512i {
+        unsignedA ? _mm512_dpbusd_epi32(acc, x, bv) : _mm512_dpbusd_epi32(acc, bv, x)
+    }
     var c00 = _mm512_setzero_si512(), c01 = _mm512_setzero_si512()
     var c10 = _mm512_setzero_si512(), c11 = _mm512_setzero_si512()
     var c20 = _mm512_setzero_si512(), c21 = _mm512_setzero_si512()
@@ -26,18 +45,18 @@ public func s8gemmMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b
     var pa = a, pb = b
     for _ in 0..<ksteps {
         let b0 = _mm512_loadu_si512(UnsafeRawPointer(pb)), b1 = _mm512_loadu_si512(UnsafeRawPointer(pb + 16))
-        var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = _mm512_dpbusd_epi32(c00, b0, x); c01 = _mm512_dpbusd_epi32(c01, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = _mm512_dpbusd_epi32(c10, b0, x); c11 = _mm512_dpbusd_epi32(c11, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = _mm512_dpbusd_epi32(c20, b0, x); c21 = _mm512_dpbusd_epi32(c21, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = _mm512_dpbusd_epi32(c30, b0, x); c31 = _mm512_dpbusd_epi32(c31, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = _mm512_dpbusd_epi32(c40, b0, x); c41 = _mm512_dpbusd_epi32(c41, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = _mm512_dpbusd_epi32(c50, b0, x); c51 = _mm512_dpbusd_epi32(c51, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[6])); c60 = _mm512_dpbusd_epi32(c60, b0, x); c61 = _mm512_dpbusd_epi32(c61, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[7])); c70 = _mm512_dpbusd_epi32(c70, b0, x); c71 = _mm512_dpbusd_epi32(c71, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[8])); c80 = _mm512_dpbusd_epi32(c80, b0, x); c81 = _mm512_dpbusd_epi32(c81, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[9])); c90 = _mm512_dpbusd_epi32(c90, b0, x); c91 = _mm512_dpbusd_epi32(c91, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[10])); ca0 = _mm512_dpbusd_epi32(ca0, b0, x); ca1 = _mm512_dpbusd_epi32(ca1, b1, x)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[11])); cb0 = _mm512_dpbusd_epi32(cb0, b0, x); cb1 = _mm512_dpbusd_epi32(cb1, b1, x)
+        var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = dp(c00, b0, x); c01 = dp(c01, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = dp(c10, b0, x); c11 = dp(c11, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = dp(c20, b0, x); c21 = dp(c21, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = dp(c30, b0, x); c31 = dp(c31, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = dp(c40, b0, x); c41 = dp(c41, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = dp(c50, b0, x); c51 = dp(c51, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[6])); c60 = dp(c60, b0, x); c61 = dp(c61, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[7])); c70 = dp(c70, b0, x); c71 = dp(c71, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[8])); c80 = dp(c80, b0, x); c81 = dp(c81, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[9])); c90 = dp(c90, b0, x); c91 = dp(c91, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[10])); ca0 = dp(ca0, b0, x); ca1 = dp(ca1, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[11])); cb0 = dp(cb0, b0, x); cb1 = dp(cb1, b1, x)
         pa += 12
         pb += 32
     }
@@ -56,56 +75,6 @@ public func s8gemmMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b
     store(8, c80, c81); store(9, c90, c91); store(10, ca0, ca1); store(11, cb0, cb1)
 }
 
-/// `C[12 × 32] (+)= A · B` in int32 with the roles of the signs swapped: A (activations, broadcast)
-/// words of four unsigned bytes, B (weights) words of four signed bytes. Same layout and exactness
-/// as `s8gemmMicroKernelVNNI`; used by linear layers, whose weights are the B side.
-@inline(never)
-public func u8s8gemmMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>,
-                                    _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
-    var c00 = _mm512_setzero_si512(), c01 = _mm512_setzero_si512()
-    var c10 = _mm512_setzero_si512(), c11 = _mm512_setzero_si512()
-    var c20 = _mm512_setzero_si512(), c21 = _mm512_setzero_si512()
-    var c30 = _mm512_setzero_si512(), c31 = _mm512_setzero_si512()
-    var c40 = _mm512_setzero_si512(), c41 = _mm512_setzero_si512()
-    var c50 = _mm512_setzero_si512(), c51 = _mm512_setzero_si512()
-    var c60 = _mm512_setzero_si512(), c61 = _mm512_setzero_si512()
-    var c70 = _mm512_setzero_si512(), c71 = _mm512_setzero_si512()
-    var c80 = _mm512_setzero_si512(), c81 = _mm512_setzero_si512()
-    var c90 = _mm512_setzero_si512(), c91 = _mm512_setzero_si512()
-    var ca0 = _mm512_setzero_si512(), ca1 = _mm512_setzero_si512()
-    var cb0 = _mm512_setzero_si512(), cb1 = _mm512_setzero_si512()
-    var pa = a, pb = b
-    for _ in 0..<ksteps {
-        let b0 = _mm512_loadu_si512(UnsafeRawPointer(pb)), b1 = _mm512_loadu_si512(UnsafeRawPointer(pb + 16))
-        var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = _mm512_dpbusd_epi32(c00, x, b0); c01 = _mm512_dpbusd_epi32(c01, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = _mm512_dpbusd_epi32(c10, x, b0); c11 = _mm512_dpbusd_epi32(c11, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = _mm512_dpbusd_epi32(c20, x, b0); c21 = _mm512_dpbusd_epi32(c21, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = _mm512_dpbusd_epi32(c30, x, b0); c31 = _mm512_dpbusd_epi32(c31, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = _mm512_dpbusd_epi32(c40, x, b0); c41 = _mm512_dpbusd_epi32(c41, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = _mm512_dpbusd_epi32(c50, x, b0); c51 = _mm512_dpbusd_epi32(c51, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[6])); c60 = _mm512_dpbusd_epi32(c60, x, b0); c61 = _mm512_dpbusd_epi32(c61, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[7])); c70 = _mm512_dpbusd_epi32(c70, x, b0); c71 = _mm512_dpbusd_epi32(c71, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[8])); c80 = _mm512_dpbusd_epi32(c80, x, b0); c81 = _mm512_dpbusd_epi32(c81, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[9])); c90 = _mm512_dpbusd_epi32(c90, x, b0); c91 = _mm512_dpbusd_epi32(c91, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[10])); ca0 = _mm512_dpbusd_epi32(ca0, x, b0); ca1 = _mm512_dpbusd_epi32(ca1, x, b1)
-        x = _mm512_set1_epi32(Int32(bitPattern: pa[11])); cb0 = _mm512_dpbusd_epi32(cb0, x, b0); cb1 = _mm512_dpbusd_epi32(cb1, x, b1)
-        pa += 12
-        pb += 32
-    }
-    @inline(__always) func store(_ r: Int, _ v0: __m512i, _ v1: __m512i) {
-        let p = UnsafeMutableRawPointer(c + r * ldc)
-        if accumulate {
-            _mm512_storeu_si512(p, _mm512_add_epi32(_mm512_loadu_si512(UnsafeRawPointer(p)), v0))
-            _mm512_storeu_si512(p + 64, _mm512_add_epi32(_mm512_loadu_si512(UnsafeRawPointer(p + 64)), v1))
-        } else {
-            _mm512_storeu_si512(p, v0)
-            _mm512_storeu_si512(p + 64, v1)
-        }
-    }
-    store(0, c00, c01); store(1, c10, c11); store(2, c20, c21); store(3, c30, c31)
-    store(4, c40, c41); store(5, c50, c51); store(6, c60, c61); store(7, c70, c71)
-    store(8, c80, c81); store(9, c90, c91); store(10, ca0, ca1); store(11, cb0, cb1)
-}
 
 /// 12 independent `vpdpbusd` per iteration on registers: 12 · 16 · 4 · 2 int8 operations each.
 @inline(never)
