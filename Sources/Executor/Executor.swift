@@ -376,8 +376,8 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }
             let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
-            // int8 weights in an int8-activation plan: int8 × int8 products (VNNI).
-            if x[1].dtype == .i8, int8Activations, gemm.isa == .avx512, Int8Convolution.applies(c),
+            // int8 weights in an int8-activation plan: int8 × int8 products (VNNI, or AVX2 on 16 bits).
+            if x[1].dtype == .i8, int8Activations, let kernel = Int8Convolution.kernel(c, isa: gemm.isa),
                case .weight(let wi) = weights[1], let s = scales(of: weights[1]) {
                 let packedConv: Int8ConvWeights
                 if let p = int8Conv[wi] { packedConv = p } else {
@@ -390,7 +390,7 @@ public final class Executor: @unchecked Sendable {
                         plan.file.release(start..<(start + rec.byteCount))
                     }
                 }
-                Int8Convolution.run(c, x: x[0], weights: packedConv, operands: x, out: r[0], threads: threads)
+                Int8Convolution.run(c, x: x[0], weights: packedConv, operands: x, out: r[0], kernel: kernel, threads: threads)
                 return true
             }
             let winograd = c.winograd == true && Winograd.eligible(c, weight: w) && !quantized
@@ -412,8 +412,8 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }
             let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
-            // int8 weights in an int8-activation plan: int8 × int8 products (VNNI) when there are rows enough.
-            if x[1].dtype == .i8, int8Activations, gemm.isa == .avx512, Int8Linear.applies(rows: x[0].count / max(w[1], 1)),
+            // int8 weights in an int8-activation plan: int8 × int8 products when there are rows enough.
+            if x[1].dtype == .i8, int8Activations, Int8Linear.kernel(rows: x[0].count / max(w[1], 1), isa: gemm.isa) != nil,
                case .weight(let wi) = weights[1], let s = scales(of: weights[1]) {
                 let panels: Int8WeightPanels
                 if let p = int8Packed[wi] { panels = p } else {

@@ -11,7 +11,7 @@ public enum FusedLinear {
 
     /// `packed`: the weights as B panels of `gemm` (columns of Wᵀ), when `gemm` is not OpenBLAS.
     /// `int8`: the weights packed for int8 × int8 products (`--activations int8`), used when
-    /// `Int8Linear.applies` for this many rows (else `packed`, the weight-only path).
+    /// `Int8Linear.kernel` has one for this many rows and `gemm.isa` (else `packed`, the weight-only path).
     public static func run(_ k: LinearKernel, x: View, weight: View, packed: PackedMatrix? = nil, int8: Int8WeightPanels? = nil,
                            operands: [View], out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
         let (nOut, kk) = (weight.dims[0], weight.dims[1])
@@ -36,9 +36,9 @@ public enum FusedLinear {
             }
         }
         let o = out.floats
-        if let int8, Int8Linear.applies(rows: rows) {
+        if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
             // The bias is added as the int32 sums are scaled back; the epilogue follows per tile of rows.
-            Int8Linear.product(x: x.floats, rows: rows, weights: int8, bias: bias, out: o, threads: threads,
+            Int8Linear.product(x: x.floats, rows: rows, weights: int8, bias: bias, out: o, kernel: kernel, threads: threads,
                                prepare: lnScale == nil ? nil : { normalize($0, $1, $2) },
                                finish: { r0, c0 in
                                    guard !epilogue.isEmpty else { return }

@@ -1,11 +1,10 @@
 import Dispatch
 import CKernels
-import KernelsVNNI
 import Plan
 import Tensors
 
-/// Convolution weights `[oc, ic, kh, kw]` int8 (one scale per output channel) packed for the VNNI
-/// s8 × u8 micro-kernel: A panels of 12 output channels whose steps run tap by tap and, within a
+/// Convolution weights `[oc, ic, kh, kw]` int8 (one scale per output channel) packed for the s8 × u8
+/// int8 micro-kernels: A panels of 12 output channels whose steps run tap by tap and, within a
 /// tap, over quads of input channels (a word holds the weights of four consecutive channels; zeros
 /// past the last channel and the last row), with `Σ_k w[o, k]` per row for the activations' zero point.
 public final class Int8ConvWeights: @unchecked Sendable {
@@ -72,18 +71,17 @@ public final class Int8ConvWeights: @unchecked Sendable {
 /// (after the group-norm prologue and SiLU) is quantised once per image, asymmetric over the whole
 /// tensor (`u = round(y / s) + z`, u8, `s = (max − min) / 255`; padding is `z`, i.e. 0), into a
 /// padded copy whose words hold four consecutive channels of a pixel. Each band of output pixels
-/// gathers its taps from it once into B panels (in parallel), shared by the blocks of output
-/// channels, which run the VNNI micro-kernel `kc` steps at a time (exact int32 sums); the result is
+/// gathers its taps from it once into B panels (in parallel; widened to 16-bit values for the AVX2
+/// kernel), shared by the blocks of output channels, which run the int8 micro-kernel (VNNI or AVX2)
+/// `kernel.blockSteps` steps at a time (exact int32 sums); the result is
 /// `s_w[o] · s · (Σ − z · Σ_k w[o, k])`, then bias and epilogue.
 public enum Int8Convolution {
-    /// Steps (words of four k) per block of B: a block's panels stay in L2.
-    static let kcSteps = 256
     static let bandPixels = 512
 
-    /// Whether the int8 path runs this convolution (VNNI, ungrouped).
-    public static func applies(_ k: Conv2DKernel) -> Bool { Int8Gemm.hasVNNI && k.groups == 1 }
+    /// The int8 micro-kernel that runs this convolution with the f32 kernel choice `isa` (ungrouped only).
+    public static func kernel(_ k: Conv2DKernel, isa: ISA) -> Int8Gemm.Kernel? { k.groups == 1 ? Int8Gemm.Kernel.matching(isa) : nil }
 
-    public static func run(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, threads: Int) {
+    public static func run(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, kernel: Int8Gemm.Kernel, threads: Int) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
         let kw = wq.kw
@@ -201,8 +199,11 @@ public enum Int8Convolution {
             let src = UnsafePointer(quantized)
             let ob = out.floats + b * oc * plane
             // Per band: B packed once (all steps, panel-major, in parallel over steps), then the blocks of
-            // output channels in parallel, each `kcSteps` of B at a time (a panel's block stays in L1).
-            let packedB = UnsafeMutableRawPointer(shared.floats(1, max(1, ((band + nr - 1) / nr) * steps * nr))).assumingMemoryBound(to: UInt32.self)
+            // output channels in parallel, each `kernel.blockSteps` of B at a time (a panel's block stays in L1).
+            // The AVX2 kernel takes B widened to 16 bits (a 64-bit word per column and step).
+            let wide = kernel.widensActivations
+            let packedB = UnsafeMutableRawPointer(shared.floats(1, max(1, ((band + nr - 1) / nr) * steps * nr * (wide ? 2 : 1)))).assumingMemoryBound(to: UInt32.self)
+            let packedWide = UnsafeMutableRawPointer(packedB).assumingMemoryBound(to: UInt64.self)
             for bi in 0..<bands {
                 let p0 = bi * band, cols = min(band, plane - p0)
                 let bPanels = (cols + nr - 1) / nr
@@ -215,17 +216,26 @@ public enum Int8Convolution {
                         let end = p0 + bPanels * nr
                         while p < end {
                             let jp = (p - p0) / nr, j = (p - p0) % nr
-                            let d = packedB + (jp * steps + step) * nr + j
-                            guard p < plane else { for i in 0..<(nr - j) { d[i] = zeroWord }; p += nr - j; continue }
+                            let at = (jp * steps + step) * nr + j
+                            guard p < plane else {
+                                if wide { for i in 0..<(nr - j) { packedWide[at + i] = Int8Gemm.widen(zeroWord) } } else { for i in 0..<(nr - j) { packedB[at + i] = zeroWord } }
+                                p += nr - j
+                                continue
+                            }
                             let (oy, ox) = (p / ow, p % ow)
                             let run = min(ow - ox, nr - j, plane - p)
                             let from = channel + oy * sh * pw + ox * sw
-                            if sw == 1 { for i in 0..<run { d[i] = from[i] } } else { for i in 0..<run { d[i] = from[i * sw] } }
+                            if wide {
+                                for i in 0..<run { packedWide[at + i] = Int8Gemm.widen(from[i * sw]) }
+                            } else {
+                                let d = packedB + at
+                                if sw == 1 { for i in 0..<run { d[i] = from[i] } } else { for i in 0..<run { d[i] = from[i * sw] } }
+                            }
                             p += run
                         }
                     }
                 }
-                let shared = UnsafePointer(packedB)
+                let shared = UnsafeRawPointer(packedB), word = wide ? 8 : 4
                 Tiling.run(ocBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { ocb, worker in
                 let o0 = ocb * ocBlock, orows = min(ocBlock, oc - o0)
                 let aPanels = (orows + mr - 1) / mr
@@ -233,12 +243,12 @@ public enum Int8Convolution {
                 let acc = UnsafeMutableRawPointer(worker.floats(0, aPanels * mr * ldc)).assumingMemoryBound(to: Int32.self)
                 var s0 = 0
                 while s0 < steps {
-                    let ks = min(kcSteps, steps - s0)
+                    let ks = min(kernel.blockSteps, steps - s0)
                     for jp in 0..<bPanels {
-                        let bp = shared + (jp * steps + s0) * nr
+                        let bp = shared + (jp * steps + s0) * nr * word
                         for ip in 0..<aPanels {
                             let ap = UnsafePointer(wq.words + ((o0 / mr + ip) * steps + s0) * mr)
-                            s8gemmMicroKernelVNNI(ks, ap, bp, acc + ip * mr * ldc + jp * nr, ldc, s0 > 0)
+                            kernel.s8u8(ks, ap, bp, acc + ip * mr * ldc + jp * nr, ldc, s0 > 0)
                         }
                     }
                     s0 += ks

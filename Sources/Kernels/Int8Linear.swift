@@ -1,11 +1,10 @@
 import Dispatch
 import CKernels
-import KernelsVNNI
 import Plan
 import Tensors
 
-/// Linear weights `[n, k]` int8 (one scale per output feature) packed for the VNNI u8 × s8
-/// micro-kernel: panels of 32 columns of Wᵀ, each step a word of four consecutive k (zeros past k
+/// Linear weights `[n, k]` int8 (one scale per output feature) packed for the u8 × s8 int8
+/// micro-kernels: panels of 32 columns of Wᵀ, each step a word of four consecutive k (zeros past k
 /// and past the last column), with `128 · Σ_k w[j, k]` per column for the activations' offset.
 public final class Int8WeightPanels: @unchecked Sendable {
     public let n: Int
@@ -62,7 +61,8 @@ public final class Int8WeightPanels: @unchecked Sendable {
 
 /// Linear layers with int8 weights and int8 activations (`--activations int8`): each row of the
 /// input (after the layer-norm prologue) is quantised on the fly, symmetric with its own scale
-/// `max |x| / 127`, stored as u8 (`q + 128`); `vpdpbusd` sums exactly in int32; the result is
+/// `max |x| / 127`, stored as u8 (`q + 128`; widened to 16 bits for the AVX2 kernel); the int8
+/// micro-kernel (VNNI or AVX2) sums exactly in int32; the result is
 /// `s_row · s_col · (Σ − 128 · Σ_k w)`, then bias and epilogue as in `FusedLinear`.
 public enum Int8Linear {
     /// Rows per tile (eight micro-kernel panels): its packed activations and one weight panel stay in L2.
@@ -83,20 +83,23 @@ public enum Int8Linear {
         unsafeBitCast(v + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
     }
 
-    /// Whether the int8 × int8 path runs here (VNNI), for `rows` rows.
-    public static func applies(rows: Int) -> Bool { Int8Gemm.hasVNNI && rows >= minimumRows }
+    /// The int8 micro-kernel for layers of `rows` rows run with the f32 kernel choice `isa`, if the
+    /// int8 × int8 path applies (VNNI, or AVX2 widening to 16 bits).
+    public static func kernel(rows: Int, isa: ISA) -> Int8Gemm.Kernel? { rows >= minimumRows ? Int8Gemm.Kernel.matching(isa) : nil }
 
     /// Quantises `rows` rows of `x [rows, k]` and packs them as u8 A panels of 12 rows (words of four
-    /// consecutive k; rows past the end are 128, i.e. zero). `rowScales[r]` receives each row's scale.
-    static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, k: Int, into dst: UnsafeMutablePointer<UInt32>,
+    /// consecutive k, or 64-bit words of four 16-bit values when `wide`; rows past the end are 128,
+    /// i.e. zero). `rowScales[r]` receives each row's scale.
+    static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, k: Int, into raw: UnsafeMutableRawPointer, wide: Bool,
                              rowScales: UnsafeMutablePointer<Float>, row8: UnsafeMutablePointer<UInt8>) {
         let mr = Int8Gemm.mr, steps = (k + 3) / 4
         let panels = (rows + mr - 1) / mr
         let zero = UInt32(0x8080_8080)
+        let dst = raw.assumingMemoryBound(to: UInt32.self), dstWide = raw.assumingMemoryBound(to: UInt64.self)
         for r in 0..<(panels * mr) {
-            let d = dst + (r / mr) * steps * mr + r % mr
+            let at = (r / mr) * steps * mr + r % mr
             guard r < rows else {
-                for st in 0..<steps { d[st * mr] = zero }
+                if wide { for st in 0..<steps { dstWide[at + st * mr] = Int8Gemm.widen(zero) } } else { for st in 0..<steps { dst[at + st * mr] = zero } }
                 rowScales[r] = 0
                 continue
             }
@@ -125,12 +128,17 @@ public enum Int8Linear {
             var tail = k
             while tail % 4 != 0 { row8[tail] = 128; tail += 1 }
             let words = UnsafeRawPointer(row8)
-            for st in 0..<steps { d[st * mr] = words.loadUnaligned(fromByteOffset: 4 * st, as: UInt32.self) }
+            if wide {
+                for st in 0..<steps { dstWide[at + st * mr] = Int8Gemm.widen(words.loadUnaligned(fromByteOffset: 4 * st, as: UInt32.self)) }
+            } else {
+                for st in 0..<steps { dst[at + st * mr] = words.loadUnaligned(fromByteOffset: 4 * st, as: UInt32.self) }
+            }
         }
     }
 
     /// `out[rows, n] = x[rows, k] · Wᵀ + bias` (then `finish` for the epilogue per tile of rows).
-    static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>, threads: Int,
+    static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>,
+                        kernel: Int8Gemm.Kernel, threads: Int,
                         prepare: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?,
                         finish: (Range<Int>, Range<Int>) -> Void) {
         let (mr, nr, k, n, steps) = (Int8Gemm.mr, Int8Gemm.nr, w.k, w.n, w.steps)
@@ -138,7 +146,8 @@ public enum Int8Linear {
         // Buffers kept between calls (fresh large allocations would cost page faults every call).
         let shared = ScratchPool.shared.take()
         defer { ScratchPool.shared.give(shared) }
-        let a = UnsafeMutableRawPointer(shared.floats(0, panels * steps * mr)).assumingMemoryBound(to: UInt32.self)
+        let word = kernel.widensActivations ? 8 : 4
+        let a = UnsafeMutableRawPointer(shared.floats(0, panels * steps * mr * word / 4))
         let rowScales = shared.floats(1, panels * mr)
         // 1. Every row quantised and packed (after the prologue), in parallel over blocks of rows.
         let chunk = rowTile / mr
@@ -154,7 +163,7 @@ public enum Int8Linear {
                     prepare(src, normalized, count)
                     src = UnsafePointer(normalized)
                 }
-                quantizeRows(src, rows: count, k: k, into: a + c * chunk * steps * mr, rowScales: rowScales + r0, row8: row8)
+                quantizeRows(src, rows: count, k: k, into: a + c * chunk * steps * mr * word, wide: word == 8, rowScales: rowScales + r0, row8: row8)
             }
         }
         // 2. Tiles of (rows, blocks of columns): at least four per thread when the rows are few.
@@ -162,7 +171,7 @@ public enum Int8Linear {
         var blockPanels = w.panels
         while blockPanels > 1 && rowTiles * ((w.panels + blockPanels - 1) / blockPanels) < 4 * threads { blockPanels = (blockPanels + 1) / 2 }
         let colBlocks = (w.panels + blockPanels - 1) / blockPanels
-        let aPanels = UnsafePointer(a), scalesOfRows = UnsafePointer(rowScales)
+        let aPanels = UnsafeRawPointer(a), scalesOfRows = UnsafePointer(rowScales)
         Tiling.run(rowTiles * colBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
             let rt = t / colBlocks, cb = t % colBlocks
             let r0 = rt * rowTile, count = min(rowTile, rows - r0)
@@ -178,7 +187,7 @@ public enum Int8Linear {
                 var b0 = SIMD16<Float>(), b1 = SIMD16<Float>()
                 if let bias { for j in 0..<cols { if j < 16 { b0[j] = bias[jp * nr + j] } else { b1[j - 16] = bias[jp * nr + j] } } }
                 for ip in 0..<tilePanels {
-                    u8s8gemmMicroKernelVNNI(steps, aPanels + (p0 + ip) * steps * mr, b, tile, nr, false)
+                    kernel.u8s8(steps, aPanels + (p0 + ip) * steps * mr * word, b, tile, nr, false)
                     for r in 0..<min(mr, count - ip * mr) {
                         let row = r0 + ip * mr + r
                         let sx = scalesOfRows[row]

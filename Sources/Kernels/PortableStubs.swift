@@ -21,5 +21,8 @@ func fmaPeakAVX512(_ iterations: Int, _ seed: Float) -> Float { unavailable() }
 func fmaPeakAVX2(_ iterations: Int, _ seed: Float) -> Float { unavailable() }
 func s8gemmMicroKernelVNNI(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func u8s8gemmMicroKernelVNNI(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
+func s8s16gemmMicroKernelAVX2(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt64>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
+func u16s8gemmMicroKernelAVX2(_ k: Int, _ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
+func maddPeakAVX2(_ iterations: Int, _ seed: Int32) -> Int32 { unavailable() }
 func vnniPeak(_ iterations: Int, _ seed: Int32) -> Int32 { unavailable() }
 #endif

@@ -1,7 +1,7 @@
 import Kernels
 import Testing
 
-/// The int8 GEMM (VNNI when the processor has it) is exact: against an Int64 triple loop, over odd
+/// The int8 GEMM (VNNI when the processor has it, AVX2, the plain loop) is exact: against an Int64 triple loop, over odd
 /// sizes (tails in M, N and K, K not a multiple of 4) and the extreme values (−128, 127, 0, 255),
 /// where a 16-bit intermediate (vpmaddubsw) would saturate.
 @Suite struct Int8GemmTests {
@@ -18,24 +18,19 @@ import Testing
             for p in 0..<k { s += Int64(a[i * k + p]) * Int64(b[p * n + j]) }
             expected[i * n + j] = Int32(s)
         } }
-        for vnni in [Int8Gemm.hasVNNI, false].uniqued() {
+        let kernels: [Int8Gemm.Kernel?] = Int8Gemm.Kernel.allCases.filter(\.isSupported) + [nil]
+        for kernel in kernels {
             var c = [Int32](repeating: -1, count: m * n)
             a.withUnsafeBufferPointer { pa in
                 b.withUnsafeBufferPointer { pb in
                     c.withUnsafeMutableBufferPointer { pc in
                         Int8Gemm.multiply(m: m, n: n, k: k, a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, c: pc.baseAddress!, ldc: n,
-                                          useVNNI: vnni)
+                                          kernel: kernel)
                     }
                 }
             }
-            #expect(c == expected, "\(m)×\(n)×\(k) VNNI \(vnni)")
+            #expect(c == expected, "\(m)×\(n)×\(k) \(kernel?.rawValue ?? "loop")")
         }
     }
 }
 
-extension Array where Element: Hashable {
-    func uniqued() -> [Element] {
-        var seen = Set<Element>()
-        return filter { seen.insert($0).inserted }
-    }
-}

@@ -98,14 +98,13 @@ import Testing
     }
 }
 
-/// Linear layers with int8 weights and int8 activations (VNNI): against the same arithmetic in
+/// Linear layers with int8 weights and int8 activations (VNNI and AVX2 kernels): against the same arithmetic in
 /// double precision (each row quantised symmetric with scale max|x|/127, products exact, scaled
 /// back), with a layer-norm prologue, bias and epilogue, odd sizes (k not a multiple of 4, columns
 /// past a panel, rows past a tile), outlier rows and output channels, any thread count.
 @Suite struct Int8LinearTests {
     @Test(arguments: [(48, 33, 37), (97, 64, 320), (200, 77, 1030), (50, 5, 4)])
     func matchesQuantisedArithmetic(rows: Int, out: Int, k: Int) throws {
-        guard Int8Gemm.hasVNNI else { return }
         var x = GemmTests.values(rows * k, seed: 31).map { $0 * 3 }
         for i in 0..<k { x[5 * k + i] *= 100 }  // an outlier row keeps its own scale
         let w = QuantizedGemmTests.weights(rows: out, k: k)
@@ -141,10 +140,12 @@ import Testing
             let panels = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
                 q.scales!.withElements(as: Float.self) { Int8WeightPanels(v.baseAddress!, scales: $0.baseAddress!, n: out, k: k, threads: 2) }
             }
-            for threads in [1, 3] {
+            // Both int8 micro-kernels (the AVX-512 choice takes VNNI where the processor has it).
+            for (isa, threads) in [(ISA.avx2, 1), (.avx2, 3), (.avx512, 1), (.avx512, 3)] where isa.isSupported {
+                #expect(Int8Linear.kernel(rows: rows, isa: isa) != nil)
                 let result = Tensor.zeros(.f32, Shape([rows, out]))
                 FusedLinear.run(kernel, x: OwnKernelTests.view(operands[0]), weight: OwnKernelTests.view(operands[1]), int8: panels,
-                                operands: operands.map(OwnKernelTests.view), out: OwnKernelTests.view(result), gemm: Gemm(), threads: threads)
+                                operands: operands.map(OwnKernelTests.view), out: OwnKernelTests.view(result), gemm: Gemm(isa), threads: threads)
                 let got = result.floats()
                 // The sums are exact; rounding of the prologue (f32 here, vectorised there) may move one
                 // value across a quantisation step, which moves an output by at most one step.
@@ -153,13 +154,13 @@ import Testing
                     let e = abs(got[i] - expected[i])
                     if e > step[i] + 1e-5 * abs(expected[i]) { bad += 1; worst = max(worst, e / step[i]) }
                 }
-                #expect(bad == 0, "\(rows)×\(out)×\(k) LN \(layerNorm) threads \(threads): \(bad) outputs off by more than a step (worst \(worst) steps)")
+                #expect(bad == 0, "\(rows)×\(out)×\(k) LN \(layerNorm) \(isa) threads \(threads): \(bad) outputs off by more than a step (worst \(worst) steps)")
             }
         }
     }
 }
 
-/// Convolutions with int8 weights and int8 activations (VNNI): against the same arithmetic done
+/// Convolutions with int8 weights and int8 activations (VNNI and AVX2 kernels): against the same arithmetic done
 /// plainly (the input quantised over the whole image, asymmetric, padding at the zero point; exact
 /// integer sums; scaled back; bias and a residual epilogue), over strides, padding, dilation,
 /// channel counts that are not multiples of four, outputs narrower than a panel, pixel counts past a
@@ -177,7 +178,6 @@ import Testing
                       Case(c: 120, h: 12, w: 36, oc: 40), Case(c: 4, h: 33, w: 33, oc: 12, kh: 1, kw: 1, pad: 0),
                       Case(c: 6, h: 11, w: 13, oc: 7, dilation: 2), Case(c: 16, h: 40, w: 32, oc: 50)])
     func matchesQuantisedArithmetic(_ t: Case) throws {
-        guard Int8Gemm.hasVNNI else { return }
         let oh = (t.h + 2 * t.pad - t.dilation * (t.kh - 1) - 1) / t.stride + 1
         let ow = (t.w + 2 * t.pad - t.dilation * (t.kw - 1) - 1) / t.stride + 1
         let x = GemmTests.values(t.n * t.c * t.h * t.w, seed: 51).map { $0 * 2 + 0.5 }  // asymmetric range
@@ -220,16 +220,20 @@ import Testing
         let packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
             q.scales!.withElements(as: Float.self) { Int8ConvWeights(v.baseAddress!, scales: $0.baseAddress!, oc: t.oc, ic: t.c, kh: t.kh, kw: t.kw, threads: 2) }
         }
+        let kernels = Int8Gemm.Kernel.allCases.filter(\.isSupported)
+        #expect(!kernels.isEmpty)
+        for int8 in kernels {
         for threads in [1, 3] {
             let result = Tensor.zeros(.f32, Shape([t.n, t.oc, oh, ow]))
             Int8Convolution.run(kernel, x: OwnKernelTests.view(operands[0]), weights: packed, operands: operands.map(OwnKernelTests.view),
-                                out: OwnKernelTests.view(result), threads: threads)
+                                out: OwnKernelTests.view(result), kernel: int8, threads: threads)
             let got = result.floats()
             // Exact sums; f32 rounding of the quantisation may move a value by one step (a rare tie).
             var bad = 0
             for i in 0..<got.count where abs(got[i] - expected[i]) > step[i] * 128 + 1e-4 * abs(expected[i]) { bad += 1 }
             let close = zip(got, expected).filter { abs($0 - $1) <= 1e-4 * max(1, abs($1)) }.count
-            #expect(bad == 0 && close >= got.count * 99 / 100, "\(t) threads \(threads): \(bad) off by more than a step, \(close)/\(got.count) exact")
+            #expect(bad == 0 && close >= got.count * 99 / 100, "\(t) \(int8) threads \(threads): \(bad) off by more than a step, \(close)/\(got.count) exact")
+        }
         }
     }
 }

@@ -33,7 +33,7 @@ struct BenchGemm: ParsableCommand {
     @Flag(help: "Pack B beforehand too (time the product of packed operands only).")
     var packedColumns = false
 
-    @Flag(help: "Also time the int8 GEMM (VNNI): its peak and each shape, both operands packed in the call.")
+    @Flag(help: "Also time the int8 micro-kernels this processor runs (VNNI, AVX2) on packed panels (packing not timed), and their peaks.")
     var int8 = false
 
     @Flag(help: "Print one JSON object instead of text.")
@@ -123,31 +123,22 @@ struct BenchGemm: ParsableCommand {
         }
         if int8 {
             let peak = Int8Gemm.measurePeak(threads: threads)
-            if !json { print(String(format: "int8 VNNI peak: %.1f GOP/s%@", peak / 1e9, Int8Gemm.hasVNNI ? "" : " (no VNNI: the portable loop)")) }
-            for (m, n, k) in parsed {
-                let a = UnsafeMutablePointer<Int8>.allocate(capacity: m * k), b = UnsafeMutablePointer<UInt8>.allocate(capacity: k * n)
-                let c = UnsafeMutablePointer<Int32>.allocate(capacity: m * n)
-                defer { a.deallocate(); b.deallocate(); c.deallocate() }
-                for i in 0..<(m * k) { a[i] = Int8(truncatingIfNeeded: i % 251) }
-                for i in 0..<(k * n) { b[i] = UInt8(truncatingIfNeeded: i % 241) }
-                let part = ((n + threads - 1) / threads + 31) / 32 * 32, parts = (n + part - 1) / part
-                func once() -> Double {
-                    let t0 = DispatchTime.now().uptimeNanoseconds
-                    Parallel.forRanges(parts, threads: threads) { range in
-                        for t in range {
-                            let j0 = t * part, w = min(part, n - j0)
-                            Int8Gemm.multiply(m: m, n: w, k: k, a: a, lda: k, b: b + j0, ldb: n, c: c + j0, ldc: n)
+            let peakAVX2 = Int8Gemm.measurePeakAVX2(threads: threads)
+            if !json && peak > 0 { print(String(format: "int8 VNNI peak: %.1f GOP/s", peak / 1e9)) }
+            if !json && peakAVX2 > 0 { print(String(format: "int8 AVX2 peak (vpmaddwd + vpaddd): %.1f GOP/s", peakAVX2 / 1e9)) }
+            // The micro-kernels on packed panels (as the int8 convolution drives them; packing not timed).
+            for kernel in Int8Gemm.Kernel.allCases where kernel.isSupported {
+                do {
+                    for (m, n, k) in parsed {
+                        let median = Int8Gemm.timeKernel(kernel, m: m, n: n, k: k, threads: threads, runs: runs)
+                        let rate = 2.0 * Double(m) * Double(n) * Double(k) / median
+                        let name = "int8-\(kernel.rawValue)"
+                        rows.append(["shape": "\(m)x\(n)x\(k)", "isa": name, "median_s": median, "gops": rate / 1e9])
+                        if !json {
+                            print(String(format: "%-18@ %-14@ %9.3f ms  %7.1f GOP/s", "\(m)x\(n)x\(k)", name, median * 1000, rate / 1e9)
+                                  + String(format: "  %5.1f%% of its int8 peak", 100 * rate / (kernel == .vnni ? peak : peakAVX2)))
                         }
                     }
-                    return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                }
-                _ = once()
-                let times = (0..<runs).map { _ in once() }.sorted()
-                let rate = 2.0 * Double(m) * Double(n) * Double(k) / times[times.count / 2]
-                rows.append(["shape": "\(m)x\(n)x\(k)", "isa": "int8-vnni", "median_s": times[times.count / 2], "gops": rate / 1e9])
-                if !json {
-                    print(String(format: "%-18@ int8      %9.3f ms  %7.1f GOP/s  %5.1f%% of the int8 peak", "\(m)x\(n)x\(k)",
-                                 times[times.count / 2] * 1000, rate / 1e9, peak > 0 ? 100 * rate / peak : 0))
                 }
             }
         }
