@@ -340,9 +340,10 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// Every operand and result f32, except operand `weight`, which may also be bf16, f16 or int8.
-    private func f32Except(weight: Int, _ x: [View], _ r: [View]) -> Bool {
+    private func f32Except(weight: Int, tables: [Int] = [], _ x: [View], _ r: [View]) -> Bool {
         r.allSatisfy { $0.dtype == .f32 } && x.enumerated().allSatisfy {
             $0.element.dtype == .f32 || ($0.offset == weight && [.bf16, .f16, .i8].contains($0.element.dtype))
+                || (tables.contains($0.offset) && $0.element.dtype == .i32)
         }
     }
 
@@ -406,7 +407,9 @@ public final class Executor: @unchecked Sendable {
             guard allF32, x[0].dims.count == 4 else { return false }
             TransposedConvolution.run(c, x: x[0], weight: x[1], bias: c.hasBias ? x[2] : nil, out: r[0], gemm: gemm, threads: threads)
         case .linear(let l):
-            guard f32Except(weight: 1, x, r) else { return false }
+            // Layout tables (i32) follow their offsets' operand index.
+            let tables = [l.inputOffsets, l.outputOffsets].compactMap { $0 }.flatMap { [$0, $0 + 1] }
+            guard f32Except(weight: 1, tables: tables, x, r) else { return false }
             let w = x[1].dims
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }

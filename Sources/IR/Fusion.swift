@@ -50,18 +50,41 @@ public struct ConvFusion: Hashable, Sendable {
     public var residualCount: Int { epilogue.filter { $0 == .addResidual }.count }
 }
 
-/// Operands: `x, weight, bias?, [norm scale, norm bias?], residuals...`.
+/// Operands: `x, weight, bias?, [norm scale, norm bias?], [input rows, input columns]?,
+/// [output rows, output columns]?, residuals...`.
+///
+/// Layouts (movement ops absorbed by the `linear-layout` pass): with `gathersInput`, element (r, j) of
+/// the `[rows, k]` matrix the linear multiplies is `x.flat[inputRows[r] + inputColumns[j]]` (i32
+/// tables, `rows = x.count / k`); with `outputShape`, the result (r, j) of the `[rows, n]` product
+/// goes to `out.flat[outputRows[r] + outputColumns[j]]` (a permutation) when `scattersOutput`, and
+/// the output has that shape. Epilogue steps apply in the output's layout.
 public struct LinearFusion: Hashable, Sendable {
     public var hasBias: Bool
     /// Layer norm over the last axis of x: epsilon and whether it has a bias.
     public var layerNorm: LayerNormPrologue?
     public var epilogue: [EpilogueOp]
-    public init(hasBias: Bool, layerNorm: LayerNormPrologue? = nil, epilogue: [EpilogueOp] = []) {
+    public var gathersInput: Bool
+    public var scattersOutput: Bool
+    /// The output's shape when a layout makes it differ from `x.dims.dropLast() + [n]`.
+    public var outputShape: [Int]?
+    public init(hasBias: Bool, layerNorm: LayerNormPrologue? = nil, epilogue: [EpilogueOp] = [], gathersInput: Bool = false,
+                scattersOutput: Bool = false, outputShape: [Int]? = nil) {
         self.hasBias = hasBias
         self.layerNorm = layerNorm
         self.epilogue = epilogue
+        self.gathersInput = gathersInput
+        self.scattersOutput = scattersOutput
+        self.outputShape = outputShape
     }
     public var residualCount: Int { epilogue.filter { $0 == .addResidual }.count }
+    /// Index of the first layer-norm operand (or where it would go).
+    public var normOperands: Int { 2 + (hasBias ? 1 : 0) }
+    /// Index of the input row table (then the input column table), if `gathersInput`.
+    public var inputTables: Int { normOperands + (layerNorm.map { $0.hasBias ? 2 : 1 } ?? 0) }
+    /// Index of the output row table (then the output column table), if `scattersOutput`.
+    public var outputTables: Int { inputTables + (gathersInput ? 2 : 0) }
+    /// Operands before the residuals.
+    public var operandCount: Int { outputTables + (scattersOutput ? 2 : 0) }
 }
 
 public struct LayerNormPrologue: Hashable, Sendable {

@@ -48,7 +48,8 @@ extension Op {
             if let p = f.prologue { t += " prologue=group_norm(\(p.groups),\(p.epsilon))" + (p.silu ? "+silu" : "") }
             return t + Op.epilogueText(f.epilogue)
         case .linearFused(let f):
-            return (f.layerNorm.map { "prologue=layer_norm(\($0.epsilon))" } ?? "") + Op.epilogueText(f.epilogue)
+            return (f.layerNorm.map { "prologue=layer_norm(\($0.epsilon))" } ?? "") + (f.gathersInput ? " gathers_input" : "")
+                + (f.scattersOutput ? " scatters_output" : "") + (f.outputShape.map { " output_shape=\(list($0))" } ?? "") + Op.epilogueText(f.epilogue)
         case .attention(let a):
             return "scale=\(a.scale)" + (a.scaleQueries ? " scale_queries" : "") + (a.keysTransposed ? " keys_transposed" : "") + " biases=\(a.biasCount)"
         case .geglu: return ""

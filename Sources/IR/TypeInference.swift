@@ -304,13 +304,33 @@ extension Op {
             for r in inputs.suffix(f.residualCount) where r != out { throw fail("residual \(r) does not match the output \(out)") }
             return [out]
         case .linearFused(let f):
-            let norm = f.layerNorm.map { $0.hasBias ? 2 : 1 } ?? 0
-            let count = 2 + (f.hasBias ? 1 : 0) + norm + f.residualCount
+            let count = f.operandCount + f.residualCount
             try arity(count...count)
-            let out = try Op.linear.inferTypes(Array(inputs[0..<(2 + (f.hasBias ? 1 : 0))]), node: node)[0]
+            let (x, w) = (inputs[0], inputs[1])
+            guard w.rank == 2 else { throw fail("linear weight must be [out, in], got \(w.shape)") }
+            let (n, k) = (w.dims[0], w.dims[1])
+            var out: TensorType
+            if f.gathersInput {
+                guard k > 0, x.count % k == 0 else { throw fail("gathered input \(x.shape) is not a whole number of rows of \(k)") }
+                let rows = x.count / k
+                for (t, len, what) in [(inputs[f.inputTables], rows, "row"), (inputs[f.inputTables + 1], k, "column")]
+                    where t.dtype != .i32 || t.dims != [len] { throw fail("input \(what) table must be i32 [\(len)], got \(t)") }
+                guard let shape = f.outputShape else { throw fail("a gathered linear states its output shape") }
+                out = TensorType(x.dtype, Shape(shape))
+                if f.hasBias, inputs[2].dims != [n] { throw fail("linear bias must be [\(n)], got \(inputs[2].shape)") }
+            } else {
+                out = try Op.linear.inferTypes(Array(inputs[0..<f.normOperands]), node: node)[0]
+                if let shape = f.outputShape { out = TensorType(out.dtype, Shape(shape)) }
+            }
+            let rows = x.count / max(k, 1)
+            guard out.count == rows * n else { throw fail("output shape \(out.shape) does not hold \(rows) × \(n) results") }
+            if f.scattersOutput {
+                guard f.outputShape != nil else { throw fail("a scattering linear states its output shape") }
+                for (t, len, what) in [(inputs[f.outputTables], rows, "row"), (inputs[f.outputTables + 1], n, "column")]
+                    where t.dtype != .i32 || t.dims != [len] { throw fail("output \(what) table must be i32 [\(len)], got \(t)") }
+            }
             if f.layerNorm != nil {
-                let k = inputs[0].dims.last!
-                for t in inputs[(2 + (f.hasBias ? 1 : 0))..<(2 + (f.hasBias ? 1 : 0) + norm)] where t.dims != [k] {
+                for t in inputs[f.normOperands..<f.inputTables] where t.dims != [k] {
                     throw fail("layer norm prologue parameters must be [\(k)], got \(t.shape)")
                 }
             }

@@ -36,10 +36,10 @@ public enum FusedLinear {
             }
         }
         let o = out.floats
-        if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
+        if let int8, k.inputOffsets == nil, k.outputOffsets == nil, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
             // The bias is added as the int32 sums are scaled back; the epilogue follows per tile of rows.
             Int8Linear.product(x: x.floats, rows: rows, weights: int8, bias: bias, out: o, kernel: kernel, threads: threads,
-                               prepare: lnScale == nil ? nil : { normalize($0, $1, $2) },
+                               prepare: lnScale == nil ? nil : { r0, count, dst in normalize(x.floats + r0 * kk, dst, count) },
                                finish: { r0, c0 in
                                    guard !epilogue.isEmpty else { return }
                                    for r in r0 { epilogue.apply(o + r * nOut + c0.lowerBound, count: c0.count, base: r * nOut + c0.lowerBound) }
@@ -57,6 +57,11 @@ public enum FusedLinear {
                 precondition(gemm.precision == .f32, "bf16 linear layers take packed weights")
                 gemm.sgemm(transposeB: true, m: rows, n: n, k: kk, a: a, lda: kk, b: weight.floats + c0 * kk, ldb: kk, c: out, ldc: nOut, scratch: scratch)
             }
+        }
+        if k.inputOffsets != nil || k.outputOffsets != nil {
+            runWithLayouts(k, x: x, rows: rows, k: kk, n: nOut, int8: int8, operands: operands, out: o, gemm: gemm, threads: threads,
+                           normalize: lnScale == nil ? nil : normalize, product: product)
+            return
         }
         if rows >= 2 * rowTile || nOut < 2 * columnTile {
             // Tiles of rows.
@@ -118,6 +123,122 @@ public enum FusedLinear {
                 product(input, rows: rows, columns: c0, n, o + c0, scratch)
                 finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
             }
+        }
+    }
+}
+
+extension FusedLinear {
+    /// Contiguous runs of a column offset table: (first column, its offset, length).
+    struct Run { var column: Int; var offset: Int; var length: Int }
+
+    static func runs(_ table: View) -> [Run] {
+        let c = table.pointer.assumingMemoryBound(to: Int32.self)
+        var result: [Run] = []
+        for j in 0..<table.count {
+            if let last = result.last, last.offset + last.length == Int(c[j]) { result[result.count - 1].length += 1 }
+            else { result.append(Run(column: j, offset: Int(c[j]), length: 1)) }
+        }
+        return result
+    }
+
+    /// A linear whose input rows are gathered through offset tables and/or whose results are
+    /// scattered through them (`LinearKernel.inputOffsets`, `.outputOffsets`): tiles of rows, each
+    /// gathered (runs of columns copied) and normalised into a buffer, multiplied into a buffer,
+    /// bias added, scattered run by run, and the epilogue applied at the destination (each run's
+    /// elements are consecutive there, so residuals are read at the right index).
+    static func runWithLayouts(_ k: LinearKernel, x: View, rows: Int, k kk: Int, n nOut: Int, int8: Int8WeightPanels?, operands: [View],
+                               out o: UnsafeMutablePointer<Float>, gemm: Gemm, threads: Int,
+                               normalize: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?,
+                               product: (UnsafePointer<Float>, Int, Int, Int, UnsafeMutablePointer<Float>, GemmScratch) -> Void) {
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let plain = ResolvedEpilogue([], operands: operands)
+        let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
+        let inRows = k.inputOffsets.map { UnsafePointer(operands[$0].pointer.assumingMemoryBound(to: Int32.self)) }
+        let inRuns = k.inputOffsets.map { runs(operands[$0 + 1]) } ?? []
+        let outRows = k.outputOffsets.map { UnsafePointer(operands[$0].pointer.assumingMemoryBound(to: Int32.self)) }
+        let outRuns = k.outputOffsets.map { runs(operands[$0 + 1]) } ?? []
+        let src = UnsafePointer(x.floats)
+        /// Rows r0..<r0+count of the matrix the linear multiplies, into `dst` (contiguous).
+        func fetch(_ r0: Int, _ count: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+            guard let inRows else {
+                if let normalize { normalize(src + r0 * kk, dst, count); return UnsafePointer(dst) }
+                return src + r0 * kk
+            }
+            for r in 0..<count {
+                let from = src + Int(inRows[r0 + r]), to = dst + r * kk
+                for run in inRuns { (to + run.column).update(from: from + run.offset, count: run.length) }
+            }
+            if let normalize { normalize(dst, dst, count) }
+            return UnsafePointer(dst)
+        }
+        /// Results of rows r0..<r0+count (contiguous in `tile`, bias not yet added) to the output.
+        func store(_ r0: Int, _ count: Int, _ tile: UnsafeMutablePointer<Float>) {
+            for r in 0..<count {
+                let row = tile + r * nOut
+                guard let outRows else {
+                    let i = (r0 + r) * nOut
+                    epilogue.apply(row, count: nOut, base: i, vectorBias: bias)
+                    continue
+                }
+                if bias != nil { plain.apply(row, count: nOut, base: 0, vectorBias: bias) }
+                let base = Int(outRows[r0 + r])
+                for run in outRuns {
+                    let d = base + run.offset
+                    (o + d).update(from: row + run.column, count: run.length)
+                    if !epilogue.isEmpty { epilogue.apply(o + d, count: run.length, base: d) }
+                }
+            }
+        }
+        let tile = min(FusedLinear.rowTile, max(1, (rows + 1) / 2))
+        let tiles = (rows + tile - 1) / tile
+        if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
+            // int8 × int8: rows quantised from the gathered (and normalised) buffer; results into a
+            // whole temporary, then stored tile by tile.
+            let shared = ScratchPool.shared.take()
+            defer { ScratchPool.shared.give(shared) }
+            let results = outRows == nil ? o : shared.floats(5, rows * nOut)
+            Int8Linear.product(x: src, rows: rows, weights: int8, bias: nil, out: results, kernel: kernel, threads: threads,
+                               prepare: inRows == nil && normalize == nil ? nil : { r0, count, dst in
+                                   let p = fetch(r0, count, dst)
+                                   if p != UnsafePointer(dst) { dst.update(from: p, count: count * kk) }
+                               },
+                               finish: { _, _ in })
+            Parallel.forRanges(tiles, threads: threads) { range in
+                for t in range {
+                    let r0 = t * tile, count = min(tile, rows - r0)
+                    if outRows == nil {
+                        for r in r0..<(r0 + count) { epilogue.apply(o + r * nOut, count: nOut, base: r * nOut, vectorBias: bias) }
+                    } else {
+                        store(r0, count, results + r0 * nOut)
+                    }
+                }
+            }
+            return
+        }
+        if rows < 2 * FusedLinear.rowTile && nOut >= 2 * FusedLinear.columnTile {
+            // Few rows: gathered once, then tiles of output features (each thread reads only its part
+            // of the weights), then stored.
+            let shared = ScratchPool.shared.take()
+            defer { ScratchPool.shared.give(shared) }
+            let a = fetch(0, rows, shared.floats(5, rows * kk))
+            let results = outRows == nil ? o : shared.floats(6, rows * nOut)
+            let columnTiles = (nOut + FusedLinear.columnTile - 1) / FusedLinear.columnTile
+            Tiling.run(columnTiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+                let c0 = t * FusedLinear.columnTile
+                product(a, rows, c0, min(FusedLinear.columnTile, nOut - c0), results + c0, worker.gemm)
+            }
+            Parallel.forRanges(tiles, threads: threads) { range in
+                for t in range { store(t * tile, min(tile, rows - t * tile), results + t * tile * nOut) }
+            }
+            return
+        }
+        Tiling.run(tiles, threads: threads, setup: { () -> WorkerScratch in ScratchPool.shared.take() },
+                   cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+            let r0 = t * tile, count = min(tile, rows - r0)
+            let a = fetch(r0, count, worker.floats(0, count * kk))
+            let results = outRows == nil ? o + r0 * nOut : worker.floats(1, count * nOut)
+            product(a, count, 0, nOut, results, worker.gemm)
+            store(r0, count, results)
         }
     }
 }

@@ -139,7 +139,7 @@ public enum Int8Linear {
     /// `out[rows, n] = x[rows, k] · Wᵀ + bias` (then `finish` for the epilogue per tile of rows).
     static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>,
                         kernel: Int8Gemm.Kernel, threads: Int,
-                        prepare: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?,
+                        prepare: ((Int, Int, UnsafeMutablePointer<Float>) -> Void)?,
                         finish: (Range<Int>, Range<Int>) -> Void) {
         let (mr, nr, k, n, steps) = (Int8Gemm.mr, Int8Gemm.nr, w.k, w.n, w.steps)
         let panels = (rows + mr - 1) / mr
@@ -159,9 +159,10 @@ public enum Int8Linear {
                 let r0 = c * rowTile, count = min(rowTile, rows - r0)
                 var src = x + r0 * k
                 if let prepare {
-                    let normalized = worker.floats(4, count * k)
-                    prepare(src, normalized, count)
-                    src = UnsafePointer(normalized)
+                    // The rows as the linear reads them (normalised, gathered through a layout).
+                    let prepared = worker.floats(4, count * k)
+                    prepare(r0, count, prepared)
+                    src = UnsafePointer(prepared)
                 }
                 quantizeRows(src, rows: count, k: k, into: a + c * chunk * steps * mr * word, wide: word == 8, rowScales: rowScales + r0, row8: row8)
             }

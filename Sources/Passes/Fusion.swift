@@ -1,4 +1,5 @@
 import IR
+import ReferenceKernels
 import Tensors
 
 /// Fusion rules. Each is legality first (the absorbed intermediates have one consumer, are not graph
@@ -129,11 +130,26 @@ enum Fusion {
         let uses = Uses(g)
         for i in g.nodes.indices {
             let n = g.nodes[i]
-            guard n.op == .linear, uses.absorbable(n.inputs[0]), let (_, ln) = g.producerNode(n.inputs[0]),
+            // A plain linear, or one that reads its rows through a layout (whole rows of the norm's axis).
+            var fusion = LinearFusion(hasBias: n.inputs.count == 3)
+            if case .linearFused(let f) = n.op {
+                guard f.layerNorm == nil, f.epilogue.isEmpty else { continue }
+                if f.gathersInput {
+                    guard let rows = g.values[n.inputs[f.inputTables]].constant, let columns = g.values[n.inputs[f.inputTables + 1]].constant,
+                          columns.withElements(as: Int32.self, { Array($0) }) == Array(0..<Int32(columns.count)),
+                          rows.withElements(as: Int32.self, { $0.allSatisfy { Int($0) % columns.count == 0 } }) else { continue }
+                }
+                fusion = f
+            } else if n.op != .linear {
+                continue
+            }
+            guard uses.absorbable(n.inputs[0]), let (_, ln) = g.producerNode(n.inputs[0]),
                   case .layerNorm(let axis, let eps) = ln.op, axis == -1 || axis == g.type(ln.inputs[0]).rank - 1,
+                  g.type(ln.inputs[0]).dims.last == g.type(n.inputs[1]).dims.last,
                   ln.inputs.dropFirst().allSatisfy({ g.type($0).rank == 1 }), isF32(g, [ln.inputs[0]]) else { continue }
-            let fusion = LinearFusion(hasBias: n.inputs.count == 3, layerNorm: LayerNormPrologue(epsilon: eps, hasBias: ln.inputs.count == 3))
-            g.nodes[i] = Node(op: .linearFused(fusion), inputs: [ln.inputs[0]] + n.inputs.dropFirst() + ln.inputs.dropFirst(), outputs: n.outputs, name: n.name)
+            fusion.layerNorm = LayerNormPrologue(epsilon: eps, hasBias: ln.inputs.count == 3)
+            g.nodes[i] = Node(op: .linearFused(fusion), inputs: [ln.inputs[0]] + n.inputs[1..<fusion.normOperands] + ln.inputs.dropFirst()
+                                  + n.inputs[fusion.normOperands...], outputs: n.outputs, name: n.name)
             changes += 1
         }
         g = g.withoutDeadNodes()
@@ -191,6 +207,9 @@ enum Fusion {
                 let f = LinearFusion(hasBias: p.inputs.count == 3, epilogue: [step])
                 g.nodes[i] = Node(op: .linearFused(f), inputs: p.inputs + extra, outputs: n.outputs, name: p.name)
             case .linearFused(var f):
+                // A scattered output takes epilogue steps only when its rows stay contiguous.
+                if f.scattersOutput, let c = g.values[p.inputs[f.outputTables + 1]].constant,
+                   c.withElements(as: Int32.self, { Array($0) }) != Array(0..<Int32(c.count)) { continue }
                 f.epilogue.append(step)
                 g.nodes[i] = Node(op: .linearFused(f), inputs: p.inputs + extra, outputs: n.outputs, name: p.name)
             default: continue
@@ -264,5 +283,226 @@ enum Layout {
         }
         g = g.withoutDeadNodes()
         return changes
+    }
+}
+
+// MARK: movement into linear layers
+
+extension Layout {
+    /// Columns must come in contiguous runs at least this long (or be all contiguous) for a layout
+    /// to be read or written in place: shorter runs (a channels-first transpose) are cheaper as the
+    /// blocked transpose kernel.
+    static let minimumRun = 16
+
+    /// Movement chains (reshape, transpose, slice, concat: shifted windows, head splits and merges)
+    /// between a linear and its input, or its output and the next compute op, read or written
+    /// through row and column offset tables when the chain only moves whole runs of columns.
+    static let movementIntoLinear = Pass(name: "linear-layout",
+                                         summary: "window, roll and head transposes around linears read and written in place") { g, _ in
+        var changes = 0
+        var i = 0
+        while i < g.nodes.count {
+            defer { i += 1 }
+            let n = g.nodes[i]
+            var f: LinearFusion
+            switch n.op {
+            case .linear: f = LinearFusion(hasBias: n.inputs.count == 3)
+            case .linearFused(let lf): f = lf
+            default: continue
+            }
+            guard !f.gathersInput, !f.scattersOutput, g.type(n.inputs[1]).rank == 2, Fusion.isF32(g, [n.inputs[0], n.outputs[0]]) else { continue }
+            let users = g.users()
+            let (nOut, k) = (g.type(n.inputs[1]).dims[0], g.type(n.inputs[1]).dims[1])
+            let rows = g.type(n.inputs[0]).count / max(k, 1)
+            var inputs = Array(n.inputs[0..<f.inputTables])
+            var source = n.inputs[0]
+            var inputTables: [ValueID] = []
+            if f.layerNorm == nil, let chain = movementChain(g, users, to: n.inputs[0], consumer: i) {
+                for (candidate, nodes) in chain.reversed() {
+                    guard let offsets = offsetsThrough(g, nodes, from: candidate, to: n.inputs[0]),
+                          let (r, c) = separable(offsets, rows: rows, columns: k), !isIdentity(r, c, columns: k), minimumRunLength(c) >= min(minimumRun, k)
+                    else { continue }
+                    source = candidate
+                    inputTables = [g.addConstant(int32Tensor(r), name: n.name + ":input_rows"), g.addConstant(int32Tensor(c), name: n.name + ":input_columns")]
+                    break
+                }
+            }
+            inputs[0] = source
+            var outputTables: [ValueID] = []
+            var sink = n.outputs[0], sinkNode = i
+            if f.residualCount == 0 {
+                for (candidate, producer, nodes) in outputChain(g, users, from: n.outputs[0]).reversed() {
+                    guard let offsets = offsetsThrough(g, nodes, from: n.outputs[0], to: candidate),
+                          let destination = inverse(offsets),
+                          let (r, c) = separable(destination, rows: rows, columns: nOut), !isIdentity(r, c, columns: nOut),
+                          minimumRunLength(c) >= min(minimumRun, nOut), f.epilogue.isEmpty || c == Array(0..<Int32(nOut))
+                    else { continue }
+                    (sink, sinkNode) = (candidate, producer)
+                    outputTables = [g.addConstant(int32Tensor(r), name: n.name + ":output_rows"), g.addConstant(int32Tensor(c), name: n.name + ":output_columns")]
+                    break
+                }
+            }
+            guard !inputTables.isEmpty || !outputTables.isEmpty else { continue }
+            f.gathersInput = !inputTables.isEmpty
+            f.scattersOutput = !outputTables.isEmpty
+            f.outputShape = g.type(sink).dims
+            g.nodes[sinkNode] = Node(op: .linearFused(f), inputs: inputs + inputTables + outputTables + n.inputs[f.inputTables...],
+                                     outputs: [sink], name: n.name)
+            changes += 1
+        }
+        g = g.withoutDeadNodes()
+        return changes
+    }
+
+    static func isMovement(_ op: Op) -> Bool {
+        switch op {
+        case .reshape, .transpose, .slice, .concat: return true
+        default: return false
+        }
+    }
+
+    /// Candidate sources of the movement chain ending at `value` (read by node `consumer`), nearest
+    /// first, each with the chain's nodes: every value strictly inside is read only by the chain.
+    static func movementChain(_ g: Graph, _ users: [[Int]], to value: ValueID, consumer: Int) -> [(ValueID, [Int])]? {
+        let outputs = Set(g.outputs.map(\.value))
+        var chain: Set<Int> = [consumer]
+        var current = value
+        var result: [(ValueID, [Int])] = []
+        func onlyChain(_ v: ValueID) -> Bool { !outputs.contains(v) && users[v].allSatisfy { chain.contains($0) } }
+        while onlyChain(current), let (pi, p) = g.producerNode(current), isMovement(p.op), p.outputs.count == 1 {
+            if p.inputs.count == 1 {
+                chain.insert(pi)
+                current = p.inputs[0]
+            } else if case .concat = p.op {
+                // A roll: slices of one value, concatenated.
+                let parts = p.inputs.compactMap { g.producerNode($0) }
+                guard parts.count == p.inputs.count, parts.allSatisfy({ isMovement($0.node.op) && $0.node.inputs.count == 1 }),
+                      Set(parts.map { $0.node.inputs[0] }).count == 1 else { break }
+                chain.insert(pi)
+                for part in parts { chain.insert(part.index) }
+                guard p.inputs.allSatisfy(onlyChain) else { break }
+                current = parts[0].node.inputs[0]
+            } else {
+                break
+            }
+            result.append((current, chain.subtracting([consumer]).sorted()))
+        }
+        return result.isEmpty ? nil : result
+    }
+
+    /// Candidate sinks of movement chains starting at the linear's output `value`, nearest first:
+    /// (sink value, its producing node, the chain's nodes).
+    static func outputChain(_ g: Graph, _ users: [[Int]], from value: ValueID) -> [(ValueID, Int, [Int])] {
+        let outputs = Set(g.outputs.map(\.value))
+        var chain: [Int] = []
+        var current = value
+        var result: [(ValueID, Int, [Int])] = []
+        while !outputs.contains(current) {
+            let readers = users[current]
+            guard !readers.isEmpty, readers.allSatisfy({ isMovement(g.nodes[$0].op) && g.nodes[$0].outputs.count == 1 && g.nodes[$0].inputs.count == 1 }) else { break }
+            if readers.count == 1 {
+                chain.append(readers[0])
+                current = g.nodes[readers[0]].outputs[0]
+            } else {
+                // A roll: slices of `current` whose outputs only feed one concat of exactly them.
+                let parts = readers.map { g.nodes[$0].outputs[0] }
+                guard parts.allSatisfy({ users[$0].count == 1 && !outputs.contains($0) }), Set(parts.map { users[$0][0] }).count == 1 else { break }
+                let join = users[parts[0]][0]
+                guard case .concat = g.nodes[join].op, Set(g.nodes[join].inputs) == Set(parts), g.nodes[join].inputs.count == parts.count else { break }
+                chain += readers + [join]
+                current = g.nodes[join].outputs[0]
+            }
+            result.append((current, chain.last!, chain.sorted()))
+        }
+        return result
+    }
+
+    /// The flat offsets into `from` of the elements of `to`: the chain's nodes (graph order) applied
+    /// to the indices of `from` (movement only: reshape, transpose, slice, concat). Nil for a chain of
+    /// reshapes alone (nothing moves) or a node of another kind.
+    static func offsetsThrough(_ g: Graph, _ nodes: [Int], from: ValueID, to: ValueID) -> [Int32]? {
+        let count = g.type(from).count
+        guard count < Int(Int32.max), nodes.contains(where: { if case .reshape = g.nodes[$0].op { return false }; return true }) else { return nil }
+        var env: [ValueID: [Int32]] = [from: (0..<Int32(count)).map { $0 }]
+        for ni in nodes {
+            let node = g.nodes[ni]
+            guard node.outputs.count == 1, let first = env[node.inputs[0]] else { return nil }
+            let inDims = g.type(node.inputs[0]).dims, outDims = g.type(node.outputs[0]).dims
+            var strides = [Int](repeating: 1, count: inDims.count)
+            for d in stride(from: inDims.count - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * inDims[d + 1] }
+            switch node.op {
+            case .reshape: env[node.outputs[0]] = first
+            case .transpose(let perm): env[node.outputs[0]] = strided(first, outDims, base: 0, perm.map { strides[$0] })
+            case .slice(let spec):
+                let base = zip(spec.starts, strides).reduce(0) { $0 + $1.0 * $1.1 }
+                env[node.outputs[0]] = strided(first, outDims, base: base, zip(spec.steps, strides).map { $0 * $1 })
+            case .concat(let axis):
+                let a = axis < 0 ? axis + outDims.count : axis
+                let outer = outDims[..<a].reduce(1, *)
+                var parts: [[Int32]] = []
+                for v in node.inputs { guard let t = env[v] else { return nil }; parts.append(t) }
+                let inner = node.inputs.map { g.type($0).dims[a...].reduce(1, *) }
+                var out: [Int32] = []
+                out.reserveCapacity(outDims.reduce(1, *))
+                for o in 0..<outer { for (p, size) in zip(parts, inner) { out.append(contentsOf: p[(o * size)..<((o + 1) * size)]) } }
+                env[node.outputs[0]] = out
+            default: return nil
+            }
+        }
+        return env[to]
+    }
+
+    /// `out[i] = x[base + Σ index(i)[a] · strides[a]]` over `dims`.
+    static func strided(_ x: [Int32], _ dims: [Int], base: Int, _ strides: [Int]) -> [Int32] {
+        let offsets = Reference.stridedOffsets(dims, base: base, strides: strides)
+        return x.withUnsafeBufferPointer { src in offsets.map { src[$0] } }
+    }
+
+    /// Where each source index went: `destination[source] = position`, if `offsets` is a permutation.
+    static func inverse(_ offsets: [Int32]) -> [Int32]? {
+        var d = [Int32](repeating: -1, count: offsets.count)
+        let ok = offsets.withUnsafeBufferPointer { src in
+            d.withUnsafeMutableBufferPointer { dst in
+                for p in 0..<src.count {
+                    let s = Int(src[p])
+                    guard s >= 0, s < dst.count, dst[s] < 0 else { return false }
+                    dst[s] = Int32(p)
+                }
+                return true
+            }
+        }
+        return ok ? d : nil
+    }
+
+    /// `offsets[r·columns + j] = rows[r] + cols[j]` for all r, j (with `cols[0] = 0`), if so.
+    static func separable(_ offsets: [Int32], rows: Int, columns: Int) -> ([Int32], [Int32])? {
+        guard rows * columns == offsets.count, rows > 0, columns > 0 else { return nil }
+        return offsets.withUnsafeBufferPointer { o -> ([Int32], [Int32])? in
+            let r = (0..<rows).map { o[$0 * columns] }, c = (0..<columns).map { o[$0] - o[0] }
+            for i in 0..<rows {
+                let row = r[i]
+                for j in 0..<columns where o[i * columns + j] != row + c[j] { return nil }
+            }
+            return (r, c)
+        }
+    }
+
+    static func isIdentity(_ r: [Int32], _ c: [Int32], columns: Int) -> Bool {
+        c == Array(0..<Int32(columns)) && r == (0..<r.count).map { Int32($0 * columns) }
+    }
+
+    /// The shortest run of consecutive offsets in a column table.
+    static func minimumRunLength(_ c: [Int32]) -> Int {
+        var shortest = Int.max, run = 1
+        for j in 1..<max(c.count, 1) {
+            if c[j] == c[j - 1] + 1 { run += 1 } else { shortest = min(shortest, run); run = 1 }
+        }
+        return min(shortest, run)
+    }
+
+    static func int32Tensor(_ values: [Int32]) -> Tensor {
+        let t = Tensor.zeros(.i32, Shape([values.count]))
+        values.withUnsafeBytes { t.storage.mutableBytes!.copyMemory(from: $0) }
+        return t
     }
 }

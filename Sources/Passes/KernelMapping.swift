@@ -36,13 +36,13 @@ extension Lowering {
                                                         outputPadding: c.outputPadding, hasBias: n.inputs.count == 3))
         case .linear: return .linear(LinearKernel(hasBias: n.inputs.count == 3))
         case .linearFused(let f):
-            var k = 2 + (f.hasBias ? 1 : 0)
             var prologue: Plan.LayerNormPrologue?
             if let ln = f.layerNorm {
+                let k = f.normOperands
                 prologue = Plan.LayerNormPrologue(epsilon: ln.epsilon, scaleOperand: k, biasOperand: ln.hasBias ? k + 1 : nil)
-                k += ln.hasBias ? 2 : 1
             }
-            return .linear(LinearKernel(hasBias: f.hasBias, prologue: prologue, epilogue: epilogue(f.epilogue, firstResidual: k)))
+            return .linear(LinearKernel(hasBias: f.hasBias, prologue: prologue, epilogue: epilogue(f.epilogue, firstResidual: f.operandCount),
+                                        inputOffsets: f.gathersInput ? f.inputTables : nil, outputOffsets: f.scattersOutput ? f.outputTables : nil))
         case .matmul: return .matmul(MatmulKernel())
         case .matmulTransposed(let a, let b): return .matmul(MatmulKernel(transposeA: a, transposeB: b))
         case .attention(let a):

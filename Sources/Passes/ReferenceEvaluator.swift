@@ -90,13 +90,20 @@ public struct ReferenceEvaluator: ConstantEvaluator {
             return [Self.epilogue(y, f.epilogue, residuals: Array(inputs[k...]))]
         case .linearFused(let f):
             var x = inputs[0]
-            var k = 2 + (f.hasBias ? 1 : 0)
-            if let ln = f.layerNorm {
-                x = Reference.layerNorm(x, inputs[k], ln.hasBias ? inputs[k + 1] : nil, axis: -1, epsilon: Double(ln.epsilon))
-                k += ln.hasBias ? 2 : 1
+            if f.gathersInput {
+                x = Reference.gatherLayout(x, rows: inputs[f.inputTables], columns: inputs[f.inputTables + 1])
             }
-            let y = Reference.linear(x, inputs[1], f.hasBias ? inputs[2] : nil)
-            return [Self.epilogue(y, f.epilogue, residuals: Array(inputs[k...]))]
+            if let ln = f.layerNorm {
+                let at = f.normOperands
+                x = Reference.layerNorm(x, inputs[at], ln.hasBias ? inputs[at + 1] : nil, axis: -1, epsilon: Double(ln.epsilon))
+            }
+            var y = Reference.linear(x, inputs[1], f.hasBias ? inputs[2] : nil)
+            if f.scattersOutput {
+                y = Reference.scatterLayout(y, rows: inputs[f.outputTables], columns: inputs[f.outputTables + 1], shape: Shape(f.outputShape!))
+            } else if let shape = f.outputShape {
+                y = Reference.reshape(y, to: Shape(shape))
+            }
+            return [Self.epilogue(y, f.epilogue, residuals: Array(inputs[f.operandCount...]))]
         case .attention(let a):
             var q = inputs[0], k = inputs[1]
             if !a.keysTransposed {

@@ -122,10 +122,18 @@ public struct LinearKernel: Codable, Sendable, Equatable {
     public var hasBias: Bool
     public var prologue: LayerNormPrologue?
     public var epilogue: [EpilogueStep]
-    public init(hasBias: Bool, prologue: LayerNormPrologue? = nil, epilogue: [EpilogueStep] = []) {
+    /// Operand index of the input's row offsets (i32 `[rows]`; the column offsets, i32 `[k]`, follow):
+    /// the matrix's element (r, j) is the input's flat element `rows[r] + columns[j]`.
+    public var inputOffsets: Int?
+    /// Operand index of the output's row offsets (i32 `[rows]`; column offsets `[n]` follow): result
+    /// (r, j) is stored at the output's flat element `rows[r] + columns[j]`.
+    public var outputOffsets: Int?
+    public init(hasBias: Bool, prologue: LayerNormPrologue? = nil, epilogue: [EpilogueStep] = [], inputOffsets: Int? = nil, outputOffsets: Int? = nil) {
         self.hasBias = hasBias
         self.prologue = prologue
         self.epilogue = epilogue
+        self.inputOffsets = inputOffsets
+        self.outputOffsets = outputOffsets
     }
 }
 

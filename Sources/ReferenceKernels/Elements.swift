@@ -36,19 +36,25 @@ extension Reference {
         let rank = out.count
         let padded = [Int](repeating: 1, count: rank - input.count) + input
         let inStrides = strides(padded)
-        let effective = (0..<rank).map { padded[$0] == 1 ? 0 : inStrides[$0] }
-        let n = out.reduce(1, *)
+        return stridedOffsets(out, strides: (0..<rank).map { padded[$0] == 1 ? 0 : inStrides[$0] })
+    }
+
+    /// For each index of `dims` (row-major), `base + Σ index[a] · strides[a]`: the flat offsets of a
+    /// strided view (a transpose, a slice, a broadcast).
+    public static func stridedOffsets(_ dims: [Int], base: Int = 0, strides: [Int]) -> [Int] {
+        let rank = dims.count
+        let n = dims.reduce(1, *)
         var result = [Int](repeating: 0, count: n)
         var index = [Int](repeating: 0, count: rank)
-        var offset = 0
+        var offset = base
         for i in 0..<n {
             result[i] = offset
             var d = rank - 1
             while d >= 0 {
                 index[d] += 1
-                offset += effective[d]
-                if index[d] < out[d] { break }
-                offset -= effective[d] * out[d]
+                offset += strides[d]
+                if index[d] < dims[d] { break }
+                offset -= strides[d] * dims[d]
                 index[d] = 0
                 d -= 1
             }

@@ -1,6 +1,26 @@
 import Tensors
 
 extension Reference {
+    /// A layout's flat offsets: `rows[r] + columns[j]` in row-major (r, j) order (i32 tables).
+    public static func layoutOffsets(rows: Tensor, columns: Tensor) -> [Int] {
+        let r = rows.converted(to: .i64).withElements(as: Int64.self) { Array($0) }, c = columns.converted(to: .i64).withElements(as: Int64.self) { Array($0) }
+        return r.flatMap { a in c.map { Int(a + $0) } }
+    }
+
+    /// `[rows, k]` whose element (r, j) is `x`'s flat element `rows[r] + columns[j]` (a linear's gathered input).
+    public static func gatherLayout(_ x: Tensor, rows: Tensor, columns: Tensor) -> Tensor {
+        gather(x, sources: layoutOffsets(rows: rows, columns: columns), outShape: Shape([rows.count, columns.count]))
+    }
+
+    /// `shape`-shaped, with `y [rows, n]`'s element (r, j) at flat `rows[r] + columns[j]` (a permutation).
+    public static func scatterLayout(_ y: Tensor, rows: Tensor, columns: Tensor, shape: Shape) -> Tensor {
+        let size = y.dtype.byteSize
+        let out = Tensor.zeros(y.dtype, shape)
+        let dst = out.storage.mutableBytes!.baseAddress!, src = y.bytes.baseAddress!
+        for (i, d) in layoutOffsets(rows: rows, columns: columns).enumerated() { (dst + d * size).copyMemory(from: src + i * size, byteCount: size) }
+        return out
+    }
+
     /// Copies element `source[i]` (flat index into `x`) to each output position: data movement
     /// for every dtype, byte for byte.
     static func gather(_ x: Tensor, sources: [Int], outShape: Shape) -> Tensor {

@@ -34,8 +34,11 @@ extension Reference {
             return [convTranspose2d(x[0], x[1], c.hasBias ? x[2] : nil, strides: c.strides, pads: c.pads, dilations: c.dilations, groups: c.groups, outShape: out!.1)]
         case .linear(let l):
             var input = x[0]
+            if let i = l.inputOffsets { input = gatherLayout(input, rows: x[i], columns: x[i + 1]) }
             if let p = l.prologue { input = layerNorm(input, x[p.scaleOperand], p.biasOperand.map { x[$0] }, axis: -1, epsilon: Double(p.epsilon)) }
-            return [epilogue(linear(input, x[1], l.hasBias ? x[2] : nil), l.epilogue)]
+            var y = linear(input, x[1], l.hasBias ? x[2] : nil)
+            if let o = l.outputOffsets { y = scatterLayout(y, rows: x[o], columns: x[o + 1], shape: out!.1) } else if y.shape != out!.1 { y = reshape(y, to: out!.1) }
+            return [epilogue(y, l.epilogue)]
         case .matmul(let m):
             return [matmul(m.transposeA ? swapLast(x[0]) : x[0], m.transposeB ? swapLast(x[1]) : x[1], outShape: out!.1)]
         case .attention(let a):

@@ -165,4 +165,73 @@ import Testing
             return (bn, c)
         }, fusedOp: "conv", absorbed: "batch_norm")
     }
+
+    /// A shifted window's roll (slices + concat) and window partition (reshape, transpose) between a
+    /// layer norm and a linear: the linear reads its rows through offset tables and takes the norm.
+    static func windows(_ b: inout Builder) throws -> (ValueID, ValueID) {
+        let x = b.input("x", [1, 64, 16])
+        let ln = try b.op(.layerNorm(axis: -1, epsilon: 1e-5), [x, b.constant([16], offset: 1), b.constant([16])])
+        var y = try b.op(.reshape([1, 8, 8, 16]), [ln])
+        for axis in [1, 2] {
+            var (lo, hi) = ([0, 0, 0, 0], [1, 8, 8, 16])
+            lo[axis] = 2
+            let tail = try b.op(.slice(SliceSpec(starts: lo, ends: hi, steps: [1, 1, 1, 1])), [y])
+            (lo[axis], hi[axis]) = (0, 2)
+            let head = try b.op(.slice(SliceSpec(starts: lo, ends: hi, steps: [1, 1, 1, 1])), [y])
+            y = try b.op(.concat(axis: axis), [tail, head])
+        }
+        let t = try b.op(.transpose([0, 1, 3, 2, 4, 5]), [b.op(.reshape([1, 2, 4, 2, 4, 16]), [y])])
+        return (try b.op(.linear, [b.op(.reshape([4, 16, 16]), [t]), b.constant([48, 16]), b.constant([48])]), t)
+    }
+
+    @Test func windowsAndRollIntoLinear() throws {
+        try Self.check("linear-layout (input)", { b in try Self.windows(&b) }, fusedOp: "linear_fused", absorbed: "transpose")
+        let (_, after) = try Self.run({ b in try Self.windows(&b) }, .fires)
+        #expect(after.nodes.map(\.op.name) == ["linear_fused"], "\(after.nodes.map(\.op.name))")
+        guard case .linearFused(let f) = after.nodes.last!.op else { Issue.record("not fused"); return }
+        #expect(f.gathersInput && !f.scattersOutput && f.layerNorm != nil && f.outputShape == [4, 16, 48])
+    }
+
+    /// Windows back to the grid, the roll undone, then the residual: the linear writes its rows
+    /// through offset tables and adds the residual as it writes (not when its own result is needed).
+    static func windowsBack(_ b: inout Builder) throws -> (ValueID, ValueID) {
+        let a = b.input("a", [4, 16, 16]), r = b.input("r", [1, 64, 16])
+        let p = try b.op(.linear, [a, b.constant([16, 16]), b.constant([16])])
+        let t = try b.op(.transpose([0, 1, 3, 2, 4, 5]), [b.op(.reshape([1, 2, 2, 4, 4, 16]), [p])])
+        var y = try b.op(.reshape([1, 8, 8, 16]), [t])
+        for axis in [1, 2] {
+            var (lo, hi) = ([0, 0, 0, 0], [1, 8, 8, 16])
+            lo[axis] = 6
+            let tail = try b.op(.slice(SliceSpec(starts: lo, ends: hi, steps: [1, 1, 1, 1])), [y])
+            (lo[axis], hi[axis]) = (0, 6)
+            let head = try b.op(.slice(SliceSpec(starts: lo, ends: hi, steps: [1, 1, 1, 1])), [y])
+            y = try b.op(.concat(axis: axis), [tail, head])
+        }
+        return (try b.op(.binary(.add), [r, b.op(.reshape([1, 64, 16]), [y])]), p)
+    }
+
+    @Test func windowsBackOutOfLinear() throws {
+        try Self.check("linear-layout (output)", { b in try Self.windowsBack(&b) }, fusedOp: "linear_fused", absorbed: "transpose")
+        let (_, after) = try Self.run({ b in try Self.windowsBack(&b) }, .fires)
+        #expect(after.nodes.map(\.op.name) == ["linear_fused"], "\(after.nodes.map(\.op.name))")
+        guard case .linearFused(let f) = after.nodes.last!.op else { Issue.record("not fused"); return }
+        #expect(!f.gathersInput && f.scattersOutput && f.epilogue == [.addResidual] && f.outputShape == [1, 64, 16])
+    }
+
+    /// A head split after a linear (runs of 16 columns) is written in place; a channels-first
+    /// transpose before one (runs of one column) stays a transpose.
+    @Test func headSplitOutOfLinearButNotChannelsFirst() throws {
+        try Self.check("linear-layout (heads)", { b in
+            let x = b.input("x", [2, 5, 32])
+            let q = try b.op(.linear, [x, b.constant([32, 32])])
+            let t = try b.op(.transpose([0, 2, 1, 3]), [b.op(.reshape([2, 5, 2, 16]), [q])])
+            return (try b.op(.unary(.neg), [t]), q)
+        }, fusedOp: "linear_fused", absorbed: "transpose")
+        let (_, after) = try Self.run({ b in
+            let x = b.input("x", [1, 32, 4, 4])
+            let t = try b.op(.transpose([0, 2, 1]), [b.op(.reshape([1, 32, 16]), [x])])
+            return (try b.op(.linear, [t, b.constant([8, 32])]), t)
+        }, .fires)
+        #expect(after.nodes.map(\.op.name).contains("transpose"), "\(after.nodes.map(\.op.name))")
+    }
 }

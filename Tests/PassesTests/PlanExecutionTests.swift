@@ -98,7 +98,8 @@ import TestSupport
     }
 
     /// Calibration's per-layer comparison (`RunOptions.shadow`): every layer with an int8 weight is
-    /// reported once, with an error that is neither zero nor large (int8 per channel: 35–60 dB);
+    /// reported once, with an error that is neither zero nor large (int8 per channel: 35–70 dB; a layer
+    /// with a fused residual add reports against its sum, hence the higher end);
     /// f32 layers (the model's exclusions) are not reported; the run's own outputs are unchanged.
     @Test func shadowRunReportsEachQuantisedLayer() throws {
         let f = try FixtureNetwork.load(0)
@@ -125,7 +126,7 @@ import TestSupport
         #expect(Set(sink.rows.map(\.1)) == Set(quantised.map(\.name)))
         for (_, name, noise, signal) in sink.rows {
             let snr = 10 * log10(signal / noise)
-            #expect(snr > 35 && snr < 60, "\(name): SNR \(snr) dB")
+            #expect(snr > 35 && snr < 70, "\(name): SNR \(snr) dB")
         }
     }
 

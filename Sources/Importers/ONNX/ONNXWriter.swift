@@ -399,6 +399,9 @@ public enum ONNXWriter {
                                                                                  ("dilations", .ints(c.dilations)), ("group", .int(c.groups))], name: n.name + "_conv")
                 epilogue(y, f.epilogue, residuals: Array(ins[k...]), out: outs[0], name: n.name)
             case .linearFused(let f):
+                guard !f.gathersInput, !f.scattersOutput, f.outputShape == nil else {
+                    throw IRError(node: n.name, "a linear with an absorbed layout (the `linear-layout` pass) has no ONNX form: write the graph before the passes")
+                }
                 var input = x
                 var k = 2 + (f.hasBias ? 1 : 0)
                 if let ln = f.layerNorm {
