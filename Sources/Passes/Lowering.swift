@@ -169,11 +169,29 @@ public struct Lowering {
             while group[x] != r { let next = group[x]; group[x] = r; x = next }
             return r
         }
+        // Byte offsets of aliases inside their group's buffer: a split along an axis with nothing
+        // outside it gives views of its input's bytes (when every part starts 64-byte aligned).
+        var aliasOffset: [ValueID: Int] = [:]
         var lowered: [(node: Node, kernel: Kernel)] = []
         for n in g.nodes {
             if case .reshape = n.op, !g.values[n.inputs[0]].isConstant {
                 group[find(n.outputs[0])] = find(n.inputs[0])
+                aliasOffset[n.outputs[0]] = aliasOffset[n.inputs[0]]
                 continue
+            }
+            if case .split(let axis, let sizes) = n.op, !g.values[n.inputs[0]].isConstant {
+                let t = g.type(n.inputs[0])
+                let a = axis < 0 ? axis + t.rank : axis
+                let inner = t.dims[(a + 1)...].reduce(1, *) * t.dtype.byteSize
+                let starts = sizes.indices.map { sizes[..<$0].reduce(0, +) * inner }
+                if t.dims[..<a].allSatisfy({ $0 == 1 }), starts.allSatisfy({ $0 % MemoryPlanner.alignment == 0 }),
+                   (aliasOffset[n.inputs[0]] ?? 0) % MemoryPlanner.alignment == 0 {
+                    for (v, start) in zip(n.outputs, starts) {
+                        group[find(v)] = find(n.inputs[0])
+                        aliasOffset[v] = (aliasOffset[n.inputs[0]] ?? 0) + start
+                    }
+                    continue
+                }
             }
             lowered.append((n, try Self.kernel(n, g)))
         }
@@ -210,7 +228,8 @@ public struct Lowering {
             let ot = g.type(out)
             for v in l.node.inputs where !g.values[v].isConstant && constants[v] == nil {
                 let r = find(v)
-                guard !pinned.contains(r), end[r] == i, g.type(v) == ot, find(out) != r else { continue }
+                // (Over a split's part only at its start: the output's own aliases keep their offsets.)
+                guard !pinned.contains(r), end[r] == i, g.type(v) == ot, find(out) != r, (aliasOffset[v] ?? 0) == 0 else { continue }
                 let ro = find(out)
                 group[ro] = r
                 end[r] = max(end[r]!, end[ro] ?? i)
@@ -219,18 +238,23 @@ public struct Lowering {
                 break
             }
         }
-        // One buffer per group (sized by its root's type; aliases have the same byte count).
+        // One buffer per group, as large as its largest member (aliases of a reshape have its bytes,
+        // a split's parts lie inside their input).
         var roots: [Int] = []
         var bufferOf: [Int: Int] = [:]
         var buffers: [MemoryPlanner.Buffer] = []
         var largest = 0
         for v in g.values.indices where start[find(v)] != nil || end[find(v)] != nil {
             let r = find(v)
-            if bufferOf[r] != nil || g.values[v].isConstant { continue }
-            let bytes = g.type(v).count * g.type(v).dtype.byteSize
-            bufferOf[r] = buffers.count
-            roots.append(r)
-            buffers.append(MemoryPlanner.Buffer(size: bytes, start: start[r] ?? -1, end: end[r] ?? count))
+            if g.values[v].isConstant { continue }
+            let bytes = (aliasOffset[v] ?? 0) + g.type(v).count * g.type(v).dtype.byteSize
+            if let b = bufferOf[r] {
+                buffers[b].size = max(buffers[b].size, bytes)
+            } else {
+                bufferOf[r] = buffers.count
+                roots.append(r)
+                buffers.append(MemoryPlanner.Buffer(size: bytes, start: start[r] ?? -1, end: end[r] ?? count))
+            }
             largest = max(largest, bytes)
         }
         let (offsets, arena) = MemoryPlanner.plan(buffers)
@@ -241,7 +265,7 @@ public struct Lowering {
             }
             if g.values[v].isConstant { return weightOperand(g.values[v]) }
             let t = g.type(v)
-            return .arena(offset: offsets[bufferOf[find(v)]!], dtype: t.dtype, shape: t.shape)
+            return .arena(offset: offsets[bufferOf[find(v)]!] + (aliasOffset[v] ?? 0), dtype: t.dtype, shape: t.shape)
         }
         var instructions: [Instruction] = []
         var kernels: [String: Int] = [:]
@@ -253,7 +277,7 @@ public struct Lowering {
         }
         func binding(_ name: String, _ v: ValueID) -> Binding {
             let t = g.type(v)
-            return Binding(name: name, dtype: t.dtype, shape: t.shape, offset: offsets[bufferOf[find(v)]!])
+            return Binding(name: name, dtype: t.dtype, shape: t.shape, offset: offsets[bufferOf[find(v)]!] + (aliasOffset[v] ?? 0))
         }
         let entry = EntryPoint(name: name, inputs: g.inputs.map { binding(g.values[$0].name, $0) },
                                outputs: g.outputs.map { binding($0.name, $0.value) }, instructions: instructions, arenaBytes: arena)

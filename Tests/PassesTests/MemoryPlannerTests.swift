@@ -63,4 +63,39 @@ import Testing
         #expect(lowering.reports[0].inPlace == 2)
 
     }
+
+    /// A split along an axis with nothing outside it is no instruction: its parts are views of its
+    /// input's buffer at their byte offsets (64-byte aligned), the buffer lives as long as any part,
+    /// and the interpreted plan gives the graph's numbers. A split that is not contiguous, or whose
+    /// parts would start unaligned, stays an instruction.
+    @Test func contiguousSplitIsAView() throws {
+        var g = Graph()
+        let x = g.addInput("x", TensorType(.f32, [3, 4, 16]))
+        let y = try g.add1(.unary(.neg), [x], name: "y")
+        let parts = try g.add(.split(axis: 0, sizes: [1, 2]), [y], name: "parts")
+        let a = try g.add1(.unary(.exp), [parts[0]], name: "a")
+        let b = try g.add1(.unary(.abs), [parts[1]], name: "b")
+        g.setOutput("a", a)
+        g.setOutput("b", b)
+        let odd = try g.add(.split(axis: 0, sizes: [1, 2]), [try g.add1(.unary(.neg), [g.addInput("z", TensorType(.f32, [3, 5]))], name: "w")], name: "odd")
+        g.setOutput("c", odd[1])
+        var lowering = Lowering()
+        try lowering.add(entry: "main", graph: g)
+        let e = lowering.entries[0]
+        func instruction(_ name: String) -> Instruction? { e.instructions.first { $0.name == name } }
+        #expect(instruction("parts") == nil)
+        #expect(instruction("odd") != nil)  // 5 floats a row: the second part would start at byte 20
+        let base = instruction("y")!.results[0].arenaOffset!
+        #expect(instruction("a")!.operands[0].arenaOffset == base)
+        #expect(instruction("b")!.operands[0].arenaOffset == base + 4 * 16 * 4)
+        // y's buffer lives until the last part is read: neither result is placed inside it (b would
+        // not be written over its own part either, which starts inside the buffer).
+        let buffer = base..<(base + 3 * 64 * 4)
+        for name in ["a", "b"] {
+            let o = instruction(name)!.results[0].arenaOffset!
+            #expect(!buffer.overlaps(o..<(o + (name == "a" ? 64 : 128) * 4)), "\(name) at \(o) inside y's buffer \(buffer)")
+        }
+        // The plan's memory check passed inside `add` (it throws on overlap); the parts' numbers are
+        // checked on SwinIR's plan, whose q, k, v are such parts (PlanExecutionTests).
+    }
 }
