@@ -443,11 +443,17 @@ public enum Attention {
                 }
                 let qb = q.floats + iq[p] * n * d + q0 * d
                 if bf16 {
-                    // Scaled in f32, then rounded to bf16.
-                    // (bf16: in base-2 units, scale·log₂e, for the softmax's 2^x.)
+                    // Scaled in f32 (in base-2 units, scale·log₂e, for the softmax's 2^x) and transposed
+                    // (d rows of tq queries, zeros past qn), then rounded to bf16 two rows at a time.
                     let s2 = scale * 1.4426950408889634
-                    for i in 0..<(qn * d) { qs[i] = qb[i] * s2 }
-                    Gemm.packB16(qs, ldb: d, transposed: true, columns: 0..<qn, steps: 0..<dSteps, depth: d, width: tq, into: qt)
+                    if qn < tq { qs.initialize(repeating: 0, count: d * tq) }
+                    for c in 0..<qn {
+                        let row = qb + c * d
+                        for i in 0..<d { qs[i * tq + c] = row[i] * s2 }
+                    }
+                    for st in 0..<dSteps {
+                        Gemm.pairRows(qs + 2 * st * tq, 2 * st + 1 < d ? qs + (2 * st + 1) * tq : nil, qt + st * tq, tq)
+                    }
                 } else {
                     Gemm.packB(qb, ldb: d, transposed: true, columns: 0..<qn, depth: 0..<d, width: tq, into: qt)
                     for i in 0..<(d * tq) { qt[i] *= scale }
@@ -509,10 +515,14 @@ public enum Attention {
                     }
                     j0 += kn
                 }
-                let ob = out.floats + p * n * dv
-                for c in 0..<qn {
-                    let inv = 1 / sum[c], o = ob + (q0 + c) * dv
-                    for r in 0..<dv { o[r] = acc[r * tq + c] * inv }
+                // Out of Sᵀ's layout: each row of acc (one output feature, tq queries) scaled by the
+                // queries' 1/sum, written down the output's column.
+                let ob = out.floats + p * n * dv + q0 * dv
+                for c in 0..<qn { corr[c] = 1 / sum[c] }
+                for r in 0..<dv {
+                    let a = acc + r * tq
+                    var o = ob + r
+                    for c in 0..<qn { o.pointee = a[c] * corr[c]; o += dv }
                 }
             }
         }

@@ -18,10 +18,11 @@ public enum Normalization {
             }
             var partial = Double(lanes.sum())
             if i < end {
+                // The tail: copied into a zeroed vector, lanes past it masked out after `f`.
                 var t = SIMD16<Float>()
-                var mask = SIMD16<Float>()
-                for k in 0..<(end - i) { t[k] = x[i + k]; mask[k] = 1 }
-                partial += Double((f(t) * mask).sum())
+                withUnsafeMutableBytes(of: &t) { $0.copyMemory(from: UnsafeRawBufferPointer(start: x + i, count: (end - i) * 4)) }
+                let lane = SIMD16<Float>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+                partial += Double(f(t).replacing(with: 0, where: lane .>= Float(end - i)).sum())
                 i = end
             }
             total += partial
