@@ -1,3 +1,5 @@
+import CKernels
+import KernelsAVX512
 import Plan
 
 /// Eight floats: the unit of the vectorised loops (two AVX2 registers' worth of work per FMA port;
@@ -153,7 +155,9 @@ struct ResolvedEpilogue {
         for s in steps {
             switch s {
             case .silu: pass { v, _ in VectorMath.silu(v) }
-            case .gelu: pass { v, _ in VectorMath.gelu(v) }
+            case .gelu:
+                // Sixteen lanes where the processor has them (the same operations: the same bits).
+                if CPU.features & UInt32(CK_AVX512) != 0 { geluInPlaceAVX512(dst, count) } else { pass { v, _ in VectorMath.gelu(v) } }
             case .geluTanh: pass { v, _ in VectorMath.geluTanh(v) }
             case .relu: pass { v, _ in v.replacing(with: 0, where: v .< 0) }
             case .sigmoid: pass { v, _ in VectorMath.sigmoid(v) }
