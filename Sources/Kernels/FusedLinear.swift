@@ -15,7 +15,8 @@ public enum FusedLinear {
     public static func run(_ k: LinearKernel, x: View, weight: View, packed: PackedMatrix? = nil, int8: Int8WeightPanels? = nil,
                            operands: [View], out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
         let (nOut, kk) = (weight.dims[0], weight.dims[1])
-        let rows = x.count / max(kk, 1)
+        // (Rows read through a layout: as many as its row table has.)
+        let rows = k.inputOffsets.map { operands[$0].count } ?? x.count / max(kk, 1)
         let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         let lnScale = k.prologue.map { UnsafePointer(operands[$0.scaleOperand].floats) }
