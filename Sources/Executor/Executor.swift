@@ -371,6 +371,31 @@ public final class Executor: @unchecked Sendable {
         switch kernel {
         case .conv2d(let c):
             guard x[0].dims.count == 4, f32Except(weight: 1, x, r) else { return false }
+            if c.upsample == true {
+                // A nearest 2× upsample absorbed by the convolution: four 2×2 phase convolutions of the
+                // small image where our kernels run; otherwise the enlarged image, then the convolution.
+                // (Weights of every format: the phases are sums of the f32 values, int8 and f16 dequantised.)
+                let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
+                if UpsampleConvolution.eligible(c, x: x[0], weight: x[1], gemm: g),
+                   let phases = packedWeight(weights, 1, stream: stream, make: {
+                       let wt = referenceOperand(weights[1])
+                       return UpsampleConvolution.packPhases(View(pointer: UnsafeMutableRawPointer(mutating: wt.bytes.baseAddress!), dtype: .f32, shape: wt.shape),
+                                                             gemm: g, threads: threads)
+                   }) {
+                    UpsampleConvolution.run(c, x: x[0], packed: phases, operands: x, out: r[0], gemm: g, threads: threads)
+                    return true
+                }
+                let d = x[0].dims
+                let big = Tensor.zeros(.f32, Shape([d[0], d[1], 2 * d[2], 2 * d[3]]))
+                MovementKernels.upsampleNearest2x(x[0], out: View(pointer: UnsafeMutableRawPointer(mutating: big.bytes.baseAddress!), dtype: .f32, shape: big.shape),
+                                                  threads: threads)
+                var plain = c
+                plain.upsample = nil
+                return withExtendedLifetime(big) {
+                    runFast(.conv2d(plain), [View(pointer: UnsafeMutableRawPointer(mutating: big.bytes.baseAddress!), dtype: .f32, shape: big.shape)] + x.dropFirst(),
+                            r, weights: weights, stream: stream)
+                }
+            }
             let w = x[1].dims
             // bf16 weights run the bf16 kernels (f32 accumulation); OpenBLAS has none, nor quantised ones.
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm

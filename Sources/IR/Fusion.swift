@@ -38,14 +38,18 @@ public struct GroupNormPrologue: Hashable, Sendable {
 }
 
 /// Operands: `x, weight, bias?, [norm scale, norm bias], residuals...` (one per `addResidual`).
+/// `upsampleNearest`: the convolution reads x enlarged twice by nearest neighbour (a 2× nearest resize
+/// absorbed by the `upsample-conv` pass; x is the small image).
 public struct ConvFusion: Hashable, Sendable {
     public var hasBias: Bool
     public var prologue: GroupNormPrologue?
     public var epilogue: [EpilogueOp]
-    public init(hasBias: Bool, prologue: GroupNormPrologue? = nil, epilogue: [EpilogueOp] = []) {
+    public var upsampleNearest: Bool
+    public init(hasBias: Bool, prologue: GroupNormPrologue? = nil, epilogue: [EpilogueOp] = [], upsampleNearest: Bool = false) {
         self.hasBias = hasBias
         self.prologue = prologue
         self.epilogue = epilogue
+        self.upsampleNearest = upsampleNearest
     }
     public var residualCount: Int { epilogue.filter { $0 == .addResidual }.count }
 }

@@ -46,6 +46,7 @@ extension Op {
         case .convFused(let c, let f):
             var t = "strides=\(list(c.strides)) pads=\(list(c.pads)) dilations=\(list(c.dilations)) groups=\(c.groups)"
             if let p = f.prologue { t += " prologue=group_norm(\(p.groups),\(p.epsilon))" + (p.silu ? "+silu" : "") }
+            if f.upsampleNearest { t += " upsample_nearest=2" }
             return t + Op.epilogueText(f.epilogue)
         case .linearFused(let f):
             return (f.layerNorm.map { "prologue=layer_norm(\($0.epsilon))" } ?? "") + (f.gathersInput ? " gathers_input" : "")

@@ -293,7 +293,12 @@ extension Op {
         case .convFused(let c, let f):
             let extra = (f.hasBias ? 1 : 0) + (f.prologue != nil ? 2 : 0)
             try arity((2 + extra + f.residualCount)...(2 + extra + f.residualCount))
-            let base = Array(inputs[0..<(2 + (f.hasBias ? 1 : 0))])
+            var base = Array(inputs[0..<(2 + (f.hasBias ? 1 : 0))])
+            if f.upsampleNearest {
+                guard inputs[0].rank == 4, f.prologue == nil else { throw fail("an upsampling convolution takes an NCHW input and no prologue") }
+                let d = inputs[0].dims
+                base[0] = TensorType(inputs[0].dtype, Shape([d[0], d[1], 2 * d[2], 2 * d[3]]))
+            }
             let out = try Op.conv(c).inferTypes(base, node: node)[0]
             if let p = f.prologue {
                 let s = inputs[2 + (f.hasBias ? 1 : 0)], b = inputs[3 + (f.hasBias ? 1 : 0)]

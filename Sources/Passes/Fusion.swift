@@ -124,6 +124,53 @@ enum Fusion {
         return changes
     }
 
+    /// `conv3×3(resize_nearest_2×(x))` (stride 1, padding 1, ungrouped, no prologue) → a convolution
+    /// that reads the small x: the executor runs it as four 2×2 phase convolutions (4 taps an output
+    /// instead of 9) and no enlarged copy is made. The resize must map output pixel (y, x) to input
+    /// (y/2, x/2), checked by running it on an index image.
+    static let upsampleConv = Pass(name: "upsample-conv", summary: "nearest 2× upsample read by the next 3×3 convolution") { g, _ in
+        var changes = 0
+        let uses = Uses(g)
+        for i in g.nodes.indices {
+            let n = g.nodes[i]
+            var f: ConvFusion
+            let c: Conv2D
+            switch n.op {
+            case .conv(let cc): (c, f) = (cc, ConvFusion(hasBias: n.inputs.count == 3))
+            case .convFused(let cc, let ff): (c, f) = (cc, ff)
+            default: continue
+            }
+            let w = g.type(n.inputs[1]).dims
+            guard f.prologue == nil, !f.upsampleNearest, w.count == 4, w[2] == 3, w[3] == 3, c.strides == [1, 1], c.pads == [1, 1, 1, 1],
+                  c.dilations == [1, 1], c.groups == 1, uses.absorbable(n.inputs[0]), let (_, r) = g.producerNode(n.inputs[0]),
+                  case .resize(let spec) = r.op, spec.mode == .nearest, isF32(g, [r.inputs[0], n.outputs[0]]) else { continue }
+            let small = g.type(r.inputs[0]).dims, big = g.type(n.inputs[0]).dims
+            // (Rows of the small image a whole number of micro-kernel panels, else the executor would
+            // enlarge it anyway.)
+            guard small.count == 4, big == [small[0], small[1], 2 * small[2], 2 * small[3]], small[3] % 32 == 0,
+                  nearestTwice(spec, height: small[2], width: small[3]) else { continue }
+            f.upsampleNearest = true
+            g.nodes[i] = Node(op: .convFused(c, f), inputs: [r.inputs[0]] + n.inputs.dropFirst(), outputs: n.outputs, name: n.name)
+            changes += 1
+        }
+        g = g.withoutDeadNodes()
+        return changes
+    }
+
+    /// Whether `spec` (nearest) maps every output pixel of an h × w image to (y/2, x/2).
+    static func nearestTwice(_ spec: Resize, height h: Int, width w: Int) -> Bool {
+        let image = Tensor((0..<(h * w)).map { Float($0) }, shape: Shape([1, 1, h, w]))
+        // One image of one channel (the batch and channel axes are not resized).
+        var s = spec
+        if s.sizes.count == 4 { s.sizes = [1, 1, s.sizes[2], s.sizes[3]] }
+        if s.scales.count == 4 { s.scales = [1, 1, s.scales[2], s.scales[3]] }
+        guard let out = try? ReferenceEvaluator().evaluate(.resize(s), [image], outputTypes: [TensorType(.f32, Shape([1, 1, 2 * h, 2 * w]))]).first
+        else { return false }
+        let v = out.floats()
+        for y in 0..<(2 * h) { for x in 0..<(2 * w) where v[y * 2 * w + x] != Float((y / 2) * w + x / 2) { return false } }
+        return true
+    }
+
     /// `linear(layer_norm(x))` (normalised over the last axis) → a linear that normalises while it reads.
     static let layerNormLinear = Pass(name: "layernorm-linear", summary: "LayerNorm folded into the next linear") { g, _ in
         var changes = 0

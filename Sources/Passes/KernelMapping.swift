@@ -30,7 +30,7 @@ extension Lowering {
                 k += 2
             }
             return .conv2d(Conv2DKernel(strides: c.strides, pads: c.pads, dilations: c.dilations, groups: c.groups, hasBias: f.hasBias,
-                                        prologue: prologue, epilogue: epilogue(f.epilogue, firstResidual: k)))
+                                        prologue: prologue, epilogue: epilogue(f.epilogue, firstResidual: k), upsample: f.upsampleNearest ? true : nil))
         case .convTranspose(let c):
             return .convTranspose2d(ConvTransposeKernel(strides: c.strides, pads: c.pads, dilations: c.dilations, groups: c.groups,
                                                         outputPadding: c.outputPadding, hasBias: n.inputs.count == 3))

@@ -48,7 +48,7 @@ public struct Lowering {
         var count = 0
         for e in entries.indices {
             for i in entries[e].instructions.indices {
-                guard case .conv2d(var c) = entries[e].instructions[i].kernel, entries[e].instructions[i].operands.count > 1,
+                guard case .conv2d(var c) = entries[e].instructions[i].kernel, c.upsample != true, entries[e].instructions[i].operands.count > 1,
                       case .weight(let wi) = entries[e].instructions[i].operands[1],
                       weights[wi].dtype == .f32 || weights[wi].dtype == .bf16 else { continue }
                 let dims = weights[wi].shape.dims

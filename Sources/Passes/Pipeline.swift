@@ -53,6 +53,7 @@ public enum PassPipeline {
         Fusion.attention,
         Fusion.geglu,
         Fusion.convPrologue,
+        Fusion.upsampleConv,
         Layout.movementIntoLinear,
         Fusion.layerNormLinear,
         Fusion.epilogues,

@@ -78,7 +78,7 @@ public struct ReferenceEvaluator: ConstantEvaluator {
             }
             return [Reference.matmul(t(inputs[0], ta), t(inputs[1], tb), outShape: out!.shape)]
         case .convFused(let c, let f):
-            var x = inputs[0]
+            var x = f.upsampleNearest ? Reference.upsampleNearest2x(inputs[0]) : inputs[0]
             var k = 2 + (f.hasBias ? 1 : 0)
             if let p = f.prologue {
                 x = Reference.groupNorm(x, inputs[k], inputs[k + 1], groups: p.groups, epsilon: Double(p.epsilon))

@@ -75,9 +75,13 @@ public struct Conv2DKernel: Codable, Sendable, Equatable {
     /// (16 products of transformed tiles instead of 36 multiplies per 2×2 outputs). Absent in plans
     /// written before it (decoded as off).
     public var winograd: Bool?
+    /// The input is the small image: the convolution reads it enlarged 2× by nearest neighbour (set by
+    /// the `upsample-conv` pass). Absent in older plans (off).
+    public var upsample: Bool?
     public init(strides: [Int], pads: [Int], dilations: [Int], groups: Int, hasBias: Bool, prologue: NormPrologue? = nil, epilogue: [EpilogueStep] = [],
-                winograd: Bool? = nil) {
+                winograd: Bool? = nil, upsample: Bool? = nil) {
         self.winograd = winograd
+        self.upsample = upsample
         self.strides = strides
         self.pads = pads
         self.dilations = dilations

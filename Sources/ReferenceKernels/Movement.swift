@@ -1,6 +1,16 @@
 import Tensors
 
 extension Reference {
+    /// NCHW enlarged twice by nearest neighbour: out[n, c, y, x] = x[n, c, y/2, x/2].
+    public static func upsampleNearest2x(_ x: Tensor) -> Tensor {
+        let d = x.shape.dims
+        let (oh, ow) = (2 * d[2], 2 * d[3])
+        var sources: [Int] = []
+        sources.reserveCapacity(d[0] * d[1] * oh * ow)
+        for p in 0..<(d[0] * d[1]) { for y in 0..<oh { for xo in 0..<ow { sources.append((p * d[2] + y / 2) * d[3] + xo / 2) } } }
+        return gather(x, sources: sources, outShape: Shape([d[0], d[1], oh, ow]))
+    }
+
     /// A layout's flat offsets: `rows[r] + columns[j]` in row-major (r, j) order (i32 tables).
     public static func layoutOffsets(rows: Tensor, columns: Tensor) -> [Int] {
         let r = rows.converted(to: .i64).withElements(as: Int64.self) { Array($0) }, c = columns.converted(to: .i64).withElements(as: Int64.self) { Array($0) }

@@ -24,6 +24,7 @@ extension Reference {
         switch kernel {
         case .conv2d(let c):
             var input = x[0]
+            if c.upsample == true { input = upsampleNearest2x(input) }
             if let p = c.prologue {
                 input = groupNorm(input, x[p.scaleOperand], x[p.biasOperand], groups: p.groups, epsilon: Double(p.epsilon))
                 if p.silu { input = unary(.silu, input) }

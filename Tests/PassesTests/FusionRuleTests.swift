@@ -234,4 +234,23 @@ import Testing
         }, .fires)
         #expect(after.nodes.map(\.op.name).contains("transpose"), "\(after.nodes.map(\.op.name))")
     }
+
+    /// A nearest 2× upsample before a 3×3 convolution: the convolution reads the small image (the
+    /// executor runs its four phases); a bilinear resize, or a nearest one whose mapping is not
+    /// (y/2, x/2) (rounding up), stays.
+    @Test func upsampleIntoConvolution() throws {
+        func pattern(_ mode: Resize.Mode, _ transform: Resize.CoordinateTransform, _ nearest: Resize.NearestMode) -> Pattern {
+            { b in
+                let x = b.input("x", [1, 3, 4, 32])
+                let up = try b.op(.resize(Resize(mode: mode, coordinateTransform: transform, nearestMode: nearest, sizes: [1, 3, 8, 64], scales: [1, 1, 2, 2])), [x])
+                return (try b.op(.conv(Conv2D(pads: [1, 1, 1, 1])), [up, b.constant([5, 3, 3, 3]), b.constant([5])]), up)
+            }
+        }
+        try Self.check("upsample-conv", pattern(.nearest, .asymmetric, .floor), fusedOp: "conv_fused", absorbed: "resize")
+        try Self.check("upsample-conv (half pixel)", pattern(.nearest, .halfPixel, .roundPreferFloor), fusedOp: "conv_fused", absorbed: "resize")
+        for (mode, transform, nearest) in [(Resize.Mode.linear, Resize.CoordinateTransform.halfPixel, Resize.NearestMode.floor), (.nearest, .asymmetric, .ceil)] {
+            let (_, after) = try Self.run(pattern(mode, transform, nearest), .fires)
+            #expect(after.nodes.map(\.op.name).contains("resize"), "\(mode) \(transform): \(after.nodes.map(\.op.name))")
+        }
+    }
 }

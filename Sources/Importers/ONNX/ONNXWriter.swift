@@ -388,6 +388,9 @@ public enum ONNXWriter {
                 node("Gelu", [g], [ge], name: n.name + "_gelu")
                 node("Mul", [a, ge], outs, name: n.name)
             case .convFused(let c, let f):
+                guard !f.upsampleNearest else {
+                    throw IRError(node: n.name, "a convolution with an absorbed upsample (the `upsample-conv` pass) has no ONNX form: write the graph before the passes")
+                }
                 var input = x
                 var k = 2 + (f.hasBias ? 1 : 0)
                 if let p = f.prologue {

@@ -1,0 +1,147 @@
+import Plan
+import Tensors
+
+/// A 3×3 convolution (stride 1, padding 1) of an image enlarged twice by nearest neighbour
+/// (`Conv2DKernel.upsample`), without the enlarged image: output pixel (2i + a, 2j + b) reads only
+/// small-image rows {i − 1, i} (a = 0) or {i, i + 1} (a = 1), and likewise columns, so each of the four
+/// phases (a, b) is a 2×2 convolution of the small image with summed taps — 4 multiplies an output
+/// instead of 9. The phases' products read a padded band of the small image in place (the indirect
+/// micro-kernel, as `FusedConvolution` does), two column phases of a row phase are interleaved into
+/// the output rows as bias and epilogue are applied.
+public enum UpsampleConvolution {
+    /// Rows (or columns) of the 3×3 kernel summed into tap `d` of phase `a`.
+    static func taps(_ a: Int, _ d: Int) -> [Int] { a == 0 ? (d == 0 ? [0] : [1, 2]) : (d == 0 ? [0, 1] : [2]) }
+
+    /// Whether the phase path runs: our kernels, a 3×3 kernel, no prologue, and the small image's rows
+    /// whole micro-kernel panels.
+    public static func eligible(_ k: Conv2DKernel, x: View, weight: View, gemm: Gemm) -> Bool {
+        !gemm.usesBLAS && k.groups == 1 && k.prologue == nil && k.strides == [1, 1] && k.pads == [1, 1, 1, 1] && k.dilations == [1, 1]
+            && weight.dims.count == 4 && weight.dims[2] == 3 && weight.dims[3] == 3
+            && x.dims.count == 4 && x.dims[3] % gemm.nr == 0
+    }
+
+    /// The four phase kernels `[4·oc, ic, 2, 2]` (phase 2a + b first) from `[oc, ic, 3, 3]` (f32 or bf16), packed
+    /// as four groups of A panels for `gemm` (bf16 pairs when its precision is bf16).
+    public static func packPhases(_ w: View, gemm: Gemm, threads: Int) -> PackedMatrix {
+        let (oc, ic) = (w.dims[0], w.dims[1])
+        let phases = UnsafeMutablePointer<Float>.allocate(capacity: 4 * oc * ic * 4)
+        defer { phases.deallocate() }
+        Parallel.forRanges(oc, threads: threads) { range in
+            for o in range {
+                for ci in 0..<ic {
+                    let src = (o * ic + ci) * 9
+                    for p in 0..<4 {
+                        let (a, b) = (p / 2, p % 2)
+                        for dy in 0..<2 {
+                            for dx in 0..<2 {
+                                var s: Float = 0
+                                for ky in taps(a, dy) { for kx in taps(b, dx) { s += PackedMatrix.element(w, src + ky * 3 + kx) } }
+                                phases[((p * oc + o) * ic + ci) * 4 + dy * 2 + dx] = s
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let view = View(pointer: UnsafeMutableRawPointer(phases), dtype: .f32, shape: Shape([4 * oc, ic, 2, 2]))
+        return gemm.precision == .bf16 ? PackedMatrix.convolutionWeights16(view, groups: 4, width: gemm.mr, threads: threads)
+            : PackedMatrix.rowsOf(phases, rows: oc, k: ic * 4, groups: 4, width: gemm.mr, threads: threads)
+    }
+
+    public static func run(_ k: Conv2DKernel, x: View, packed: PackedMatrix, operands: [View], out: View, gemm: Gemm, threads: Int) {
+        let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
+        let oc = out.dims[1], (oh, ow) = (2 * h, 2 * w)
+        let bf16 = gemm.precision == .bf16
+        let pairs = (c + 1) / 2, words = bf16 ? pairs : c
+        // f32: steps over (channel, tap), the weights' order; bf16: over (tap, pair of channels).
+        let steps = 4 * words
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
+        // Bands of small-image rows (about 1024 columns a product), then blocks of output channels
+        // until there are four tiles a thread.
+        var bandRows = max(1, min(h, 1024 / max(w, 1)))
+        while bandRows > 1 && n * ((h + bandRows - 1) / bandRows) < 4 * threads { bandRows = (bandRows + 1) / 2 }
+        let bands = (h + bandRows - 1) / bandRows
+        let quantum = 48
+        var ocBlock = oc
+        while ocBlock > quantum && n * bands * ((oc + ocBlock - 1) / ocBlock) < 4 * threads {
+            ocBlock = max(quantum, ((ocBlock + 1) / 2 + quantum - 1) / quantum * quantum)
+        }
+        let ocBlocks = (oc + ocBlock - 1) / ocBlock
+        // The padded band: small-image rows r0 − 1 ..< r0 + rows + 1, columns −1 ..< w + 1.
+        let paddedRows = bandRows + 2, paddedWidth = w + 2
+        let offsets: [[Int]] = (0..<4).map { p in
+            let (a, b) = (p / 2, p % 2)
+            return (0..<steps).map { step in
+                let tap = bf16 ? step / pairs : step % 4, ci = bf16 ? step % pairs : step / 4
+                return (ci * paddedRows + a + tap / 2) * paddedWidth + b + tap % 2
+            }
+        }
+        let tiles = n * bands * ocBlocks
+        let xf = UnsafePointer(x.floats), o = out.floats
+        Tiling.run(tiles, threads: threads, setup: { () -> (WorkerScratch, UnsafeMutablePointer<Int>) in
+            let memo = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+            memo.initialize(repeating: -1, count: 2)
+            return (ScratchPool.shared.take(), memo)
+        }, cleanup: { ScratchPool.shared.give($0.0); $0.1.deallocate() }) { tile, scratch in
+            let worker = scratch.0
+            let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands, b = tile / (ocBlocks * bands)
+            let o0 = ob * ocBlock, orows = min(ocBlock, oc - o0)
+            let r0 = band * bandRows, rows = min(bandRows, h - r0), cols = rows * w
+            let buffer = worker.floats(0, words * paddedRows * paddedWidth + (bf16 ? 2 * w : 0))
+            let phase0 = worker.floats(1, orows * cols), phase1 = worker.floats(2, orows * cols)
+            // The band's rows are made once per (image, band) on a thread.
+            if scratch.1[0] != b || scratch.1[1] != band {
+                let xb = xf + b * c * h * w
+                let pair = buffer + words * paddedRows * paddedWidth
+                for ci in 0..<words {
+                    for t in 0..<(rows + 2) {
+                        let d = buffer + (ci * paddedRows + t) * paddedWidth, iy = r0 - 1 + t
+                        guard iy >= 0 && iy < h else { d.initialize(repeating: 0, count: paddedWidth); continue }
+                        d[0] = 0
+                        d[w + 1] = 0
+                        if bf16 {
+                            pair.update(from: xb + (2 * ci * h + iy) * w, count: w)
+                            let second = 2 * ci + 1 < c
+                            if second { (pair + w).update(from: xb + ((2 * ci + 1) * h + iy) * w, count: w) }
+                            Gemm.pairRows(pair, second ? pair + w : nil, d + 1, w)
+                        } else {
+                            (d + 1).update(from: xb + (ci * h + iy) * w, count: w)
+                        }
+                    }
+                }
+                scratch.1[0] = b
+                scratch.1[1] = band
+            }
+            for a in 0..<2 {
+                for (bb, phase) in [phase0, phase1].enumerated() {
+                    offsets[2 * a + bb].withUnsafeBufferPointer { table in
+                        gemm.run(m: orows, n: cols, k: steps, a: packed.operand(group: 2 * a + bb, first: o0),
+                                 b: .indirect(UnsafePointer(buffer), offsets: table.baseAddress!, width: w, rowStride: paddedWidth),
+                                 c: phase, ldc: cols, accumulate: false, scratch: worker.gemm)
+                    }
+                }
+                // Output rows 2(r0 + i) + a: the two column phases interleaved, then bias and epilogue.
+                for oi in 0..<orows {
+                    let ch = o0 + oi
+                    for i in 0..<rows {
+                        let row = (b * oc + ch) * oh * ow + (2 * (r0 + i) + a) * ow
+                        let d = o + row, s0 = phase0 + oi * cols + i * w, s1 = phase1 + oi * cols + i * w
+                        var j = 0
+                        while j + 8 <= w {
+                            let e = UnsafeRawPointer(s0 + j).loadUnaligned(as: SIMD8<Float>.self)
+                            let f = UnsafeRawPointer(s1 + j).loadUnaligned(as: SIMD8<Float>.self)
+                            let lo = SIMD8<Float>(e[0], f[0], e[1], f[1], e[2], f[2], e[3], f[3])
+                            let hi = SIMD8<Float>(e[4], f[4], e[5], f[5], e[6], f[6], e[7], f[7])
+                            UnsafeMutableRawPointer(d + 2 * j).storeBytes(of: lo, as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(d + 2 * j + 8).storeBytes(of: hi, as: SIMD8<Float>.self)
+                            j += 8
+                        }
+                        while j < w { d[2 * j] = s0[j]; d[2 * j + 1] = s1[j]; j += 1 }
+                        if bias != nil || !epilogue.isEmpty { epilogue.apply(d, count: ow, base: row, scalarBias: bias?[ch] ?? 0) }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+import Kernels
+import Plan
+import ReferenceKernels
+import Tensors
+import Testing
+
+/// A 3×3 convolution of a nearest-2×-enlarged image as four 2×2 phase convolutions of the small image
+/// (`UpsampleConvolution`): against the reference twin (enlarge, then convolve), with bias, a
+/// leaky ReLU and a residual epilogue, odd channel counts, two images, more than one band and block
+/// of output channels, f32 and bf16 panels, both instruction sets, any thread count.
+@Suite struct UpsampleConvolutionTests {
+    @Test(arguments: [(1, 5, 3, 32, 13), (2, 8, 7, 64, 50), (1, 1, 1, 32, 1)])
+    func matchesReference(n: Int, c: Int, h: Int, w: Int, oc: Int) throws {
+        let x = GemmTests.values(n * c * h * w, seed: 61).map { $0 * 2 }
+        let wt = GemmTests.values(oc * c * 9, seed: 67), bias = GemmTests.values(oc, seed: 71)
+        let residual = GemmTests.values(n * oc * 4 * h * w, seed: 73)
+        let kernel = Conv2DKernel(strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1, hasBias: true,
+                                  epilogue: [.activation("leaky_relu", alpha: 0.2), .addResidual(operand: 3)], upsample: true)
+        let outShape = Shape([n, oc, 2 * h, 2 * w])
+        let operands = [Tensor(x, shape: Shape([n, c, h, w])), Tensor(wt, shape: Shape([oc, c, 3, 3])), Tensor(bias, shape: Shape([oc])),
+                        Tensor(residual, shape: outShape)]
+        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, outShape)])[0].floats()
+        let scale = expected.map(abs).max()!
+        for isa in [ISA.avx512, .avx2] where isa.isSupported {
+            for (precision, bound) in [(GemmPrecision.f32, Float(1e-5)), (.bf16, 2e-2)] {
+                let gemm = Gemm(isa, precision: precision)
+                #expect(UpsampleConvolution.eligible(kernel, x: OwnKernelTests.view(operands[0]), weight: OwnKernelTests.view(operands[1]), gemm: gemm))
+                let packed = UpsampleConvolution.packPhases(OwnKernelTests.view(operands[1]), gemm: gemm, threads: 2)
+                for threads in [1, 3] {
+                    let result = Tensor.zeros(.f32, outShape)
+                    UpsampleConvolution.run(kernel, x: OwnKernelTests.view(operands[0]), packed: packed, operands: operands.map(OwnKernelTests.view),
+                                            out: OwnKernelTests.view(result), gemm: gemm, threads: threads)
+                    let err = zip(result.floats(), expected).map { abs($0 - $1) }.max()! / scale
+                    #expect(err <= bound, "\(n)×\(c)×\(h)×\(w)→\(oc) \(isa) \(precision) threads \(threads): \(err)")
+                }
+            }
+        }
+    }
+}
