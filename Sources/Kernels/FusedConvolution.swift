@@ -10,6 +10,22 @@ public enum Tiling {
     /// Target bytes of a tile's packed im2col panel (fits the L2 of one core with room to spare).
     public static let panelBytes = 1 << 20
 
+    /// Bands of `rows` units (at most `perBand` units a band), then blocks of the `channels` output
+    /// channels (multiples of 48, every micro-kernel's rows), halved until `images` × bands × blocks
+    /// gives four tiles a thread.
+    static func bandsAndBlocks(images: Int, rows: Int, perBand: Int, channels: Int, threads: Int)
+        -> (bandRows: Int, bands: Int, channelBlock: Int, channelBlocks: Int) {
+        var bandRows = max(1, min(rows, perBand))
+        while bandRows > 1 && images * ((rows + bandRows - 1) / bandRows) < 4 * threads { bandRows = (bandRows + 1) / 2 }
+        let bands = (rows + bandRows - 1) / bandRows
+        let quantum = 48
+        var block = channels
+        while block > quantum && images * bands * ((channels + block - 1) / block) < 4 * threads {
+            block = max(quantum, ((block + 1) / 2 + quantum - 1) / quantum * quantum)
+        }
+        return (bandRows, bands, block, (channels + block - 1) / block)
+    }
+
     /// Runs `body(tile)` for tiles 0..<count over `threads` workers; `setup` makes a worker's scratch once.
     @inline(__always)
     static func run<S>(_ count: Int, threads: Int, setup: () -> S, cleanup: (S) -> Void = { _ in }, _ body: (Int, S) -> Void) {

@@ -59,15 +59,7 @@ public enum UpsampleConvolution {
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         // Bands of small-image rows (about 1024 columns a product), then blocks of output channels
         // until there are four tiles a thread.
-        var bandRows = max(1, min(h, 1024 / max(w, 1)))
-        while bandRows > 1 && n * ((h + bandRows - 1) / bandRows) < 4 * threads { bandRows = (bandRows + 1) / 2 }
-        let bands = (h + bandRows - 1) / bandRows
-        let quantum = 48
-        var ocBlock = oc
-        while ocBlock > quantum && n * bands * ((oc + ocBlock - 1) / ocBlock) < 4 * threads {
-            ocBlock = max(quantum, ((ocBlock + 1) / 2 + quantum - 1) / quantum * quantum)
-        }
-        let ocBlocks = (oc + ocBlock - 1) / ocBlock
+        let (bandRows, bands, ocBlock, ocBlocks) = Tiling.bandsAndBlocks(images: n, rows: h, perBand: 1024 / max(w, 1), channels: oc, threads: threads)
         // The padded band: small-image rows r0 − 1 ..< r0 + rows + 1, columns −1 ..< w + 1.
         let paddedRows = bandRows + 2, paddedWidth = w + 2
         let offsets: [[Int]] = (0..<4).map { p in

@@ -60,15 +60,8 @@ public enum Winograd {
         let steps = bf16 ? (c + 1) / 2 : c
         let tilesWide = (ow + 1) / 2, tilesHigh = (oh + 1) / 2
         // Bands of tile rows (about 256 tiles), then blocks of output channels until 4 tiles per thread.
-        var bandTiles = max(1, min(tilesHigh, 256 / max(tilesWide, 1)))
-        while bandTiles > 1 && n * ((tilesHigh + bandTiles - 1) / bandTiles) < 4 * threads { bandTiles = (bandTiles + 1) / 2 }
-        let bands = (tilesHigh + bandTiles - 1) / bandTiles
-        let quantum = 48
-        var ocBlock = oc
-        while ocBlock > quantum && n * bands * ((oc + ocBlock - 1) / ocBlock) < 4 * threads {
-            ocBlock = max(quantum, ((ocBlock + 1) / 2 + quantum - 1) / quantum * quantum)
-        }
-        let ocBlocks = (oc + ocBlock - 1) / ocBlock
+        let (bandTiles, bands, ocBlock, ocBlocks) = Tiling.bandsAndBlocks(images: n, rows: tilesHigh, perBand: 256 / max(tilesWide, 1),
+                                                                           channels: oc, threads: threads)
         // Padded band: 2·bandTiles + 2 input rows, 2·tilesWide + 2 columns (zeros outside the input).
         // (Rounded up so that sixteen tiles' 34 columns can always be loaded: the extra ones are zeros.)
         let paddedRows = 2 * bandTiles + 2, paddedWidth = (2 * tilesWide + 2 + 31) / 32 * 32 + 2
