@@ -26,6 +26,16 @@ public enum Tiling {
         return (bandRows, bands, block, (channels + block - 1) / block)
     }
 
+    /// `run` with a worker's scratch from the pool and two memo words (−1 at first), with which a
+    /// worker remembers the (image, band) whose input rows it prepared last.
+    static func runRemembering(_ count: Int, threads: Int, _ body: (Int, WorkerScratch, UnsafeMutablePointer<Int>) -> Void) {
+        run(count, threads: threads, setup: { () -> (WorkerScratch, UnsafeMutablePointer<Int>) in
+            let memo = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+            memo.initialize(repeating: -1, count: 2)
+            return (ScratchPool.shared.take(), memo)
+        }, cleanup: { ScratchPool.shared.give($0.0); $0.1.deallocate() }) { tile, s in body(tile, s.0, s.1) }
+    }
+
     /// Runs `body(tile)` for tiles 0..<count over `threads` workers; `setup` makes a worker's scratch once.
     @inline(__always)
     static func run<S>(_ count: Int, threads: Int, setup: () -> S, cleanup: (S) -> Void = { _ in }, _ body: (Int, S) -> Void) {

@@ -71,19 +71,14 @@ public enum UpsampleConvolution {
         }
         let tiles = n * bands * ocBlocks
         let xf = UnsafePointer(x.floats), o = out.floats
-        Tiling.run(tiles, threads: threads, setup: { () -> (WorkerScratch, UnsafeMutablePointer<Int>) in
-            let memo = UnsafeMutablePointer<Int>.allocate(capacity: 2)
-            memo.initialize(repeating: -1, count: 2)
-            return (ScratchPool.shared.take(), memo)
-        }, cleanup: { ScratchPool.shared.give($0.0); $0.1.deallocate() }) { tile, scratch in
-            let worker = scratch.0
+        Tiling.runRemembering(tiles, threads: threads) { tile, worker, memo in
             let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands, b = tile / (ocBlocks * bands)
             let o0 = ob * ocBlock, orows = min(ocBlock, oc - o0)
             let r0 = band * bandRows, rows = min(bandRows, h - r0), cols = rows * w
             let buffer = worker.floats(0, words * paddedRows * paddedWidth + (bf16 ? 2 * w : 0))
             let phase0 = worker.floats(1, orows * cols), phase1 = worker.floats(2, orows * cols)
             // The band's rows are made once per (image, band) on a thread.
-            if scratch.1[0] != b || scratch.1[1] != band {
+            if memo[0] != b || memo[1] != band {
                 let xb = xf + b * c * h * w
                 let pair = buffer + words * paddedRows * paddedWidth
                 for ci in 0..<words {
@@ -102,8 +97,8 @@ public enum UpsampleConvolution {
                         }
                     }
                 }
-                scratch.1[0] = b
-                scratch.1[1] = band
+                memo[0] = b
+                memo[1] = band
             }
             for a in 0..<2 {
                 for (bb, phase) in [phase0, phase1].enumerated() {

@@ -70,12 +70,7 @@ public enum Winograd {
         let vStride = tilePanels * steps * nr  // one ξ's B panels
         let mStride = ocBlock * tilePanels * nr  // one ξ's M block
         affine.withUnsafeBufferPointer { aff in
-            Tiling.run(n * bands * ocBlocks, threads: threads, setup: { () -> (WorkerScratch, UnsafeMutablePointer<Int>) in
-                let memo = UnsafeMutablePointer<Int>.allocate(capacity: 2)
-                memo.initialize(repeating: -1, count: 2)
-                return (ScratchPool.shared.take(), memo)
-            }, cleanup: { ScratchPool.shared.give($0.0); $0.1.deallocate() }) { tile, s in
-                let worker = s.0
+            Tiling.runRemembering(n * bands * ocBlocks, threads: threads) { tile, worker, memo in
                 let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands, b = tile / (ocBlocks * bands)
                 let o0 = ob * ocBlock, orows = min(ocBlock, oc - o0)
                 let ty0 = band * bandTiles, tr = min(bandTiles, tilesHigh - ty0)
@@ -84,7 +79,7 @@ public enum Winograd {
                 let v = worker.floats(1, 16 * vStride)
                 let m = worker.floats(2, 16 * mStride)
                 let xb = x.floats + b * c * h * w
-                if s.1[0] != b || s.1[1] != band {
+                if memo[0] != b || memo[1] != band {
                     // The band's input rows, normalised, with zero borders; then the transformed tiles.
                     let y0 = 2 * ty0 - pt
                     for ci in 0..<c {
@@ -106,7 +101,7 @@ public enum Winograd {
                     }
                     transformInput(padded, channels: c, paddedRows: paddedRows, paddedWidth: paddedWidth, tileRows: tr, tilesWide: tilesWide,
                                    nr: nr, into: v, vStride: vStride, bf16: bf16)
-                    s.1[0] = b; s.1[1] = band
+                    memo[0] = b; memo[1] = band
                 }
                 for xi in 0..<16 {
                     let u = packed.pointer + xi * packed.groupStride + (o0 / mr) * packed.panelStride
