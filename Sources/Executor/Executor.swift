@@ -372,29 +372,23 @@ public final class Executor: @unchecked Sendable {
         case .conv2d(let c):
             guard x[0].dims.count == 4, f32Except(weight: 1, x, r) else { return false }
             if c.upsample == true {
-                // A nearest 2× upsample absorbed by the convolution: four 2×2 phase convolutions of the
-                // small image where our kernels run; otherwise the enlarged image, then the convolution.
-                // (Weights of every format: the phases are sums of the f32 values, int8 and f16 dequantised.)
+                // A nearest 2× upsample absorbed by the convolution, whose weight holds the four 2×2
+                // phase kernels: our kernels read the small image's padded bands in place (int8 and f16
+                // phase kernels expanded block by block as packed); OpenBLAS runs the phases one by one.
                 let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
                 if UpsampleConvolution.eligible(c, x: x[0], weight: x[1], gemm: g),
+                   x[1].dtype != .i8 || scales(of: weights[1]) != nil,
                    let phases = packedWeight(weights, 1, stream: stream, make: {
-                       let wt = referenceOperand(weights[1])
-                       return UpsampleConvolution.packPhases(View(pointer: UnsafeMutableRawPointer(mutating: wt.bytes.baseAddress!), dtype: .f32, shape: wt.shape),
-                                                             gemm: g, threads: threads)
+                       if x[1].dtype == .f32 || x[1].dtype == .bf16 { return UpsampleConvolution.packPhases(x[1], gemm: g, threads: threads) }
+                       // int8 and f16 phase kernels stay in their format, expanded as the GEMM packs them.
+                       return quantizedPanels(x[1], operand: weights[1], rows: x[1].dims[0] / 4, k: x[1].dims[1] * 4, groups: 4, width: g.mr)!
                    }) {
                     UpsampleConvolution.run(c, x: x[0], packed: phases, operands: x, out: r[0], gemm: g, threads: threads)
                     return true
                 }
-                let d = x[0].dims
-                let big = Tensor.zeros(.f32, Shape([d[0], d[1], 2 * d[2], 2 * d[3]]))
-                MovementKernels.upsampleNearest2x(x[0], out: View(pointer: UnsafeMutableRawPointer(mutating: big.bytes.baseAddress!), dtype: .f32, shape: big.shape),
-                                                  threads: threads)
-                var plain = c
-                plain.upsample = nil
-                return withExtendedLifetime(big) {
-                    runFast(.conv2d(plain), [View(pointer: UnsafeMutableRawPointer(mutating: big.bytes.baseAddress!), dtype: .f32, shape: big.shape)] + x.dropFirst(),
-                            r, weights: weights, stream: stream)
-                }
+                guard x[1].dtype == .f32, c.groups == 1, c.prologue == nil else { return false }
+                UpsampleConvolution.runPhasesSeparately(c, x: x[0], weight: x[1], operands: x, out: r[0], gemm: gemm, threads: threads)
+                return true
             }
             let w = x[1].dims
             // bf16 weights run the bf16 kernels (f32 accumulation); OpenBLAS has none, nor quantised ones.

@@ -3,19 +3,6 @@ import Tensors
 
 /// Data movement on views of any dtype (element-size copies).
 public enum MovementKernels {
-    /// NCHW `x` enlarged twice by nearest neighbour into `out` (`[n, c, 2h, 2w]`), rows in parallel.
-    public static func upsampleNearest2x(_ x: View, out: View, threads: Int) {
-        let (planes, h, w) = (x.dims[0] * x.dims[1], x.dims[2], x.dims[3])
-        let src = x.floats, dst = out.floats
-        Parallel.forRanges(planes * h, threads: threads) { range in
-            for item in range {
-                let s = src + item * w, d = dst + (item / h * 2 * h + item % h * 2) * 2 * w
-                for j in 0..<w { d[2 * j] = s[j]; d[2 * j + 1] = s[j] }
-                (d + 2 * w).update(from: d, count: 2 * w)
-            }
-        }
-    }
-
     /// Whether `m` runs here (the rest uses the reference kernels).
     public static func supports(_ m: Movement) -> Bool {
         switch m {

@@ -9,43 +9,49 @@ import Tensors
 /// micro-kernel, as `FusedConvolution` does), two column phases of a row phase are interleaved into
 /// the output rows as bias and epilogue are applied.
 public enum UpsampleConvolution {
-    /// Rows (or columns) of the 3×3 kernel summed into tap `d` of phase `a`.
-    static func taps(_ a: Int, _ d: Int) -> [Int] { a == 0 ? (d == 0 ? [0] : [1, 2]) : (d == 0 ? [0, 1] : [2]) }
-
-    /// Whether the phase path runs: our kernels, a 3×3 kernel, no prologue, and the small image's rows
-    /// whole micro-kernel panels.
+    /// Whether the phase path runs: our kernels, phase kernels `[4·oc, ic, 2, 2]`, no prologue, and the
+    /// small image's rows whole micro-kernel panels.
     public static func eligible(_ k: Conv2DKernel, x: View, weight: View, gemm: Gemm) -> Bool {
-        !gemm.usesBLAS && k.groups == 1 && k.prologue == nil && k.strides == [1, 1] && k.pads == [1, 1, 1, 1] && k.dilations == [1, 1]
-            && weight.dims.count == 4 && weight.dims[2] == 3 && weight.dims[3] == 3
-            && x.dims.count == 4 && x.dims[3] % gemm.nr == 0
+        !gemm.usesBLAS && k.groups == 1 && k.prologue == nil && weight.dims.count == 4 && weight.dims[0] % 4 == 0
+            && weight.dims[2] == 2 && weight.dims[3] == 2 && x.dims.count == 4 && x.dims[3] % gemm.nr == 0
     }
 
-    /// The four phase kernels `[4·oc, ic, 2, 2]` (phase 2a + b first) from `[oc, ic, 3, 3]` (f32 or bf16), packed
-    /// as four groups of A panels for `gemm` (bf16 pairs when its precision is bf16).
+    /// The four phase kernels `[4·oc, ic, 2, 2]` (f32 or bf16) as four groups of A panels for `gemm`
+    /// (bf16 pairs when its precision is bf16).
     public static func packPhases(_ w: View, gemm: Gemm, threads: Int) -> PackedMatrix {
-        let (oc, ic) = (w.dims[0], w.dims[1])
-        let phases = UnsafeMutablePointer<Float>.allocate(capacity: 4 * oc * ic * 4)
-        defer { phases.deallocate() }
-        Parallel.forRanges(oc, threads: threads) { range in
-            for o in range {
-                for ci in 0..<ic {
-                    let src = (o * ic + ci) * 9
-                    for p in 0..<4 {
-                        let (a, b) = (p / 2, p % 2)
-                        for dy in 0..<2 {
-                            for dx in 0..<2 {
-                                var s: Float = 0
-                                for ky in taps(a, dy) { for kx in taps(b, dx) { s += PackedMatrix.element(w, src + ky * 3 + kx) } }
-                                phases[((p * oc + o) * ic + ci) * 4 + dy * 2 + dx] = s
-                            }
-                        }
-                    }
+        let (oc, ic) = (w.dims[0] / 4, w.dims[1])
+        if gemm.precision == .bf16 { return PackedMatrix.convolutionWeights16(w, groups: 4, width: gemm.mr, threads: threads) }
+        precondition(w.dtype == .f32, "f32 panels take f32 phase kernels")
+        return PackedMatrix.rowsOf(w.floats, rows: oc, k: ic * 4, groups: 4, width: gemm.mr, threads: threads)
+    }
+
+    /// Without our kernels (or rows that are not whole panels): each phase a 2×2 convolution of the
+    /// small image through `FusedConvolution` (padding 1 − a above and a below, likewise for columns),
+    /// then interleaved with the epilogue applied. f32 phase kernels.
+    public static func runPhasesSeparately(_ k: Conv2DKernel, x: View, weight: View, operands: [View], out: View, gemm: Gemm, threads: Int) {
+        let (n, h, w) = (x.dims[0], x.dims[2], x.dims[3])
+        let (oc, ic) = (weight.dims[0] / 4, weight.dims[1])
+        let phases = (0..<4).map { _ in Tensor.zeros(.f32, Shape([n, oc, h, w])) }
+        for p in 0..<4 {
+            let (a, b) = (p / 2, p % 2)
+            let sub = Conv2DKernel(strides: [1, 1], pads: [1 - a, 1 - b, a, b], dilations: [1, 1], groups: 1, hasBias: k.hasBias)
+            let wp = View(pointer: UnsafeMutableRawPointer(weight.floats + p * oc * ic * 4), dtype: .f32, shape: Shape([oc, ic, 2, 2]))
+            let y = View(pointer: UnsafeMutableRawPointer(mutating: phases[p].bytes.baseAddress!), dtype: .f32, shape: phases[p].shape)
+            FusedConvolution.run(sub, x: x, weight: wp, operands: [x, wp] + (k.hasBias ? [operands[2]] : []), out: y, gemm: gemm, threads: threads)
+        }
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let (oh, ow) = (2 * h, 2 * w)
+        withExtendedLifetime(phases) {
+            let src = phases.map { $0.bytes.baseAddress!.assumingMemoryBound(to: Float.self) }
+            Parallel.forRanges(n * oc * oh, threads: threads) { range in
+                for row in range {
+                    let (plane, y) = (row / oh, row % oh)
+                    let d = out.floats + row * ow
+                    for xo in 0..<ow { d[xo] = src[(y % 2) * 2 + xo % 2][(plane * h + y / 2) * w + xo / 2] }
+                    if !epilogue.isEmpty { epilogue.apply(d, count: ow, base: row * ow) }
                 }
             }
         }
-        let view = View(pointer: UnsafeMutableRawPointer(phases), dtype: .f32, shape: Shape([4 * oc, ic, 2, 2]))
-        return gemm.precision == .bf16 ? PackedMatrix.convolutionWeights16(view, groups: 4, width: gemm.mr, threads: threads)
-            : PackedMatrix.rowsOf(phases, rows: oc, k: ic * 4, groups: 4, width: gemm.mr, threads: threads)
     }
 
     public static func run(_ k: Conv2DKernel, x: View, packed: PackedMatrix, operands: [View], out: View, gemm: Gemm, threads: Int) {

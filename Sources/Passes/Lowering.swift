@@ -1,5 +1,6 @@
 import IR
 import Plan
+import ReferenceKernels
 import Tensors
 
 /// Turns optimised IR graphs into a plan program: instructions in schedule order, weights and
@@ -271,7 +272,15 @@ public struct Lowering {
         var kernels: [String: Int] = [:]
         var flops = 0.0
         for l in lowered {
-            instructions.append(Instruction(kernel: l.kernel, operands: l.node.inputs.map(operand), results: l.node.outputs.map(operand), name: l.node.name))
+            let operands = l.node.inputs.enumerated().map { (i, v) -> Operand in
+                // An upsampling convolution's weight: its four phase kernels, from the f32 values (one
+                // rounding when the plan stores them as bf16 or int8); the 3×3 kernel is not stored.
+                guard i == 1, case .conv2d(let c) = l.kernel, c.upsample == true, let w = g.values[v].constant else { return operand(v) }
+                let key = (g.values[v].weightKey ?? g.values[v].name) + ":phases"
+                return weightOperand(Value(type: TensorType(.f32, Shape([4 * w.shape.dims[0], w.shape.dims[1], 2, 2])), name: key,
+                                           definition: .weight(key, Reference.upsamplePhaseWeights(w.converted(to: .f32)))))
+            }
+            instructions.append(Instruction(kernel: l.kernel, operands: operands, results: l.node.outputs.map(operand), name: l.node.name))
             kernels[l.kernel.kindName, default: 0] += 1
             flops += Self.flops(l.node, g)
         }

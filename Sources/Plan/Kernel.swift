@@ -76,7 +76,9 @@ public struct Conv2DKernel: Codable, Sendable, Equatable {
     /// written before it (decoded as off).
     public var winograd: Bool?
     /// The input is the small image: the convolution reads it enlarged 2× by nearest neighbour (set by
-    /// the `upsample-conv` pass). Absent in older plans (off).
+    /// the `upsample-conv` pass), and its weight operand holds the 3×3 kernel's four 2×2 phase kernels
+    /// `[4·oc, ic, 2, 2]` (phase 2a + b: output pixels (2i + a, 2j + b)), computed by the compiler from
+    /// the f32 checkpoint. Absent in older plans (off).
     public var upsample: Bool?
     public init(strides: [Int], pads: [Int], dilations: [Int], groups: Int, hasBias: Bool, prologue: NormPrologue? = nil, epilogue: [EpilogueStep] = [],
                 winograd: Bool? = nil, upsample: Bool? = nil) {

@@ -1,6 +1,57 @@
 import Tensors
 
 extension Reference {
+    /// Rows (or columns) of a 3×3 kernel that tap `d` of phase `a` sums, for a 3×3 convolution
+    /// (padding 1) of an image enlarged 2× by nearest neighbour: output row 2i + a reads small rows
+    /// {i − 1, i} (a = 0: kernel rows {0}, {1, 2}) or {i, i + 1} (a = 1: {0, 1}, {2}).
+    public static func upsamplePhaseTaps(_ a: Int, _ d: Int) -> [Int] { a == 0 ? (d == 0 ? [0] : [1, 2]) : (d == 0 ? [0, 1] : [2]) }
+
+    /// The four phase kernels `[4·oc, ic, 2, 2]` (phase 2a + b first, f32) of a 3×3 kernel `[oc, ic, 3, 3]`.
+    public static func upsamplePhaseWeights(_ w: Tensor) -> Tensor {
+        let d = w.shape.dims
+        let (oc, ic) = (d[0], d[1])
+        let v = doubles(w)
+        var out = [Float](repeating: 0, count: 4 * oc * ic * 4)
+        for p in 0..<4 {
+            let (a, b) = (p / 2, p % 2)
+            for o in 0..<oc {
+                for ci in 0..<ic {
+                    for dy in 0..<2 {
+                        for dx in 0..<2 {
+                            var s = 0.0
+                            for ky in upsamplePhaseTaps(a, dy) { for kx in upsamplePhaseTaps(b, dx) { s += v[((o * ic + ci) * 3 + ky) * 3 + kx] } }
+                            out[(((p * oc + o) * ic + ci) * 2 + dy) * 2 + dx] = Float(s)
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(out, shape: Shape([4 * oc, ic, 2, 2]))
+    }
+
+    /// The convolution of `x` enlarged 2× by nearest neighbour with the 3×3 kernel whose phase kernels
+    /// are `phases` (`upsamplePhaseWeights`): each phase a 2×2 convolution of the small image (padding
+    /// 1 − a above, a below, likewise for columns), interleaved.
+    public static func upsampleConv2d(_ x: Tensor, phases: Tensor, bias: Tensor?) -> Tensor {
+        let d = x.shape.dims, oc = phases.shape.dims[0] / 4, ic = phases.shape.dims[1]
+        let (n, h, w) = (d[0], d[2], d[3])
+        let ys = (0..<4).map { p -> Tensor in
+            let (a, b) = (p / 2, p % 2)
+            let wp = slice(phases, starts: [p * oc, 0, 0, 0], ends: [(p + 1) * oc, ic, 2, 2], steps: [1, 1, 1, 1])
+            return conv2d(x, wp, bias, strides: [1, 1], pads: [1 - a, 1 - b, a, b], dilations: [1, 1], groups: 1, outShape: Shape([n, oc, h, w]))
+        }
+        var sources: [Int] = []
+        sources.reserveCapacity(n * oc * 4 * h * w)
+        for nn in 0..<n {
+            for o in 0..<oc {
+                for y in 0..<(2 * h) {
+                    for xo in 0..<(2 * w) { sources.append(((((y % 2) * 2 + xo % 2) * n + nn) * oc + o) * h * w + (y / 2) * w + xo / 2) }
+                }
+            }
+        }
+        return gather(concat(ys, axis: 0), sources: sources, outShape: Shape([n, oc, 2 * h, 2 * w]))
+    }
+
     /// NCHW enlarged twice by nearest neighbour: out[n, c, y, x] = x[n, c, y/2, x/2].
     public static func upsampleNearest2x(_ x: Tensor) -> Tensor {
         let d = x.shape.dims

@@ -23,8 +23,9 @@ extension Reference {
         }
         switch kernel {
         case .conv2d(let c):
+            // (Upsampling: the weight operand holds the four phase kernels.)
+            if c.upsample == true { return [epilogue(upsampleConv2d(x[0], phases: x[1], bias: c.hasBias ? x[2] : nil), c.epilogue)] }
             var input = x[0]
-            if c.upsample == true { input = upsampleNearest2x(input) }
             if let p = c.prologue {
                 input = groupNorm(input, x[p.scaleOperand], x[p.biasOperand], groups: p.groups, epsilon: Double(p.epsilon))
                 if p.silu { input = unary(.silu, input) }

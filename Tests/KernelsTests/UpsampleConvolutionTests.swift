@@ -5,7 +5,8 @@ import Tensors
 import Testing
 
 /// A 3×3 convolution of a nearest-2×-enlarged image as four 2×2 phase convolutions of the small image
-/// (`UpsampleConvolution`): against the reference twin (enlarge, then convolve), with bias, a
+/// (`UpsampleConvolution`, phase kernels from `Reference.upsamplePhaseWeights`): against enlarging and
+/// convolving with the 3×3 kernel (and the plan's reference twin, and the OpenBLAS path), with bias, a
 /// leaky ReLU and a residual epilogue, odd channel counts, two images, more than one band and block
 /// of output channels, f32 and bf16 panels, both instruction sets, any thread count.
 @Suite struct UpsampleConvolutionTests {
@@ -16,16 +17,28 @@ import Testing
         let residual = GemmTests.values(n * oc * 4 * h * w, seed: 73)
         let kernel = Conv2DKernel(strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1, hasBias: true,
                                   epilogue: [.activation("leaky_relu", alpha: 0.2), .addResidual(operand: 3)], upsample: true)
+        var plain = kernel
+        plain.upsample = nil
         let outShape = Shape([n, oc, 2 * h, 2 * w])
-        let operands = [Tensor(x, shape: Shape([n, c, h, w])), Tensor(wt, shape: Shape([oc, c, 3, 3])), Tensor(bias, shape: Shape([oc])),
-                        Tensor(residual, shape: outShape)]
-        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, outShape)])[0].floats()
+        let small = Tensor(x, shape: Shape([n, c, h, w])), w3 = Tensor(wt, shape: Shape([oc, c, 3, 3]))
+        let phases = Reference.upsamplePhaseWeights(w3)
+        let operands = [small, phases, Tensor(bias, shape: Shape([oc])), Tensor(residual, shape: outShape)]
+        // The definition: enlarge, then the 3×3 convolution; the plan's twin (phase kernels) agrees.
+        let expected = try Reference.execute(.conv2d(plain), [Reference.upsampleNearest2x(small), w3] + operands[2...], results: [(.f32, outShape)])[0].floats()
         let scale = expected.map(abs).max()!
+        let twin = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, outShape)])[0].floats()
+        #expect(zip(twin, expected).map { abs($0 - $1) }.max()! / scale <= 1e-6)
+        // OpenBLAS: the phases one by one.
+        let separate = Tensor.zeros(.f32, outShape)
+        UpsampleConvolution.runPhasesSeparately(kernel, x: OwnKernelTests.view(small), weight: OwnKernelTests.view(phases), operands: operands.map(OwnKernelTests.view),
+                                                out: OwnKernelTests.view(separate), gemm: Gemm(.openblas), threads: 2)
+        #expect(zip(separate.floats(), expected).map { abs($0 - $1) }.max()! / scale <= 1e-5)
         for isa in [ISA.avx512, .avx2] where isa.isSupported {
             for (precision, bound) in [(GemmPrecision.f32, Float(1e-5)), (.bf16, 2e-2)] {
                 let gemm = Gemm(isa, precision: precision)
                 #expect(UpsampleConvolution.eligible(kernel, x: OwnKernelTests.view(operands[0]), weight: OwnKernelTests.view(operands[1]), gemm: gemm))
-                let packed = UpsampleConvolution.packPhases(OwnKernelTests.view(operands[1]), gemm: gemm, threads: 2)
+                let stored = precision == .bf16 ? phases.converted(to: .bf16) : phases  // (the plan's bf16 weights)
+                let packed = withExtendedLifetime(stored) { UpsampleConvolution.packPhases(OwnKernelTests.view(stored), gemm: gemm, threads: 2) }
                 for threads in [1, 3] {
                     let result = Tensor.zeros(.f32, outShape)
                     UpsampleConvolution.run(kernel, x: OwnKernelTests.view(operands[0]), packed: packed, operands: operands.map(OwnKernelTests.view),
