@@ -192,29 +192,25 @@ public enum Int8Gemm {
     /// int8 operations per second of AVX2 `vpmaddwd` + `vpaddd` (16 multiply-adds) on `threads` cores.
     public static func measurePeakAVX2(threads: Int) -> Double {
         guard Kernel.avx2.isSupported else { return 0 }
-        let iterations = 50_000_000
-        var rates: [Double] = []
-        for _ in 0..<3 {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            DispatchQueue.concurrentPerform(iterations: threads) { i in
-                if maddPeakAVX2(iterations, Int32(i)) == 42 { print("") }
-            }
-            rates.append(Double(threads * iterations * 12 * 16 * 2) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
-        }
-        return rates.sorted()[1]
+        return peak(threads: threads, operationsPerIteration: 12 * 16 * 2) { maddPeakAVX2($0, $1) }
     }
 
     /// int8 operations per second of `vpdpbusd` on `threads` cores (register-only loop), or 0 without VNNI.
     public static func measurePeak(threads: Int) -> Double {
         guard hasVNNI else { return 0 }
+        return peak(threads: threads, operationsPerIteration: 12 * 16 * 4 * 2) { vnniPeak($0, $1) }
+    }
+
+    /// The middle of three timings of a register-only `loop(iterations, seed)` on every thread.
+    static func peak(threads: Int, operationsPerIteration: Int, _ loop: @escaping @Sendable (Int, Int32) -> Int32) -> Double {
         let iterations = 50_000_000
         var rates: [Double] = []
         for _ in 0..<3 {
             let t0 = DispatchTime.now().uptimeNanoseconds
             DispatchQueue.concurrentPerform(iterations: threads) { i in
-                if vnniPeak(iterations, Int32(i)) == 42 { print("") }
+                if loop(iterations, Int32(i)) == 42 { print("") }
             }
-            rates.append(Double(threads * iterations * 12 * 16 * 4 * 2) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+            rates.append(Double(threads * iterations * operationsPerIteration) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
         }
         return rates.sorted()[1]
     }
