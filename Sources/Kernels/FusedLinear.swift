@@ -193,26 +193,35 @@ extension FusedLinear {
         let tile = min(FusedLinear.rowTile, max(1, (rows + 1) / 2))
         let tiles = (rows + tile - 1) / tile
         if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
-            // int8 × int8: rows quantised from the gathered (and normalised) buffer; results into a
-            // whole temporary, then stored tile by tile.
+            // int8 × int8, chunks of rows (a few tiles a thread, so that a scattered result needs only
+            // a chunk's temporary): rows quantised from the gathered (and normalised) buffer, results
+            // stored tile by tile.
             let shared = ScratchPool.shared.take()
             defer { ScratchPool.shared.give(shared) }
-            let results = outRows == nil ? o : shared.floats(5, rows * nOut)
-            Int8Linear.product(x: src, rows: rows, weights: int8, bias: nil, out: results, kernel: kernel, threads: threads,
-                               prepare: inRows == nil && normalize == nil ? nil : { r0, count, dst in
-                                   let p = fetch(r0, count, dst)
-                                   if p != UnsafePointer(dst) { dst.update(from: p, count: count * kk) }
-                               },
-                               finish: { _, _ in })
-            Parallel.forRanges(tiles, threads: threads) { range in
-                for t in range {
-                    let r0 = t * tile, count = min(tile, rows - r0)
-                    if outRows == nil {
-                        for r in r0..<(r0 + count) { epilogue.apply(o + r * nOut, count: nOut, base: r * nOut, vectorBias: bias) }
-                    } else {
-                        store(r0, count, results + r0 * nOut)
+            let chunk = max(Int8Linear.rowTile * 4 * threads, 2 * tile) / tile * tile
+            let temporary = outRows == nil ? nil : shared.floats(5, min(rows, chunk) * nOut)
+            var c0 = 0
+            while c0 < rows {
+                let count = min(chunk, rows - c0), first = c0
+                let results = temporary ?? o + c0 * nOut
+                Int8Linear.product(x: src + c0 * kk, rows: count, weights: int8, bias: nil, out: results, kernel: kernel, threads: threads,
+                                   prepare: inRows == nil && normalize == nil ? nil : { r0, n, dst in
+                                       let p = fetch(first + r0, n, dst)
+                                       if p != UnsafePointer(dst) { dst.update(from: p, count: n * kk) }
+                                   },
+                                   finish: { _, _ in })
+                let chunkTiles = (count + tile - 1) / tile
+                Parallel.forRanges(chunkTiles, threads: threads) { range in
+                    for t in range {
+                        let r0 = t * tile, n = min(tile, count - r0)
+                        if outRows == nil {
+                            for r in (first + r0)..<(first + r0 + n) { epilogue.apply(o + r * nOut, count: nOut, base: r * nOut, vectorBias: bias) }
+                        } else {
+                            store(first + r0, n, results + r0 * nOut)
+                        }
                     }
                 }
+                c0 += count
             }
             return
         }
