@@ -83,11 +83,13 @@ public enum FusedConvolution {
     }
 
     /// `packed`: the weights as A panels of `gemm` (per group), when `gemm` is not OpenBLAS.
+    /// `winogradSchedule` forces the Winograd path's split of work (tests run both).
     public static func run(_ k: Conv2DKernel, x: View, weight: View, packed: PackedMatrix? = nil, operands: [View], out: View,
-                           gemm: Gemm = Gemm(.openblas), threads: Int, sharedPackLimit: Int = sharedPackBytes) {
+                           gemm: Gemm = Gemm(.openblas), threads: Int, sharedPackLimit: Int = sharedPackBytes,
+                           winogradSchedule: Winograd.Schedule = .automatic) {
         if !gemm.usesBLAS {
             runOwn(k, x: x, weight: weight, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads,
-                   sharedPackLimit: sharedPackLimit)
+                   sharedPackLimit: sharedPackLimit, winogradSchedule: winogradSchedule)
             return
         }
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
@@ -191,7 +193,7 @@ public enum FusedConvolution {
     /// padded copy of the band's input rows (normalised there when there is a prologue): no im2col.
     /// Others pack B block by block straight from the input (implicit GEMM).
     static func runOwn(_ k: Conv2DKernel, x: View, weight: View, packed: PackedMatrix?, operands: [View], out: View, gemm: Gemm, threads: Int,
-                       sharedPackLimit: Int) {
+                       sharedPackLimit: Int, winogradSchedule: Winograd.Schedule = .automatic) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, icg, kh, kw) = (weight.dims[0], weight.dims[1], weight.dims[2], weight.dims[3])
         let (oh, ow) = (out.dims[2], out.dims[3])
@@ -209,7 +211,8 @@ public enum FusedConvolution {
             affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
         }
         if k.winograd == true, let packed, packed.groups == 16, packed.element == nil, Winograd.eligible(k, weight: weight.dims) {
-            Winograd.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine)
+            Winograd.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine,
+                         schedule: winogradSchedule)
             return
         }
         let silu = k.prologue?.silu ?? false

@@ -4,10 +4,10 @@ import Tensors
 /// Winograd F(2,3) for 3×3, stride-1, undilated, ungrouped convolutions (Lavin & Gray, 2016): each
 /// 2×2 block of outputs is `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` over a 4×4 input tile d, so the products become
 /// 16 GEMMs `M_ξ = U_ξ · V_ξ` (output channels × input channels × tiles) with 16/36 of the direct
-/// multiplies. The weights are transformed and packed once (`PackedMatrix.winogradWeights`); the
-/// input tiles are transformed sixteen at a time straight into the GEMMs' B panels from a padded
-/// (normalised, for a prologue) copy of a band of input rows; the output transform writes the band's
-/// rows, then bias and epilogue. f32 only.
+/// multiplies. The weights are transformed and packed once (`PackedMatrix.winogradWeights`, or
+/// `winogradWeights16` for bf16); the input tiles are transformed sixteen at a time straight into the
+/// GEMMs' B panels from a padded (normalised, for a prologue) copy of a band of input rows; the output
+/// transform writes the band's rows, then bias and epilogue.
 public enum Winograd {
     /// Whether `k` on this weight can run here.
     public static func eligible(_ k: Conv2DKernel, weight: [Int]) -> Bool {
@@ -45,8 +45,11 @@ public enum Winograd {
         }
     }
 
+    /// How the threads split the work: whole bands each, or each band together (`run`'s comment).
+    public enum Schedule: Sendable { case automatic, bandPerThread, sharedBands }
+
     public static func run(_ k: Conv2DKernel, x: View, packed: PackedMatrix, operands: [View], out: View, gemm: Gemm, threads: Int,
-                           affine: [Float]) {
+                           affine: [Float], schedule: Schedule = .automatic) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
         let (pt, pl) = (k.pads[0], k.pads[1])
@@ -58,110 +61,161 @@ public enum Winograd {
         // bf16: the GEMMs step over pairs of input channels.
         let bf16 = gemm.precision == .bf16
         let steps = bf16 ? (c + 1) / 2 : c
+        let perStep = bf16 ? 2 : 1
         let tilesWide = (ow + 1) / 2, tilesHigh = (oh + 1) / 2
-        // Bands of tile rows (about 256 tiles), then blocks of output channels until 4 tiles per thread.
-        let (bandTiles, bands, ocBlock, ocBlocks) = Tiling.bandsAndBlocks(images: n, rows: tilesHigh, perBand: 256 / max(tilesWide, 1),
-                                                                           channels: oc, threads: threads)
+        // Bands of whole tile rows, about 256 tiles each. With enough bands (large images), or
+        // transformed weights small enough to stay in cache, each thread takes whole bands (halved
+        // until there are four a thread): it transforms a band's tiles into its own V, then runs the
+        // sixteen GEMMs and the output transform for all output channels, block by block. Otherwise
+        // (few bands of large weights) the bands run one after the other and the threads share each:
+        // they split its channels to transform it into one V, then its output channels. Either way no
+        // band is transformed twice, and the transformed weights (16/9 of the kernel's) are read once
+        // a band, each element used for its ~256 tiles rather than re-streamed for small bands.
+        var bandTiles = max(1, min(tilesHigh, 256 / max(tilesWide, 1)))
+        var bands = (tilesHigh + bandTiles - 1) / bandTiles
+        let bandParallel = schedule == .automatic ? n * bands >= 4 * threads || packed.byteCount <= 3 << 20 : schedule == .bandPerThread
+        while bandParallel && bandTiles > 1 && n * bands < 4 * threads {
+            bandTiles = (bandTiles + 1) / 2
+            bands = (tilesHigh + bandTiles - 1) / bandTiles
+        }
         // Padded band: 2·bandTiles + 2 input rows, 2·tilesWide + 2 columns (zeros outside the input).
         // (Rounded up so that sixteen tiles' 34 columns can always be loaded: the extra ones are zeros.)
         let paddedRows = 2 * bandTiles + 2, paddedWidth = (2 * tilesWide + 2 + 31) / 32 * 32 + 2
         let maxTiles = bandTiles * tilesWide
         let tilePanels = (maxTiles + nr - 1) / nr
         let vStride = tilePanels * steps * nr  // one ξ's B panels
-        let mStride = ocBlock * tilePanels * nr  // one ξ's M block
+        // Output channels in blocks of whole A panels (at most 8); shared bands: a multiple of `threads` blocks.
+        let aPanels = (oc + mr - 1) / mr
+        let blocks = bandParallel ? (aPanels + 7) / 8 : min(aPanels, threads * max(1, (aPanels + 8 * threads - 1) / (8 * threads)))
+        let blockRows = ((aPanels + blocks - 1) / blocks) * mr
+        let mStride = blockRows * tilePanels * nr  // one ξ's M block
+        // Shared bands: channels transformed in chunks of 8 steps.
+        let stepChunk = 8, chunks = (steps + stepChunk - 1) / stepChunk
         affine.withUnsafeBufferPointer { aff in
-            Tiling.runRemembering(n * bands * ocBlocks, threads: threads) { tile, worker, memo in
-                let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands, b = tile / (ocBlocks * bands)
-                let o0 = ob * ocBlock, orows = min(ocBlock, oc - o0)
+            /// The band's tiles of the channels of `stepRange`, into `v`.
+            func transform(_ b: Int, _ band: Int, _ stepRange: Range<Int>, _ v: UnsafeMutablePointer<Float>, _ worker: WorkerScratch) {
                 let ty0 = band * bandTiles, tr = min(bandTiles, tilesHigh - ty0)
-                let tiles = tr * tilesWide
-                let padded = worker.floats(0, c * paddedRows * paddedWidth + 64)
-                let v = worker.floats(1, 16 * vStride)
-                let m = worker.floats(2, 16 * mStride)
+                let c0 = stepRange.lowerBound * perStep, c1 = min(c, stepRange.upperBound * perStep)
+                let padded = worker.floats(0, (c1 - c0) * paddedRows * paddedWidth + 64)
+                // The band's input rows of these channels, normalised, with zero borders.
                 let xb = x.floats + b * c * h * w
-                if memo[0] != b || memo[1] != band {
-                    // The band's input rows, normalised, with zero borders; then the transformed tiles.
-                    let y0 = 2 * ty0 - pt
-                    for ci in 0..<c {
-                        let (sa, sb): (Float, Float) = aff.isEmpty ? (1, 0) : (aff[(b * c + ci) * 2], aff[(b * c + ci) * 2 + 1])
-                        for t in 0..<paddedRows {
-                            let d = padded + (ci * paddedRows + t) * paddedWidth, iy = y0 + t
-                            d.initialize(repeating: 0, count: paddedWidth)
-                            guard iy >= 0 && iy < h else { continue }
-                            let count = min(w, paddedWidth - pl)
-                            let src = xb + (ci * h + iy) * w
-                            if aff.isEmpty {
-                                (d + pl).update(from: src, count: count)
-                            } else if silu {
-                                VectorMath.map(src, d + pl, count) { VectorMath.silu($0 * sa + sb) }
-                            } else {
-                                VectorMath.map(src, d + pl, count) { $0 * sa + sb }
-                            }
+                let y0 = 2 * ty0 - pt
+                for ci in c0..<c1 {
+                    let (sa, sb): (Float, Float) = aff.isEmpty ? (1, 0) : (aff[(b * c + ci) * 2], aff[(b * c + ci) * 2 + 1])
+                    for t in 0..<paddedRows {
+                        let d = padded + ((ci - c0) * paddedRows + t) * paddedWidth, iy = y0 + t
+                        d.initialize(repeating: 0, count: paddedWidth)
+                        guard iy >= 0 && iy < h else { continue }
+                        let count = min(w, paddedWidth - pl)
+                        let src = xb + (ci * h + iy) * w
+                        if aff.isEmpty {
+                            (d + pl).update(from: src, count: count)
+                        } else if silu {
+                            VectorMath.map(src, d + pl, count) { VectorMath.silu($0 * sa + sb) }
+                        } else {
+                            VectorMath.map(src, d + pl, count) { $0 * sa + sb }
                         }
                     }
-                    transformInput(padded, channels: c, paddedRows: paddedRows, paddedWidth: paddedWidth, tileRows: tr, tilesWide: tilesWide,
-                                   nr: nr, into: v, vStride: vStride, bf16: bf16)
-                    memo[0] = b; memo[1] = band
                 }
+                transformInput(padded, channels: c, firstChannel: c0, steps: stepRange, paddedRows: paddedRows, paddedWidth: paddedWidth,
+                               tileRows: tr, tilesWide: tilesWide, nr: nr, into: v, vStride: vStride, bf16: bf16)
+            }
+            /// The output channels of A panels `block·aPanels/blocks ..<` of the band, from its tiles in `v`.
+            func multiply(_ b: Int, _ band: Int, _ block: Int, _ v: UnsafeMutablePointer<Float>, _ worker: WorkerScratch) {
+                let ty0 = band * bandTiles, tr = min(bandTiles, tilesHigh - ty0)
+                let tiles = tr * tilesWide
+                let p0 = block * aPanels / blocks, p1 = (block + 1) * aPanels / blocks
+                let o0 = p0 * mr, orows = min(p1 * mr, oc) - o0
+                guard orows > 0 else { return }
+                let m = worker.floats(2, 16 * mStride)
                 for xi in 0..<16 {
-                    let u = packed.pointer + xi * packed.groupStride + (o0 / mr) * packed.panelStride
+                    let u = packed.pointer + xi * packed.groupStride + p0 * packed.panelStride
                     gemm.run(m: orows, n: tiles, k: steps, a: .panels(u, panelStride: packed.panelStride),
                              b: .panels(v + xi * vStride, panelStride: steps * nr), c: m + xi * mStride, ldc: tiles, accumulate: false,
                              scratch: worker.gemm)
                 }
-                // Output transform: Y = Aᵀ M A for each (channel, tile), sixteen tiles of a tile row at a time.
-                let ob0 = out.floats + (b * oc + o0) * plane
-                let rows = UnsafeMutableRawPointer(worker.floats(3, 8 * 16 + 16)).alignedUp(toMultipleOf: 64)
-                    .bindMemory(to: SIMD16<Float>.self, capacity: 8)
-                for o in 0..<orows {
-                    for tyl in 0..<tr {
-                        var tx0 = 0
-                        while tx0 < tilesWide {
-                            let count = min(16, tilesWide - tx0)
-                            let t0 = tyl * tilesWide + tx0
-                            @inline(__always) func load(_ xi: Int) -> SIMD16<Float> {
-                                let src = m + xi * mStride + o * tiles + t0
-                                if count == 16 { return UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self) }
-                                var v = SIMD16<Float>()
-                                for l in 0..<count { v[l] = src[l] }
-                                return v
-                            }
-                            // Rows of Aᵀ M: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (per column q).
-                            for q in 0..<4 {
-                                let (m0, m1, m2, m3) = (load(q), load(4 + q), load(8 + q), load(12 + q))
-                                rows[q] = m0 + m1 + m2
-                                rows[4 + q] = m1 - m2 - m3
-                            }
-                            let ty = ty0 + tyl
-                            for i in 0..<2 {
-                                let oy = 2 * ty + i
-                                guard oy < oh else { continue }
-                                let sr = rows + 4 * i
-                                let y0 = sr[0] + sr[1] + sr[2], y1 = sr[1] - sr[2] - sr[3]
-                                let row = ob0 + o * plane + oy * ow + 2 * tx0
-                                let pairs = min(count, (ow - 2 * tx0) / 2)
-                                for l in 0..<pairs { row[2 * l] = y0[l]; row[2 * l + 1] = y1[l] }
-                                if pairs < count { row[2 * pairs] = y0[pairs] }  // odd width: the last column
-                            }
-                            tx0 += 16
-                        }
-                    }
-                }
+                let ob = out.floats + b * oc * plane
+                outputTransform(m, mStride: mStride, channels: orows, tileRows: tr, tilesWide: tilesWide, firstTileRow: ty0,
+                                out: ob + o0 * plane, oh: oh, ow: ow, rows: worker.floats(3, 8 * 16 + 16))
                 if bias != nil || !epilogue.isEmpty {
                     let r0 = 2 * ty0, rows = min(2 * tr, oh - r0)
                     for o in 0..<orows {
                         let ch = o0 + o
-                        epilogue.apply(ob0 + o * plane + r0 * ow, count: rows * ow, base: (b * oc + ch) * plane + r0 * ow, scalarBias: bias?[ch] ?? 0)
+                        epilogue.apply(ob + ch * plane + r0 * ow, count: rows * ow, base: (b * oc + ch) * plane + r0 * ow, scalarBias: bias?[ch] ?? 0)
                     }
+                }
+            }
+            let take = { ScratchPool.shared.take() }, give = { (s: WorkerScratch) in ScratchPool.shared.give(s) }
+            if bandParallel {
+                Tiling.run(n * bands, threads: threads, setup: take, cleanup: give) { item, worker in
+                    let v = worker.floats(1, 16 * vStride)
+                    transform(item / bands, item % bands, 0..<steps, v, worker)
+                    for block in 0..<blocks { multiply(item / bands, item % bands, block, v, worker) }
+                }
+                return
+            }
+            let shared = take()
+            defer { give(shared) }
+            let v = shared.floats(1, 16 * vStride)
+            for b in 0..<n {
+                for band in 0..<bands {
+                    Tiling.run(chunks, threads: threads, setup: take, cleanup: give) { chunk, worker in
+                        transform(b, band, (chunk * stepChunk)..<min(steps, (chunk + 1) * stepChunk), v, worker)
+                    }
+                    Tiling.run(blocks, threads: threads, setup: take, cleanup: give) { block, worker in multiply(b, band, block, v, worker) }
                 }
             }
         }
     }
 
-    /// V_ξ = (Bᵀ d B)_ξ for every (channel, tile) of the band, as B panels: `v[ξ·vStride + (panel·channels + ci)·nr + j]`
-    /// for tile `panel·nr + j` (zeros past the last tile).
-    static func transformInput(_ padded: UnsafePointer<Float>, channels: Int, paddedRows: Int, paddedWidth: Int, tileRows: Int, tilesWide: Int,
-                               nr: Int, into v: UnsafeMutablePointer<Float>, vStride: Int, bf16: Bool = false) {
+    /// Y = Aᵀ M A for each (channel, tile) of a band, sixteen tiles of a tile row at a time, into the
+    /// output rows `2·firstTileRow ...` of `channels` channels from `out`.
+    static func outputTransform(_ m: UnsafePointer<Float>, mStride: Int, channels: Int, tileRows tr: Int, tilesWide: Int, firstTileRow ty0: Int,
+                                out: UnsafeMutablePointer<Float>, oh: Int, ow: Int, rows scratch: UnsafeMutablePointer<Float>) {
+        let tiles = tr * tilesWide, plane = oh * ow
+        let rows = UnsafeMutableRawPointer(scratch).alignedUp(toMultipleOf: 64).bindMemory(to: SIMD16<Float>.self, capacity: 8)
+        for o in 0..<channels {
+            for tyl in 0..<tr {
+                var tx0 = 0
+                while tx0 < tilesWide {
+                    let count = min(16, tilesWide - tx0)
+                    let t0 = tyl * tilesWide + tx0
+                    @inline(__always) func load(_ xi: Int) -> SIMD16<Float> {
+                        let src = m + xi * mStride + o * tiles + t0
+                        if count == 16 { return UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self) }
+                        var v = SIMD16<Float>()
+                        for l in 0..<count { v[l] = src[l] }
+                        return v
+                    }
+                    // Rows of Aᵀ M: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (per column q).
+                    for q in 0..<4 {
+                        let (m0, m1, m2, m3) = (load(q), load(4 + q), load(8 + q), load(12 + q))
+                        rows[q] = m0 + m1 + m2
+                        rows[4 + q] = m1 - m2 - m3
+                    }
+                    let ty = ty0 + tyl
+                    for i in 0..<2 {
+                        let oy = 2 * ty + i
+                        guard oy < oh else { continue }
+                        let sr = rows + 4 * i
+                        let y0 = sr[0] + sr[1] + sr[2], y1 = sr[1] - sr[2] - sr[3]
+                        let row = out + o * plane + oy * ow + 2 * tx0
+                        let pairs = min(count, (ow - 2 * tx0) / 2)
+                        for l in 0..<pairs { row[2 * l] = y0[l]; row[2 * l + 1] = y1[l] }
+                        if pairs < count { row[2 * pairs] = y0[pairs] }  // odd width: the last column
+                    }
+                    tx0 += 16
+                }
+            }
+        }
+    }
+
+    /// V_ξ = (Bᵀ d B)_ξ for the channels of `steps` and every tile of the band, as B panels:
+    /// `v[ξ·vStride + (panel·steps + step)·nr + j]` for tile `panel·nr + j` (zeros past the last tile).
+    /// `padded` holds the band's rows of those channels, from `firstChannel`.
+    static func transformInput(_ padded: UnsafePointer<Float>, channels: Int, firstChannel: Int, steps stepRange: Range<Int>, paddedRows: Int,
+                               paddedWidth: Int, tileRows: Int, tilesWide: Int, nr: Int, into v: UnsafeMutablePointer<Float>, vStride: Int,
+                               bf16: Bool = false) {
         let tiles = tileRows * tilesWide
         let panels = (tiles + nr - 1) / nr
         let d = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: 16), t = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: 16)
@@ -169,7 +223,7 @@ public enum Winograd {
         defer { d.deallocate(); t.deallocate(); low.deallocate() }
         // bf16: steps are pairs of channels (2s in the low half of each word, 2s+1 in the high half).
         let steps = bf16 ? (channels + 1) / 2 : channels
-        for step in 0..<steps {
+        for step in stepRange {
             for ty in 0..<tileRows {
                 var tx0 = 0
                 while tx0 < tilesWide {
@@ -178,7 +232,7 @@ public enum Winograd {
                   for half in 0..<(bf16 ? 2 : 1) {
                     let ci = bf16 ? 2 * step + half : step
                     let absent = ci >= channels
-                    let base = padded + min(ci, channels - 1) * paddedRows * paddedWidth
+                    let base = padded + (min(ci, channels - 1) - firstChannel) * paddedRows * paddedWidth
                     // d[r][q] for sixteen tiles: columns 2·tx + q of input row 2·ty + r (even/odd halves of 32 floats).
                     for r in 0..<4 {
                         let row = base + (2 * ty + r) * paddedWidth + 2 * tx0

@@ -115,6 +115,7 @@ import Testing
         ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3]),
         ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
         ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
+        ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true),
     ])
     func winograd(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
@@ -138,24 +139,35 @@ import Testing
         for isa in Self.sets {
             let gemm = Gemm(isa)
             let packed = PackedMatrix.winogradWeights(Self.view(operands[1]).floats, oc: oc, ic: c, width: gemm.mr)
+            // Each thread whole bands, or the threads sharing each band (transform split by channels,
+            // products by output channels): the same numbers, whatever the thread count.
+            let schedules: [Winograd.Schedule] = [.bandPerThread, .sharedBands]
             var results: [[Float]] = []
-            for threads in [1, 3] {
-                let out = Tensor.zeros(.f32, Shape(outDims))
-                FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed,
-                                     operands: operands.map(Self.view), out: Self.view(out), gemm: gemm, threads: threads)
-                let err = Self.relativeError(out, expected)
-                #expect(err < 1e-5, "\(isa) threads \(threads): relative error \(err)")
-                results.append(out.floats())
+            for schedule in schedules {
+                for threads in [1, 3] {
+                    let out = Tensor.zeros(.f32, Shape(outDims))
+                    FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed,
+                                         operands: operands.map(Self.view), out: Self.view(out), gemm: gemm, threads: threads,
+                                         winogradSchedule: schedule)
+                    let err = Self.relativeError(out, expected)
+                    #expect(err < 1e-5, "\(isa) \(schedule) threads \(threads): relative error \(err)")
+                    results.append(out.floats())
+                }
             }
-            #expect(results[0] == results[1], "\(isa): the result depends on the thread count")
+            #expect(results.allSatisfy { $0 == results[0] }, "\(isa): the result depends on the thread count or the schedule")
             // bf16 operands: transformed tiles and kernels rounded to bf16, f32 accumulation.
             let g16 = gemm.with(.bf16)
             let packed16 = PackedMatrix.winogradWeights16(Self.view(operands[1]), oc: oc, ic: c, width: g16.mr)
-            let out16 = Tensor.zeros(.f32, Shape(outDims))
-            FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed16,
-                                 operands: operands.map(Self.view), out: Self.view(out16), gemm: g16, threads: 2)
-            let err16 = Self.relativeError(out16, expected)
-            #expect(err16 < 1.5e-2 && err16 > 0, "\(isa) bf16: relative error \(err16)")
+            var results16: [[Float]] = []
+            for schedule in schedules {
+                let out16 = Tensor.zeros(.f32, Shape(outDims))
+                FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed16,
+                                     operands: operands.map(Self.view), out: Self.view(out16), gemm: g16, threads: 2, winogradSchedule: schedule)
+                let err16 = Self.relativeError(out16, expected)
+                #expect(err16 < 1.5e-2 && err16 > 0, "\(isa) \(schedule) bf16: relative error \(err16)")
+                results16.append(out16.floats())
+            }
+            #expect(results16[0] == results16[1], "\(isa) bf16: the result depends on the schedule")
         }
     }
 
