@@ -222,18 +222,22 @@ public enum FusedConvolution {
         let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && k.pads.allSatisfy { $0 == 0 } && affine.isEmpty
         let inPlace = !pointwise && sh == 1 && sw == 1 && ow % gemm.nr == 0
         // Small images (the deep levels of a UNet) have few columns and many output channels: their B
-        // is packed once for all the channel blocks, in parallel, before the products.
-        let sharedB = !pointwise && !inPlace && steps * plane * n * groups * 4 <= sharedPackLimit
+        // is packed once for all the channel blocks, in parallel, before the products (pointwise ones
+        // too, up to 1024 columns: in bands their B would be re-packed, and their weights re-read, for
+        // bands of a few columns).
+        let sharedB = !inPlace && (!pointwise || n * plane <= 1024) && steps * plane * n * groups * 4 <= sharedPackLimit
         // Bands of about 2048 output columns, then blocks of output channels until there are 4 tiles per thread.
         var bandRows = sharedB ? oh : max(1, min(oh, 2048 / max(ow, 1)))
         while !sharedB && bandRows > 1 && n * groups * ((oh + bandRows - 1) / bandRows) < 4 * threads { bandRows = (bandRows + 1) / 2 }
         let bands = (oh + bandRows - 1) / bandRows
-        let quantum = 48  // a multiple of every micro-kernel's rows
-        var ocBlock = ocg
-        while ocBlock > quantum && n * groups * bands * ((ocg + ocBlock - 1) / ocBlock) < 4 * threads {
-            ocBlock = max(quantum, ((ocBlock + 1) / 2 + quantum - 1) / quantum * quantum)
-        }
-        let ocBlocks = (ocg + ocBlock - 1) / ocBlock
+        // Output channels in blocks of whole weight panels (48 rows when the weights are not packed),
+        // as many as make 4 tiles a thread and a multiple of the threads (so that no thread waits for
+        // one more block than the other has), their sizes differing by one panel at most.
+        let quantum = packed?.width ?? 48
+        let units = (ocg + quantum - 1) / quantum
+        let tilesPerBlock = n * groups * bands
+        var ocBlocks = min(units, max(1, (4 * threads + tilesPerBlock - 1) / tilesPerBlock))
+        while ocBlocks < units && (tilesPerBlock * ocBlocks) % threads != 0 { ocBlocks += 1 }
         // The padded band: input rows r0 - pt ..< r0 - pt + paddedRows, columns -pl ..< w + pr.
         let paddedRows = (bandRows - 1) * sh + (kh - 1) * dh + 1, paddedWidth = w + pl + pr
         let offsets: [Int] = inPlace ? (0..<steps).map { step in
@@ -264,7 +268,7 @@ public enum FusedConvolution {
                     let (buffer, gemmScratch) = (scratch.0, scratch.1)
                     let ob = tile % ocBlocks, band = (tile / ocBlocks) % bands
                     let g = (tile / (ocBlocks * bands)) % groups, b = tile / (ocBlocks * bands * groups)
-                    let o0 = ob * ocBlock, orows = min(ocBlock, ocg - o0)
+                    let o0 = ob * units / ocBlocks * quantum, orows = min((ob + 1) * units / ocBlocks * quantum, ocg) - o0
                     let r0 = band * bandRows, rows = min(bandRows, oh - r0), cols = rows * ow
                     let xg = x.floats + (b * c + g * icg) * h * w
                     let og = out.floats + (b * oc + g * ocg + o0) * plane + r0 * ow

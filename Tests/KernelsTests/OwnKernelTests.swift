@@ -50,8 +50,12 @@ import Testing
         // B packed per tile (stride 2, asymmetric pads; the shared path switched off).
         ConvCase(x: [1, 4, 9, 33], w: [7, 4, 3, 3], strides: [2, 2], pads: [1, 1, 0, 1], sharedLimit: 0),
         ConvCase(x: [1, 4, 12, 20], w: [30, 4, 3, 3], prologue: true, sharedLimit: 0),
-        // Pointwise.
+        // Pointwise: small images with B packed once (odd channels, two images, several channel
+        // blocks), B packed per tile (shared path off, or more than 1024 columns).
         ConvCase(x: [1, 20, 5, 7], w: [25, 20, 1, 1], pads: [0, 0, 0, 0]),
+        ConvCase(x: [2, 33, 6, 9], w: [70, 33, 1, 1], pads: [0, 0, 0, 0], residual: true),
+        ConvCase(x: [1, 20, 5, 7], w: [25, 20, 1, 1], pads: [0, 0, 0, 0], sharedLimit: 0),
+        ConvCase(x: [1, 3, 30, 40], w: [13, 3, 1, 1], pads: [0, 0, 0, 0]),
     ]
 
     @Test(arguments: convCases)
