@@ -23,6 +23,9 @@ public enum EpilogueOp: Hashable, Sendable {
     case scale(Float)
     /// Add the next residual input (same shape as the output).
     case addResidual
+    /// Add the next residual input, one value per (image, channel) of a convolution's `[N, C, H, W]`
+    /// output: shape `[N, C, 1, 1]`, broadcast over the plane (a time embedding added per channel).
+    case addChannels
 }
 
 /// Group norm (+ SiLU) of a convolution's input, applied while the convolution reads it.
@@ -37,7 +40,7 @@ public struct GroupNormPrologue: Hashable, Sendable {
     }
 }
 
-/// Operands: `x, weight, bias?, [norm scale, norm bias], residuals...` (one per `addResidual`).
+/// Operands: `x, weight, bias?, [norm scale, norm bias], residuals...` (one per `addResidual` or `addChannels`).
 /// `upsampleNearest`: the convolution reads x enlarged twice by nearest neighbour (a 2× nearest resize
 /// absorbed by the `upsample-conv` pass; x is the small image).
 public struct ConvFusion: Hashable, Sendable {
@@ -51,7 +54,7 @@ public struct ConvFusion: Hashable, Sendable {
         self.epilogue = epilogue
         self.upsampleNearest = upsampleNearest
     }
-    public var residualCount: Int { epilogue.filter { $0 == .addResidual }.count }
+    public var residualCount: Int { epilogue.filter { $0 == .addResidual || $0 == .addChannels }.count }
 }
 
 /// Operands: `x, weight, bias?, [norm scale, norm bias?], [input rows, input columns]?,

@@ -68,6 +68,7 @@ extension Op {
                 return a.name
             case .scale(let v): return "scale(\(v))"
             case .addResidual: return "add_residual"
+            case .addChannels: return "add_channels"
             }
         }.joined(separator: ",")
     }

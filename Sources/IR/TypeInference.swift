@@ -306,7 +306,12 @@ extension Op {
                     throw fail("group norm prologue does not fit the input \(inputs[0].shape)")
                 }
             }
-            for r in inputs.suffix(f.residualCount) where r != out { throw fail("residual \(r) does not match the output \(out)") }
+            // Residuals in epilogue order: the output's type, or [N, C, 1, 1] for a per-channel add.
+            let residuals = Array(inputs.suffix(f.residualCount))
+            for (r, step) in zip(residuals, f.epilogue.filter { $0 == .addResidual || $0 == .addChannels }) {
+                let expected = step == .addResidual ? out : TensorType(out.dtype, Shape([out.dims[0], out.dims[1], 1, 1]))
+                if r != expected { throw fail("\(step == .addResidual ? "residual" : "per-channel addend") \(r) does not match the output \(out)") }
+            }
             return [out]
         case .linearFused(let f):
             let count = f.operandCount + f.residualCount

@@ -103,7 +103,7 @@ public enum FusedConvolution {
             affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
         }
         let silu = k.prologue?.silu ?? false
-        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands, plane: out.dims[2] * out.dims[3])
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         let plane = oh * ow
         // A 1×1, stride-1, unpadded convolution without prologue reads x as its panel directly.
@@ -216,7 +216,7 @@ public enum FusedConvolution {
             return
         }
         let silu = k.prologue?.silu ?? false
-        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands, plane: out.dims[2] * out.dims[3])
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         let plane = oh * ow
         let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && k.pads.allSatisfy { $0 == 0 } && affine.isEmpty

@@ -95,7 +95,7 @@ public enum Int8Convolution {
             affine = FusedConvolution.prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
         }
         let silu = k.prologue?.silu ?? false
-        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands, plane: out.dims[2] * out.dims[3])
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         // Bands of whole panels of output pixels.
         let band = min(bandPixels, (plane + nr - 1) / nr * nr)

@@ -39,7 +39,7 @@ public enum UpsampleConvolution {
             let y = View(pointer: UnsafeMutableRawPointer(mutating: phases[p].bytes.baseAddress!), dtype: .f32, shape: phases[p].shape)
             FusedConvolution.run(sub, x: x, weight: wp, operands: [x, wp] + (k.hasBias ? [operands[2]] : []), out: y, gemm: gemm, threads: threads)
         }
-        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands, plane: out.dims[2] * out.dims[3])
         let (oh, ow) = (2 * h, 2 * w)
         withExtendedLifetime(phases) {
             let src = phases.map { $0.bytes.baseAddress!.assumingMemoryBound(to: Float.self) }
@@ -61,7 +61,7 @@ public enum UpsampleConvolution {
         let pairs = (c + 1) / 2, words = bf16 ? pairs : c
         // f32: steps over (channel, tap), the weights' order; bf16: over (tap, pair of channels).
         let steps = 4 * words
-        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands, plane: out.dims[2] * out.dims[3])
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         // Bands of small-image rows (about 1024 columns a product), then blocks of output channels
         // until there are four tiles a thread.

@@ -92,11 +92,17 @@ struct ResolvedEpilogue {
         case leakyRelu(Float)
         case scale(Float)
         case residual(UnsafePointer<Float>)
+        /// One value per (image, channel) plane of `plane` elements.
+        case channels(UnsafePointer<Float>)
     }
     let steps: [Step]
+    /// Elements of a channel's plane (for `channels`).
+    let plane: Int
     var isEmpty: Bool { steps.isEmpty }
 
-    init(_ steps: [EpilogueStep], operands: [View]) {
+    /// `plane`: the output's H·W, for `addChannels` steps (convolutions).
+    init(_ steps: [EpilogueStep], operands: [View], plane: Int = 0) {
+        self.plane = plane
         self.steps = steps.map { s in
             switch s {
             case .activation(let name, let alpha):
@@ -110,21 +116,10 @@ struct ResolvedEpilogue {
                 }
             case .scale(let f): return .scale(f)
             case .addResidual(let i): return .residual(UnsafePointer(operands[i].floats))
+            case .addChannels(let i):
+                precondition(plane > 0, "addChannels needs the output's plane")
+                return .channels(UnsafePointer(operands[i].floats))
             }
-        }
-    }
-
-    @inline(__always)
-    func step(_ v: Float8, _ s: Step, _ index: Int) -> Float8 {
-        switch s {
-        case .silu: return VectorMath.silu(v)
-        case .gelu: return VectorMath.gelu(v)
-        case .geluTanh: return VectorMath.geluTanh(v)
-        case .relu: return v.replacing(with: 0, where: v .< 0)
-        case .sigmoid: return VectorMath.sigmoid(v)
-        case .leakyRelu(let a): return v.replacing(with: v * a, where: v .< 0)
-        case .scale(let f): return v * f
-        case .residual(let p): return v + VectorMath.load(p + index)
         }
     }
 
@@ -166,6 +161,15 @@ struct ResolvedEpilogue {
             case .residual(let p):
                 let r = UnsafePointer(p + base)
                 pass { v, i in v + at(r, i) }
+            case .channels(let p):
+                // The run may cross planes: one constant per plane it touches.
+                var i = 0
+                while i < count {
+                    let ch = (base + i) / plane, end = min(count, (ch + 1) * plane - base)
+                    let value = p[ch], splat = Float8(repeating: value)
+                    while i + 8 <= end { VectorMath.store(VectorMath.load(dst + i) + splat, dst + i); i += 8 }
+                    while i < end { dst[i] += value; i += 1 }
+                }
             }
         }
     }

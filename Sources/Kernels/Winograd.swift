@@ -54,7 +54,7 @@ public enum Winograd {
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
         let (pt, pl) = (k.pads[0], k.pads[1])
         let silu = k.prologue?.silu ?? false
-        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands, plane: out.dims[2] * out.dims[3])
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         let plane = oh * ow
         let (mr, nr) = (gemm.mr, gemm.nr)

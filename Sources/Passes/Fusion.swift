@@ -205,8 +205,9 @@ enum Fusion {
 
     // MARK: epilogues
 
-    /// Activation, constant scale and residual add after a convolution or linear, as epilogue steps.
-    static let epilogues = Pass(name: "epilogues", summary: "activation, scale and residual add applied as the conv/linear writes") { g, _ in
+    /// Activation, constant scale and residual add after a convolution or linear, and a per-channel
+    /// add after a convolution, as epilogue steps.
+    static let epilogues = Pass(name: "epilogues", summary: "activation, scale, residual and per-channel add applied as the conv/linear writes") { g, _ in
         var changes = 0
         var uses = Uses(g)
         for i in g.nodes.indices {
@@ -225,19 +226,30 @@ enum Fusion {
                 else if let s = g.scalarConstant(n.inputs[0]) { (step, source) = (.scale(Float(s)), n.inputs[1]) }
                 else { continue }
             case .binary(.add):
-                // The fused producer is the operand that is a conv/linear result; the other, of the same type, is the residual.
+                // The fused producer is the operand that is a conv/linear result; the other, of the same type, is the residual
+                // (or, after a convolution, one value per image and channel: [N, C, 1, 1], a time embedding).
                 let (a, b) = (n.inputs[0], n.inputs[1])
-                guard g.type(a) == g.type(b) else { continue }
-                func fusible(_ v: ValueID) -> Bool {
+                func fusible(_ v: ValueID, convolutionOnly: Bool = false) -> Bool {
                     guard let (_, p) = g.producerNode(v) else { return false }
                     switch p.op {
-                    case .conv, .convFused, .linear, .linearFused: return true
+                    case .conv, .convFused: return true
+                    case .linear, .linearFused: return !convolutionOnly
                     default: return false
                     }
                 }
-                if fusible(a) && uses.absorbable(a) { (step, source, residual) = (.addResidual, a, b) }
-                else if fusible(b) && uses.absorbable(b) { (step, source, residual) = (.addResidual, b, a) }
-                else { continue }
+                func perChannel(_ big: ValueID, _ small: ValueID) -> Bool {
+                    let (t, e) = (g.type(big), g.type(small))
+                    return t.dtype == e.dtype && t.rank == 4 && e.dims == [t.dims[0], t.dims[1], 1, 1] && t.dims[2] * t.dims[3] > 1
+                }
+                if g.type(a) == g.type(b) {
+                    if fusible(a) && uses.absorbable(a) { (step, source, residual) = (.addResidual, a, b) }
+                    else if fusible(b) && uses.absorbable(b) { (step, source, residual) = (.addResidual, b, a) }
+                    else { continue }
+                } else if fusible(a, convolutionOnly: true) && uses.absorbable(a) && perChannel(a, b) {
+                    (step, source, residual) = (.addChannels, a, b)
+                } else if fusible(b, convolutionOnly: true) && uses.absorbable(b) && perChannel(b, a) {
+                    (step, source, residual) = (.addChannels, b, a)
+                } else { continue }
             default: continue
             }
             guard uses.absorbable(source), let (_, p) = g.producerNode(source), isF32(g, [source, n.outputs[0]]) else { continue }

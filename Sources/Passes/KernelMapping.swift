@@ -16,6 +16,9 @@ extension Lowering {
                 case .addResidual:
                     defer { next += 1 }
                     return .addResidual(operand: next)
+                case .addChannels:
+                    defer { next += 1 }
+                    return .addChannels(operand: next)
                 }
             }
         }

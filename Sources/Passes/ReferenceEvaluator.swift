@@ -149,7 +149,7 @@ extension ReferenceEvaluator {
             case .activation(let a): out = activation(out, a)
             case .scale(let s):
                 out = Reference.binary(.mul, out, Reference.tensor([Double(s)], out.dtype, []), outShape: out.shape, outType: out.dtype)
-            case .addResidual:
+            case .addResidual, .addChannels:
                 out = Reference.binary(.add, out, residuals[next], outShape: out.shape, outType: out.dtype)
                 next += 1
             }

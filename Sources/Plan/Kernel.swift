@@ -44,6 +44,9 @@ public enum EpilogueStep: Codable, Sendable, Equatable {
     case scale(Float)
     /// Add the extra input at this operand index (same shape as the output).
     case addResidual(operand: Int)
+    /// Add the extra input at this operand index, one value per (image, channel) of a convolution's
+    /// `[N, C, H, W]` output (shape `[N, C, 1, 1]`), to every element of that channel's plane.
+    case addChannels(operand: Int)
 }
 
 /// Group norm (+ SiLU) of the input, applied while the convolution reads it.

@@ -16,7 +16,7 @@ extension Reference {
                 switch s {
                 case .activation(let name, let alpha): t = activation(t, name, alpha)
                 case .scale(let v): t = binary(.mul, t, tensor([Double(v)], t.dtype, []), outShape: t.shape, outType: t.dtype)
-                case .addResidual(let i): t = binary(.add, t, x[i], outShape: t.shape, outType: t.dtype)
+                case .addResidual(let i), .addChannels(let i): t = binary(.add, t, x[i], outShape: t.shape, outType: t.dtype)
                 }
             }
             return t

@@ -36,24 +36,28 @@ import Testing
     struct ConvCase: CustomTestStringConvertible, Sendable {
         var x: [Int], w: [Int], strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 1
         var prologue = false, residual = false, sharedLimit = FusedConvolution.sharedPackBytes
-        var testDescription: String { "x\(x) w\(w) s\(strides) p\(pads) d\(dilations) g\(groups) norm=\(prologue) shared≤\(sharedLimit)" }
+        /// An `addChannels` step first (one value per image and output channel).
+        var channels = false
+        var testDescription: String {
+            "x\(x) w\(w) s\(strides) p\(pads) d\(dilations) g\(groups) norm=\(prologue) residual=\(residual) channels=\(channels) shared≤\(sharedLimit)"
+        }
     }
 
     static let convCases: [ConvCase] = [
         // Taps in place (output rows of 64 and 32 fill whole panels), with the group-norm prologue.
         ConvCase(x: [1, 6, 7, 64], w: [13, 6, 3, 3], prologue: true, residual: true),
         ConvCase(x: [1, 3, 10, 32], w: [50, 3, 3, 3], pads: [2, 2, 2, 2], dilations: [2, 2]),
-        ConvCase(x: [2, 4, 5, 64], w: [100, 4, 3, 3], prologue: true),
+        ConvCase(x: [2, 4, 5, 64], w: [100, 4, 3, 3], prologue: true, channels: true),
         // Small images: B packed once for every channel block.
-        ConvCase(x: [2, 6, 8, 8], w: [14, 3, 3, 3], groups: 2),
+        ConvCase(x: [2, 6, 8, 8], w: [14, 3, 3, 3], groups: 2, channels: true),
         ConvCase(x: [1, 8, 5, 7], w: [61, 8, 3, 3], prologue: true),
         // B packed per tile (stride 2, asymmetric pads; the shared path switched off).
         ConvCase(x: [1, 4, 9, 33], w: [7, 4, 3, 3], strides: [2, 2], pads: [1, 1, 0, 1], sharedLimit: 0),
-        ConvCase(x: [1, 4, 12, 20], w: [30, 4, 3, 3], prologue: true, sharedLimit: 0),
+        ConvCase(x: [1, 4, 12, 20], w: [30, 4, 3, 3], prologue: true, sharedLimit: 0, channels: true),
         // Pointwise: small images with B packed once (odd channels, two images, several channel
         // blocks), B packed per tile (shared path off, or more than 1024 columns).
         ConvCase(x: [1, 20, 5, 7], w: [25, 20, 1, 1], pads: [0, 0, 0, 0]),
-        ConvCase(x: [2, 33, 6, 9], w: [70, 33, 1, 1], pads: [0, 0, 0, 0], residual: true),
+        ConvCase(x: [2, 33, 6, 9], w: [70, 33, 1, 1], pads: [0, 0, 0, 0], residual: true, channels: true),
         ConvCase(x: [1, 20, 5, 7], w: [25, 20, 1, 1], pads: [0, 0, 0, 0], sharedLimit: 0),
         ConvCase(x: [1, 3, 30, 40], w: [13, 3, 1, 1], pads: [0, 0, 0, 0]),
     ]
@@ -74,6 +78,10 @@ import Testing
         if t.residual {
             epilogue.append(.addResidual(operand: operands.count))
             operands.append(Self.random(outDims, 6))
+        }
+        if t.channels {
+            epilogue.insert(.addChannels(operand: operands.count), at: 0)
+            operands.append(Self.random([t.x[0], oc, 1, 1], 7))
         }
         let kernel = Conv2DKernel(strides: t.strides, pads: t.pads, dilations: t.dilations, groups: t.groups, hasBias: true,
                                   prologue: prologue, epilogue: epilogue)
@@ -116,10 +124,10 @@ import Testing
     /// asymmetric pads, the group-norm prologue, residual epilogue, several bands and channel blocks.
     @Test(arguments: [
         ConvCase(x: [1, 5, 9, 11], w: [7, 5, 3, 3], prologue: true, residual: true),
-        ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3]),
+        ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3], channels: true),
         ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
         ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
-        ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true),
+        ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true, channels: true),
     ])
     func winograd(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
@@ -135,6 +143,10 @@ import Testing
         if t.residual {
             epilogue.append(.addResidual(operand: operands.count))
             operands.append(Self.random(outDims, 6))
+        }
+        if t.channels {
+            epilogue.insert(.addChannels(operand: operands.count), at: 0)
+            operands.append(Self.random([t.x[0], oc, 1, 1], 7))
         }
         let kernel = Conv2DKernel(strides: [1, 1], pads: t.pads, dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
                                   epilogue: epilogue, winograd: true)

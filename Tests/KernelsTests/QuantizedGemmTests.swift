@@ -186,6 +186,7 @@ import Testing
         let wq = q.values.withElements(as: Int8.self) { Array($0) }, ws = q.scales!.floats()
         let bias = GemmTests.values(t.oc, seed: 53)
         let residual = GemmTests.values(t.n * t.oc * oh * ow, seed: 57)
+        let perChannel = GemmTests.values(t.n * t.oc, seed: 59)
         var expected = [Float](repeating: 0, count: residual.count), step = expected
         for b in 0..<t.n {
             let img = Array(x[(b * t.c * t.h * t.w)..<((b + 1) * t.c * t.h * t.w)])
@@ -207,16 +208,17 @@ import Testing
                             }
                         }
                         let i = ((b * t.oc + o) * oh + oy) * ow + ox
-                        expected[i] = Float(Double(acc) * Double(ws[o]) * Double(s)) + bias[o] + residual[i]
+                        expected[i] = Float(Double(acc) * Double(ws[o]) * Double(s)) + bias[o] + perChannel[b * t.oc + o] + residual[i]
                         step[i] = ws[o] * s
                     }
                 }
             }
         }
         let kernel = Conv2DKernel(strides: [t.stride, t.stride], pads: [t.pad, t.pad, t.pad, t.pad], dilations: [t.dilation, t.dilation],
-                                  groups: 1, hasBias: true, epilogue: [.addResidual(operand: 3)])
+                                  groups: 1, hasBias: true, epilogue: [.addChannels(operand: 4), .addResidual(operand: 3)])
         let operands = [Tensor(x, shape: Shape([t.n, t.c, t.h, t.w])), Tensor(wt.floats(), shape: Shape([t.oc, t.c, t.kh, t.kw])),
-                        Tensor(bias, shape: Shape([t.oc])), Tensor(residual, shape: Shape([t.n, t.oc, oh, ow]))]
+                        Tensor(bias, shape: Shape([t.oc])), Tensor(residual, shape: Shape([t.n, t.oc, oh, ow])),
+                        Tensor(perChannel, shape: Shape([t.n, t.oc, 1, 1]))]
         let packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
             q.scales!.withElements(as: Float.self) { Int8ConvWeights(v.baseAddress!, scales: $0.baseAddress!, oc: t.oc, ic: t.c, kh: t.kh, kw: t.kw, threads: 2) }
         }

@@ -15,14 +15,17 @@ import Testing
         let x = GemmTests.values(n * c * h * w, seed: 61).map { $0 * 2 }
         let wt = GemmTests.values(oc * c * 9, seed: 67), bias = GemmTests.values(oc, seed: 71)
         let residual = GemmTests.values(n * oc * 4 * h * w, seed: 73)
+        let perChannel = GemmTests.values(n * oc, seed: 79)
         let kernel = Conv2DKernel(strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1, hasBias: true,
-                                  epilogue: [.activation("leaky_relu", alpha: 0.2), .addResidual(operand: 3)], upsample: true)
+                                  epilogue: [.addChannels(operand: 4), .activation("leaky_relu", alpha: 0.2), .addResidual(operand: 3)],
+                                  upsample: true)
         var plain = kernel
         plain.upsample = nil
         let outShape = Shape([n, oc, 2 * h, 2 * w])
         let small = Tensor(x, shape: Shape([n, c, h, w])), w3 = Tensor(wt, shape: Shape([oc, c, 3, 3]))
         let phases = Reference.upsamplePhaseWeights(w3)
-        let operands = [small, phases, Tensor(bias, shape: Shape([oc])), Tensor(residual, shape: outShape)]
+        let operands = [small, phases, Tensor(bias, shape: Shape([oc])), Tensor(residual, shape: outShape),
+                        Tensor(perChannel, shape: Shape([n, oc, 1, 1]))]
         // The definition: enlarge, then the 3×3 convolution; the plan's twin (phase kernels) agrees.
         let expected = try Reference.execute(.conv2d(plain), [Reference.upsampleNearest2x(small), w3] + operands[2...], results: [(.f32, outShape)])[0].floats()
         let scale = expected.map(abs).max()!

@@ -104,6 +104,42 @@ import Testing
         }, fusedOp: "conv_fused", absorbed: "silu")
     }
 
+    /// A ResBlock's time embedding: `conv(x) + emb[:, :, None, None]` becomes the convolution's
+    /// `addChannels` step (then a SiLU after it keeps its order); not with a different batch, nor
+    /// after a linear layer.
+    @Test func perChannelAddIntoConvolution() throws {
+        try Self.check("epilogues (conv + per-channel add)", { b in
+            let x = b.input("x", [2, 4, 5, 5]), e = b.input("e", [2, 4, 1, 1])
+            let c = try b.op(.conv(Conv2D(pads: [1, 1, 1, 1])), [x, b.constant([4, 4, 3, 3]), b.constant([4])])
+            return (try b.op(.binary(.add), [e, c]), c)
+        }, fusedOp: "conv_fused", absorbed: "add")
+        let (_, after) = try Self.run({ b in
+            let x = b.input("x", [1, 3, 5, 5]), e = b.input("e", [1, 4, 1, 1])
+            let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 3, 1, 1])])
+            let a = try b.op(.binary(.add), [c, e])
+            return (try b.op(.unary(.silu), [a]), c)
+        }, .fires)
+        guard case .convFused(_, let f) = after.nodes.last!.op else { Issue.record("not fused"); return }
+        #expect(f.epilogue == [.addChannels, .activation(.silu)])
+        for shapes in [([2, 3, 5, 5], [1, 4, 1, 1]), ([1, 3, 5, 5], [1, 4, 5, 1])] {
+            let (before, kept) = try Self.run({ b in
+                let x = b.input("x", Shape(shapes.0)), e = b.input("e", Shape(shapes.1))
+                let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 3, 1, 1])])
+                return (try b.op(.binary(.add), [c, e]), c)
+            }, .fires)
+            #expect(kept.nodes.map(\.op.name).contains("add"), "\(shapes): the broadcast add must stay")
+            let feed = Self.inputs(before)
+            let want = try Interpreter.run(before, inputs: feed)["out"]!, got = try Interpreter.run(kept, inputs: feed)["out"]!
+            #expect(want.floats() == got.floats())
+        }
+        let (_, linear) = try Self.run({ b in
+            let x = b.input("x", [2, 4, 3, 8]), e = b.input("e", [2, 4, 1, 1])
+            let l = try b.op(.linear, [x, b.constant([6, 8])])
+            return (try b.op(.binary(.add), [l, e]), l)
+        }, .fires)
+        #expect(linear.nodes.map(\.op.name).contains("add"), "a linear layer takes no per-channel add")
+    }
+
     @Test func linearEpilogueGELU() throws {
         try Self.check("epilogues (linear + gelu)", { b in
             let x = b.input("x", [2, 3, 8])

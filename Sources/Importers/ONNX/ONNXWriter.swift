@@ -231,7 +231,8 @@ public enum ONNXWriter {
                     case .leakyRelu(let alpha): node("LeakyRelu", [current], [target], [("alpha", .float(alpha))], name: "\(name)_e\(i)")
                     }
                 case .scale(let v): node("Mul", [current, scalar(v, .f32, "\(name)_e\(i)_scale")], [target], name: "\(name)_e\(i)")
-                case .addResidual:
+                case .addResidual, .addChannels:
+                    // (ONNX's Add broadcasts the [N, C, 1, 1] channel values.)
                     node("Add", [current, residuals[next]], [target], name: "\(name)_e\(i)")
                     next += 1
                 }
