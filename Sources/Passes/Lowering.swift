@@ -42,10 +42,11 @@ public struct Lowering {
     }
 
     /// Marks 3×3 stride-1 ungrouped convolutions with at least `minimumChannels` input and output
-    /// channels and `minimumPlane` output pixels to run as Winograd F(2,3) (the `winograd` pass):
-    /// on smaller images the transforms cost more than the multiplies saved. Returns how many.
+    /// channels and `minimumPlane` output pixels (`minimumPlaneBF16` for bf16 weights, when given)
+    /// to run as Winograd F(2,3) (the `winograd` pass): on smaller images the transforms cost more
+    /// than the multiplies saved. Returns how many.
     @discardableResult
-    public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int) -> Int {
+    public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int, minimumPlaneBF16: Int? = nil) -> Int {
         var count = 0
         for e in entries.indices {
             for i in entries[e].instructions.indices {
@@ -56,7 +57,8 @@ public struct Lowering {
                 guard dims.count == 4, dims[2] == 3, dims[3] == 3, c.strides == [1, 1], c.dilations == [1, 1], c.groups == 1,
                       c.pads.allSatisfy({ $0 <= 2 }), dims[0] >= minimumChannels, dims[1] >= minimumChannels,
                       case .arena(_, _, let outShape) = entries[e].instructions[i].results[0], outShape.dims.count == 4,
-                      outShape.dims[2] * outShape.dims[3] >= minimumPlane else { continue }
+                      outShape.dims[2] * outShape.dims[3] >= (weights[wi].dtype == .bf16 ? minimumPlaneBF16 ?? minimumPlane : minimumPlane)
+                else { continue }
                 c.winograd = true
                 entries[e].instructions[i].kernel = .conv2d(c)
                 count += 1

@@ -68,6 +68,34 @@ import Testing
     /// input's buffer at their byte offsets (64-byte aligned), the buffer lives as long as any part,
     /// and the interpreted plan gives the graph's numbers. A split that is not contiguous, or whose
     /// parts would start unaligned, stays an instruction.
+    /// The winograd pass marks 3×3 stride-1 convolutions from 32×32 outputs, or 16×16 with bf16
+    /// weights; not smaller, strided or narrower ones.
+    @Test func winogradThresholds() throws {
+        var g = Graph()
+        func conv(_ name: String, _ size: Int, channels: Int = 128, stride: Int = 1) throws {
+            let x = g.addInput(name + ".x", TensorType(.f32, Shape([1, channels, size, size])))
+            let w = g.addConstant(Tensor([Float](repeating: 0.01, count: channels * channels * 9), shape: Shape([channels, channels, 3, 3])), name: name + ".w")
+            g.setOutput(name, try g.add1(.conv(Conv2D(strides: [stride, stride], pads: [1, 1, 1, 1])), [x, w], name: name))
+        }
+        try conv("c32", 32)
+        try conv("c16", 16)
+        try conv("c8", 8)
+        try conv("narrow", 32, channels: 64)
+        try conv("strided", 64, stride: 2)
+        func marked(_ bf16: Bool) throws -> Set<String> {
+            var lowering = Lowering()
+            try lowering.add(entry: "main", graph: g)
+            if bf16 { _ = lowering.quantizeGemmWeights(QuantizationPolicy(defaultFormat: .bf16)) }
+            lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16)
+            return Set(lowering.entries[0].instructions.compactMap { i in
+                if case .conv2d(let c) = i.kernel, c.winograd == true { return i.name }
+                return nil
+            })
+        }
+        #expect(try marked(false) == ["c32"])
+        #expect(try marked(true) == ["c32", "c16"])
+    }
+
     @Test func contiguousSplitIsAView() throws {
         var g = Graph()
         let x = g.addInput("x", TensorType(.f32, [3, 4, 16]))
