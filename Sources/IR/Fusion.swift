@@ -26,6 +26,11 @@ public enum EpilogueOp: Hashable, Sendable {
     /// Add the next residual input, one value per (image, channel) of a convolution's `[N, C, H, W]`
     /// output: shape `[N, C, 1, 1]`, broadcast over the plane (a time embedding added per channel).
     case addChannels
+    /// Multiply by the next residual input, a single value known only at run time (a control scale).
+    case scaleByInput
+
+    /// Whether this step takes the next residual input.
+    public var takesOperand: Bool { self == .addResidual || self == .addChannels || self == .scaleByInput }
 }
 
 /// Group norm (+ SiLU) of a convolution's input, applied while the convolution reads it.
@@ -40,7 +45,7 @@ public struct GroupNormPrologue: Hashable, Sendable {
     }
 }
 
-/// Operands: `x, weight, bias?, [norm scale, norm bias], residuals...` (one per `addResidual` or `addChannels`).
+/// Operands: `x, weight, bias?, [norm scale, norm bias], residuals...` (one per epilogue step that `takesOperand`).
 /// `upsampleNearest`: the convolution reads x enlarged twice by nearest neighbour (a 2× nearest resize
 /// absorbed by the `upsample-conv` pass; x is the small image).
 public struct ConvFusion: Hashable, Sendable {
@@ -54,7 +59,7 @@ public struct ConvFusion: Hashable, Sendable {
         self.epilogue = epilogue
         self.upsampleNearest = upsampleNearest
     }
-    public var residualCount: Int { epilogue.filter { $0 == .addResidual || $0 == .addChannels }.count }
+    public var residualCount: Int { epilogue.filter(\.takesOperand).count }
 }
 
 /// Operands: `x, weight, bias?, [norm scale, norm bias?], [input rows, input columns]?,
@@ -83,7 +88,7 @@ public struct LinearFusion: Hashable, Sendable {
         self.scattersOutput = scattersOutput
         self.outputShape = outputShape
     }
-    public var residualCount: Int { epilogue.filter { $0 == .addResidual }.count }
+    public var residualCount: Int { epilogue.filter(\.takesOperand).count }
     /// Index of the first layer-norm operand (or where it would go).
     public var normOperands: Int { 2 + (hasBias ? 1 : 0) }
     /// Index of the input row table (then the input column table), if `gathersInput`.

@@ -69,6 +69,7 @@ extension Op {
             case .scale(let v): return "scale(\(v))"
             case .addResidual: return "add_residual"
             case .addChannels: return "add_channels"
+            case .scaleByInput: return "scale_by_input"
             }
         }.joined(separator: ",")
     }

@@ -1,6 +1,25 @@
 import Tensors
 
 extension Op {
+    /// A fused kernel's epilogue operands, in step order: the output's type for a residual,
+    /// `[N, C, 1, 1]` for a per-channel add, a single value for a runtime scale.
+    static func checkEpilogueOperands(_ operands: [TensorType], _ steps: [EpilogueOp], out: TensorType,
+                                      fail: (String) -> IRError) throws(IRError) {
+        for (r, step) in zip(operands, steps.filter(\.takesOperand)) {
+            switch step {
+            case .addResidual:
+                if r != out { throw fail("residual \(r) does not match the output \(out)") }
+            case .addChannels:
+                guard out.rank == 4, r == TensorType(out.dtype, Shape([out.dims[0], out.dims[1], 1, 1])) else {
+                    throw fail("per-channel addend \(r) does not match the output \(out)")
+                }
+            case .scaleByInput:
+                guard r.dtype == out.dtype, r.count == 1 else { throw fail("runtime scale \(r) is not a single \(out.dtype) value") }
+            default: break
+            }
+        }
+    }
+
     /// The output types for these input types, or an error saying which rule is broken.
     public func inferTypes(_ inputs: [TensorType], node: String = "") throws(IRError) -> [TensorType] {
         func fail(_ message: String) -> IRError { IRError(node: node, "\(name): \(message)") }
@@ -306,12 +325,7 @@ extension Op {
                     throw fail("group norm prologue does not fit the input \(inputs[0].shape)")
                 }
             }
-            // Residuals in epilogue order: the output's type, or [N, C, 1, 1] for a per-channel add.
-            let residuals = Array(inputs.suffix(f.residualCount))
-            for (r, step) in zip(residuals, f.epilogue.filter { $0 == .addResidual || $0 == .addChannels }) {
-                let expected = step == .addResidual ? out : TensorType(out.dtype, Shape([out.dims[0], out.dims[1], 1, 1]))
-                if r != expected { throw fail("\(step == .addResidual ? "residual" : "per-channel addend") \(r) does not match the output \(out)") }
-            }
+            try Self.checkEpilogueOperands(Array(inputs.suffix(f.residualCount)), f.epilogue, out: out, fail: fail)
             return [out]
         case .linearFused(let f):
             let count = f.operandCount + f.residualCount
@@ -344,7 +358,7 @@ extension Op {
                     throw fail("layer norm prologue parameters must be [\(k)], got \(t.shape)")
                 }
             }
-            for r in inputs.suffix(f.residualCount) where r != out { throw fail("residual \(r) does not match the output \(out)") }
+            try Self.checkEpilogueOperands(Array(inputs.suffix(f.residualCount)), f.epilogue, out: out, fail: fail)
             return [out]
         case .attention(let a):
             try arity((3 + a.biasCount)...(3 + a.biasCount))

@@ -115,6 +115,7 @@ struct ResolvedEpilogue {
                 default: return .leakyRelu(alpha)
                 }
             case .scale(let f): return .scale(f)
+            case .scaleBy(let i): return .scale(operands[i].floats[0])
             case .addResidual(let i): return .residual(UnsafePointer(operands[i].floats))
             case .addChannels(let i):
                 precondition(plane > 0, "addChannels needs the output's plane")

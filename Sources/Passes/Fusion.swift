@@ -205,8 +205,8 @@ enum Fusion {
 
     // MARK: epilogues
 
-    /// Activation, constant scale and residual add after a convolution or linear, and a per-channel
-    /// add after a convolution, as epilogue steps.
+    /// Activation, constant or runtime scale and residual add after a convolution or linear, and a
+    /// per-channel add after a convolution, as epilogue steps.
     static let epilogues = Pass(name: "epilogues", summary: "activation, scale, residual and per-channel add applied as the conv/linear writes") { g, _ in
         var changes = 0
         var uses = Uses(g)
@@ -224,7 +224,16 @@ enum Fusion {
             case .binary(.mul):
                 if let s = g.scalarConstant(n.inputs[1]) { (step, source) = (.scale(Float(s)), n.inputs[0]) }
                 else if let s = g.scalarConstant(n.inputs[0]) { (step, source) = (.scale(Float(s)), n.inputs[1]) }
-                else { continue }
+                else {
+                    // A single value known at run time (a control scale): the next operand of the step.
+                    let (a, b) = (n.inputs[0], n.inputs[1])
+                    func single(_ v: ValueID, times other: ValueID) -> Bool {
+                        g.type(v).count == 1 && g.type(v).dtype == g.type(other).dtype && g.type(other) == g.type(n.outputs[0])
+                    }
+                    if single(b, times: a) { (step, source, residual) = (.scaleByInput, a, b) }
+                    else if single(a, times: b) { (step, source, residual) = (.scaleByInput, b, a) }
+                    else { continue }
+                }
             case .binary(.add):
                 // The fused producer is the operand that is a conv/linear result; the other, of the same type, is the residual
                 // (or, after a convolution, one value per image and channel: [N, C, 1, 1], a time embedding).

@@ -19,6 +19,9 @@ extension Lowering {
                 case .addChannels:
                     defer { next += 1 }
                     return .addChannels(operand: next)
+                case .scaleByInput:
+                    defer { next += 1 }
+                    return .scaleBy(operand: next)
                 }
             }
         }

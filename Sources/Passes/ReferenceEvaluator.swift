@@ -152,6 +152,9 @@ extension ReferenceEvaluator {
             case .addResidual, .addChannels:
                 out = Reference.binary(.add, out, residuals[next], outShape: out.shape, outType: out.dtype)
                 next += 1
+            case .scaleByInput:
+                out = Reference.binary(.mul, out, residuals[next], outShape: out.shape, outType: out.dtype)
+                next += 1
             }
         }
         return out

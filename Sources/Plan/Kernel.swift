@@ -47,6 +47,8 @@ public enum EpilogueStep: Codable, Sendable, Equatable {
     /// Add the extra input at this operand index, one value per (image, channel) of a convolution's
     /// `[N, C, H, W]` output (shape `[N, C, 1, 1]`), to every element of that channel's plane.
     case addChannels(operand: Int)
+    /// Multiply by the single value of the operand at this index (read when the kernel runs).
+    case scaleBy(operand: Int)
 }
 
 /// Group norm (+ SiLU) of the input, applied while the convolution reads it.

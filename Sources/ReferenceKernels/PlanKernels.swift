@@ -17,6 +17,7 @@ extension Reference {
                 case .activation(let name, let alpha): t = activation(t, name, alpha)
                 case .scale(let v): t = binary(.mul, t, tensor([Double(v)], t.dtype, []), outShape: t.shape, outType: t.dtype)
                 case .addResidual(let i), .addChannels(let i): t = binary(.add, t, x[i], outShape: t.shape, outType: t.dtype)
+                case .scaleBy(let i): t = binary(.mul, t, x[i], outShape: t.shape, outType: t.dtype)
                 }
             }
             return t

@@ -36,7 +36,7 @@ import Testing
     struct ConvCase: CustomTestStringConvertible, Sendable {
         var x: [Int], w: [Int], strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], groups = 1
         var prologue = false, residual = false, sharedLimit = FusedConvolution.sharedPackBytes
-        /// An `addChannels` step first (one value per image and output channel).
+        /// `addChannels` (one value per image and output channel) and `scaleBy` steps first.
         var channels = false
         var testDescription: String {
             "x\(x) w\(w) s\(strides) p\(pads) d\(dilations) g\(groups) norm=\(prologue) residual=\(residual) channels=\(channels) shared≤\(sharedLimit)"
@@ -80,8 +80,9 @@ import Testing
             operands.append(Self.random(outDims, 6))
         }
         if t.channels {
-            epilogue.insert(.addChannels(operand: operands.count), at: 0)
-            operands.append(Self.random([t.x[0], oc, 1, 1], 7))
+            // (With a runtime scale after it: the ControlNet's control scale.)
+            epilogue.insert(contentsOf: [.addChannels(operand: operands.count), .scaleBy(operand: operands.count + 1)], at: 0)
+            operands += [Self.random([t.x[0], oc, 1, 1], 7), Tensor([Float(-1.75)], shape: Shape([1]))]
         }
         let kernel = Conv2DKernel(strides: t.strides, pads: t.pads, dilations: t.dilations, groups: t.groups, hasBias: true,
                                   prologue: prologue, epilogue: epilogue)
@@ -145,8 +146,9 @@ import Testing
             operands.append(Self.random(outDims, 6))
         }
         if t.channels {
-            epilogue.insert(.addChannels(operand: operands.count), at: 0)
-            operands.append(Self.random([t.x[0], oc, 1, 1], 7))
+            // (With a runtime scale after it: the ControlNet's control scale.)
+            epilogue.insert(contentsOf: [.addChannels(operand: operands.count), .scaleBy(operand: operands.count + 1)], at: 0)
+            operands += [Self.random([t.x[0], oc, 1, 1], 7), Tensor([Float(-1.75)], shape: Shape([1]))]
         }
         let kernel = Conv2DKernel(strides: [1, 1], pads: t.pads, dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
                                   epilogue: epilogue, winograd: true)

@@ -140,6 +140,35 @@ import Testing
         #expect(linear.nodes.map(\.op.name).contains("add"), "a linear layer takes no per-channel add")
     }
 
+    /// The ControlNet's outputs: `skip + zero_conv(h) · scale` with `scale` an input of one value →
+    /// the convolution with epilogue [scaleByInput, addResidual]; a linear layer takes it too.
+    @Test func runtimeScaleAndResidualIntoConvolution() throws {
+        try Self.check("epilogues (conv · runtime scale)", { b in
+            let x = b.input("x", [1, 4, 5, 5]), s = b.input("s", [1])
+            let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 4, 1, 1]), b.constant([4])])
+            return (try b.op(.binary(.mul), [s, c]), c)
+        }, fusedOp: "conv_fused", absorbed: "mul")
+        let (_, after) = try Self.run({ b in
+            let x = b.input("x", [1, 4, 5, 5]), s = b.input("s", [1]), skip = b.input("skip", [1, 4, 5, 5])
+            let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 4, 1, 1]), b.constant([4])])
+            return (try b.op(.binary(.add), [skip, try b.op(.binary(.mul), [c, s])]), c)
+        }, .fires)
+        guard case .convFused(_, let f) = after.nodes.last!.op else { Issue.record("not fused"); return }
+        #expect(f.epilogue == [.scaleByInput, .addResidual])
+        try Self.check("epilogues (linear · runtime scale)", { b in
+            let x = b.input("x", [2, 3, 8]), s = b.input("s", [])
+            let l = try b.op(.linear, [x, b.constant([6, 8])])
+            return (try b.op(.binary(.mul), [l, s]), l)
+        }, fusedOp: "linear_fused", absorbed: "mul")
+        // Not a value per element: [1, 4, 1, 1] stays a broadcast multiply.
+        let (_, kept) = try Self.run({ b in
+            let x = b.input("x", [1, 4, 5, 5]), s = b.input("s", [1, 4, 1, 1])
+            let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 4, 1, 1])])
+            return (try b.op(.binary(.mul), [c, s]), c)
+        }, .fires)
+        #expect(kept.nodes.map(\.op.name).contains("mul"))
+    }
+
     @Test func linearEpilogueGELU() throws {
         try Self.check("epilogues (linear + gelu)", { b in
             let x = b.input("x", [2, 3, 8])

@@ -235,6 +235,9 @@ public enum ONNXWriter {
                     // (ONNX's Add broadcasts the [N, C, 1, 1] channel values.)
                     node("Add", [current, residuals[next]], [target], name: "\(name)_e\(i)")
                     next += 1
+                case .scaleByInput:
+                    node("Mul", [current, residuals[next]], [target], name: "\(name)_e\(i)")
+                    next += 1
                 }
                 current = target
             }
