@@ -79,14 +79,18 @@ public struct LinearFusion: Hashable, Sendable {
     public var scattersOutput: Bool
     /// The output's shape when a layout makes it differ from `x.dims.dropLast() + [n]`.
     public var outputShape: [Int]?
+    /// GEGLU of the product (the feed-forward's first layer): y = x·Wᵀ + b has n = 2h columns and the
+    /// output h, `y[.., j] · gelu(y[.., h + j])`; the epilogue follows. No layouts with it.
+    public var geglu: Bool
     public init(hasBias: Bool, layerNorm: LayerNormPrologue? = nil, epilogue: [EpilogueOp] = [], gathersInput: Bool = false,
-                scattersOutput: Bool = false, outputShape: [Int]? = nil) {
+                scattersOutput: Bool = false, outputShape: [Int]? = nil, geglu: Bool = false) {
         self.hasBias = hasBias
         self.layerNorm = layerNorm
         self.epilogue = epilogue
         self.gathersInput = gathersInput
         self.scattersOutput = scattersOutput
         self.outputShape = outputShape
+        self.geglu = geglu
     }
     public var residualCount: Int { epilogue.filter(\.takesOperand).count }
     /// Index of the first layer-norm operand (or where it would go).

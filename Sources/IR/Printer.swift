@@ -50,7 +50,8 @@ extension Op {
             return t + Op.epilogueText(f.epilogue)
         case .linearFused(let f):
             return (f.layerNorm.map { "prologue=layer_norm(\($0.epsilon))" } ?? "") + (f.gathersInput ? " gathers_input" : "")
-                + (f.scattersOutput ? " scatters_output" : "") + (f.outputShape.map { " output_shape=\(list($0))" } ?? "") + Op.epilogueText(f.epilogue)
+                + (f.scattersOutput ? " scatters_output" : "") + (f.outputShape.map { " output_shape=\(list($0))" } ?? "") + (f.geglu ? " geglu" : "")
+                + Op.epilogueText(f.epilogue)
         case .attention(let a):
             return "scale=\(a.scale)" + (a.scaleQueries ? " scale_queries" : "") + (a.keysTransposed ? " keys_transposed" : "") + " biases=\(a.biasCount)"
         case .geglu: return ""

@@ -347,7 +347,13 @@ extension Op {
                 if let shape = f.outputShape { out = TensorType(out.dtype, Shape(shape)) }
             }
             let rows = x.count / max(k, 1)
-            guard out.count == rows * n else { throw fail("output shape \(out.shape) does not hold \(rows) × \(n) results") }
+            if f.geglu {
+                guard !f.gathersInput, !f.scattersOutput, f.outputShape == nil, n % 2 == 0 else {
+                    throw fail("a GEGLU linear has an even number of outputs and no layouts")
+                }
+                out = TensorType(out.dtype, Shape(out.dims.dropLast() + [n / 2]))
+            }
+            guard out.count == rows * (f.geglu ? n / 2 : n) else { throw fail("output shape \(out.shape) does not hold \(rows) × \(n) results") }
             if f.scattersOutput {
                 guard f.outputShape != nil else { throw fail("a scattering linear states its output shape") }
                 for (t, len, what) in [(inputs[f.outputTables], rows, "row"), (inputs[f.outputTables + 1], n, "column")]

@@ -37,6 +37,12 @@ public enum FusedLinear {
             }
         }
         let o = out.floats
+        if k.geglu == true {
+            precondition(k.inputOffsets == nil && k.outputOffsets == nil && nOut % 2 == 0, "a GEGLU linear has no layouts and 2h outputs")
+            runGEGLU(x: x, weight: weight, rows: rows, k: kk, half: nOut / 2, packed: packed, int8: int8, bias: bias, epilogue: epilogue, out: o,
+                     gemm: gemm, threads: threads, normalize: lnScale == nil ? nil : normalize)
+            return
+        }
         if let int8, k.inputOffsets == nil, k.outputOffsets == nil, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
             // The bias is added as the int32 sums are scaled back; the epilogue follows per tile of rows.
             Int8Linear.product(x: x.floats, rows: rows, weights: int8, bias: bias, out: o, kernel: kernel, threads: threads,
@@ -535,6 +541,118 @@ public enum Attention {
                     for c in 0..<qn { o.pointee = a[c] * corr[c]; o += dv }
                 }
             }
+        }
+    }
+}
+
+extension FusedLinear {
+    /// Columns of the output a GEGLU tile combines (and of each half of the product it computes).
+    static let gegluColumns = 128
+
+    /// `LinearKernel.geglu`: y = x·Wᵀ + b has 2h columns, the output h: `out[r, j] = y[r, j] ·
+    /// gelu(y[r, h + j])`, then the epilogue. The rows are normalised (layer-norm prologue) and packed
+    /// once, in parallel; then tiles of (up to 256 rows) × (128 output columns) each multiply both
+    /// halves' columns into a scratch tile (in L2) and combine it there into the output, so the 2h-wide
+    /// product never goes to memory. The sums are those of the plain linear layer, and the combination
+    /// the GEGLU kernel's operations: the result is the unfused one's, bit for bit. int8 × int8: the
+    /// product in blocks of rows into a scratch block, then the same combination.
+    static func runGEGLU(x: View, weight: View, rows: Int, k kk: Int, half h: Int, packed: PackedMatrix?, int8: Int8WeightPanels?,
+                         bias: UnsafePointer<Float>?, epilogue: ResolvedEpilogue, out o: UnsafeMutablePointer<Float>, gemm: Gemm, threads: Int,
+                         normalize: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?) {
+        guard rows > 0, h > 0 else { return }
+        /// out[r, c0 ..< c0 + n] from the halves' columns in `s` (row r at s + r·ld: n of the first
+        /// half, then n of the second), `count` rows from row r0.
+        func combine(_ s: UnsafeMutablePointer<Float>, ld: Int, rows r0: Int, _ count: Int, columns c0: Int, _ n: Int) {
+            for r in 0..<count {
+                let a = s + r * ld, g = a + n
+                if let bias {
+                    for j in 0..<n { a[j] += bias[c0 + j]; g[j] += bias[h + c0 + j] }
+                }
+                VectorMath.geluInPlace(g, n)
+                let d = o + (r0 + r) * h + c0
+                for j in 0..<n { d[j] = g[j] * a[j] }
+                if !epilogue.isEmpty { epilogue.apply(d, count: n, base: (r0 + r) * h + c0) }
+            }
+        }
+        if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
+            let block = 256
+            let shared = ScratchPool.shared.take()
+            defer { ScratchPool.shared.give(shared) }
+            let y = shared.floats(2, block * 2 * h)
+            var r0 = 0
+            while r0 < rows {
+                let count = min(block, rows - r0)
+                let xb = x.floats + r0 * kk
+                // (The bias is added as the int32 sums are scaled back.)
+                Int8Linear.product(x: xb, rows: count, weights: int8, bias: bias, out: y, kernel: kernel, threads: threads,
+                                   prepare: normalize.map { nz in { p0, c, dst in nz(xb + p0 * kk, dst, c) } }, finish: { _, _ in })
+                Parallel.forRanges(count, threads: threads, minimumPerThread: 8) { range in
+                    for r in range {
+                        let row = y + r * 2 * h
+                        // (Second half in place after the first: the layout `combine` reads, one row at a time.)
+                        let g = row + h
+                        VectorMath.geluInPlace(g, h)
+                        let d = o + (r0 + r) * h
+                        for j in 0..<h { d[j] = g[j] * row[j] }
+                        if !epilogue.isEmpty { epilogue.apply(d, count: h, base: (r0 + r) * h) }
+                    }
+                }
+                r0 += count
+            }
+            return
+        }
+        // The rows, normalised, packed once as A panels (our kernels) or as f32 rows (OpenBLAS).
+        let shared = ScratchPool.shared.take()
+        defer { ScratchPool.shared.give(shared) }
+        let own = packed != nil && !gemm.usesBLAS
+        let (mr, steps) = (gemm.mr, packed?.k ?? kk)
+        // Tiles of whole A panels (each tile's rows start a panel).
+        let tileRows = rows <= rowTile ? rows : rowTile / mr * mr
+        let rowTiles = (rows + tileRows - 1) / tileRows
+        let cb = gegluColumns, columnBlocks = (h + cb - 1) / cb
+        let panels = (rows + mr - 1) / mr
+        var input = UnsafePointer(x.floats)
+        var aPanels: UnsafeMutablePointer<Float>? = nil
+        if own {
+            let dst = shared.floats(0, panels * mr * steps)
+            aPanels = dst
+            Tiling.run((panels + 7) / 8, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { chunk, worker in
+                let p0 = chunk * 8, p1 = min(panels, p0 + 8)
+                let r = (p0 * mr)..<min(rows, p1 * mr)
+                var src = UnsafePointer(x.floats + r.lowerBound * kk)
+                if let normalize {
+                    let buffer = worker.floats(0, r.count * kk)
+                    normalize(src, buffer, r.count)
+                    src = UnsafePointer(buffer)
+                }
+                let local = 0..<r.count, into = dst + p0 * mr * steps
+                if gemm.precision == .bf16 {
+                    Gemm.packA16(src, lda: kk, transposed: false, rows: local, steps: 0..<steps, depth: kk, width: mr, into: into)
+                } else {
+                    Gemm.packA(src, lda: kk, transposed: false, rows: local, depth: 0..<kk, width: mr, into: into)
+                }
+            }
+        } else if let normalize {
+            let buffer = shared.floats(0, rows * kk)
+            Parallel.forRanges(rows, threads: threads, minimumPerThread: 8) { r in normalize(x.floats + r.lowerBound * kk, buffer + r.lowerBound * kk, r.count) }
+            input = UnsafePointer(buffer)
+        }
+        let (a, source) = (aPanels, input)
+        Tiling.run(rowTiles * columnBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+            let r0 = (t / columnBlocks) * tileRows, count = min(tileRows, rows - r0)
+            let c0 = (t % columnBlocks) * cb, n = min(cb, h - c0)
+            let s = worker.floats(1, tileRows * 2 * cb)
+            for (part, first) in [(0, c0), (1, h + c0)] {
+                if let a, let packed {
+                    gemm.run(m: count, n: n, k: steps, a: .panels(a + (r0 / mr) * mr * steps, panelStride: steps * mr),
+                             b: packed.operand(first: first), c: s + part * n, ldc: 2 * n, accumulate: false, scratch: worker.gemm)
+                } else {
+                    precondition(gemm.precision == .f32, "bf16 linear layers take packed weights")
+                    gemm.sgemm(transposeB: true, m: count, n: n, k: kk, a: source + r0 * kk, lda: kk, b: weight.floats + first * kk, ldb: kk,
+                               c: s + part * n, ldc: 2 * n, scratch: worker.gemm)
+                }
+            }
+            combine(s, ld: 2 * n, rows: r0, count, columns: c0, n)
         }
     }
 }

@@ -54,6 +54,12 @@ public enum VectorMath {
     @inline(__always) public static func silu(_ x: Float8) -> Float8 { x / (1 + exp(-x)) }
     @inline(__always) public static func sigmoid(_ x: Float8) -> Float8 { 1 / (1 + exp(-x)) }
     @inline(__always) public static func gelu(_ x: Float8) -> Float8 { 0.5 * x * (1 + erf(x * 0.70710678118654752)) }
+
+    /// `gelu` over `count` values in place: sixteen lanes where the processor has them (the same
+    /// operations, so the same bits).
+    public static func geluInPlace(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        if CPU.features & UInt32(CK_AVX512) != 0 { geluInPlaceAVX512(p, count) } else { map(p, p, count, gelu) }
+    }
     @inline(__always) public static func geluTanh(_ x: Float8) -> Float8 {
         let y = 0.7978845608028654 * (x + 0.044715 * x * x * x)
         // tanh(y) = 1 − 2/(e^{2y} + 1)
@@ -152,8 +158,7 @@ struct ResolvedEpilogue {
             switch s {
             case .silu: pass { v, _ in VectorMath.silu(v) }
             case .gelu:
-                // Sixteen lanes where the processor has them (the same operations: the same bits).
-                if CPU.features & UInt32(CK_AVX512) != 0 { geluInPlaceAVX512(dst, count) } else { pass { v, _ in VectorMath.gelu(v) } }
+                VectorMath.geluInPlace(dst, count)
             case .geluTanh: pass { v, _ in VectorMath.geluTanh(v) }
             case .relu: pass { v, _ in v.replacing(with: 0, where: v .< 0) }
             case .sigmoid: pass { v, _ in VectorMath.sigmoid(v) }

@@ -203,6 +203,35 @@ enum Fusion {
         return changes
     }
 
+    // MARK: GEGLU into the linear layer
+
+    /// `geglu(linear(x))` → the linear with `geglu`: the 2h-wide product is combined tile by tile as
+    /// the kernel writes, never stored (h a multiple of 32, so each half starts on a panel of every
+    /// kernel set; no layouts, no epilogue yet).
+    static let gegluLinear = Pass(name: "geglu-linear", summary: "GEGLU of the feed-forward applied as its first linear layer writes") { g, _ in
+        var changes = 0
+        let uses = Uses(g)
+        for i in g.nodes.indices {
+            let n = g.nodes[i]
+            guard n.op == .geglu, uses.absorbable(n.inputs[0]), let (_, p) = g.producerNode(n.inputs[0]),
+                  isF32(g, [n.inputs[0], n.outputs[0]]) else { continue }
+            var f: LinearFusion
+            switch p.op {
+            case .linear: f = LinearFusion(hasBias: p.inputs.count == 3)
+            case .linearFused(let fused): f = fused
+            default: continue
+            }
+            let width = g.type(p.inputs[1]).dims[0]
+            guard !f.gathersInput, !f.scattersOutput, f.outputShape == nil, f.epilogue.isEmpty, !f.geglu,
+                  width % 64 == 0 else { continue }
+            f.geglu = true
+            g.nodes[i] = Node(op: .linearFused(f), inputs: p.inputs, outputs: n.outputs, name: p.name)
+            changes += 1
+        }
+        g = g.withoutDeadNodes()
+        return changes
+    }
+
     // MARK: epilogues
 
     /// Activation, constant or runtime scale and residual add after a convolution or linear, and a

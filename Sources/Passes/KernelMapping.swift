@@ -48,7 +48,8 @@ extension Lowering {
                 prologue = Plan.LayerNormPrologue(epsilon: ln.epsilon, scaleOperand: k, biasOperand: ln.hasBias ? k + 1 : nil)
             }
             return .linear(LinearKernel(hasBias: f.hasBias, prologue: prologue, epilogue: epilogue(f.epilogue, firstResidual: f.operandCount),
-                                        inputOffsets: f.gathersInput ? f.inputTables : nil, outputOffsets: f.scattersOutput ? f.outputTables : nil))
+                                        inputOffsets: f.gathersInput ? f.inputTables : nil, outputOffsets: f.scattersOutput ? f.outputTables : nil,
+                                        geglu: f.geglu ? true : nil))
         case .matmul: return .matmul(MatmulKernel())
         case .matmulTransposed(let a, let b): return .matmul(MatmulKernel(transposeA: a, transposeB: b))
         case .attention(let a):

@@ -56,6 +56,7 @@ public enum PassPipeline {
         Fusion.upsampleConv,
         Layout.movementIntoLinear,
         Fusion.layerNormLinear,
+        Fusion.gegluLinear,
         Fusion.epilogues,
         Layout.transposeIntoMatmul,
         Cleanup.deadCode,

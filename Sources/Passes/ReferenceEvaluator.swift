@@ -98,6 +98,7 @@ public struct ReferenceEvaluator: ConstantEvaluator {
                 x = Reference.layerNorm(x, inputs[at], ln.hasBias ? inputs[at + 1] : nil, axis: -1, epsilon: Double(ln.epsilon))
             }
             var y = Reference.linear(x, inputs[1], f.hasBias ? inputs[2] : nil)
+            if f.geglu { y = Reference.geglu(y) }
             if f.scattersOutput {
                 y = Reference.scatterLayout(y, rows: inputs[f.outputTables], columns: inputs[f.outputTables + 1], shape: Shape(f.outputShape!))
             } else if let shape = f.outputShape {
@@ -130,11 +131,7 @@ public struct ReferenceEvaluator: ConstantEvaluator {
                 scores = Reference.binary(.add, scores, b, outShape: shape, outType: scores.dtype)
             }
             return [Reference.matmul(Reference.softmax(scores, axis: -1), inputs[2], outShape: out!.shape)]
-        case .geglu:
-            let x = inputs[0]
-            let n = x.shape.dims.last! / 2
-            let halves = Reference.split(x, axis: -1, sizes: [n, n])
-            return [Reference.binary(.mul, halves[0], Reference.gelu(halves[1], tanhApproximation: false), outShape: halves[0].shape, outType: x.dtype)]
+        case .geglu: return [Reference.geglu(inputs[0])]
         }
     }
 }

@@ -139,12 +139,17 @@ public struct LinearKernel: Codable, Sendable, Equatable {
     /// Operand index of the output's row offsets (i32 `[rows]`; column offsets `[n]` follow): result
     /// (r, j) is stored at the output's flat element `rows[r] + columns[j]`.
     public var outputOffsets: Int?
-    public init(hasBias: Bool, prologue: LayerNormPrologue? = nil, epilogue: [EpilogueStep] = [], inputOffsets: Int? = nil, outputOffsets: Int? = nil) {
+    /// GEGLU of the product (`true`; absent in other plans): the weight has 2h rows, the output h
+    /// columns, `y[r, j] · gelu(y[r, h + j])` with y = x·Wᵀ + b, then the epilogue. No layouts with it.
+    public var geglu: Bool?
+    public init(hasBias: Bool, prologue: LayerNormPrologue? = nil, epilogue: [EpilogueStep] = [], inputOffsets: Int? = nil, outputOffsets: Int? = nil,
+                geglu: Bool? = nil) {
         self.hasBias = hasBias
         self.prologue = prologue
         self.epilogue = epilogue
         self.inputOffsets = inputOffsets
         self.outputOffsets = outputOffsets
+        self.geglu = geglu
     }
 }
 

@@ -126,6 +126,13 @@ extension Reference {
         }
     }
 
+    /// GEGLU over the last axis: its first half times the exact GELU of its second half.
+    public static func geglu(_ x: Tensor) -> Tensor {
+        let n = x.shape.dims.last! / 2
+        let halves = split(x, axis: -1, sizes: [n, n])
+        return binary(.mul, halves[0], gelu(halves[1], tanhApproximation: false), outShape: halves[0].shape, outType: x.dtype)
+    }
+
     public static func clip(_ x: Tensor, min lo: Double, max hi: Double) -> Tensor {
         map(x) { $0.isNaN ? $0 : Swift.min(Swift.max($0, lo), hi) }
     }

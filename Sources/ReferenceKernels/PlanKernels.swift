@@ -40,6 +40,7 @@ extension Reference {
             if let i = l.inputOffsets { input = gatherLayout(input, rows: x[i], columns: x[i + 1]) }
             if let p = l.prologue { input = layerNorm(input, x[p.scaleOperand], p.biasOperand.map { x[$0] }, axis: -1, epsilon: Double(p.epsilon)) }
             var y = linear(input, x[1], l.hasBias ? x[2] : nil)
+            if l.geglu == true { y = geglu(y) }
             if let o = l.outputOffsets { y = scatterLayout(y, rows: x[o], columns: x[o + 1], shape: out!.1) } else if y.shape != out!.1 { y = reshape(y, to: out!.1) }
             return [epilogue(y, l.epilogue)]
         case .matmul(let m):
@@ -82,10 +83,7 @@ extension Reference {
             case .hardSigmoid(let a, let b): return [hardSigmoid(x[0], alpha: Double(a), beta: Double(b))]
             case .select: return [select(x[0], x[1], x[2], outShape: out!.1)]
             case .cast(let d): return [cast(x[0], to: d)]
-            case .geglu:
-                let n = x[0].shape.dims.last! / 2
-                let h = split(x[0], axis: -1, sizes: [n, n])
-                return [binary(.mul, h[0], gelu(h[1], tanhApproximation: false), outShape: h[0].shape, outType: x[0].dtype)]
+            case .geglu: return [geglu(x[0])]
             }
         case .reduce(let kind, let axes, let keep):
             guard let r = Reduction(rawValue: kind) else { throw KernelError(description: "unknown reduction '\(kind)'") }

@@ -202,6 +202,43 @@ import Testing
         }, fusedOp: "geglu", absorbed: "gelu")
     }
 
+    /// The feed-forward's first layer: layer norm → linear (2h = 128 outputs) → GEGLU → one
+    /// `linear_fused` with `geglu`; not when the product has another reader, nor when h is not a
+    /// multiple of 32 (2h = 96: the halves would not start on a panel of every kernel set).
+    @Test func gegluIntoLinear() throws {
+        func pattern(_ width: Int) -> Pattern {
+            { b in
+                let x = b.input("x", [1, 5, 12])
+                let ln = try b.op(.layerNorm(axis: -1, epsilon: 1e-5), [x, b.constant([12], offset: 1), b.constant([12])])
+                let l = try b.op(.linear, [ln, b.constant([width, 12]), b.constant([width])])
+                let parts = try b.g.add(.split(axis: -1, sizes: [width / 2, width / 2]), [l], name: "split")
+                let gate = try b.op(.gelu(.none), [parts[1]])
+                return (try b.op(.binary(.mul), [parts[0], gate]), l)
+            }
+        }
+        for variant in Variant.allCases {
+            let (before, after) = try Self.run(pattern(128), variant)
+            let ops = after.nodes.map(\.op.name)
+            switch variant {
+            case .fires:
+                guard case .linearFused(let f) = after.nodes.last!.op else { Issue.record("not fused: \(ops)"); continue }
+                #expect(f.geglu && f.layerNorm != nil && after.nodes.count == 1, "\(ops)")
+            case .float64: #expect(ops.contains("gelu"), "\(ops)")
+            default: #expect(ops.contains("geglu"), "\(variant): the product has another reader: \(ops)")
+            }
+            let feed = Self.inputs(before)
+            let x = try Interpreter.run(before, inputs: feed), y = try Interpreter.run(after, inputs: feed)
+            for (k, t) in x {
+                let a = t.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+                let c = y[k]!.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+                let scale = max(a.map(abs).max() ?? 1, 1e-30)
+                #expect((zip(a, c).map { abs($0 - $1) }.max() ?? 0) / scale <= 1e-6, "\(variant) \(k)")
+            }
+        }
+        let (_, kept) = try Self.run(pattern(96), .fires)
+        #expect(kept.nodes.map(\.op.name).contains("geglu"))
+    }
+
     @Test func attentionWithBias() throws {
         try Self.check("attention", { b in
             let q = b.input("q", [2, 7, 4]), k = b.input("k", [2, 9, 4]), v = b.input("v", [2, 9, 5])
