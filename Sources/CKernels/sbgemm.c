@@ -35,6 +35,30 @@ void ck_sbgemm_avx512bf16(long ksteps, const uint32_t *a, const uint32_t *b, con
     CK_STORE(6) CK_STORE(7) CK_STORE(8) CK_STORE(9) CK_STORE(10) CK_STORE(11)
 }
 
+#define CK_PARTIAL_LOOP(STEPS) \
+    for (long p = 0; p < ksteps; p++) { \
+        const uint32_t *pb = b + p * 32; \
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(pb), b1 = (__m512bh)_mm512_loadu_si512(pb + 16); \
+        STEPS \
+        pa += a_stride; \
+    }
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+void ck_sbgemm_avx512bf16_rows4(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate) {
+    CK_ACC(0) CK_ACC(1) CK_ACC(2) CK_ACC(3)
+    const uint32_t *pa = a;
+    CK_PARTIAL_LOOP(CK_STEP(0) CK_STEP(1) CK_STEP(2) CK_STEP(3))
+    CK_STORE(0) CK_STORE(1) CK_STORE(2) CK_STORE(3)
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+void ck_sbgemm_avx512bf16_rows8(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate) {
+    CK_ACC(0) CK_ACC(1) CK_ACC(2) CK_ACC(3) CK_ACC(4) CK_ACC(5) CK_ACC(6) CK_ACC(7)
+    const uint32_t *pa = a;
+    CK_PARTIAL_LOOP(CK_STEP(0) CK_STEP(1) CK_STEP(2) CK_STEP(3) CK_STEP(4) CK_STEP(5) CK_STEP(6) CK_STEP(7))
+    CK_STORE(0) CK_STORE(1) CK_STORE(2) CK_STORE(3) CK_STORE(4) CK_STORE(5) CK_STORE(6) CK_STORE(7)
+}
+
 __attribute__((target("avx512f,avx512bf16")))
 float ck_bf16_peak(long iterations, float seed) {
     __m512 c0 = _mm512_set1_ps(seed), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
@@ -69,5 +93,7 @@ void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count) {
 #else
 void ck_sbgemm_avx512bf16(long ksteps, const uint32_t *a, const uint32_t *b, const long *offsets, float *c, long ldc, int accumulate) {}
 float ck_bf16_peak(long iterations, float seed) { return 0; }
+void ck_sbgemm_avx512bf16_rows4(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate) {}
+void ck_sbgemm_avx512bf16_rows8(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate) {}
 void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count) {}
 #endif

@@ -480,7 +480,7 @@ public enum Attention {
                 while j0 < m {
                     let kn = min(tk, m - j0)
                     for i in stride(from: 0, to: kn, by: mr) {
-                        gemm.micro(dSteps, kp + ((j0 + i) / mr) * dSteps * mr, qt, st + i * tq, tq, false)
+                        gemm.microRows(min(mr, kn - i), dSteps, kp + ((j0 + i) / mr) * dSteps * mr, qt, st + i * tq, tq, false)
                     }
                     let unit: Float = bf16 ? 1.4426950408889634 : 1  // biases in the scores' units
                     for (bi, layout) in biasLayouts.enumerated() {
@@ -521,8 +521,9 @@ public enum Attention {
                                 Gemm.pairRows(st + 2 * s * tq, 2 * s + 1 < kn ? st + (2 * s + 1) * tq : nil, pt + s * tq, tq)
                             }
                         }
+                        // (dv = 64 is 5⅓ panels of 12: the last one's 4 rows without its padding.)
                         for i in 0..<vPanels {
-                            gemm.micro(knSteps, vp + i * mSteps * mr + (j0 / 2) * mr, pt, acc + i * mr * tq, tq, true)
+                            gemm.microRows(min(mr, dv - i * mr), knSteps, vp + i * mSteps * mr + (j0 / 2) * mr, pt, acc + i * mr * tq, tq, true)
                         }
                     } else {
                         for i in 0..<vPanels {

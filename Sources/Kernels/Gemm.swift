@@ -296,6 +296,21 @@ public struct Gemm: Sendable {
         }
     }
 
+    /// `micro` when only the first `rows` rows of the A panel (and of C) matter: with native bf16,
+    /// a panel's last 4 or 8 rows skip the multiplies of its padding (the same sums; C's rows past
+    /// 4 or 8 are left alone).
+    @inline(__always)
+    func microRows(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                   _ accumulate: Bool) {
+        if rows <= 8, precision == .bf16, nativeBF16 {
+            let (wa, wb) = (UnsafeRawPointer(a).assumingMemoryBound(to: UInt32.self), UnsafeRawPointer(b).assumingMemoryBound(to: UInt32.self))
+            if rows <= 4 { ck_sbgemm_avx512bf16_rows4(kc, wa, mr, wb, c, ldc, accumulate ? 1 : 0) }
+            else { ck_sbgemm_avx512bf16_rows8(kc, wa, mr, wb, c, ldc, accumulate ? 1 : 0) }
+            return
+        }
+        micro(kc, a, b, c, ldc, accumulate)
+    }
+
     @inline(__always)
     func micro(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
         if precision == .bf16 {

@@ -214,6 +214,7 @@ import Testing
         AttentionCase(batch: [4], n: 33, m: 13, d: 30, dv: 7, scaleQueries: true, biases: [[4, 33, 13], [1, 13]]),
         AttentionCase(batch: [2], n: 17, m: 400, d: 8, dv: 40, biases: [[2, 17, 400]], masked: true),
         AttentionCase(batch: [1], n: 1, m: 1, d: 3, dv: 1),
+        AttentionCase(batch: [2], n: 40, m: 77, d: 64, dv: 20),  // bf16: 8-row tails of keys and values
     ])
     func attention(_ t: AttentionCase) throws {
         let q = Self.random(t.batch + [t.n, t.d], 11)

@@ -18,6 +18,10 @@ unsigned ck_cpu_features(void);
    Only on processors with AVX512_BF16. */
 void ck_sbgemm_avx512bf16(long ksteps, const uint32_t *a, const uint32_t *b, const long *offsets,
                           float *c, long ldc, int accumulate);
+/* The same product for the first 4 (or 8) rows of a 12-row A panel only (A steps `a_stride` words
+   apart): a panel's tail rows without the multiplies of its padding. */
+void ck_sbgemm_avx512bf16_rows4(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate);
+void ck_sbgemm_avx512bf16_rows8(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate);
 /* 12 independent vdpbf16ps per iteration (12 * 64 flops): the bf16 peak of one core. */
 float ck_bf16_peak(long iterations, float seed);
 /* f32 -> bf16 rounding to nearest even, with the native conversion. */
