@@ -73,15 +73,20 @@ import Testing
             } else {
                 #expect(ops.contains(absorbed), "\(name) (\(variant)): \(absorbed) must stay: \(ops)")
             }
-            let feed = inputs(before)
-            let x = try Interpreter.run(before, inputs: feed), y = try Interpreter.run(after, inputs: feed)
-            for (k, t) in x {
-                let a = t.converted(to: .f64).withElements(as: Double.self) { Array($0) }
-                let c = y[k]!.converted(to: .f64).withElements(as: Double.self) { Array($0) }
-                let scale = max(a.map(abs).max() ?? 1, 1e-30)
-                let err = zip(a, c).map { abs($0 - $1) }.max() ?? 0
-                #expect(err / scale <= 1e-6, "\(name) (\(variant)) \(k): \(err / scale)")
-            }
+            try expectSameResults("\(name) (\(variant))", before, after)
+        }
+    }
+
+    /// The rewritten graph computes what the original did (reference interpreter, ≤ 1e-6 relative).
+    static func expectSameResults(_ label: String, _ before: Graph, _ after: Graph) throws {
+        let feed = inputs(before)
+        let x = try Interpreter.run(before, inputs: feed), y = try Interpreter.run(after, inputs: feed)
+        for (k, t) in x {
+            let a = t.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+            let c = y[k]!.converted(to: .f64).withElements(as: Double.self) { Array($0) }
+            let scale = max(a.map(abs).max() ?? 1, 1e-30)
+            let err = zip(a, c).map { abs($0 - $1) }.max() ?? 0
+            #expect(err / scale <= 1e-6, "\(label) \(k): \(err / scale)")
         }
     }
 
@@ -226,14 +231,7 @@ import Testing
             case .float64: #expect(ops.contains("gelu"), "\(ops)")
             default: #expect(ops.contains("geglu"), "\(variant): the product has another reader: \(ops)")
             }
-            let feed = Self.inputs(before)
-            let x = try Interpreter.run(before, inputs: feed), y = try Interpreter.run(after, inputs: feed)
-            for (k, t) in x {
-                let a = t.converted(to: .f64).withElements(as: Double.self) { Array($0) }
-                let c = y[k]!.converted(to: .f64).withElements(as: Double.self) { Array($0) }
-                let scale = max(a.map(abs).max() ?? 1, 1e-30)
-                #expect((zip(a, c).map { abs($0 - $1) }.max() ?? 0) / scale <= 1e-6, "\(variant) \(k)")
-            }
+            try Self.expectSameResults("geglu-linear (\(variant))", before, after)
         }
         let (_, kept) = try Self.run(pattern(96), .fires)
         #expect(kept.nodes.map(\.op.name).contains("geglu"))
