@@ -425,6 +425,14 @@ public enum ONNXWriter {
                     y = unique(outs[0] + "_bias")
                     node("Add", [product, ins[2]], [y], name: n.name + "_bias")
                 }
+                if f.geglu {
+                    let half = graph.type(n.outputs[0]).dims.last!
+                    let a = unique(outs[0] + "_a"), g = unique(outs[0] + "_gate"), ge = unique(outs[0] + "_gelu"), gated = unique(outs[0] + "_geglu")
+                    node("Split", [y, ints([half, half], n.name + "_split")], [a, g], [("axis", .int(-1))], name: n.name + "_split")
+                    node("Gelu", [g], [ge], name: n.name + "_gelu")
+                    node("Mul", [a, ge], [gated], name: n.name + "_geglu")
+                    y = gated
+                }
                 epilogue(y, f.epilogue, residuals: Array(ins[k...]), out: outs[0], name: n.name)
             case .attention(let a):
                 let qt = graph.type(n.inputs[0])
