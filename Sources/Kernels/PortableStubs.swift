@@ -18,6 +18,7 @@ func softmaxColumns16Base2AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ 
 func bf16PairRowsAVX512(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<UInt32>, _ count: Int) { unavailable() }
 func bf16PairRowsAVX2(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<UInt32>, _ count: Int) { unavailable() }
 func geluInPlaceAVX512(_ p: UnsafeMutablePointer<Float>, _ count: Int) { unavailable() }
+func gegluCombineAVX512(_ a: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ biasA: UnsafePointer<Float>?, _ biasG: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<Float>, _ count: Int) { unavailable() }
 func fmaPeakAVX512(_ iterations: Int, _ seed: Float) -> Float { unavailable() }
 func fmaPeakAVX2(_ iterations: Int, _ seed: Float) -> Float { unavailable() }
 func s8gemmMicroKernelVNNI(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }

@@ -60,6 +60,20 @@ public enum VectorMath {
     public static func geluInPlace(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
         if CPU.features & UInt32(CK_AVX512) != 0 { geluInPlaceAVX512(p, count) } else { map(p, p, count, gelu) }
     }
+    /// GEGLU's combination of a row: `dst[j] = (a[j] + biasA[j]) · gelu(g[j] + biasG[j])` (no add
+    /// where a bias is nil); one pass where the processor has sixteen lanes, the same bits as the
+    /// bias add, `geluInPlace` and product done separately. `a` and `g` may be overwritten.
+    public static func gegluCombine(_ a: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>, biasA: UnsafePointer<Float>?,
+                                    biasG: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+        if CPU.features & UInt32(CK_AVX512) != 0 {
+            gegluCombineAVX512(a, g, biasA, biasG, dst, count)
+            return
+        }
+        if let biasA { for j in 0..<count { a[j] += biasA[j] } }
+        if let biasG { for j in 0..<count { g[j] += biasG[j] } }
+        geluInPlace(g, count)
+        for j in 0..<count { dst[j] = g[j] * a[j] }
+    }
     @inline(__always) public static func geluTanh(_ x: Float8) -> Float8 {
         let y = 0.7978845608028654 * (x + 0.044715 * x * x * x)
         // tanh(y) = 1 − 2/(e^{2y} + 1)

@@ -254,39 +254,68 @@ public func bf16PairRowsAVX512(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<F
 #endif
 
 #if arch(x86_64)
-/// GELU (erf form) in place over `count` floats, sixteen at a time: the same rational erf and the
-/// same operations in the same order as the eight-lane `VectorMath.gelu`, so both give the same bits.
+/// GELU (erf form) in place over `count` floats, sixteen at a time (`gelu16`).
 public func geluInPlaceAVX512(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
-    @inline(__always) func gelu(_ v: SIMD16<Float>) -> SIMD16<Float> {
-        var x = v * 0.70710678118654752
-        x = x.replacing(with: -4, where: x .< -4)
-        x = x.replacing(with: 4, where: x .> 4)
-        let x2 = x * x
-        var a = SIMD16<Float>(repeating: -2.72614225801306e-10)
-        a = a * x2 + 2.77068142495902e-08
-        a = a * x2 + -2.10102402082508e-06
-        a = a * x2 + -5.69250639462346e-05
-        a = a * x2 + -7.34990630326855e-04
-        a = a * x2 + -2.95459980854025e-03
-        a = a * x2 + -1.60960333262415e-02
-        var b = SIMD16<Float>(repeating: -1.45660718464996e-05)
-        b = b * x2 + -2.13374055278905e-04
-        b = b * x2 + -1.68282697438203e-03
-        b = b * x2 + -7.37332916720468e-03
-        b = b * x2 + -1.42647390514189e-02
-        return 0.5 * v * (1 + x * a / b)
-    }
     var i = 0
     while i + 16 <= count {
         let r = UnsafeMutableRawPointer(p + i)
-        r.storeBytes(of: gelu(r.loadUnaligned(as: SIMD16<Float>.self)), as: SIMD16<Float>.self)
+        r.storeBytes(of: gelu16(r.loadUnaligned(as: SIMD16<Float>.self)), as: SIMD16<Float>.self)
         i += 16
     }
     if i < count {
         var t = SIMD16<Float>()
         withUnsafeMutableBytes(of: &t) { $0.copyMemory(from: UnsafeRawBufferPointer(start: p + i, count: (count - i) * 4)) }
-        t = gelu(t)
+        t = gelu16(t)
         withUnsafeBytes(of: &t) { UnsafeMutableRawPointer(p + i).copyMemory(from: $0.baseAddress!, byteCount: (count - i) * 4) }
     }
+}
+
+/// GEGLU's combination in one pass: `dst[j] = (a[j] + biasA[j]) · gelu(g[j] + biasG[j])` (no add
+/// where a bias is nil), sixteen at a time; per element the operations of the separate bias add,
+/// `geluInPlaceAVX512` and product, so the same bits.
+public func gegluCombineAVX512(_ a: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ biasA: UnsafePointer<Float>?,
+                               _ biasG: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+    @inline(__always) func load(_ p: UnsafePointer<Float>, _ i: Int, _ n: Int) -> SIMD16<Float> {
+        if n == 16 { return UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self) }
+        var t = SIMD16<Float>()
+        withUnsafeMutableBytes(of: &t) { $0.copyMemory(from: UnsafeRawBufferPointer(start: p + i, count: n * 4)) }
+        return t
+    }
+    @inline(__always) func step(_ i: Int, _ n: Int) {
+        var av = load(a, i, n), gv = load(g, i, n)
+        if let biasA { av = av + load(biasA, i, n) }
+        if let biasG { gv = gv + load(biasG, i, n) }
+        var d = gelu16(gv) * av
+        if n == 16 {
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: d, as: SIMD16<Float>.self)
+        } else {
+            withUnsafeBytes(of: &d) { UnsafeMutableRawPointer(dst + i).copyMemory(from: $0.baseAddress!, byteCount: n * 4) }
+        }
+    }
+    var i = 0
+    while i + 16 <= count { step(i, 16); i += 16 }
+    if i < count { step(i, count - i) }
+}
+
+/// GELU (erf form) on sixteen lanes: the same rational erf and the same operations in the same order
+/// as the eight-lane `VectorMath.gelu`, so both give the same bits.
+@inline(__always) func gelu16(_ v: SIMD16<Float>) -> SIMD16<Float> {
+    var x = v * 0.70710678118654752
+    x = x.replacing(with: -4, where: x .< -4)
+    x = x.replacing(with: 4, where: x .> 4)
+    let x2 = x * x
+    var a = SIMD16<Float>(repeating: -2.72614225801306e-10)
+    a = a * x2 + 2.77068142495902e-08
+    a = a * x2 + -2.10102402082508e-06
+    a = a * x2 + -5.69250639462346e-05
+    a = a * x2 + -7.34990630326855e-04
+    a = a * x2 + -2.95459980854025e-03
+    a = a * x2 + -1.60960333262415e-02
+    var b = SIMD16<Float>(repeating: -1.45660718464996e-05)
+    b = b * x2 + -2.13374055278905e-04
+    b = b * x2 + -1.68282697438203e-03
+    b = b * x2 + -7.37332916720468e-03
+    b = b * x2 + -1.42647390514189e-02
+    return 0.5 * v * (1 + x * a / b)
 }
 #endif

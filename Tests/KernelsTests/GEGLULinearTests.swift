@@ -16,7 +16,8 @@ import Testing
     }
 
     @Test(arguments: [Case(rows: 5, k: 37, half: 64, norm: true), Case(rows: 300, k: 64, half: 160, norm: false),
-                      Case(rows: 600, k: 48, half: 96, norm: true), Case(rows: 1030, k: 20, half: 256, norm: true)])
+                      Case(rows: 600, k: 48, half: 96, norm: true), Case(rows: 1030, k: 20, half: 256, norm: true),
+                      Case(rows: 520, k: 19, half: 96, norm: false)])
     func matchesReference(_ t: Case) throws {
         let n = 2 * t.half
         let x = GemmTests.values(t.rows * t.k, seed: 31).map { $0 * 2 }

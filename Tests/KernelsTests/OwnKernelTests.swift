@@ -254,7 +254,7 @@ import Testing
         }
     }
 
-    @Test(arguments: [(7, 13, 5, true), (300, 70, 45, false), (600, 33, 129, true), (5, 600, 17, false)])
+    @Test(arguments: [(7, 13, 5, true), (300, 70, 45, false), (600, 33, 129, true), (5, 600, 17, false), (40, 1000, 21, true)])
     func linear(rows: Int, out: Int, k: Int, layerNorm: Bool) throws {
         var operands = [Self.random([rows, k], 21), Self.random([out, k], 22, scale: 0.3), Self.random([out], 23)]
         var prologue: LayerNormPrologue? = nil

@@ -44,4 +44,31 @@ import Testing
         }
         #expect(silu.absolute / 30 < 1e-6)
     }
+
+    /// GEGLU's one-pass combination gives the bits of the bias add, the eight-lane `VectorMath.gelu`
+    /// and the product done one after the other, with and without biases, over whole and partial
+    /// blocks of sixteen (a tail lane loaded from the wrong place fails it).
+    @Test(arguments: [1, 16, 37, 128])
+    func gegluCombineMatchesSeparateSteps(count: Int) {
+        let a0 = (0..<count).map { Float($0 % 11) * 0.37 - 1.9 }, g0 = (0..<count).map { Self.xs[($0 * 97) % Self.xs.count] / 3 }
+        let ba = (0..<count).map { Float($0 % 5) * 0.11 - 0.2 }, bg = (0..<count).map { Float($0 % 7) * -0.13 + 0.4 }
+        for biased in [false, true] {
+            var expected = [Float](repeating: 0, count: count)
+            for j in 0..<count {
+                let a = biased ? a0[j] + ba[j] : a0[j], g = biased ? g0[j] + bg[j] : g0[j]
+                expected[j] = VectorMath.gelu(Float8(repeating: g))[0] * a
+            }
+            var a = a0, g = g0, got = [Float](repeating: .nan, count: count + 3)
+            a.withUnsafeMutableBufferPointer { pa in
+                g.withUnsafeMutableBufferPointer { pg in
+                    got.withUnsafeMutableBufferPointer { d in
+                        VectorMath.gegluCombine(pa.baseAddress!, pg.baseAddress!, biasA: biased ? ba : nil, biasG: biased ? bg : nil, d.baseAddress!, count)
+                    }
+                }
+            }
+            let same = Array(got.prefix(count)) == expected, untouched = got.suffix(3).allSatisfy(\.isNaN)
+            #expect(same, "count \(count) biased \(biased)")
+            #expect(untouched, "count \(count): wrote past the row")
+        }
+    }
 }
