@@ -439,8 +439,11 @@ public enum Attention {
             defer { ScratchPool.shared.give(worker) }
             let kp = worker.floats(0, max(1, kPanels * dSteps * mr))
             let vp = worker.floats(1, max(1, vPanels * mSteps * mr))
-            let qt = worker.floats(2, max(1, dSteps * tq))
-            let qs = worker.floats(3, bf16 ? max(1, tq * d) : 1)
+            // AVX-512 bf16: queries as rows of words first (`wordsPad` a multiple of 16), then transposed.
+            let wordsPad = (dSteps + 15) / 16 * 16
+            let queryWords: UnsafeMutablePointer<Float>? = bf16 && gemm.isa == .avx512 && tq == 32 ? worker.floats(8, tq * wordsPad) : nil
+            let qt = worker.floats(2, max(1, (queryWords == nil ? dSteps : wordsPad) * tq))
+            let qs = worker.floats(3, bf16 ? max(1, tq * d, 3 * wordsPad) : 1)
             let pt = worker.floats(4, bf16 ? tk / 2 * tq : 1)
             let st = worker.floats(5, tk * tq)
             let acc = worker.floats(6, vPanels * mr * tq)
@@ -462,7 +465,24 @@ public enum Attention {
                     packedSlice = p
                 }
                 let qb = q.floats + iq[p] * n * d + q0 * d
-                if bf16 {
+                if let words = queryWords {
+                    // The same words with sixteen lanes: each query's scaled row rounded to bf16 words
+                    // (a row of `words`), then 16 × 16 blocks transposed into the panel.
+                    let s2 = scale * 1.4426950408889634
+                    let row = qs, w16 = UnsafeMutableRawPointer(row + 2 * wordsPad).assumingMemoryBound(to: UInt16.self)
+                    for c in 0..<tq {
+                        let wr = words + c * wordsPad
+                        if c >= qn { wr.initialize(repeating: 0, count: wordsPad); continue }
+                        let src = qb + c * d
+                        for i in 0..<d { row[i] = src[i] * s2 }
+                        if 2 * wordsPad > d { (row + d).initialize(repeating: 0, count: 2 * wordsPad - d) }
+                        Gemm.convertToBF16(row, w16, 2 * wordsPad)
+                        wr.update(from: UnsafeRawPointer(w16).assumingMemoryBound(to: Float.self), count: wordsPad)
+                    }
+                    for sb in stride(from: 0, to: wordsPad, by: 16) {
+                        for cb in stride(from: 0, to: tq, by: 16) { Gemm.transpose16x16(words + cb * wordsPad + sb, wordsPad, qt + sb * tq + cb, tq) }
+                    }
+                } else if bf16 {
                     // Scaled in f32 (in base-2 units, scale·log₂e, for the softmax's 2^x) and transposed
                     // (d rows of tq queries, zeros past qn), then rounded to bf16 two rows at a time.
                     let s2 = scale * 1.4426950408889634
@@ -540,6 +560,21 @@ public enum Attention {
                 // queries' 1/sum, written down the output's column.
                 let ob = out.floats + p * n * dv + q0 * dv
                 for c in 0..<qn { corr[c] = 1 / sum[c] }
+                if queryWords != nil && qn == tq && dv >= 16 {
+                    // Sixteen lanes: rows of acc scaled, then 16 × 16 blocks transposed into the output rows
+                    // (the same products; a last partial block of features overlaps the one before).
+                    for r in 0..<dv {
+                        let a = acc + r * tq
+                        for c in 0..<tq { a[c] *= corr[c] }
+                    }
+                    var r0 = 0
+                    while r0 < dv {
+                        let rb = min(r0, dv - 16)
+                        for cb in stride(from: 0, to: tq, by: 16) { Gemm.transpose16x16(acc + rb * tq + cb, tq, ob + cb * dv + rb, dv) }
+                        r0 += 16
+                    }
+                    continue
+                }
                 for r in 0..<dv {
                     let a = acc + r * tq
                     var o = ob + r

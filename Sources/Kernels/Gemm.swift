@@ -494,6 +494,13 @@ public struct Gemm: Sendable {
         }
     }
 
+    /// The 16 × 16 block of 32-bit values at `src` (row stride `srcStride`) transposed into `dst`
+    /// (AVX-512 only: callers check `isa`).
+    @inline(__always)
+    static func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int) {
+        transpose16x16AVX512(src, srcStride, dst, dstStride)
+    }
+
     /// `dst[j]` = bf16 words of `r0[j]` (low half) and `r1[j]` (high half, 0 without `r1`), rounded
     /// to nearest even by integer arithmetic (the same bits on every path).
     public static func pairRows(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {

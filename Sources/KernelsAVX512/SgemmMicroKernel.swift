@@ -319,3 +319,94 @@ public func gegluCombineAVX512(_ a: UnsafePointer<Float>, _ g: UnsafePointer<Flo
     return 0.5 * v * (1 + x * a / b)
 }
 #endif
+
+#if arch(x86_64)
+/// The 16 × 16 block of 32-bit values at `src` (row stride `srcStride`) transposed into `dst` (row
+/// stride `dstStride`): four rounds of two-source permutes, round k exchanging bit k of the row
+/// index with bit k of the column index (rows i and i + 2ᵏ; a column j with bit k clear takes row
+/// i's value at j in the first and at j + 2ᵏ in the second, one with bit k set row i + 2ᵏ's at
+/// j − 2ᵏ and j). Values are moved, never computed on: any bit pattern (bf16 words too) comes out
+/// unchanged.
+public func transpose16x16AVX512(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int) {
+    var r0 = _mm512_loadu_ps(src + 0 * srcStride)
+    var r1 = _mm512_loadu_ps(src + 1 * srcStride)
+    var r2 = _mm512_loadu_ps(src + 2 * srcStride)
+    var r3 = _mm512_loadu_ps(src + 3 * srcStride)
+    var r4 = _mm512_loadu_ps(src + 4 * srcStride)
+    var r5 = _mm512_loadu_ps(src + 5 * srcStride)
+    var r6 = _mm512_loadu_ps(src + 6 * srcStride)
+    var r7 = _mm512_loadu_ps(src + 7 * srcStride)
+    var r8 = _mm512_loadu_ps(src + 8 * srcStride)
+    var r9 = _mm512_loadu_ps(src + 9 * srcStride)
+    var r10 = _mm512_loadu_ps(src + 10 * srcStride)
+    var r11 = _mm512_loadu_ps(src + 11 * srcStride)
+    var r12 = _mm512_loadu_ps(src + 12 * srcStride)
+    var r13 = _mm512_loadu_ps(src + 13 * srcStride)
+    var r14 = _mm512_loadu_ps(src + 14 * srcStride)
+    var r15 = _mm512_loadu_ps(src + 15 * srcStride)
+    do {  // round 0: rows i and i + 1
+        let lo = _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6, 20, 4, 18, 2, 16, 0)
+        let hi = _mm512_set_epi32(31, 15, 29, 13, 27, 11, 25, 9, 23, 7, 21, 5, 19, 3, 17, 1)
+        (r0, r1) = (_mm512_permutex2var_ps(r0, lo, r1), _mm512_permutex2var_ps(r0, hi, r1))
+        (r2, r3) = (_mm512_permutex2var_ps(r2, lo, r3), _mm512_permutex2var_ps(r2, hi, r3))
+        (r4, r5) = (_mm512_permutex2var_ps(r4, lo, r5), _mm512_permutex2var_ps(r4, hi, r5))
+        (r6, r7) = (_mm512_permutex2var_ps(r6, lo, r7), _mm512_permutex2var_ps(r6, hi, r7))
+        (r8, r9) = (_mm512_permutex2var_ps(r8, lo, r9), _mm512_permutex2var_ps(r8, hi, r9))
+        (r10, r11) = (_mm512_permutex2var_ps(r10, lo, r11), _mm512_permutex2var_ps(r10, hi, r11))
+        (r12, r13) = (_mm512_permutex2var_ps(r12, lo, r13), _mm512_permutex2var_ps(r12, hi, r13))
+        (r14, r15) = (_mm512_permutex2var_ps(r14, lo, r15), _mm512_permutex2var_ps(r14, hi, r15))
+    }
+    do {  // round 1: rows i and i + 2
+        let lo = _mm512_set_epi32(29, 28, 13, 12, 25, 24, 9, 8, 21, 20, 5, 4, 17, 16, 1, 0)
+        let hi = _mm512_set_epi32(31, 30, 15, 14, 27, 26, 11, 10, 23, 22, 7, 6, 19, 18, 3, 2)
+        (r0, r2) = (_mm512_permutex2var_ps(r0, lo, r2), _mm512_permutex2var_ps(r0, hi, r2))
+        (r1, r3) = (_mm512_permutex2var_ps(r1, lo, r3), _mm512_permutex2var_ps(r1, hi, r3))
+        (r4, r6) = (_mm512_permutex2var_ps(r4, lo, r6), _mm512_permutex2var_ps(r4, hi, r6))
+        (r5, r7) = (_mm512_permutex2var_ps(r5, lo, r7), _mm512_permutex2var_ps(r5, hi, r7))
+        (r8, r10) = (_mm512_permutex2var_ps(r8, lo, r10), _mm512_permutex2var_ps(r8, hi, r10))
+        (r9, r11) = (_mm512_permutex2var_ps(r9, lo, r11), _mm512_permutex2var_ps(r9, hi, r11))
+        (r12, r14) = (_mm512_permutex2var_ps(r12, lo, r14), _mm512_permutex2var_ps(r12, hi, r14))
+        (r13, r15) = (_mm512_permutex2var_ps(r13, lo, r15), _mm512_permutex2var_ps(r13, hi, r15))
+    }
+    do {  // round 2: rows i and i + 4
+        let lo = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0)
+        let hi = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4)
+        (r0, r4) = (_mm512_permutex2var_ps(r0, lo, r4), _mm512_permutex2var_ps(r0, hi, r4))
+        (r1, r5) = (_mm512_permutex2var_ps(r1, lo, r5), _mm512_permutex2var_ps(r1, hi, r5))
+        (r2, r6) = (_mm512_permutex2var_ps(r2, lo, r6), _mm512_permutex2var_ps(r2, hi, r6))
+        (r3, r7) = (_mm512_permutex2var_ps(r3, lo, r7), _mm512_permutex2var_ps(r3, hi, r7))
+        (r8, r12) = (_mm512_permutex2var_ps(r8, lo, r12), _mm512_permutex2var_ps(r8, hi, r12))
+        (r9, r13) = (_mm512_permutex2var_ps(r9, lo, r13), _mm512_permutex2var_ps(r9, hi, r13))
+        (r10, r14) = (_mm512_permutex2var_ps(r10, lo, r14), _mm512_permutex2var_ps(r10, hi, r14))
+        (r11, r15) = (_mm512_permutex2var_ps(r11, lo, r15), _mm512_permutex2var_ps(r11, hi, r15))
+    }
+    do {  // round 3: rows i and i + 8
+        let lo = _mm512_set_epi32(23, 22, 21, 20, 19, 18, 17, 16, 7, 6, 5, 4, 3, 2, 1, 0)
+        let hi = _mm512_set_epi32(31, 30, 29, 28, 27, 26, 25, 24, 15, 14, 13, 12, 11, 10, 9, 8)
+        (r0, r8) = (_mm512_permutex2var_ps(r0, lo, r8), _mm512_permutex2var_ps(r0, hi, r8))
+        (r1, r9) = (_mm512_permutex2var_ps(r1, lo, r9), _mm512_permutex2var_ps(r1, hi, r9))
+        (r2, r10) = (_mm512_permutex2var_ps(r2, lo, r10), _mm512_permutex2var_ps(r2, hi, r10))
+        (r3, r11) = (_mm512_permutex2var_ps(r3, lo, r11), _mm512_permutex2var_ps(r3, hi, r11))
+        (r4, r12) = (_mm512_permutex2var_ps(r4, lo, r12), _mm512_permutex2var_ps(r4, hi, r12))
+        (r5, r13) = (_mm512_permutex2var_ps(r5, lo, r13), _mm512_permutex2var_ps(r5, hi, r13))
+        (r6, r14) = (_mm512_permutex2var_ps(r6, lo, r14), _mm512_permutex2var_ps(r6, hi, r14))
+        (r7, r15) = (_mm512_permutex2var_ps(r7, lo, r15), _mm512_permutex2var_ps(r7, hi, r15))
+    }
+    _mm512_storeu_ps(dst + 0 * dstStride, r0)
+    _mm512_storeu_ps(dst + 1 * dstStride, r1)
+    _mm512_storeu_ps(dst + 2 * dstStride, r2)
+    _mm512_storeu_ps(dst + 3 * dstStride, r3)
+    _mm512_storeu_ps(dst + 4 * dstStride, r4)
+    _mm512_storeu_ps(dst + 5 * dstStride, r5)
+    _mm512_storeu_ps(dst + 6 * dstStride, r6)
+    _mm512_storeu_ps(dst + 7 * dstStride, r7)
+    _mm512_storeu_ps(dst + 8 * dstStride, r8)
+    _mm512_storeu_ps(dst + 9 * dstStride, r9)
+    _mm512_storeu_ps(dst + 10 * dstStride, r10)
+    _mm512_storeu_ps(dst + 11 * dstStride, r11)
+    _mm512_storeu_ps(dst + 12 * dstStride, r12)
+    _mm512_storeu_ps(dst + 13 * dstStride, r13)
+    _mm512_storeu_ps(dst + 14 * dstStride, r14)
+    _mm512_storeu_ps(dst + 15 * dstStride, r15)
+}
+#endif
