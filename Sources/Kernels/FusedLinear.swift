@@ -66,7 +66,7 @@ public enum FusedLinear {
             }
         }
         if k.inputOffsets != nil || k.outputOffsets != nil {
-            runWithLayouts(k, x: x, rows: rows, k: kk, n: nOut, int8: int8, operands: operands, out: o, gemm: gemm, threads: threads,
+            runWithLayouts(k, x: x, weight: weight, packed: packed, rows: rows, k: kk, n: nOut, int8: int8, operands: operands, out: o, gemm: gemm, threads: threads,
                            normalize: lnScale == nil ? nil : normalize, product: product)
             return
         }
@@ -89,51 +89,57 @@ public enum FusedLinear {
             }
         } else {
             // Few rows: tiles of output features (each thread reads only its part of the weights).
-            var a = UnsafePointer(x.floats)
             let normalized = lnScale == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: rows * kk)
             defer { normalized?.deallocate() }
             if let normalized {
-                Parallel.forRanges(rows, threads: threads, minimumPerThread: 8) { r in normalize(a + r.lowerBound * kk, normalized + r.lowerBound * kk, r.count) }
-                a = UnsafePointer(normalized)
+                Parallel.forRanges(rows, threads: threads, minimumPerThread: 8) { r in normalize(x.floats + r.lowerBound * kk, normalized + r.lowerBound * kk, r.count) }
             }
-            // Tiles of whole B panels, up to `columnTile` columns, as many as a multiple of the threads
-            // (1280 columns in 5 tiles of 256 kept one thread idle a fifth of the time).
-            let quantum = packed != nil && !gemm.usesBLAS ? gemm.nr : 16
-            let units = (nOut + quantum - 1) / quantum, perTile = max(1, columnTile / quantum)
-            let tiles = min(units, max(1, threads) * ((units + max(1, threads) * perTile - 1) / (max(1, threads) * perTile)))
-            let input = a
-            if let packed, !gemm.usesBLAS {
-                // The rows are packed once (A panels, in parallel) for every tile of output features.
-                let (mr, steps) = (gemm.mr, packed.k)
-                let panels = (rows + mr - 1) / mr
-                let packedA = UnsafeMutablePointer<Float>.allocate(capacity: panels * mr * steps)
-                defer { packedA.deallocate() }
-                Parallel.forRanges(panels, threads: threads) { range in
-                    let r = (range.lowerBound * mr)..<min(rows, range.upperBound * mr)
-                    if gemm.precision == .bf16 {
-                        Gemm.packA16(input, lda: kk, transposed: false, rows: r, steps: 0..<steps, depth: kk, width: mr,
-                                     into: packedA + range.lowerBound * mr * steps)
-                    } else {
-                        Gemm.packA(input, lda: kk, transposed: false, rows: r, depth: 0..<kk, width: mr, into: packedA + range.lowerBound * mr * steps)
-                    }
+            columnTiles(UnsafePointer(normalized ?? x.floats), rows: rows, k: kk, n: nOut, weight: weight, packed: packed, out: o, gemm: gemm,
+                        threads: threads) { columns in finish(o, rows: 0..<rows, columns: columns) }
+        }
+    }
+
+    /// `out[rows, n] = a[rows, K] · Wᵀ` for few rows: tiles of whole B panels of output features, up
+    /// to `columnTile` columns, as many as a multiple of the threads (1280 columns in 5 tiles of 256
+    /// kept one thread idle a fifth of the time), each thread reading only its part of the weights;
+    /// with our kernels the rows are packed once (A panels, in parallel) for all the tiles.
+    /// `finish(columns)` runs after each tile's product, on its thread.
+    static func columnTiles(_ a: UnsafePointer<Float>, rows: Int, k kk: Int, n nOut: Int, weight: View, packed: PackedMatrix?,
+                            out o: UnsafeMutablePointer<Float>, gemm: Gemm, threads: Int, finish: (Range<Int>) -> Void) {
+        let own = packed != nil && !gemm.usesBLAS
+        let quantum = own ? gemm.nr : 16
+        let units = (nOut + quantum - 1) / quantum, perTile = max(1, columnTile / quantum), t = max(1, threads)
+        let tiles = min(units, t * ((units + t * perTile - 1) / (t * perTile)))
+        func columns(_ i: Int) -> Range<Int> { (i * units / tiles * quantum)..<min(nOut, (i + 1) * units / tiles * quantum) }
+        if let packed, own {
+            let (mr, steps) = (gemm.mr, packed.k)
+            let panels = (rows + mr - 1) / mr
+            let shared = ScratchPool.shared.take()
+            defer { ScratchPool.shared.give(shared) }
+            let packedA = shared.floats(7, panels * mr * steps)
+            Parallel.forRanges(panels, threads: threads) { range in
+                let r = (range.lowerBound * mr)..<min(rows, range.upperBound * mr)
+                if gemm.precision == .bf16 {
+                    Gemm.packA16(a, lda: kk, transposed: false, rows: r, steps: 0..<steps, depth: kk, width: mr, into: packedA + range.lowerBound * mr * steps)
+                } else {
+                    Gemm.packA(a, lda: kk, transposed: false, rows: r, depth: 0..<kk, width: mr, into: packedA + range.lowerBound * mr * steps)
                 }
-                let aPanels = UnsafePointer(packedA)
-                Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
-                    let scratch = worker.gemm
-                    let c0 = t * units / tiles * quantum, n = min(nOut, (t + 1) * units / tiles * quantum) - c0
-                    gemm.run(m: rows, n: n, k: steps, a: .panels(aPanels, panelStride: steps * mr),
-                             b: packed.operand(first: c0),
-                             c: o + c0, ldc: nOut, accumulate: false, scratch: scratch)
-                    finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
-                }
-                return
             }
-            Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
-                    let scratch = worker.gemm
-                let c0 = t * units / tiles * quantum, n = min(nOut, (t + 1) * units / tiles * quantum) - c0
-                product(input, rows: rows, columns: c0, n, o + c0, scratch)
-                finish(o, rows: 0..<rows, columns: c0..<(c0 + n))
+            let aPanels = UnsafePointer(packedA)
+            Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { i, worker in
+                let c = columns(i)
+                gemm.run(m: rows, n: c.count, k: steps, a: .panels(aPanels, panelStride: steps * mr), b: packed.operand(first: c.lowerBound),
+                         c: o + c.lowerBound, ldc: nOut, accumulate: false, scratch: worker.gemm)
+                finish(c)
             }
+            return
+        }
+        precondition(gemm.precision == .f32, "bf16 linear layers take packed weights")
+        Tiling.run(tiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { i, worker in
+            let c = columns(i)
+            gemm.sgemm(transposeB: true, m: rows, n: c.count, k: kk, a: a, lda: kk, b: weight.floats + c.lowerBound * kk, ldb: kk,
+                       c: o + c.lowerBound, ldc: nOut, scratch: worker.gemm)
+            finish(c)
         }
     }
 }
@@ -157,7 +163,8 @@ extension FusedLinear {
     /// gathered (runs of columns copied) and normalised into a buffer, multiplied into a buffer,
     /// bias added, scattered run by run, and the epilogue applied at the destination (each run's
     /// elements are consecutive there, so residuals are read at the right index).
-    static func runWithLayouts(_ k: LinearKernel, x: View, rows: Int, k kk: Int, n nOut: Int, int8: Int8WeightPanels?, operands: [View],
+    static func runWithLayouts(_ k: LinearKernel, x: View, weight: View, packed: PackedMatrix?, rows: Int, k kk: Int, n nOut: Int,
+                               int8: Int8WeightPanels?, operands: [View],
                                out o: UnsafeMutablePointer<Float>, gemm: Gemm, threads: Int,
                                normalize: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?,
                                product: (UnsafePointer<Float>, Int, Int, Int, UnsafeMutablePointer<Float>, GemmScratch) -> Void) {
@@ -236,17 +243,21 @@ extension FusedLinear {
             return
         }
         if rows < 2 * FusedLinear.rowTile && nOut >= 2 * FusedLinear.columnTile {
-            // Few rows: gathered once, then tiles of output features (each thread reads only its part
-            // of the weights), then stored.
+            // Few rows: gathered (and normalised) in parallel, then tiles of output features as the
+            // plain layer runs them, then stored.
             let shared = ScratchPool.shared.take()
             defer { ScratchPool.shared.give(shared) }
-            let a = fetch(0, rows, shared.floats(5, rows * kk))
-            let results = outRows == nil ? o : shared.floats(6, rows * nOut)
-            let columnTiles = (nOut + FusedLinear.columnTile - 1) / FusedLinear.columnTile
-            Tiling.run(columnTiles, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
-                let c0 = t * FusedLinear.columnTile
-                product(a, rows, c0, min(FusedLinear.columnTile, nOut - c0), results + c0, worker.gemm)
+            let gathered = shared.floats(5, rows * kk)
+            var a = src
+            if inRows != nil || normalize != nil {
+                Parallel.forRanges(rows, threads: threads, minimumPerThread: 8) { r in
+                    let p = fetch(r.lowerBound, r.count, gathered + r.lowerBound * kk)
+                    if p != UnsafePointer(gathered + r.lowerBound * kk) { (gathered + r.lowerBound * kk).update(from: p, count: r.count * kk) }
+                }
+                a = UnsafePointer(gathered)
             }
+            let results = outRows == nil ? o : shared.floats(6, rows * nOut)
+            FusedLinear.columnTiles(a, rows: rows, k: kk, n: nOut, weight: weight, packed: packed, out: results, gemm: gemm, threads: threads) { _ in }
             Parallel.forRanges(tiles, threads: threads) { range in
                 for t in range { store(t * tile, min(tile, rows - t * tile), results + t * tile * nOut) }
             }

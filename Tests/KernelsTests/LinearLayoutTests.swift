@@ -42,6 +42,7 @@ import Testing
 
     @Test(arguments: [Case(rows: 600, k: 37, n: 45, gather: true, scatter: true, norm: true),
                       Case(rows: 77, k: 64, n: 530, gather: true, scatter: false, norm: false),
+                      Case(rows: 90, k: 33, n: 600, gather: true, scatter: true, norm: true),  // few rows: tiles of columns
                       Case(rows: 301, k: 48, n: 40, gather: false, scatter: true, norm: false),
                       Case(rows: 50, k: 20, n: 33, gather: true, scatter: true, norm: false),
                       Case(rows: 1700, k: 24, n: 40, gather: true, scatter: true, norm: true)])  // int8: chunks of rows
