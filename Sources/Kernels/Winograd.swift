@@ -1,3 +1,6 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
 import Plan
 import Tensors
 
@@ -170,6 +173,24 @@ public enum Winograd {
 
     /// Y = Aᵀ M A for each (channel, tile) of a band, sixteen tiles of a tile row at a time, into the
     /// output rows `2·firstTileRow ...` of `channels` channels from `out`.
+    /// `dst[2l] = a[l]`, `dst[2l + 1] = b[l]` for the 16 lanes, with AVX2 shuffles (the baseline):
+    /// lanes reordered 0 1 4 5 2 3 6 7 in each half, then unpacked in 128-bit lanes.
+    @inline(__always)
+    static func storeInterleaved(_ a: SIMD16<Float>, _ b: SIMD16<Float>, _ dst: UnsafeMutablePointer<Float>) {
+        storeInterleaved(a.lowHalf, b.lowHalf, dst)
+        storeInterleaved(a.highHalf, b.highHalf, dst + 16)
+    }
+
+    /// The same for 8 lanes (16 floats).
+    @inline(__always)
+    static func storeInterleaved(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ dst: UnsafeMutablePointer<Float>) {
+        let order = _mm256_set_epi32(7, 6, 3, 2, 5, 4, 1, 0)
+        let p = _mm256_permutevar8x32_ps(unsafeBitCast(a, to: __m256.self), order)
+        let q = _mm256_permutevar8x32_ps(unsafeBitCast(b, to: __m256.self), order)
+        _mm256_storeu_ps(dst, _mm256_unpacklo_ps(p, q))
+        _mm256_storeu_ps(dst + 8, _mm256_unpackhi_ps(p, q))
+    }
+
     static func outputTransform(_ m: UnsafePointer<Float>, mStride: Int, channels: Int, tileRows tr: Int, tilesWide: Int, firstTileRow ty0: Int,
                                 out: UnsafeMutablePointer<Float>, oh: Int, ow: Int, rows scratch: UnsafeMutablePointer<Float>) {
         let tiles = tr * tilesWide, plane = oh * ow
@@ -183,8 +204,9 @@ public enum Winograd {
                     @inline(__always) func load(_ xi: Int) -> SIMD16<Float> {
                         let src = m + xi * mStride + o * tiles + t0
                         if count == 16 { return UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self) }
+                        // (Images under 32 columns: one copy, not a lane at a time.)
                         var v = SIMD16<Float>()
-                        for l in 0..<count { v[l] = src[l] }
+                        withUnsafeMutableBytes(of: &v) { $0.copyMemory(from: UnsafeRawBufferPointer(start: src, count: count * 4)) }
                         return v
                     }
                     // Rows of Aᵀ M: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (per column q).
@@ -201,7 +223,15 @@ public enum Winograd {
                         let y0 = sr[0] + sr[1] + sr[2], y1 = sr[1] - sr[2] - sr[3]
                         let row = out + o * plane + oy * ow + 2 * tx0
                         let pairs = min(count, (ow - 2 * tx0) / 2)
-                        for l in 0..<pairs { row[2 * l] = y0[l]; row[2 * l + 1] = y1[l] }
+                        var done = 0
+                        if pairs == 16 {
+                            storeInterleaved(y0, y1, row)
+                            done = 16
+                        } else if pairs >= 8 {
+                            storeInterleaved(y0.lowHalf, y1.lowHalf, row)
+                            done = 8
+                        }
+                        for l in done..<pairs { row[2 * l] = y0[l]; row[2 * l + 1] = y1[l] }
                         if pairs < count { row[2 * pairs] = y0[pairs] }  // odd width: the last column
                     }
                     tx0 += 16
@@ -262,6 +292,9 @@ public enum Winograd {
                             let xi = row + q
                             if inOnePanel && count == 16 {
                                 UnsafeMutableRawPointer(dst + xi * vStride).storeBytes(of: value, as: SIMD16<Float>.self)
+                            } else if inOnePanel {
+                                // (Images under 32 columns: one copy, not a lane at a time.)
+                                withUnsafeBytes(of: value) { UnsafeMutableRawPointer(dst + xi * vStride).copyMemory(from: $0.baseAddress!, byteCount: count * 4) }
                             } else {
                                 for l in 0..<count {
                                     let tt = first + l

@@ -129,6 +129,10 @@ import Testing
         ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
         ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
         ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true, channels: true),
+        // Rows of 8 tiles (a UNet's 16 × 16 level) and of 16 + 10 with an odd last column: partial
+        // blocks of tiles loaded, stored and interleaved by halves.
+        ConvCase(x: [1, 24, 16, 16], w: [20, 24, 3, 3], prologue: true),
+        ConvCase(x: [1, 9, 7, 51], w: [11, 9, 3, 3], residual: true),
     ])
     func winograd(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
