@@ -529,6 +529,32 @@ public struct Gemm: Sendable {
             return
         }
         let ks = steps.count
+        if width <= 16, ks > 0, CPU.features & UInt32(CK_AVX512) != 0 {
+            // A panel's rows rounded to words into a tile (a row of words each, zeros past the depth
+            // and for absent rows), then sixteen steps at a time transposed into the panel.
+            let ksPad = (ks + 15) / 16 * 16
+            let tile = UnsafeMutablePointer<Float>.allocate(capacity: width * ksPad)
+            defer { tile.deallocate() }
+            let k0 = 2 * steps.lowerBound, count = max(0, min(2 * ks, depth - k0))
+            var panel = 0, i0 = rows.lowerBound
+            while i0 < rows.upperBound {
+                let h = min(width, rows.upperBound - i0)
+                for r in 0..<width {
+                    let t = tile + r * ksPad
+                    if r >= h { t.initialize(repeating: 0, count: ksPad); continue }
+                    let t16 = UnsafeMutableRawPointer(t).assumingMemoryBound(to: UInt16.self)
+                    convertToBF16(a + (i0 + r) * lda + k0, t16, count)
+                    if count < 2 * ksPad { (t16 + count).initialize(repeating: 0, count: 2 * ksPad - count) }
+                }
+                let d = dst + panel * ks * width
+                for sb in stride(from: 0, to: ks, by: 16) {
+                    transposeIntoPanelAVX512(tile + sb, ksPad, d + sb * width, width: width, count: min(16, ks - sb))
+                }
+                panel += 1
+                i0 += width
+            }
+            return
+        }
         // A row's bf16 values in order are its words (k in the low half, k+1 in the high half).
         let row16 = transposed ? nil : UnsafeMutablePointer<UInt16>.allocate(capacity: 2 * ks)
         defer { row16?.deallocate() }

@@ -17,6 +17,7 @@ func softmaxColumns16AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: Un
 func softmaxColumns16Base2AVX2(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) { unavailable() }
 func bf16PairRowsAVX512(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<UInt32>, _ count: Int) { unavailable() }
 func bf16PairRowsAVX2(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<UInt32>, _ count: Int) { unavailable() }
+func transposeIntoPanelAVX512(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, width: Int, count: Int) { unavailable() }
 func transpose16x16AVX512(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int) { unavailable() }
 func geluInPlaceAVX512(_ p: UnsafeMutablePointer<Float>, _ count: Int) { unavailable() }
 func gegluCombineAVX512(_ a: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ biasA: UnsafePointer<Float>?, _ biasG: UnsafePointer<Float>?, _ dst: UnsafeMutablePointer<Float>, _ count: Int) { unavailable() }

@@ -322,11 +322,8 @@ public func gegluCombineAVX512(_ a: UnsafePointer<Float>, _ g: UnsafePointer<Flo
 
 #if arch(x86_64)
 /// The 16 × 16 block of 32-bit values at `src` (row stride `srcStride`) transposed into `dst` (row
-/// stride `dstStride`): four rounds of two-source permutes, round k exchanging bit k of the row
-/// index with bit k of the column index (rows i and i + 2ᵏ; a column j with bit k clear takes row
-/// i's value at j in the first and at j + 2ᵏ in the second, one with bit k set row i + 2ᵏ's at
-/// j − 2ᵏ and j). Values are moved, never computed on: any bit pattern (bf16 words too) comes out
-/// unchanged.
+/// stride `dstStride`). Values are moved, never computed on: any bit pattern (bf16 words too) comes
+/// out unchanged.
 public func transpose16x16AVX512(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int) {
     var r0 = _mm512_loadu_ps(src + 0 * srcStride)
     var r1 = _mm512_loadu_ps(src + 1 * srcStride)
@@ -344,6 +341,60 @@ public func transpose16x16AVX512(_ src: UnsafePointer<Float>, _ srcStride: Int, 
     var r13 = _mm512_loadu_ps(src + 13 * srcStride)
     var r14 = _mm512_loadu_ps(src + 14 * srcStride)
     var r15 = _mm512_loadu_ps(src + 15 * srcStride)
+    transpose16(&r0, &r1, &r2, &r3, &r4, &r5, &r6, &r7, &r8, &r9, &r10, &r11, &r12, &r13, &r14, &r15)
+    _mm512_storeu_ps(dst + 0 * dstStride, r0)
+    _mm512_storeu_ps(dst + 1 * dstStride, r1)
+    _mm512_storeu_ps(dst + 2 * dstStride, r2)
+    _mm512_storeu_ps(dst + 3 * dstStride, r3)
+    _mm512_storeu_ps(dst + 4 * dstStride, r4)
+    _mm512_storeu_ps(dst + 5 * dstStride, r5)
+    _mm512_storeu_ps(dst + 6 * dstStride, r6)
+    _mm512_storeu_ps(dst + 7 * dstStride, r7)
+    _mm512_storeu_ps(dst + 8 * dstStride, r8)
+    _mm512_storeu_ps(dst + 9 * dstStride, r9)
+    _mm512_storeu_ps(dst + 10 * dstStride, r10)
+    _mm512_storeu_ps(dst + 11 * dstStride, r11)
+    _mm512_storeu_ps(dst + 12 * dstStride, r12)
+    _mm512_storeu_ps(dst + 13 * dstStride, r13)
+    _mm512_storeu_ps(dst + 14 * dstStride, r14)
+    _mm512_storeu_ps(dst + 15 * dstStride, r15)
+}
+
+/// The first `count` (≤ 16) rows of the transpose of the 16 × 16 block at `src` (row stride
+/// `srcStride`; only its first `width` rows are used) into `dst`, `width` (≤ 16) values a row, rows
+/// `width` apart: sixteen steps of a packed panel `width` wide from `width` rows of words.
+public func transposeIntoPanelAVX512(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, width: Int, count: Int) {
+    var r0 = 0 < width ? _mm512_loadu_ps(src + 0 * srcStride) : _mm512_setzero_ps()
+    var r1 = 1 < width ? _mm512_loadu_ps(src + 1 * srcStride) : _mm512_setzero_ps()
+    var r2 = 2 < width ? _mm512_loadu_ps(src + 2 * srcStride) : _mm512_setzero_ps()
+    var r3 = 3 < width ? _mm512_loadu_ps(src + 3 * srcStride) : _mm512_setzero_ps()
+    var r4 = 4 < width ? _mm512_loadu_ps(src + 4 * srcStride) : _mm512_setzero_ps()
+    var r5 = 5 < width ? _mm512_loadu_ps(src + 5 * srcStride) : _mm512_setzero_ps()
+    var r6 = 6 < width ? _mm512_loadu_ps(src + 6 * srcStride) : _mm512_setzero_ps()
+    var r7 = 7 < width ? _mm512_loadu_ps(src + 7 * srcStride) : _mm512_setzero_ps()
+    var r8 = 8 < width ? _mm512_loadu_ps(src + 8 * srcStride) : _mm512_setzero_ps()
+    var r9 = 9 < width ? _mm512_loadu_ps(src + 9 * srcStride) : _mm512_setzero_ps()
+    var r10 = 10 < width ? _mm512_loadu_ps(src + 10 * srcStride) : _mm512_setzero_ps()
+    var r11 = 11 < width ? _mm512_loadu_ps(src + 11 * srcStride) : _mm512_setzero_ps()
+    var r12 = 12 < width ? _mm512_loadu_ps(src + 12 * srcStride) : _mm512_setzero_ps()
+    var r13 = 13 < width ? _mm512_loadu_ps(src + 13 * srcStride) : _mm512_setzero_ps()
+    var r14 = 14 < width ? _mm512_loadu_ps(src + 14 * srcStride) : _mm512_setzero_ps()
+    var r15 = 15 < width ? _mm512_loadu_ps(src + 15 * srcStride) : _mm512_setzero_ps()
+    transpose16(&r0, &r1, &r2, &r3, &r4, &r5, &r6, &r7, &r8, &r9, &r10, &r11, &r12, &r13, &r14, &r15)
+    let mask = __mmask16(truncatingIfNeeded: (1 << width) - 1)
+    let rows = (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15)
+    withUnsafeBytes(of: rows) { b in
+        let v = b.baseAddress!.assumingMemoryBound(to: __m512.self)
+        for i in 0..<count { _mm512_mask_storeu_ps(dst + i * width, mask, v[i]) }
+    }
+}
+
+/// Sixteen rows of sixteen 32-bit values transposed in registers: four rounds of two-source
+/// permutes, round k exchanging bit k of the row index with bit k of the column index (rows i and
+/// i + 2ᵏ; a column j with bit k clear takes row i's value at j in the first and at j + 2ᵏ in the
+/// second, one with bit k set row i + 2ᵏ's at j − 2ᵏ and j).
+@inline(__always)
+func transpose16(_ r0: inout __m512, _ r1: inout __m512, _ r2: inout __m512, _ r3: inout __m512, _ r4: inout __m512, _ r5: inout __m512, _ r6: inout __m512, _ r7: inout __m512, _ r8: inout __m512, _ r9: inout __m512, _ r10: inout __m512, _ r11: inout __m512, _ r12: inout __m512, _ r13: inout __m512, _ r14: inout __m512, _ r15: inout __m512) {
     do {  // round 0: rows i and i + 1
         let lo = _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6, 20, 4, 18, 2, 16, 0)
         let hi = _mm512_set_epi32(31, 15, 29, 13, 27, 11, 25, 9, 23, 7, 21, 5, 19, 3, 17, 1)
@@ -392,21 +443,5 @@ public func transpose16x16AVX512(_ src: UnsafePointer<Float>, _ srcStride: Int, 
         (r6, r14) = (_mm512_permutex2var_ps(r6, lo, r14), _mm512_permutex2var_ps(r6, hi, r14))
         (r7, r15) = (_mm512_permutex2var_ps(r7, lo, r15), _mm512_permutex2var_ps(r7, hi, r15))
     }
-    _mm512_storeu_ps(dst + 0 * dstStride, r0)
-    _mm512_storeu_ps(dst + 1 * dstStride, r1)
-    _mm512_storeu_ps(dst + 2 * dstStride, r2)
-    _mm512_storeu_ps(dst + 3 * dstStride, r3)
-    _mm512_storeu_ps(dst + 4 * dstStride, r4)
-    _mm512_storeu_ps(dst + 5 * dstStride, r5)
-    _mm512_storeu_ps(dst + 6 * dstStride, r6)
-    _mm512_storeu_ps(dst + 7 * dstStride, r7)
-    _mm512_storeu_ps(dst + 8 * dstStride, r8)
-    _mm512_storeu_ps(dst + 9 * dstStride, r9)
-    _mm512_storeu_ps(dst + 10 * dstStride, r10)
-    _mm512_storeu_ps(dst + 11 * dstStride, r11)
-    _mm512_storeu_ps(dst + 12 * dstStride, r12)
-    _mm512_storeu_ps(dst + 13 * dstStride, r13)
-    _mm512_storeu_ps(dst + 14 * dstStride, r14)
-    _mm512_storeu_ps(dst + 15 * dstStride, r15)
 }
 #endif
