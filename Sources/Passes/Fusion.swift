@@ -59,14 +59,33 @@ enum Fusion {
             }
             var k = kt
             var keysTransposed = true
-            if uses.absorbable(kt), let (_, t) = g.producerNode(kt), case .transpose(let perm) = t.op, swapsLastTwo(perm) {
-                k = t.inputs[0]
-                keysTransposed = false
+            // A transpose that puts the keys' depth before their rows (`[b, m, h, d] → [b, h, d, m]`,
+            // heads split and keys transposed in one) becomes one that keeps the rows first
+            // (`→ [b, h, m, d]`, as the queries' and values' are, which linear-layout then folds into
+            // the key projection's output) and the attention reads untransposed keys.
+            var keysTranspose: (node: Int, perm: [Int], type: TensorType)? = nil
+            if uses.absorbable(kt), let (ti, t) = g.producerNode(kt), case .transpose(let perm) = t.op {
+                if swapsLastTwo(perm) {
+                    k = t.inputs[0]
+                    keysTransposed = false
+                } else if perm.count >= 2 {
+                    let r = perm.count
+                    let kd = g.type(kt).dims
+                    keysTranspose = (ti, Array(perm.prefix(r - 2)) + [perm[r - 1], perm[r - 2]],
+                                     TensorType(g.type(kt).dtype, Shape(Array(kd.prefix(r - 2)) + [kd[r - 1], kd[r - 2]])))
+                    keysTransposed = false
+                }
             }
             let operands = [q, k, n.inputs[1]] + biases
-            guard isF32(g, operands), g.type(q).rank >= 2, g.type(k).rank == g.type(q).rank else { continue }
+            var types = operands.map { g.type($0) }
+            if let keysTranspose { types[1] = keysTranspose.type }
+            guard isF32(g, operands), g.type(q).rank >= 2, types[1].rank == g.type(q).rank else { continue }
             let spec = AttentionSpec(scale: Float(scale), scaleQueries: scaleQueries, keysTransposed: keysTransposed, biasCount: biases.count)
-            guard (try? Op.attention(spec).inferTypes(operands.map { g.type($0) })) == [g.type(n.outputs[0])] else { continue }
+            guard (try? Op.attention(spec).inferTypes(types)) == [g.type(n.outputs[0])] else { continue }
+            if let keysTranspose {
+                g.nodes[keysTranspose.node].op = .transpose(keysTranspose.perm)
+                g.values[kt].type = keysTranspose.type
+            }
             g.nodes[i] = Node(op: .attention(spec), inputs: operands, outputs: n.outputs, name: n.name)
             changes += 1
             uses = Uses(g)

@@ -249,6 +249,32 @@ import Testing
         }, fusedOp: "attention", absorbed: "softmax")
     }
 
+    /// Keys split into heads and transposed in one transpose (`[b, m, h, d] → [b, h, d, m]`, as the
+    /// UNet's attention builds them): the attention reads untransposed keys and the key projection
+    /// writes its heads in place, so no transpose is left; the numbers are the original graph's.
+    @Test func headSplitTransposedKeysIntoAttention() throws {
+        func pattern(_ b: inout Builder) throws -> (output: ValueID, intermediate: ValueID) {
+            let x = b.input("x", [1, 6, 32]), c = b.input("c", [1, 5, 16])
+            let q = try b.op(.transpose([0, 2, 1, 3]), [b.op(.reshape([1, 6, 2, 16]), [b.op(.linear, [x, b.constant([32, 32])])])])
+            let keys = try b.op(.reshape([1, 5, 2, 16]), [b.op(.linear, [c, b.constant([32, 16])])])
+            let kt = try b.op(.transpose([0, 2, 3, 1]), [keys])
+            let v = try b.op(.transpose([0, 2, 1, 3]), [b.op(.reshape([1, 5, 2, 16]), [b.op(.linear, [c, b.constant([32, 16])])])])
+            let s = try b.op(.binary(.mul), [b.op(.matmul, [q, kt]), b.g.addConstant(Tensor([0.25], shape: []).converted(to: b.dtype), name: "scale")])
+            let p = try b.op(.softmax(axis: -1), [s])
+            return (try b.op(.matmul, [p, v]), kt)
+        }
+        let (before, after) = try Self.run(pattern, .fires)
+        let ops = after.nodes.map(\.op.name)
+        #expect(ops.contains("attention") && !ops.contains("transpose"), "\(ops)")
+        guard let a = after.nodes.first(where: { $0.op.name == "attention" }), case .attention(let spec) = a.op else { return }
+        #expect(!spec.keysTransposed)
+        try Self.expectSameResults("head-split transposed keys", before, after)
+        // The transposed keys used elsewhere too: the transpose stays as it was, and so do the numbers.
+        let (before2, after2) = try Self.run(pattern, .secondConsumer)
+        #expect(after2.nodes.contains { $0.op == .transpose([0, 2, 3, 1]) }, "\(after2.nodes.map(\.op.name))")
+        try Self.expectSameResults("head-split transposed keys, second consumer", before2, after2)
+    }
+
     @Test func layerNormIntoLinear() throws {
         try Self.check("layernorm-linear", { b in
             let x = b.input("x", [3, 10])
