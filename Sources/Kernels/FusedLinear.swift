@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Plan
 import Tensors
@@ -145,6 +146,33 @@ public enum FusedLinear {
 }
 
 extension FusedLinear {
+    /// The stride s when a row and column offset table pair is a channels-first transpose (row i at
+    /// offset i, column j at j·s, s the number of rows), which is moved in 16 × 16 blocks.
+    static func transposeStride(_ rows: View, _ columns: View) -> Int? {
+        let (n, k) = (rows.count, columns.count)
+        guard n >= 16, k >= 16 else { return nil }
+        let r = rows.pointer.assumingMemoryBound(to: Int32.self), c = columns.pointer.assumingMemoryBound(to: Int32.self)
+        for i in 0..<n where Int(r[i]) != i { return nil }
+        for j in 0..<k where Int(c[j]) != j * n { return nil }
+        return n
+    }
+
+    /// `dst[j·ldd + i] = src[i·lds + j]` for i < rows, j < columns: 16 × 16 blocks with AVX-512,
+    /// the edges (and every value without it) one at a time.
+    static func transposeBlock(_ src: UnsafePointer<Float>, _ lds: Int, rows: Int, columns: Int, _ dst: UnsafeMutablePointer<Float>, _ ldd: Int) {
+        var i0 = 0, j0 = 0
+        if CPU.features & UInt32(CK_AVX512) != 0 {
+            let (rb, cb) = (rows / 16 * 16, columns / 16 * 16)
+            for i in stride(from: 0, to: rb, by: 16) {
+                for j in stride(from: 0, to: cb, by: 16) { Gemm.transpose16x16(src + i * lds + j, lds, dst + j * ldd + i, ldd) }
+            }
+            // The right and bottom edges.
+            for i in 0..<rb { for j in cb..<columns { dst[j * ldd + i] = src[i * lds + j] } }
+            (i0, j0) = (rb, 0)
+        }
+        for i in i0..<rows { for j in j0..<columns { dst[j * ldd + i] = src[i * lds + j] } }
+    }
+
     /// Contiguous runs of a column offset table: (first column, its offset, length).
     struct Run { var column: Int; var offset: Int; var length: Int }
 
@@ -176,11 +204,19 @@ extension FusedLinear {
         let outRows = k.outputOffsets.map { UnsafePointer(operands[$0].pointer.assumingMemoryBound(to: Int32.self)) }
         let outRuns = k.outputOffsets.map { runs(operands[$0 + 1]) } ?? []
         let src = UnsafePointer(x.floats)
+        let inStride = k.inputOffsets.flatMap { transposeStride(operands[$0], operands[$0 + 1]) }
+        let outStride = k.outputOffsets.flatMap { transposeStride(operands[$0], operands[$0 + 1]) }
         /// Rows r0..<r0+count of the matrix the linear multiplies, into `dst` (contiguous).
         func fetch(_ r0: Int, _ count: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
             guard let inRows else {
                 if let normalize { normalize(src + r0 * kk, dst, count); return UnsafePointer(dst) }
                 return src + r0 * kk
+            }
+            if let s = inStride {
+                // Channels-first input: the block [kk, count] at column r0 transposed.
+                transposeBlock(src + r0, s, rows: kk, columns: count, dst, kk)
+                if let normalize { normalize(dst, dst, count) }
+                return UnsafePointer(dst)
             }
             for r in 0..<count {
                 let from = src + Int(inRows[r0 + r]), to = dst + r * kk
@@ -191,6 +227,14 @@ extension FusedLinear {
         }
         /// Results of rows r0..<r0+count (contiguous in `tile`, bias not yet added) to the output.
         func store(_ r0: Int, _ count: Int, _ tile: UnsafeMutablePointer<Float>) {
+            if let s = outStride {
+                // Channels-first output: bias added in the tile, the tile transposed into columns
+                // r0..<r0+count of the [nOut, s] result, then the epilogue along each channel's run.
+                if bias != nil { for r in 0..<count { plain.apply(tile + r * nOut, count: nOut, base: 0, vectorBias: bias) } }
+                transposeBlock(tile, nOut, rows: count, columns: nOut, o + r0, s)
+                if !epilogue.isEmpty { for j in 0..<nOut { epilogue.apply(o + j * s + r0, count: count, base: j * s + r0) } }
+                return
+            }
             for r in 0..<count {
                 let row = tile + r * nOut
                 guard let outRows else {

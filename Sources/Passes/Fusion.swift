@@ -323,9 +323,12 @@ enum Fusion {
                 let f = LinearFusion(hasBias: p.inputs.count == 3, epilogue: [step])
                 g.nodes[i] = Node(op: .linearFused(f), inputs: p.inputs + extra, outputs: n.outputs, name: p.name)
             case .linearFused(var f):
-                // A scattered output takes epilogue steps only when its rows stay contiguous.
-                if f.scattersOutput, let c = g.values[p.inputs[f.outputTables + 1]].constant,
-                   c.withElements(as: Int32.self, { Array($0) }) != Array(0..<Int32(c.count)) { continue }
+                // A scattered output takes epilogue steps only when its rows stay contiguous, or when
+                // it is a channels-first transpose (the kernel applies them along each channel).
+                if f.scattersOutput, let r = g.values[p.inputs[f.outputTables]].constant, let c = g.values[p.inputs[f.outputTables + 1]].constant {
+                    let (rows, columns) = (r.withElements(as: Int32.self, { Array($0) }), c.withElements(as: Int32.self, { Array($0) }))
+                    if columns != Array(0..<Int32(columns.count)) && !Layout.isTranspose(rows, columns) { continue }
+                }
                 f.epilogue.append(step)
                 g.nodes[i] = Node(op: .linearFused(f), inputs: p.inputs + extra, outputs: n.outputs, name: p.name)
             default: continue
@@ -406,8 +409,8 @@ enum Layout {
 
 extension Layout {
     /// Columns must come in contiguous runs at least this long (or be all contiguous) for a layout
-    /// to be read or written in place: shorter runs (a channels-first transpose) are cheaper as the
-    /// blocked transpose kernel.
+    /// to be read or written in place: shorter runs are cheaper as the blocked transpose kernel,
+    /// except a whole channels-first transpose, which the linear kernel moves in blocks itself.
     static let minimumRun = 16
 
     /// Movement chains (reshape, transpose, slice, concat: shifted windows, head splits and merges)
@@ -436,7 +439,8 @@ extension Layout {
             if f.layerNorm == nil, let chain = movementChain(g, users, to: n.inputs[0], consumer: i) {
                 for (candidate, nodes) in chain.reversed() {
                     guard let offsets = offsetsThrough(g, nodes, from: candidate, to: n.inputs[0]),
-                          let (r, c) = separable(offsets, rows: rows, columns: k), !isIdentity(r, c, columns: k), minimumRunLength(c) >= min(minimumRun, k)
+                          let (r, c) = separable(offsets, rows: rows, columns: k), !isIdentity(r, c, columns: k),
+                          minimumRunLength(c) >= min(minimumRun, k) || isTranspose(r, c)
                     else { continue }
                     source = candidate
                     inputTables = [g.addConstant(int32Tensor(r), name: n.name + ":input_rows"), g.addConstant(int32Tensor(c), name: n.name + ":input_columns")]
@@ -451,7 +455,7 @@ extension Layout {
                     guard let offsets = offsetsThrough(g, nodes, from: n.outputs[0], to: candidate),
                           let destination = inverse(offsets),
                           let (r, c) = separable(destination, rows: rows, columns: nOut), !isIdentity(r, c, columns: nOut),
-                          minimumRunLength(c) >= min(minimumRun, nOut), f.epilogue.isEmpty || c == Array(0..<Int32(nOut))
+                          minimumRunLength(c) >= min(minimumRun, nOut) || isTranspose(r, c), f.epilogue.isEmpty || c == Array(0..<Int32(nOut))
                     else { continue }
                     (sink, sinkNode) = (candidate, producer)
                     outputTables = [g.addConstant(int32Tensor(r), name: n.name + ":output_rows"), g.addConstant(int32Tensor(c), name: n.name + ":output_columns")]
@@ -601,6 +605,13 @@ extension Layout {
             }
             return (r, c)
         }
+    }
+
+    /// Whether the tables are a channels-first transpose (`[rows, columns]` ↔ `[columns, rows]`:
+    /// row i at offset i, column j at j·rows), which the linear kernel moves in 16 × 16 blocks
+    /// (`FusedLinear.transposeStride`) however short its runs.
+    static func isTranspose(_ r: [Int32], _ c: [Int32]) -> Bool {
+        r.count >= minimumRun && c.count >= minimumRun && r == (0..<r.count).map { Int32($0) } && c == (0..<c.count).map { Int32($0 * r.count) }
     }
 
     static func isIdentity(_ r: [Int32], _ c: [Int32], columns: Int) -> Bool {

@@ -13,7 +13,9 @@ import Testing
 @Suite struct LinearLayoutTests {
     struct Case: Sendable, CustomStringConvertible {
         var rows: Int, k: Int, n: Int, gather: Bool, scatter: Bool, norm: Bool
-        var description: String { "\(rows)×\(k)→\(n) gather \(gather) scatter \(scatter) norm \(norm)" }
+        /// Channels-first tables (row i at i, column j at j·rows): moved in 16 × 16 blocks.
+        var transposed = false
+        var description: String { "\(rows)×\(k)→\(n) gather \(gather) scatter \(scatter) norm \(norm)" + (transposed ? " channels-first" : "") }
     }
 
     /// A permutation of `count` items in blocks, and column runs of `run` (the last shorter).
@@ -45,15 +47,24 @@ import Testing
                       Case(rows: 90, k: 33, n: 600, gather: true, scatter: true, norm: true),  // few rows: tiles of columns
                       Case(rows: 301, k: 48, n: 40, gather: false, scatter: true, norm: false),
                       Case(rows: 50, k: 20, n: 33, gather: true, scatter: true, norm: false),
-                      Case(rows: 1700, k: 24, n: 40, gather: true, scatter: true, norm: true)])  // int8: chunks of rows
+                      Case(rows: 1700, k: 24, n: 40, gather: true, scatter: true, norm: true),  // int8: chunks of rows
+                      // Channels-first in and out (a transformer's proj_in and proj_out): partial
+                      // 16 × 16 blocks, few rows (tiles of columns), int8 chunks.
+                      Case(rows: 300, k: 40, n: 50, gather: true, scatter: true, norm: false, transposed: true),
+                      Case(rows: 90, k: 33, n: 600, gather: true, scatter: true, norm: true, transposed: true),
+                      Case(rows: 1700, k: 24, n: 40, gather: false, scatter: true, norm: false, transposed: true)])
     func matchesReference(_ t: Case) throws {
-        let (inRows, inCols, inCount) = Self.tables(rows: t.rows, columns: t.k, run: 16, seed: 3)
+        var (inRows, inCols, inCount) = Self.tables(rows: t.rows, columns: t.k, run: 16, seed: 3)
         let (outRows, outCols, _) = Self.tables(rows: t.rows, columns: t.n, run: 17, seed: 5)
         // The output is exactly the scattered positions (a permutation): the gaps closed up, which
         // keeps the tables separable (rows permuted, column runs reordered).
         let used = Set(outRows.flatMap { r in outCols.map { Int(r + $0) } }).sorted()
         let index = Dictionary(uniqueKeysWithValues: used.enumerated().map { ($1, $0) })
-        let outRowsDense = outRows.map { Int32(index[Int($0)]!) }, outColsDense = outCols.map { Int32(index[Int(outRows[0] + $0)]! - index[Int(outRows[0])]!) }
+        var outRowsDense = outRows.map { Int32(index[Int($0)]!) }, outColsDense = outCols.map { Int32(index[Int(outRows[0] + $0)]! - index[Int(outRows[0])]!) }
+        if t.transposed {
+            (inRows, inCols, inCount) = ((0..<t.rows).map { Int32($0) }, (0..<t.k).map { Int32($0 * t.rows) }, t.rows * t.k)
+            (outRowsDense, outColsDense) = ((0..<t.rows).map { Int32($0) }, (0..<t.n).map { Int32($0 * t.rows) })
+        }
         var x = GemmTests.values(t.gather ? inCount : t.rows * t.k, seed: 11)
         for i in 0..<min(x.count, t.k) { x[i] *= 40 }  // a larger row: one quantisation scale of its own
         let w = GemmTests.values(t.n * t.k, seed: 13), bias = GemmTests.values(t.n, seed: 17)

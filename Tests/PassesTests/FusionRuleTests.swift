@@ -344,18 +344,38 @@ import Testing
         #expect(!f.gathersInput && f.scattersOutput && f.epilogue == [.addResidual] && f.outputShape == [1, 64, 16])
     }
 
-    /// A head split after a linear (runs of 16 columns) is written in place; a channels-first
-    /// transpose before one (runs of one column) stays a transpose.
-    @Test func headSplitOutOfLinearButNotChannelsFirst() throws {
+    /// A head split after a linear (runs of 16 columns) is written in place; so is a whole
+    /// channels-first transpose before or after one (runs of one column, moved in 16 × 16 blocks:
+    /// a transformer's proj_in and proj_out, with the residual after proj_out); a channels-first
+    /// transpose of two images (rows not consecutive) stays a transpose.
+    @Test func headSplitAndChannelsFirstAroundLinear() throws {
         try Self.check("linear-layout (heads)", { b in
             let x = b.input("x", [2, 5, 32])
             let q = try b.op(.linear, [x, b.constant([32, 32])])
             let t = try b.op(.transpose([0, 2, 1, 3]), [b.op(.reshape([2, 5, 2, 16]), [q])])
             return (try b.op(.unary(.neg), [t]), q)
         }, fusedOp: "linear_fused", absorbed: "transpose")
+        try Self.check("linear-layout (channels first in)", { b in
+            let x = b.input("x", [1, 32, 4, 5])
+            let t = try b.op(.transpose([0, 2, 1]), [b.op(.reshape([1, 32, 20]), [x])])
+            return (try b.op(.linear, [t, b.constant([24, 32])]), t)
+        }, fusedOp: "linear_fused", absorbed: "transpose")
+        try Self.check("linear-layout (channels first out, residual)", { b in
+            let x = b.input("x", [1, 20, 32]), skip = b.input("skip", [1, 24, 4, 5])
+            let y = try b.op(.linear, [x, b.constant([24, 32]), b.constant([24])])
+            let t = try b.op(.reshape([1, 24, 4, 5]), [b.op(.transpose([0, 2, 1]), [y])])
+            return (try b.op(.binary(.add), [t, skip]), y)
+        }, fusedOp: "linear_fused", absorbed: "transpose")
+        let (_, residual) = try Self.run({ b in
+            let x = b.input("x", [1, 20, 32]), skip = b.input("skip", [1, 24, 4, 5])
+            let y = try b.op(.linear, [x, b.constant([24, 32]), b.constant([24])])
+            let t = try b.op(.reshape([1, 24, 4, 5]), [b.op(.transpose([0, 2, 1]), [y])])
+            return (try b.op(.binary(.add), [t, skip]), y)
+        }, .fires)
+        #expect(residual.nodes.map(\.op.name) == ["linear_fused"], "\(residual.nodes.map(\.op.name))")
         let (_, after) = try Self.run({ b in
-            let x = b.input("x", [1, 32, 4, 4])
-            let t = try b.op(.transpose([0, 2, 1]), [b.op(.reshape([1, 32, 16]), [x])])
+            let x = b.input("x", [2, 32, 4, 4])
+            let t = try b.op(.transpose([0, 2, 1]), [b.op(.reshape([2, 32, 16]), [x])])
             return (try b.op(.linear, [t, b.constant([8, 32])]), t)
         }, .fires)
         #expect(after.nodes.map(\.op.name).contains("transpose"), "\(after.nodes.map(\.op.name))")
