@@ -81,6 +81,67 @@ float ck_bf16_peak(long iterations, float seed) {
     return _mm512_reduce_add_ps(s);
 }
 
+#define CK_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+// 2^x for 16 lanes: x − round(x) through a degree-4 polynomial, scaled with vscalefps (as
+// `exp2Short16` in KernelsAVX512, operation for operation).
+static inline CK_TARGET_BF16 __m512 ck_exp2_short16(__m512 v) {
+    __m512 x = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-150.0f)), _mm512_set1_ps(128.0f));
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    __m512 n = _mm512_sub_ps(_mm512_add_ps(x, magic), magic);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(9.6181291e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+CK_TARGET_BF16
+void ck_softmax_columns32_base2_pairs(const float *s, long rows, float *running_max, float *running_sum, float *correction,
+                                      uint32_t *pairs) {
+    __m512 m0 = _mm512_loadu_ps(running_max), m1 = _mm512_loadu_ps(running_max + 16);
+    const __m512 old0 = m0, old1 = m1;
+    for (long r = 0; r < rows; r++) {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + r * 32));
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + r * 32 + 16));
+    }
+    // Base 0 for a query whose scores are all −∞ so far (m + FLT_MAX is negative only for −∞).
+    const __m512 big = _mm512_set1_ps(3.40282347e+38f), zero = _mm512_setzero_ps();
+    const __m512 base0 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m0, big))), m0, zero);
+    const __m512 base1 = _mm512_mask_blend_ps(_mm512_movepi32_mask(_mm512_castps_si512(_mm512_add_ps(m1, big))), m1, zero);
+    // vcvtne2ps2bf16 puts row 2i's 16 values below row 2i+1's: interleave them into words.
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512 sum0 = zero, sum1 = zero;
+    for (long r = 0; r < rows; r += 2) {
+        const float *p = s + r * 32;
+        __m512 e0 = ck_exp2_short16(_mm512_sub_ps(_mm512_loadu_ps(p), base0));
+        __m512 e1 = ck_exp2_short16(_mm512_sub_ps(_mm512_loadu_ps(p + 16), base1));
+        sum0 = _mm512_add_ps(sum0, e0);
+        sum1 = _mm512_add_ps(sum1, e1);
+        __m512 f0 = zero, f1 = zero;
+        if (r + 1 < rows) {
+            f0 = ck_exp2_short16(_mm512_sub_ps(_mm512_loadu_ps(p + 32), base0));
+            f1 = ck_exp2_short16(_mm512_sub_ps(_mm512_loadu_ps(p + 48), base1));
+            sum0 = _mm512_add_ps(sum0, f0);
+            sum1 = _mm512_add_ps(sum1, f1);
+        }
+        __m512i w0 = _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(f0, e0));
+        __m512i w1 = _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(f1, e1));
+        _mm512_storeu_si512(pairs + (r / 2) * 32, w0);
+        _mm512_storeu_si512(pairs + (r / 2) * 32 + 16, w1);
+    }
+    const __m512 c0 = ck_exp2_short16(_mm512_sub_ps(old0, base0)), c1 = ck_exp2_short16(_mm512_sub_ps(old1, base1));
+    _mm512_storeu_ps(correction, c0);
+    _mm512_storeu_ps(correction + 16, c1);
+    _mm512_storeu_ps(running_sum, _mm512_fmadd_ps(_mm512_loadu_ps(running_sum), c0, sum0));
+    _mm512_storeu_ps(running_sum + 16, _mm512_fmadd_ps(_mm512_loadu_ps(running_sum + 16), c1, sum1));
+    _mm512_storeu_ps(running_max, m0);
+    _mm512_storeu_ps(running_max + 16, m1);
+}
+
 // f32 → bf16, round to nearest even (NaN stays NaN), 16 at a time where the CPU converts natively.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count) {
@@ -101,4 +162,6 @@ float ck_bf16_peak(long iterations, float seed) { return 0; }
 void ck_sbgemm_avx512bf16_rows4(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate) {}
 void ck_sbgemm_avx512bf16_rows8(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate) {}
 void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count) {}
+void ck_softmax_columns32_base2_pairs(const float *s, long rows, float *running_max, float *running_sum, float *correction,
+                                      uint32_t *pairs) {}
 #endif

@@ -267,8 +267,13 @@ public struct Gemm: Sendable {
                                _ runningSum: UnsafeMutablePointer<Float>, _ correction: UnsafeMutablePointer<Float>,
                                _ pairs: UnsafeMutablePointer<Float>) -> Bool {
         guard isa == .avx512, precision == .bf16, nr == 32 else { return false }
-        softmaxColumns32Base2PairsAVX512(s, rows, runningMax, runningSum, correction,
-                                         UnsafeMutableRawPointer(pairs).assumingMemoryBound(to: UInt32.self))
+        let words = UnsafeMutableRawPointer(pairs).assumingMemoryBound(to: UInt32.self)
+        if nativeBF16 {
+            // (vcvtne2ps2bf16 rounds and pairs in two instructions where the Swift step takes eleven.)
+            ck_softmax_columns32_base2_pairs(s, rows, runningMax, runningSum, correction, words)
+        } else {
+            softmaxColumns32Base2PairsAVX512(s, rows, runningMax, runningSum, correction, words)
+        }
         return true
     }
 

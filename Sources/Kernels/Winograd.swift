@@ -185,8 +185,8 @@ public enum Winograd {
     @inline(__always)
     static func storeInterleaved(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ dst: UnsafeMutablePointer<Float>) {
         let order = _mm256_set_epi32(7, 6, 3, 2, 5, 4, 1, 0)
-        let p = _mm256_permutevar8x32_ps(unsafeBitCast(a, to: __m256.self), order)
-        let q = _mm256_permutevar8x32_ps(unsafeBitCast(b, to: __m256.self), order)
+        let p = _mm256_permutevar8x32_ps(a, order)
+        let q = _mm256_permutevar8x32_ps(b, order)
         _mm256_storeu_ps(dst, _mm256_unpacklo_ps(p, q))
         _mm256_storeu_ps(dst + 8, _mm256_unpackhi_ps(p, q))
     }

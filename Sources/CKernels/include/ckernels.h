@@ -24,6 +24,12 @@ void ck_sbgemm_avx512bf16_rows4(long ksteps, const uint32_t *a, long a_stride, c
 void ck_sbgemm_avx512bf16_rows8(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate);
 /* 12 independent vdpbf16ps per iteration (12 * 64 flops): the bf16 peak of one core. */
 float ck_bf16_peak(long iterations, float seed);
+/* The bf16 attention's online-softmax step over `rows` key rows of 32 query scores (base-2 units):
+   new maxima, 2^(s - max) with the running sums and the corrections of the previous terms, and the
+   probabilities as bf16 words (rows 2i and 2i+1 of s in word row i of `pairs`), converted by
+   vcvtne2ps2bf16. The operations of the Swift step (KernelsAVX512), so the same sums. */
+void ck_softmax_columns32_base2_pairs(const float *s, long rows, float *running_max, float *running_sum, float *correction,
+                                      uint32_t *pairs);
 /* f32 -> bf16 rounding to nearest even, with the native conversion. */
 void ck_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, long count);
 
