@@ -285,7 +285,7 @@ public struct Gemm: Sendable {
             return
         }
         switch isa {
-        case .avx512: sgemmIndirectMicroKernelAVX512(kc, a, b, offsets, c, ldc, accumulate)
+        case .avx512: ck_sgemm_avx512(kc, a, b, offsets, c, ldc, accumulate ? 1 : 0)
         default: sgemmIndirectMicroKernelAVX2(kc, a, b, offsets, c, ldc, accumulate)
         }
     }
@@ -323,7 +323,7 @@ public struct Gemm: Sendable {
             return
         }
         switch isa {
-        case .avx512: sgemmMicroKernelAVX512(kc, a, b, c, ldc, accumulate)
+        case .avx512: ck_sgemm_avx512(kc, a, b, nil, c, ldc, accumulate ? 1 : 0)
         default: sgemmMicroKernelAVX2(kc, a, b, c, ldc, accumulate)
         }
     }

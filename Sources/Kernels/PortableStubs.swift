@@ -5,9 +5,7 @@ let sgemmRowsAVX512 = 12, sgemmColumnsAVX512 = 32, sgemmRowsAVX2 = 6, sgemmColum
 
 private func unavailable() -> Never { preconditionFailure("x86-64 kernels called on another architecture") }
 
-func sgemmMicroKernelAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func sgemmMicroKernelAVX2(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
-func sgemmIndirectMicroKernelAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func sgemmIndirectMicroKernelAVX2(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func sbgemmMicroKernelAVX2(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ offsets: UnsafePointer<Int>?, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func softmaxColumns32AVX512(_ s: UnsafeMutablePointer<Float>, _ rows: Int, _ m: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>) { unavailable() }

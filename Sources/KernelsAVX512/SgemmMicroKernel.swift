@@ -4,75 +4,12 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 
-/// Rows × columns of the f32 micro-kernel's block of C, and the A/B panel widths it reads.
+/// Rows × columns of the f32 micro-kernel's block of C (`ck_sgemm_avx512`), and the A/B panel widths it reads.
 public let sgemmRowsAVX512 = 12
 public let sgemmColumnsAVX512 = 32
 
-/// `C[12 × 32] (+)= A · B` over `kc` steps. A is a packed panel, `kc` groups of 12 row values;
-/// B a packed panel, `kc` groups of 32 column values. Twenty-four zmm accumulators, two B loads and
-/// twelve broadcasts per step; C is read (when `accumulate`) and written once at the end.
-@inline(never)
-public func sgemmMicroKernelAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-                                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
-    sgemmMicroKernelBodyAVX512(kc, a, { b + $0 * 32 }, c, ldc, accumulate)
-}
-
-/// As the packed micro-kernel, but step p's B values are the contiguous floats at `b + offsets[p]`
-/// (a convolution's taps read in place from a padded copy of the input rows: no im2col, no packing).
-@inline(never)
-public func sgemmIndirectMicroKernelAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ offsets: UnsafePointer<Int>,
-                                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
-    sgemmMicroKernelBodyAVX512(kc, a, { b + offsets[$0] }, c, ldc, accumulate)
-}
-
-@inline(__always)
-func sgemmMicroKernelBodyAVX512(_ kc: Int, _ a: UnsafePointer<Float>, _ bAt: (Int) -> UnsafePointer<Float>,
-                                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
-    var c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps()
-    var c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps()
-    var c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps()
-    var c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps()
-    var c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps()
-    var c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps()
-    var c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps()
-    var c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps()
-    var c80 = _mm512_setzero_ps(), c81 = _mm512_setzero_ps()
-    var c90 = _mm512_setzero_ps(), c91 = _mm512_setzero_ps()
-    var ca0 = _mm512_setzero_ps(), ca1 = _mm512_setzero_ps()
-    var cb0 = _mm512_setzero_ps(), cb1 = _mm512_setzero_ps()
-    var pa = a
-    for p in 0..<kc {
-        let pb = bAt(p)
-        let b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16)
-        var x = _mm512_set1_ps(pa[0]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01)
-        x = _mm512_set1_ps(pa[1]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11)
-        x = _mm512_set1_ps(pa[2]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21)
-        x = _mm512_set1_ps(pa[3]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31)
-        x = _mm512_set1_ps(pa[4]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41)
-        x = _mm512_set1_ps(pa[5]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51)
-        x = _mm512_set1_ps(pa[6]); c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61)
-        x = _mm512_set1_ps(pa[7]); c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71)
-        x = _mm512_set1_ps(pa[8]); c80 = _mm512_fmadd_ps(x, b0, c80); c81 = _mm512_fmadd_ps(x, b1, c81)
-        x = _mm512_set1_ps(pa[9]); c90 = _mm512_fmadd_ps(x, b0, c90); c91 = _mm512_fmadd_ps(x, b1, c91)
-        x = _mm512_set1_ps(pa[10]); ca0 = _mm512_fmadd_ps(x, b0, ca0); ca1 = _mm512_fmadd_ps(x, b1, ca1)
-        x = _mm512_set1_ps(pa[11]); cb0 = _mm512_fmadd_ps(x, b0, cb0); cb1 = _mm512_fmadd_ps(x, b1, cb1)
-        pa += 12
-    }
-    @inline(__always) func store(_ r: Int, _ v0: __m512, _ v1: __m512) {
-        let p = c + r * ldc
-        if accumulate {
-            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), v0))
-            _mm512_storeu_ps(p + 16, _mm512_add_ps(_mm512_loadu_ps(p + 16), v1))
-        } else {
-            _mm512_storeu_ps(p, v0)
-            _mm512_storeu_ps(p + 16, v1)
-        }
-    }
-    store(0, c00, c01); store(1, c10, c11); store(2, c20, c21); store(3, c30, c31)
-    store(4, c40, c41); store(5, c50, c51); store(6, c60, c61); store(7, c70, c71)
-    store(8, c80, c81); store(9, c90, c91); store(10, ca0, ca1); store(11, cb0, cb1)
-}
-
+// (The f32 micro-kernel itself is `ck_sgemm_avx512` in CKernels/sgemm.c: C for its software
+// prefetches, which Swift cannot emit.)
 
 /// Runs `iterations` × 12 independent zmm FMAs (no memory traffic) and returns a value that depends
 /// on them: `12 · 32 · iterations` flops, the processor's f32 FMA peak on one core.
