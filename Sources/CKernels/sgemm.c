@@ -44,6 +44,29 @@ void ck_sgemm_avx512(long kc, const float *a, const float *b, const long *offset
     CK_FSTORE(0) CK_FSTORE(1) CK_FSTORE(2) CK_FSTORE(3) CK_FSTORE(4) CK_FSTORE(5)
     CK_FSTORE(6) CK_FSTORE(7) CK_FSTORE(8) CK_FSTORE(9) CK_FSTORE(10) CK_FSTORE(11)
 }
+
+// The first 4 (or 8) rows of a 12-row A panel only (A steps `a_stride` floats apart): a panel's
+// tail rows without the multiplies of its padding (77 rows are 6 panels and 5 rows).
+#define CK_FPARTIAL(NAME, ACCS, STEPS, STORES) \
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) \
+void NAME(long kc, const float *a, long a_stride, const float *b, float *c, long ldc, int accumulate) { \
+    ACCS \
+    const float *pa = a; \
+    for (long p = 0; p < kc; p++) { \
+        const float *pb = b + p * 32; \
+        __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16); \
+        STEPS \
+        pa += a_stride; \
+    } \
+    STORES \
+}
+CK_FPARTIAL(ck_sgemm_avx512_rows4, CK_FACC(0) CK_FACC(1) CK_FACC(2) CK_FACC(3),
+            CK_FSTEP(0) CK_FSTEP(1) CK_FSTEP(2) CK_FSTEP(3), CK_FSTORE(0) CK_FSTORE(1) CK_FSTORE(2) CK_FSTORE(3))
+CK_FPARTIAL(ck_sgemm_avx512_rows8, CK_FACC(0) CK_FACC(1) CK_FACC(2) CK_FACC(3) CK_FACC(4) CK_FACC(5) CK_FACC(6) CK_FACC(7),
+            CK_FSTEP(0) CK_FSTEP(1) CK_FSTEP(2) CK_FSTEP(3) CK_FSTEP(4) CK_FSTEP(5) CK_FSTEP(6) CK_FSTEP(7),
+            CK_FSTORE(0) CK_FSTORE(1) CK_FSTORE(2) CK_FSTORE(3) CK_FSTORE(4) CK_FSTORE(5) CK_FSTORE(6) CK_FSTORE(7))
 #else
 void ck_sgemm_avx512(long kc, const float *a, const float *b, const long *offsets, float *c, long ldc, int accumulate) {}
+void ck_sgemm_avx512_rows4(long kc, const float *a, long a_stride, const float *b, float *c, long ldc, int accumulate) {}
+void ck_sgemm_avx512_rows8(long kc, const float *a, long a_stride, const float *b, float *c, long ldc, int accumulate) {}
 #endif

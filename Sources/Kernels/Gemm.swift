@@ -301,9 +301,9 @@ public struct Gemm: Sendable {
         }
     }
 
-    /// `micro` when only the first `rows` rows of the A panel (and of C) matter: with native bf16,
-    /// a panel's last 4 or 8 rows skip the multiplies of its padding (the same sums; C's rows past
-    /// 4 or 8 are left alone).
+    /// `micro` when only the first `rows` rows of the A panel (and of C) matter: with native bf16
+    /// or AVX-512 f32, a panel's last 4 or 8 rows skip the multiplies of its padding (the same sums;
+    /// C's rows past 4 or 8 are left alone).
     @inline(__always)
     func microRows(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                    _ accumulate: Bool) {
@@ -311,6 +311,11 @@ public struct Gemm: Sendable {
             let (wa, wb) = (UnsafeRawPointer(a).assumingMemoryBound(to: UInt32.self), UnsafeRawPointer(b).assumingMemoryBound(to: UInt32.self))
             if rows <= 4 { ck_sbgemm_avx512bf16_rows4(kc, wa, mr, wb, c, ldc, accumulate ? 1 : 0) }
             else { ck_sbgemm_avx512bf16_rows8(kc, wa, mr, wb, c, ldc, accumulate ? 1 : 0) }
+            return
+        }
+        if rows <= 8, precision == .f32, isa == .avx512 {
+            if rows <= 4 { ck_sgemm_avx512_rows4(kc, a, mr, b, c, ldc, accumulate ? 1 : 0) }
+            else { ck_sgemm_avx512_rows8(kc, a, mr, b, c, ldc, accumulate ? 1 : 0) }
             return
         }
         micro(kc, a, b, c, ldc, accumulate)
@@ -462,7 +467,8 @@ public struct Gemm: Sendable {
                         if rows == mr && cols == nr {
                             micro(kcb, apanel, bpanel, cp, ldc, add)
                         } else {
-                            micro(kcb, apanel, bpanel, edge, nr, false)
+                            // (A panel's last rows: 4 or 8 of them where the kernel set has those forms.)
+                            microRows(rows, kcb, apanel, bpanel, edge, nr, false)
                             for r in 0..<rows {
                                 let d = cp + r * ldc, e = edge + r * nr
                                 if add { for j in 0..<cols { d[j] += e[j] } } else { for j in 0..<cols { d[j] = e[j] } }

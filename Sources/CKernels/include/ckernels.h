@@ -21,6 +21,9 @@ void ck_sbgemm_avx512bf16(long ksteps, const uint32_t *a, const uint32_t *b, con
 /* C[12 x 32] (+)= A . B in f32 over `kc` steps (A: 12 floats a step, B: 32 floats a step, or the 32
    floats at b + offsets[step]), with A and B prefetched ahead. AVX-512 only. */
 void ck_sgemm_avx512(long kc, const float *a, const float *b, const long *offsets, float *c, long ldc, int accumulate);
+/* Its first 4 (or 8) rows only, A steps `a_stride` floats apart. */
+void ck_sgemm_avx512_rows4(long kc, const float *a, long a_stride, const float *b, float *c, long ldc, int accumulate);
+void ck_sgemm_avx512_rows8(long kc, const float *a, long a_stride, const float *b, float *c, long ldc, int accumulate);
 /* The same product for the first 4 (or 8) rows of a 12-row A panel only (A steps `a_stride` words
    apart): a panel's tail rows without the multiplies of its padding. */
 void ck_sbgemm_avx512bf16_rows4(long ksteps, const uint32_t *a, long a_stride, const uint32_t *b, float *c, long ldc, int accumulate);
