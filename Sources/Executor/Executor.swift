@@ -122,6 +122,8 @@ public final class Executor: @unchecked Sendable {
         packed = packed.filter { used.contains($0.key) }
         int8Packed = int8Packed.filter { used.contains($0.key) }
         int8Conv = int8Conv.filter { used.contains($0.key) }
+        // And the kernels' idle scratch, sized by the previous entry's shapes.
+        ScratchPool.shared.trim()
     }
 
     /// Bytes of weights packed so far (resident in place of their mapped pages).

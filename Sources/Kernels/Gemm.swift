@@ -723,4 +723,13 @@ public final class ScratchPool: @unchecked Sendable {
         free.append(s)
         lock.unlock()
     }
+
+    /// Frees the scratch of the workers not in use (the next `take` starts empty): between the
+    /// stages of a restore under a memory budget, so that buffers sized for one network's shapes do
+    /// not stay resident through the next's.
+    public func trim() {
+        lock.lock()
+        free.removeAll()
+        lock.unlock()
+    }
 }
