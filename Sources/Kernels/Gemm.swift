@@ -712,6 +712,8 @@ public final class ScratchPool: @unchecked Sendable {
     private var free: [WorkerScratch] = []
     private let lock = NSLock()
 
+    public init() {}
+
     public func take() -> WorkerScratch {
         lock.lock()
         defer { lock.unlock() }

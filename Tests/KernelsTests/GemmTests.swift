@@ -98,4 +98,19 @@ import Testing
         }
         #expect(results.dropFirst().allSatisfy { $0 == results[0] })
     }
+
+    /// The scratch pool hands back the workers it was given; after `trim` (between the stages of a
+    /// budgeted restore) it starts afresh: no idle worker, so no buffer sized for an earlier shape.
+    @Test func scratchPoolTrimDropsIdleWorkers() {
+        let pool = ScratchPool()
+        let a = pool.take()
+        _ = a.floats(0, 1 << 20)
+        pool.give(a)
+        let again = pool.take()
+        #expect(again === a, "an idle worker is reused")
+        pool.give(again)
+        pool.trim()
+        let fresh = pool.take()
+        #expect(fresh !== a, "trim kept an idle worker")
+    }
 }
