@@ -121,7 +121,8 @@ public enum FusedLinear {
             Parallel.forRanges(panels, threads: threads) { range in
                 let r = (range.lowerBound * mr)..<min(rows, range.upperBound * mr)
                 if gemm.precision == .bf16 {
-                    Gemm.packA16(a, lda: kk, transposed: false, rows: r, steps: 0..<steps, depth: kk, width: mr, into: packedA + range.lowerBound * mr * steps)
+                    Gemm.packA16(a, lda: kk, transposed: false, rows: r, steps: 0..<steps, depth: kk, width: mr, into: packedA + range.lowerBound * mr * steps,
+                                     isa: gemm.isa)
                 } else {
                     Gemm.packA(a, lda: kk, transposed: false, rows: r, depth: 0..<kk, width: mr, into: packedA + range.lowerBound * mr * steps)
                 }
@@ -157,11 +158,12 @@ extension FusedLinear {
         return n
     }
 
-    /// `dst[j·ldd + i] = src[i·lds + j]` for i < rows, j < columns: 16 × 16 blocks with AVX-512,
-    /// the edges (and every value without it) one at a time.
-    static func transposeBlock(_ src: UnsafePointer<Float>, _ lds: Int, rows: Int, columns: Int, _ dst: UnsafeMutablePointer<Float>, _ ldd: Int) {
+    /// `dst[j·ldd + i] = src[i·lds + j]` for i < rows, j < columns: 16 × 16 blocks with the AVX-512
+    /// kernel set, the edges (and every value with another) one at a time.
+    static func transposeBlock(_ src: UnsafePointer<Float>, _ lds: Int, rows: Int, columns: Int, _ dst: UnsafeMutablePointer<Float>, _ ldd: Int,
+                               isa: ISA) {
         var i0 = 0, j0 = 0
-        if CPU.features & UInt32(CK_AVX512) != 0 {
+        if isa == .avx512 {
             let (rb, cb) = (rows / 16 * 16, columns / 16 * 16)
             for i in stride(from: 0, to: rb, by: 16) {
                 for j in stride(from: 0, to: cb, by: 16) { Gemm.transpose16x16(src + i * lds + j, lds, dst + j * ldd + i, ldd) }
@@ -214,7 +216,7 @@ extension FusedLinear {
             }
             if let s = inStride {
                 // Channels-first input: the block [kk, count] at column r0 transposed.
-                transposeBlock(src + r0, s, rows: kk, columns: count, dst, kk)
+                transposeBlock(src + r0, s, rows: kk, columns: count, dst, kk, isa: gemm.isa)
                 if let normalize { normalize(dst, dst, count) }
                 return UnsafePointer(dst)
             }
@@ -231,7 +233,7 @@ extension FusedLinear {
                 // Channels-first output: bias added in the tile, the tile transposed into columns
                 // r0..<r0+count of the [nOut, s] result, then the epilogue along each channel's run.
                 if bias != nil { for r in 0..<count { plain.apply(tile + r * nOut, count: nOut, base: 0, vectorBias: bias) } }
-                transposeBlock(tile, nOut, rows: count, columns: nOut, o + r0, s)
+                transposeBlock(tile, nOut, rows: count, columns: nOut, o + r0, s, isa: gemm.isa)
                 if !epilogue.isEmpty { for j in 0..<nOut { epilogue.apply(o + j * s + r0, count: count, base: j * s + r0) } }
                 return
             }
@@ -511,8 +513,8 @@ public enum Attention {
                     let kb = key.floats + ik[p] * m * d, vb = v.floats + iv[p] * m * dv
                     let (lda, t) = k.keysTransposed ? (m, true) : (d, false)
                     if bf16 {
-                        Gemm.packA16(kb, lda: lda, transposed: t, rows: 0..<m, steps: 0..<dSteps, depth: d, width: mr, into: kp)
-                        Gemm.packA16(vb, lda: dv, transposed: true, rows: 0..<dv, steps: 0..<mSteps, depth: m, width: mr, into: vp)
+                        Gemm.packA16(kb, lda: lda, transposed: t, rows: 0..<m, steps: 0..<dSteps, depth: d, width: mr, into: kp, isa: gemm.isa)
+                        Gemm.packA16(vb, lda: dv, transposed: true, rows: 0..<dv, steps: 0..<mSteps, depth: m, width: mr, into: vp, isa: gemm.isa)
                     } else {
                         Gemm.packA(kb, lda: lda, transposed: t, rows: 0..<m, depth: 0..<d, width: mr, into: kp)
                         Gemm.packA(vb, lda: dv, transposed: true, rows: 0..<dv, depth: 0..<m, width: mr, into: vp)
@@ -719,7 +721,7 @@ extension FusedLinear {
                 }
                 let local = 0..<r.count, into = dst + p0 * mr * steps
                 if gemm.precision == .bf16 {
-                    Gemm.packA16(src, lda: kk, transposed: false, rows: local, steps: 0..<steps, depth: kk, width: mr, into: into)
+                    Gemm.packA16(src, lda: kk, transposed: false, rows: local, steps: 0..<steps, depth: kk, width: mr, into: into, isa: gemm.isa)
                 } else {
                     Gemm.packA(src, lda: kk, transposed: false, rows: local, depth: 0..<kk, width: mr, into: into)
                 }

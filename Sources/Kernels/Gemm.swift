@@ -365,7 +365,7 @@ public struct Gemm: Sendable {
             let panels = (m + mr - 1) / mr
             let whole = s.wholeBuffer(panels * mr * k)
             if precision == .bf16 {
-                Gemm.packA16(ptr, lda: ld, transposed: t, rows: 0..<m, steps: 0..<k, depth: depth ?? 2 * k, width: mr, into: whole)
+                Gemm.packA16(ptr, lda: ld, transposed: t, rows: 0..<m, steps: 0..<k, depth: depth ?? 2 * k, width: mr, into: whole, isa: isa)
             } else {
                 Gemm.packA(ptr, lda: ld, transposed: t, rows: 0..<m, depth: 0..<k, width: mr, into: whole)
             }
@@ -429,7 +429,7 @@ public struct Gemm: Sendable {
                         let buffer = s.aBuffer(min(k, Gemm.kc) * ((min(m, Gemm.mc) + mr - 1) / mr) * mr)
                         if precision == .bf16 {
                             Gemm.packA16(ptr, lda: ld, transposed: t, rows: ic..<(ic + mcb), steps: pc..<(pc + kcb), depth: depth ?? 2 * k,
-                                         width: mr, into: buffer)
+                                         width: mr, into: buffer, isa: isa)
                         } else {
                             Gemm.packA(ptr, lda: ld, transposed: t, rows: ic..<(ic + mcb), depth: pc..<(pc + kcb), width: mr, into: buffer)
                         }
@@ -533,14 +533,15 @@ public struct Gemm: Sendable {
 
     /// `packA` for bf16: rows × steps (pairs of the depth, which is `depth` long; past it, zeros).
     static func packA16(_ a: UnsafePointer<Float>, lda: Int, transposed: Bool, rows: Range<Int>, steps: Range<Int>, depth: Int, width: Int,
-                        into dst: UnsafeMutablePointer<Float>) {
+                        into dst: UnsafeMutablePointer<Float>, isa: ISA) {
         // Aᵀ row-major is B: pairs of its rows become words, vectorised (`pairRows`), straight into the panels.
         if transposed {
             packB16(a, ldb: lda, transposed: false, columns: rows, steps: steps, depth: depth, width: width, into: dst)
             return
         }
         let ks = steps.count
-        if width <= 16, ks > 0, CPU.features & UInt32(CK_AVX512) != 0 {
+        // (`isa`: the calling kernel set's, so that a forced AVX2 run takes the portable path.)
+        if width <= 16, ks > 0, isa == .avx512 {
             // A panel's rows rounded to words into a tile (a row of words each, zeros past the depth
             // and for absent rows), then sixteen steps at a time transposed into the panel.
             let ksPad = (ks + 15) / 16 * 16
