@@ -113,8 +113,8 @@ public final class Executor: @unchecked Sendable {
     /// Whether the plan runs its int8-weight linear layers on int8 activations.
     private var int8Activations: Bool { plan.program.targetFeatures.contains("int8") }
 
-    /// Drops the packed forms of the weights that entry point `entry` does not use (memory budgets:
-    /// the pipeline runs one network at a time).
+    /// Drops the packed forms of the weights that entry point `entry` does not use, and the kernels'
+    /// idle scratch (memory budgets: the pipeline runs one network at a time).
     public func releasePacked(keepingWeightsOf entry: String) {
         guard let e = plan.program.entry(entry) else { return }
         var used = Set<Int>()
@@ -122,7 +122,7 @@ public final class Executor: @unchecked Sendable {
         packed = packed.filter { used.contains($0.key) }
         int8Packed = int8Packed.filter { used.contains($0.key) }
         int8Conv = int8Conv.filter { used.contains($0.key) }
-        // And the kernels' idle scratch, sized by the previous entry's shapes.
+        // (The scratch was sized by the previous entry's shapes.)
         ScratchPool.shared.trim()
     }
 
