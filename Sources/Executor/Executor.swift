@@ -33,6 +33,12 @@ public struct RunOptions: Sendable {
     /// (index, name, error energy Σ(d²), signal energy Σ(r²)).
     public var shadow: Executor?
     public var layerError: (@Sendable (Int, String, Double, Double) -> Void)?
+    /// Error compensation's input statistics: before each convolution or linear layer whose weight
+    /// (its index in the plan) is in `gemmInputWeights`, the vectors its GEMM multiplies the weight
+    /// with (`Executor.gemmInputs`) are passed to `gemmInputs` with the weight's index and the rows
+    /// of the weight they go with.
+    public var gemmInputWeights: Set<Int> = []
+    public var gemmInputs: (@Sendable (Int, Range<Int>, Tensor) -> Void)?
     public init() {}
 }
 
@@ -199,6 +205,11 @@ public final class Executor: @unchecked Sendable {
             let operands = ins.operands.map(view)
             let results = ins.results.map(view)
             let before: [Tensor] = options.validate ? ins.operands.map(referenceOperand) : []
+            if let sink = options.gemmInputs, ins.operands.count > 1, case .weight(let w) = ins.operands[1], options.gemmInputWeights.contains(w),
+               let groups = Self.gemmInputs(ins.kernel, ins.operands.enumerated().map { $0.offset == 1 ? Tensor.zeros(.f32, [0]) : referenceOperand($0.element) },
+                                            weightShape: plan.program.weights[w].shape) {
+                for (rows, x) in groups { sink(w, rows, x) }
+            }
             let t0 = options.profile ? DispatchTime.now().uptimeNanoseconds : 0
             if !runFast(ins.kernel, operands, results, weights: ins.operands, stream: options.streamWeights) {
                 fallbacks[ins.kernel.kindName, default: 0] += 1

@@ -41,7 +41,7 @@ public enum Compiler {
         var quantized: [Lowering.QuantizedRecord] = []
         if !options.quantization.isIdentity {
             log("quantising convolution and linear weights")
-            quantized = lowering.quantizeGemmWeights(options.quantization, keepEnds: options.keepFirstAndLast) { n, body in
+            quantized = lowering.quantizeGemmWeights(options.quantization, keepEnds: options.keepFirstAndLast, overrides: options.int8Overrides) { n, body in
                 nonisolated(unsafe) let work = body
                 DispatchQueue.concurrentPerform(iterations: n) { work($0) }
             }

@@ -88,7 +88,7 @@ public struct Lowering {
     /// its error measurement are per weight).
     /// `keepEnds`: entry points (graphs without a model definition, such as ONNX imports) whose first
     /// and last convolution or linear layer stay f32 unless a rule names them.
-    public mutating func quantizeGemmWeights(_ policy: QuantizationPolicy, keepEnds: Set<String> = [],
+    public mutating func quantizeGemmWeights(_ policy: QuantizationPolicy, keepEnds: Set<String> = [], overrides: [String: QuantizedWeight] = [:],
                                              parallel: (Int, (Int) -> Void) -> Void = { n, body in for i in 0..<n { body(i) } }) -> [QuantizedRecord] {
         var chosen = Set<Int>(), ends = Set<Int>()
         for e in entries {
@@ -116,8 +116,16 @@ public struct Lowering {
             parallel(order.count) { k in
                 let i = order[k]
                 guard let t = data[i] else { return }
-                let (format, reason) = plan[k]
-                let q = Quantization.quantize(t, as: format)
+                let format = plan[k].0
+                var reason = plan[k].1
+                let q: QuantizedWeight
+                if format == .int8Channel, let o = overrides[ws[i].name], o.format == .int8Channel, o.values.shape == t.shape,
+                   o.scales?.count == t.shape.dims.first {
+                    q = o
+                    reason += ", error-compensated"
+                } else {
+                    q = Quantization.quantize(t, as: format)
+                }
                 let err = format == .f32 ? (0.0, 0.0, Double.infinity) : Quantization.error(Quantization.dequantize(q), t)
                 let stored = q.values.byteCount + (q.scales?.byteCount ?? 0)
                 out[k] = (q, QuantizedRecord(name: ws[i].name, shape: ws[i].shape, format: format, reason: reason, f32Bytes: t.count * 4,

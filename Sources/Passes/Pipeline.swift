@@ -23,6 +23,9 @@ public struct CompileOptions: Sendable {
     /// int8`): inputs quantised on the fly, VNNI int8 × int8 products; attention's products run in
     /// bf16 as in bf16 plans (the plan's target features gain "int8" and "bf16").
     public var int8Activations = false
+    /// int8 weights quantised beforehand (error compensation, `compile --gptq`), by weight name: used
+    /// instead of plain rounding where the policy stores that weight as int8 and the shapes agree.
+    public var int8Overrides: [String: QuantizedWeight] = [:]
     public init() {}
 }
 

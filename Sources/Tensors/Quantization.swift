@@ -47,6 +47,11 @@ public struct QuantizedWeight: Sendable {
     public var format: WeightFormat
     public var values: Tensor
     public var scales: Tensor?
+    public init(format: WeightFormat, values: Tensor, scales: Tensor?) {
+        self.format = format
+        self.values = values
+        self.scales = scales
+    }
 }
 
 public enum Quantization {
