@@ -89,6 +89,21 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("auto-keep"), help: "After calibration, keep the K layers with the lowest SNR in f16 (recompiles, and reports the error again). Implies --calibrate 1 unless given.")
     var autoKeep: Int = 0
 
+    @Flag(help: ArgumentHelp("Round int8 weights with error compensation (GPTQ) against the inputs each layer sees in the f32 plan on the calibration sets (implies --calibrate 8 unless given).", discussion: "Each int8 layer whose calibration sets give it at least --gptq-min-samples × k input vectors (k: its values per output channel) is rounded a column at a time, each column's rounding error spread over the columns not yet rounded as the inputs' correlations say; same scales, same format, so the plan runs as any int8 plan. The report gives the end-to-end error before and after. The compensation fits the calibration inputs: give sets like the real inputs with --calibrate-inputs (the seeded random sets are uniform in [-1, 1])."))
+    var gptq = false
+
+    @Option(name: .customLong("gptq-damping"), help: "Error compensation: added to the diagonal of the input statistics, as a fraction of its mean (larger trusts the calibration inputs less).")
+    var gptqDamping: Float = 0.1
+
+    @Flag(name: .customLong("gptq-act-order"), inversion: .prefixedNo, help: "Error compensation: round each layer's columns in the order of their inputs' energy, largest first (GPTQ's act-order), or in storage order.")
+    var gptqActOrder = true
+
+    @Option(name: .customLong("gptq-min-samples"), help: "Error compensation: a layer is compensated when the calibration sets give it at least this many input vectors per value of k (fewer: plain rounding).")
+    var gptqMinSamples: Double = 0.25
+
+    @Option(name: .customLong("gptq-memory"), help: "Error compensation: memory for the layers' k × k input statistics gathered in one pass over the calibration sets (e.g. 4G); more layers than fit take more passes.")
+    var gptqMemory: String = "4G"
+
     @Option(name: .customLong("disable-pass"), help: "Switch a pass off by name (repeatable).")
     var disabledPasses: [String] = []
 
@@ -165,7 +180,7 @@ struct Compile: ParsableCommand {
             }
         })
         print(compiled.report, terminator: "")
-        if calibrate > 0 || autoKeep > 0 || calibrateInputs != nil {
+        if calibrate > 0 || autoKeep > 0 || calibrateInputs != nil || gptq {
             try calibrateAndKeep(entries: entries, baked: baked, metadata: metadata, options: options)
         }
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
@@ -177,7 +192,8 @@ struct Compile: ParsableCommand {
     func calibrateAndKeep(entries: [(name: String, graph: Graph)], baked: [(name: String, tensor: Tensor)], metadata: [String: String]?,
                           options: CompileOptions) throws {
         guard !options.quantization.isIdentity else { throw ToolError("--calibrate compares a quantised plan with f32: give --weights-dtype or --quant-rule") }
-        let count = max(calibrate, 1)
+        let count = calibrate > 0 ? calibrate : (gptq ? 8 : 1)
+        var options = options
         var f32Options = options
         f32Options.quantization = QuantizationPolicy()
         f32Options.bf16Activations = false
@@ -195,6 +211,33 @@ struct Compile: ParsableCommand {
                 return try Calibration.run(quantized: try PlanFile(path: output), reference: try PlanFile(path: referencePath), count: count,
                                            directory: calibrateInputs, threads: threads, perLayer: perLayer, log: log)
             } catch let e as PlanError { throw ToolError(e.description) } catch let e as ExecutorError { throw ToolError("calibration: \(e)") }
+        }
+        if gptq {
+            guard options.quantization.defaultFormat == .int8Channel || options.quantization.rules.contains(where: { $0.format == .int8Channel }) else {
+                throw ToolError("--gptq rounds int8 weights: give --weights-dtype int8")
+            }
+            guard let budget = Restore.parseBytes(gptqMemory), budget > 0 else { throw ToolError("--gptq-memory \(gptqMemory): expected a size such as 4G or 512M") }
+            let plain = try measure(perLayer: false)
+            let started = Date()
+            let c: Compensation
+            do {
+                let reference = try PlanFile(path: referencePath)
+                var sets: [String: [[String: Tensor]]] = [:]
+                for e in reference.program.entryPoints { sets[e.name] = try Calibration.inputSets(e, count: count, directory: calibrateInputs) }
+                c = try Compensation.run(quantized: try PlanFile(path: output), reference: reference, inputs: sets, threads: threads, damping: gptqDamping, activationOrder: gptqActOrder, minSamples: gptqMinSamples, memoryBudget: budget, log: log)
+            } catch let e as PlanError { throw ToolError(e.description) } catch let e as ExecutorError { throw ToolError("error compensation: \(e)") }
+            options.int8Overrides = c.overrides
+            log("error compensation: recompiling with \(c.compensated) compensated layers")
+            let compiled: CompiledPlan
+            do { compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata) } catch let e as IRError { throw ToolError("compile: \(e)") }
+            try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
+            print("error compensation (GPTQ, damping \(gptqDamping)\(gptqActOrder ? ", act-order" : "")): \(c.compensated) int8 layers compensated, \(c.plain) rounded plainly (fewer than "
+                  + "\(gptqMinSamples) × k calibration inputs), \(c.passes) pass\(c.passes == 1 ? "" : "es") over \(count) input set\(count == 1 ? "" : "s"), "
+                  + String(format: "%.1f s", Date().timeIntervalSince(started)))
+            for f in c.failed { print("  \(f.name): rounded plainly: \(f.reason)") }
+            for o in plain.outputs {
+                print("  entry \(o.entry), output \(o.output): relative L2 error before compensation " + String(format: "%.3e", o.relativeL2))
+            }
         }
         let first = try measure(perLayer: true)
         print(first.report(suggest: autoKeep > 0 ? autoKeep : 10), terminator: "")
