@@ -121,6 +121,10 @@ struct Compile: ParsableCommand {
 
     func validate() throws {
         if model.isEmpty && onnx.isEmpty { throw ValidationError("give at least one --model NAME or --onnx FILE") }
+        if gptq && WeightFormat(userName: weightsDType ?? "") != .int8Channel && !quantRules.contains(where: { $0.lowercased().hasSuffix("=int8") }) {
+            throw ValidationError("--gptq rounds int8 weights: give --weights-dtype int8 (or an int8 --quant-rule)")
+        }
+        if gptq && Restore.parseBytes(gptqMemory) == nil { throw ValidationError("--gptq-memory \(gptqMemory): expected a size such as 4G or 512M") }
         if !overwrite && FileManager.default.fileExists(atPath: output) {
             throw ValidationError("\(output) exists; pass --overwrite to replace it")
         }
