@@ -35,7 +35,9 @@ public struct Compensation: Sendable {
     public static func run(quantized: PlanFile, reference: PlanFile, inputs: [String: [[String: Tensor]]], threads: Int, damping: Float, activationOrder: Bool = false,
                            minSamples: Double, memoryBudget: Int, log: (String) -> Void = { _ in }) throws -> Compensation {
         var result = Compensation()
-        let int8 = Set(quantized.program.weights.filter { $0.format == WeightFormat.int8Channel.rawValue }.map(\.name))
+        var formats: [String: WeightFormat] = [:]
+        for w in quantized.program.weights { if let f = WeightFormat(rawValue: w.format), f.isInt8 { formats[w.name] = f } }
+        let int8 = Set(formats.keys)
         var candidates: [Int: Candidate] = [:]
         for e in reference.program.entryPoints {
             let count = inputs[e.name]?.count ?? 0
@@ -108,15 +110,22 @@ public struct Compensation: Sendable {
                 log("error compensation: pass \(g + 1)/\(passes.count), rounding \(c.name) (k = \(c.k); \(n + 1)/\(pass.count))")
                 let w = reference.weight(c.index)
                 do {
+                    let format = formats[c.name] ?? .int8Channel
+                    let blocks = (c.k + Quantization.blockSize - 1) / Quantization.blockSize
                     let values = Tensor.zeros(.i8, w.shape), scales = Tensor.zeros(.f32, Shape([w.shape.dims[0]]))
+                    let codes: Tensor? = format == .int8Block32 ? Tensor.zeros(.u8, Shape([w.shape.dims[0], blocks])) : nil
                     for r in c.rowGroups {
                         let part = Tensor.zeros(.f32, Shape([r.count, c.k]))
                         part.storage.mutableBytes!.baseAddress!.copyMemory(from: w.bytes.baseAddress! + r.lowerBound * c.k * 4, byteCount: r.count * c.k * 4)
-                        let q = try ErrorCompensation.quantizeInt8PerRow(part, hessian: stats.h[c.index]![r.lowerBound]!, damping: damping, activationOrder: activationOrder)
+                        let q = try ErrorCompensation.quantizeInt8(part, format: format, hessian: stats.h[c.index]![r.lowerBound]!, damping: damping,
+                                                                   activationOrder: activationOrder)
                         (values.storage.mutableBytes!.baseAddress! + r.lowerBound * c.k).copyMemory(from: q.values.bytes.baseAddress!, byteCount: r.count * c.k)
-                        (scales.storage.mutableBytes!.baseAddress! + r.lowerBound * 4).copyMemory(from: q.scales.bytes.baseAddress!, byteCount: r.count * 4)
+                        (scales.storage.mutableBytes!.baseAddress! + r.lowerBound * 4).copyMemory(from: q.scales!.bytes.baseAddress!, byteCount: r.count * 4)
+                        if let codes, let qc = q.blockCodes {
+                            (codes.storage.mutableBytes!.baseAddress! + r.lowerBound * blocks).copyMemory(from: qc.bytes.baseAddress!, byteCount: r.count * blocks)
+                        }
                     }
-                    result.overrides[c.name] = QuantizedWeight(format: .int8Channel, values: values, scales: scales)
+                    result.overrides[c.name] = QuantizedWeight(format: format, values: values, scales: scales, blockCodes: codes)
                     result.compensated += 1
                 } catch {
                     log("error compensation: \(c.name): \(error); plain rounding")

@@ -162,10 +162,13 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// An operand for the reference kernels: a copy, bf16 and f16 weights widened to f32 (exactly),
-    /// int8-channel weights dequantised.
+    /// int8 weights dequantised.
     func referenceOperand(_ o: Operand) -> Tensor {
         let t = Self.tensor(copying: view(o))
         if case .weight(let i) = o, let s = plan.program.weights[i].scale, t.dtype == .i8 {
+            if let c = plan.program.weights[i].blockCodes {
+                return Quantization.dequantizeInt8Blocks(t, scales: Self.tensor(copying: view(.weight(s))), codes: Self.tensor(copying: view(.weight(c))))
+            }
             return Quantization.dequantizeInt8PerRow(t, scales: Self.tensor(copying: view(.weight(s))))
         }
         return t.dtype == .bf16 || t.dtype == .f16 ? t.converted(to: .f32) : t
@@ -360,10 +363,23 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
-    /// The per-row scales of an int8-channel weight operand.
+    /// The per-row scales of an int8 weight operand.
     private func scales(of operand: Operand) -> UnsafePointer<Float>? {
         guard case .weight(let i) = operand, let s = plan.program.weights[i].scale else { return nil }
         return UnsafePointer(view(.weight(s)).floats)
+    }
+
+    /// The per-row scales of an int8-channel weight operand (nil for int8-block32, which the int8 ×
+    /// int8 kernels do not take: its products run with f32 activations).
+    private func channelScales(of operand: Operand) -> UnsafePointer<Float>? {
+        guard case .weight(let i) = operand, plan.program.weights[i].blockCodes == nil else { return nil }
+        return scales(of: operand)
+    }
+
+    /// The block codes of an int8-block32 weight operand.
+    private func blockCodes(of operand: Operand) -> UnsafePointer<UInt8>? {
+        guard case .weight(let i) = operand, let c = plan.program.weights[i].blockCodes else { return nil }
+        return UnsafePointer(view(.weight(c)).pointer.assumingMemoryBound(to: UInt8.self))
     }
 
     /// int8 or f16 weights `[groups·rows, k]` as quantised panels of `width` (A rows or B columns).
@@ -371,6 +387,10 @@ public final class Executor: @unchecked Sendable {
         switch w.dtype {
         case .i8:
             guard let s = scales(of: operand) else { return nil }
+            if let c = blockCodes(of: operand) {
+                return PackedMatrix.int8BlockRows(w.pointer.assumingMemoryBound(to: Int8.self), scales: s, codes: c, rows: rows, k: k, groups: groups,
+                                                  width: width, threads: threads)
+            }
             return PackedMatrix.int8Rows(w.pointer.assumingMemoryBound(to: Int8.self), scales: s, rows: rows, k: k, groups: groups, width: width, threads: threads)
         case .f16:
             return PackedMatrix.f16Rows(w.pointer.assumingMemoryBound(to: UInt16.self), rows: rows, k: k, groups: groups, width: width, threads: threads)
@@ -411,7 +431,7 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
             // int8 weights in an int8-activation plan: int8 × int8 products (VNNI, or AVX2 on 16 bits).
             if x[1].dtype == .i8, int8Activations, let kernel = Int8Convolution.kernel(c, isa: gemm.isa),
-               case .weight(let wi) = weights[1], let s = scales(of: weights[1]) {
+               case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
                 let packedConv: Int8ConvWeights
                 if let p = int8Conv[wi] { packedConv = p } else {
                     packedConv = Int8ConvWeights(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, oc: w[0], ic: w[1], kh: w[2], kw: w[3],
@@ -449,7 +469,7 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
             // int8 weights in an int8-activation plan: int8 × int8 products when there are rows enough.
             if x[1].dtype == .i8, int8Activations, Int8Linear.kernel(rows: x[0].count / max(w[1], 1), isa: gemm.isa) != nil,
-               case .weight(let wi) = weights[1], let s = scales(of: weights[1]) {
+               case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
                 let panels: Int8WeightPanels
                 if let p = int8Packed[wi] { panels = p } else {
                     panels = Int8WeightPanels(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, n: w[0], k: w[1], threads: threads)

@@ -30,12 +30,25 @@ public enum ErrorCompensation {
     /// the most columns (GPTQ's "act-order"). Throws when the factorisation fails.
     public static func quantizeInt8PerRow(_ w: Tensor, hessian: UnsafeMutablePointer<Float>, damping: Float, activationOrder: Bool = false,
                                           block: Int = 128) throws -> (values: Tensor, scales: Tensor) {
+        let q = try quantizeInt8(w, format: .int8Channel, hessian: hessian, damping: damping, activationOrder: activationOrder, block: block)
+        return (q.values, q.scales!)
+    }
+
+    /// As `quantizeInt8PerRow`, in `format` (`int8-channel` or `int8-block32`): an `int8-block32`
+    /// weight keeps the row scales and block codes of plain rounding (`Quantization.blockScales` of
+    /// `w`), and each value is rounded with its block's scale.
+    public static func quantizeInt8(_ w: Tensor, format: WeightFormat, hessian: UnsafeMutablePointer<Float>, damping: Float,
+                                    activationOrder: Bool = false, block: Int = 128) throws -> QuantizedWeight {
+        precondition(format.isInt8)
         let f = w.converted(to: .f32)
         let rows = max(1, w.shape.dims.first ?? 1)
         let k = rows > 0 ? w.count / rows : 0
         let values = Tensor.zeros(.i8, w.shape)
         let scales = Tensor.zeros(.f32, Shape([rows]))
-        guard k > 0 else { return (values, scales) }
+        let codes: Tensor? = format == .int8Block32 ? Quantization.blockScales(f).codes : nil
+        guard k > 0 else { return QuantizedWeight(format: format, values: values, scales: scales, blockCodes: codes) }
+        let blocks = (k + Quantization.blockSize - 1) / Quantization.blockSize
+        let code: UnsafeBufferPointer<UInt8>? = codes.map { UnsafeBufferPointer($0.storage.mutableBytes!.bindMemory(to: UInt8.self)) }
         // Column i of the work is column order[i] of the weight.
         var order = Array(0..<k)
         var h = hessian
@@ -100,8 +113,9 @@ public enum ErrorCompensation {
             for i in b0..<b1 {
                 let col = wt + i * rows, e = err + (i - b0) * rows
                 let d = h[i * k + i]
+                let blockOfColumn = order[i] / Quantization.blockSize
                 for r in 0..<rows {
-                    let s = scale[r]
+                    let s = code.map { Quantization.blockScale(scale[r], $0[r * blocks + blockOfColumn]) } ?? scale[r]
                     guard s > 0 else { e[r] = 0; continue }
                     let v = (col[r] / s).rounded()
                     let c = Int8(v.isNaN ? 0 : min(127, max(-127, v)))
@@ -122,6 +136,6 @@ public enum ErrorCompensation {
             }
             b0 = b1
         }
-        return (values, scales)
+        return QuantizedWeight(format: format, values: values, scales: scales, blockCodes: codes)
     }
 }

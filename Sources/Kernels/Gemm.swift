@@ -3,6 +3,7 @@ import Dispatch
 import CKernels
 import KernelsAVX2
 import KernelsAVX512
+import Tensors
 
 /// The instruction sets our GEMM micro-kernels are written for, best first. `openblas` is the
 /// portable fallback (and the reference for speed): every kernel then calls `cblas_sgemm`.
@@ -57,9 +58,16 @@ public final class PackedMatrix: @unchecked Sendable {
     /// (`pointer` then holds bytes of that element type, `scales` one f32 per padded row for int8).
     public let element: PanelElement?
     public let scales: UnsafeMutablePointer<Float>?
-    public var byteCount: Int { groups * groupStride * (element?.byteSize ?? 4) + (scales == nil ? 0 : groups * panels * width * 4) }
+    /// For `int8-block32` panels: a code per element and block of 32 steps (`QuantizedPanels`).
+    public let codes: UnsafeMutablePointer<UInt8>?
+    /// Blocks of `Quantization.blockSize` steps along `k` (for `codes`).
+    public var blocks: Int { (k + Quantization.blockSize - 1) / Quantization.blockSize }
+    public var byteCount: Int {
+        groups * groupStride * (element?.byteSize ?? 4) + (scales == nil ? 0 : groups * panels * width * 4)
+            + (codes == nil ? 0 : groups * panels * blocks * width)
+    }
 
-    init(extent: Int, k: Int, width: Int, groups: Int, element: PanelElement? = nil) {
+    init(extent: Int, k: Int, width: Int, groups: Int, element: PanelElement? = nil, blockCodes: Bool = false) {
         self.extent = extent
         self.k = k
         self.width = width
@@ -70,9 +78,11 @@ public final class PackedMatrix: @unchecked Sendable {
         // Quantised panels are expanded 16 values at a time: room to read a vector past the end.
         pointer = UnsafeMutableRawPointer.allocate(byteCount: bytes + 64, alignment: 64).bindMemory(to: Float.self, capacity: (bytes + 64) / 4)
         scales = element == .int8 ? .allocate(capacity: max(1, groups * ((extent + width - 1) / width) * width)) : nil
+        codes = element == .int8 && blockCodes
+            ? .allocate(capacity: max(1, groups * ((extent + width - 1) / width) * ((k + Quantization.blockSize - 1) / Quantization.blockSize) * width)) : nil
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate(); scales?.deallocate() }
+    deinit { UnsafeMutableRawPointer(pointer).deallocate(); scales?.deallocate(); codes?.deallocate() }
 
     /// Rows of `a [groups·rows, k]` (row-major, as convolution weights `[oc, ic/g·kh·kw]` are) as A panels.
     public static func rowsOf(_ a: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int, threads: Int = 1) -> PackedMatrix {

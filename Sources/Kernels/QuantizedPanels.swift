@@ -18,24 +18,33 @@ public enum PanelElement: Sendable, Equatable {
 /// Quantised panels as a GEMM operand: panel `p` (of `width` rows of A or columns of B) starts at
 /// element `p · panelStride` of `values` and holds `k` groups of `width` values; `scales` (int8)
 /// has one value per row (A) or column (B), from the first row or column of panel 0.
+/// For `int8-block32` weights, `codes` holds the block codes panel by panel: panel `p`, block `b`
+/// (of `blocks`, 32 steps each), element `i` at `(p · blocks + b) · width + i`; the element's scale
+/// in that block is `Quantization.blockScale(scales[i], code)`.
 public struct QuantizedPanels: @unchecked Sendable {
     public var values: UnsafeRawPointer
     public var element: PanelElement
     public var panelStride: Int
     public var scales: UnsafePointer<Float>?
+    public var codes: UnsafePointer<UInt8>?
+    public var blocks: Int
 
-    public init(values: UnsafeRawPointer, element: PanelElement, panelStride: Int, scales: UnsafePointer<Float>?) {
+    public init(values: UnsafeRawPointer, element: PanelElement, panelStride: Int, scales: UnsafePointer<Float>?,
+                codes: UnsafePointer<UInt8>? = nil, blocks: Int = 0) {
         self.values = values
         self.element = element
         self.panelStride = panelStride
         self.scales = scales
+        self.codes = codes
+        self.blocks = blocks
     }
 
     /// The panels from row (or column) `first`, a multiple of the panel width `width`.
     public func advanced(by first: Int, width: Int) -> QuantizedPanels {
         precondition(first % width == 0)
         return QuantizedPanels(values: values + (first / width) * panelStride * element.byteSize, element: element,
-                               panelStride: panelStride, scales: scales.map { $0 + first })
+                               panelStride: panelStride, scales: scales.map { $0 + first },
+                               codes: codes.map { $0 + (first / width) * blocks * width }, blocks: blocks)
     }
 
     /// Writes `panels` panels, steps `depth` of each, as f32: `dst[(panel·depth.count + p)·width + r]`.
@@ -46,8 +55,26 @@ public struct QuantizedPanels: @unchecked Sendable {
             let d = dst + i * kd * width
             switch element {
             case .int8:
-                QuantizedPanels.expandInt8(src.assumingMemoryBound(to: Int8.self), scales: scales! + panel * width, width: width,
-                                           count: kd * width, into: d)
+                guard let codes else {
+                    QuantizedPanels.expandInt8(src.assumingMemoryBound(to: Int8.self), scales: scales! + panel * width, width: width,
+                                               count: kd * width, into: d)
+                    continue
+                }
+                // Block by block, each with its elements' block scales.
+                let rowScales = scales! + panel * width
+                let q = src.assumingMemoryBound(to: Int8.self)
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: width) { bs in
+                    var step = depth.lowerBound
+                    while step < depth.upperBound {
+                        let b = step / Quantization.blockSize
+                        let end = min(depth.upperBound, (b + 1) * Quantization.blockSize)
+                        let c = codes + (panel * blocks + b) * width
+                        for r in 0..<width { bs[r] = Quantization.blockScale(rowScales[r], c[r]) }
+                        let offset = (step - depth.lowerBound) * width
+                        QuantizedPanels.expandInt8(q + offset, scales: bs.baseAddress!, width: width, count: (end - step) * width, into: d + offset)
+                        step = end
+                    }
+                }
             case .f16:
                 QuantizedPanels.expandF16(src.assumingMemoryBound(to: UInt16.self), count: kd * width, into: d)
             }
@@ -99,12 +126,32 @@ public struct QuantizedPanels: @unchecked Sendable {
 }
 
 extension PackedMatrix {
+    /// `w`, an `int8-block32` `[groups·rows, k]` matrix (row scales `scales [groups·rows]`, codes
+    /// `[groups·rows, ceil(k/32)]`) as int8 panels with their block codes, laid out as `int8Rows`.
+    public static func int8BlockRows(_ w: UnsafePointer<Int8>, scales: UnsafePointer<Float>, codes: UnsafePointer<UInt8>, rows: Int, k: Int,
+                                     groups: Int = 1, width: Int, threads: Int = 1) -> PackedMatrix {
+        let p = int8Rows(w, scales: scales, rows: rows, k: k, groups: groups, width: width, threads: threads, blockCodes: true)
+        let blocks = p.blocks
+        for g in 0..<groups {
+            for panel in 0..<p.panels {
+                for b in 0..<blocks {
+                    let d = p.codes! + ((g * p.panels + panel) * blocks + b) * width
+                    for r in 0..<width {
+                        let row = panel * width + r
+                        d[r] = row < rows ? codes[(g * rows + row) * blocks + b] : 0
+                    }
+                }
+            }
+        }
+        return p
+    }
+
     /// `w`, an int8 `[groups·rows, k]` matrix with one scale per row (a convolution's or linear layer's
     /// output channel), as int8 A panels (rows, for convolutions) or B panels (the rows of `w` as
     /// columns of Wᵀ, for linear layers): the same layout as `rowsOf` / `columnsOf`, one byte a value.
     public static func int8Rows(_ w: UnsafePointer<Int8>, scales: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int,
-                                threads: Int = 1) -> PackedMatrix {
-        let p = packRows(w, element: .int8, rows: rows, k: k, groups: groups, width: width, threads: threads)
+                                threads: Int = 1, blockCodes: Bool = false) -> PackedMatrix {
+        let p = packRows(w, element: .int8, rows: rows, k: k, groups: groups, width: width, threads: threads, blockCodes: blockCodes)
         for g in 0..<groups {
             let s = p.scales! + g * p.panels * width
             for r in 0..<(p.panels * width) { s[r] = r < rows ? scales[g * rows + r] : 0 }
@@ -119,8 +166,8 @@ extension PackedMatrix {
 
     /// Rows of `w` as panels of `width` rows, values copied as they are (zeros past the last row).
     static func packRows<T: FixedWidthInteger>(_ w: UnsafePointer<T>, element: PanelElement, rows: Int, k: Int, groups: Int, width: Int,
-                                               threads: Int) -> PackedMatrix {
-        let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups, element: element)
+                                               threads: Int, blockCodes: Bool = false) -> PackedMatrix {
+        let p = PackedMatrix(extent: rows, k: k, width: width, groups: groups, element: element, blockCodes: blockCodes)
         let panels = p.panels
         let values = UnsafeMutableRawPointer(p.pointer).assumingMemoryBound(to: T.self)
         Parallel.forRanges(groups * panels, threads: threads) { range in
@@ -145,7 +192,8 @@ extension PackedMatrix {
             return .panels(pointer + group * groupStride + (first / width) * panelStride, panelStride: panelStride)
         case let e?:
             let base = UnsafeRawPointer(pointer) + group * groupStride * e.byteSize
-            let q = QuantizedPanels(values: base, element: e, panelStride: panelStride, scales: scales.map { UnsafePointer($0 + group * panels * width) })
+            let q = QuantizedPanels(values: base, element: e, panelStride: panelStride, scales: scales.map { UnsafePointer($0 + group * panels * width) },
+                                    codes: codes.map { UnsafePointer($0 + group * panels * blocks * width) }, blocks: blocks)
             return .quantized(q.advanced(by: first, width: width))
         }
     }

@@ -83,7 +83,7 @@ public struct Lowering {
     }
 
     /// Stores the weights of convolutions and linear layers (their operand 1) in the formats `policy`
-    /// gives them (int8-channel weights get their f32 scales as a separate weight); returns one
+    /// gives them (int8 weights get their f32 scales, and int8-block32 its u8 codes, as separate weights); returns one
     /// record per such weight, in weight order. `parallel` runs `body(i)` for 0..<n (quantisation and
     /// its error measurement are per weight).
     /// `keepEnds`: entry points (graphs without a model definition, such as ONNX imports) whose first
@@ -119,15 +119,15 @@ public struct Lowering {
                 let format = plan[k].0
                 var reason = plan[k].1
                 let q: QuantizedWeight
-                if format == .int8Channel, let o = overrides[ws[i].name], o.format == .int8Channel, o.values.shape == t.shape,
-                   o.scales?.count == t.shape.dims.first {
+                if format.isInt8, let o = overrides[ws[i].name], o.format == format, o.values.shape == t.shape,
+                   o.scales?.count == t.shape.dims.first, (format == .int8Block32) == (o.blockCodes != nil) {
                     q = o
                     reason += ", error-compensated"
                 } else {
                     q = Quantization.quantize(t, as: format)
                 }
                 let err = format == .f32 ? (0.0, 0.0, Double.infinity) : Quantization.error(Quantization.dequantize(q), t)
-                let stored = q.values.byteCount + (q.scales?.byteCount ?? 0)
+                let stored = q.values.byteCount + (q.scales?.byteCount ?? 0) + (q.blockCodes?.byteCount ?? 0)
                 out[k] = (q, QuantizedRecord(name: ws[i].name, shape: ws[i].shape, format: format, reason: reason, f32Bytes: t.count * 4,
                                              storedBytes: stored, relativeL2: err.0, maxAbs: err.1, snrDB: err.2))
             }
@@ -146,6 +146,12 @@ public struct Lowering {
                                             byteCount: scales.byteCount, format: "f32"))
                 weightData.append(scales)
                 weights[i].scale = weights.count - 1
+            }
+            if let codes = q.blockCodes {
+                weights.append(WeightRecord(name: weights[i].name + "#codes", dtype: .u8, shape: codes.shape, offset: 0,
+                                            byteCount: codes.byteCount, format: "u8"))
+                weightData.append(codes)
+                weights[i].blockCodes = weights.count - 1
             }
         }
         var end = 0

@@ -243,10 +243,18 @@ public final class PlanFile: @unchecked Sendable {
             guard w.format == w.dtype.rawValue || format?.storageDType == w.dtype else {
                 throw PlanError(path, "weight \(i) (\(w.name)): format '\(w.format)' is not one this build reads or does not match its dtype \(w.dtype)")
             }
-            if format == .int8Channel {
+            if format?.isInt8 == true {
                 guard let s = w.scale, s > 0, s < program.weights.count, program.weights[s].dtype == .f32,
                       program.weights[s].shape.count == (w.shape.dims.first ?? 1) else {
-                    throw PlanError(path, "weight \(i) (\(w.name)): int8-channel without f32 scales of one per row")
+                    throw PlanError(path, "weight \(i) (\(w.name)): \(w.format) without f32 scales of one per row")
+                }
+            }
+            if format == .int8Block32 {
+                let rows = max(1, w.shape.dims.first ?? 1)
+                let blocks = (w.shape.count / rows + Quantization.blockSize - 1) / Quantization.blockSize
+                guard let c = w.blockCodes, c > 0, c < program.weights.count, program.weights[c].dtype == .u8,
+                      program.weights[c].shape.dims == [rows, blocks] else {
+                    throw PlanError(path, "weight \(i) (\(w.name)): int8-block32 without u8 block codes of shape [\(rows), \(blocks)]")
                 }
             }
         }

@@ -87,12 +87,15 @@ public struct WeightRecord: Codable, Sendable, Equatable {
     /// Byte offset in the weight section (a multiple of 64).
     public var offset: Int
     public var byteCount: Int
-    /// How the weight is stored (`WeightFormat`): "f32", "f16", "bf16", or "int8-channel" (dtype
-    /// i8, symmetric per output channel, with `scale` naming the f32 `[dims[0]]` scales).
+    /// How the weight is stored (`WeightFormat`): "f32", "f16", "bf16", "int8-channel" (dtype i8,
+    /// symmetric per output channel, with `scale` naming the f32 `[dims[0]]` scales) or
+    /// "int8-block32" (the same, and `blockCodes` naming a u8 code per 32 values of a row).
     public var format: String
-    /// For "int8-channel": the index of the weight holding the per-row scales.
+    /// For "int8-channel" and "int8-block32": the index of the weight holding the per-row scales.
     public var scale: Int?
-    public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: String, scale: Int? = nil) {
+    /// For "int8-block32": the index of the weight holding the u8 block codes `[dims[0], blocks]`.
+    public var blockCodes: Int?
+    public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: String, scale: Int? = nil, blockCodes: Int? = nil) {
         self.name = name
         self.dtype = dtype
         self.shape = shape
@@ -100,6 +103,7 @@ public struct WeightRecord: Codable, Sendable, Equatable {
         self.byteCount = byteCount
         self.format = format
         self.scale = scale
+        self.blockCodes = blockCodes
     }
 }
 

@@ -12,6 +12,14 @@ import Darwin
 ///   `q = round(w / s_r)` clamped to [−127, 127] with `s_r = max |w_r| / 127` (0 for a row of zeros),
 ///   and its value is `Float(q) · s_r` (one f32 product, rounded once). The scales are an f32
 ///   tensor `[rows]` stored beside the values.
+/// - `int8-block32`: int8 with a scale per row and per block of 32 consecutive values of the row
+///   (the weight flattened to `[rows, k]`; the last block may be shorter). Row `r` has the scale
+///   `s_r = max |w_r| / 127` of `int8-channel` and block `b` a u8 code `c_rb`, the smallest in 1...255
+///   with `127 · blockScale(s_r, c_rb) ≥ max |w_rb|` (0 for a block of zeros), where
+///   `blockScale(s, c) = s · (Float(c) / 255)` (f32; code 255 is the row's scale exactly). The block's values
+///   are `q = round(w / blockScale)` clamped to [−127, 127] and stand for `Float(q) · blockScale`. The
+///   codes are a u8 tensor `[rows, ceil(k / 32)]` stored beside the scales: one byte per 32 values, so
+///   the format takes 1 + 1/32 bytes a value, and its step follows each block's largest value.
 /// - `f16`: IEEE binary16, nearest even (as `Tensor.converted(to: .f16)`).
 /// - `bf16`: the upper half of an f32, nearest even.
 public enum WeightFormat: String, Sendable, CaseIterable, Codable {
@@ -19,6 +27,10 @@ public enum WeightFormat: String, Sendable, CaseIterable, Codable {
     case bf16
     case f16
     case int8Channel = "int8-channel"
+    case int8Block32 = "int8-block32"
+
+    /// Whether the values are int8 with per-row scales (`int8-channel`, `int8-block32`).
+    public var isInt8: Bool { self == .int8Channel || self == .int8Block32 }
 
     /// The dtype the values are stored in.
     public var storageDType: DType {
@@ -26,7 +38,7 @@ public enum WeightFormat: String, Sendable, CaseIterable, Codable {
         case .f32: return .f32
         case .bf16: return .bf16
         case .f16: return .f16
-        case .int8Channel: return .i8
+        case .int8Channel, .int8Block32: return .i8
         }
     }
 
@@ -37,20 +49,24 @@ public enum WeightFormat: String, Sendable, CaseIterable, Codable {
         case "bf16", "bfloat16": self = .bf16
         case "f16", "fp16", "float16", "half": self = .f16
         case "int8", "i8", "int8-channel": self = .int8Channel
+        case "int8-block32", "int8-block", "int8b": self = .int8Block32
         default: return nil
         }
     }
 }
 
-/// A weight in a storage format: its values and, for `int8-channel`, the per-row scales.
+/// A weight in a storage format: its values and, for the int8 formats, the per-row scales (and for
+/// `int8-block32` the u8 block codes `[rows, blocks]`).
 public struct QuantizedWeight: Sendable {
     public var format: WeightFormat
     public var values: Tensor
     public var scales: Tensor?
-    public init(format: WeightFormat, values: Tensor, scales: Tensor?) {
+    public var blockCodes: Tensor?
+    public init(format: WeightFormat, values: Tensor, scales: Tensor?, blockCodes: Tensor? = nil) {
         self.format = format
         self.values = values
         self.scales = scales
+        self.blockCodes = blockCodes
     }
 }
 
@@ -63,7 +79,88 @@ public enum Quantization {
         case .int8Channel:
             let (q, s) = quantizeInt8PerRow(w)
             return QuantizedWeight(format: format, values: q, scales: s)
+        case .int8Block32:
+            let (s, c) = blockScales(w)
+            let q = quantizeInt8(w, scales: s, codes: c)
+            return QuantizedWeight(format: format, values: q, scales: s, blockCodes: c)
         }
+    }
+
+    /// Values a block of `int8-block32` holds.
+    public static let blockSize = 32
+
+    /// The scale of a block of `int8-block32` from its row's scale and its code (the one definition
+    /// every kernel uses).
+    @inline(__always)
+    public static func blockScale(_ rowScale: Float, _ code: UInt8) -> Float { rowScale * (Float(code) / 255) }
+
+    /// The smallest code whose block scale covers `maximum` (`127 · blockScale ≥ maximum`; 255, the
+    /// row's scale, for the row's largest value), 0 for 0.
+    public static func blockCode(rowScale s: Float, maximum m: Float) -> UInt8 {
+        guard m > 0, s > 0 else { return 0 }
+        var c = min(255, max(1, Int((255 * m / (127 * s)).rounded(.up))))
+        while c > 1 && 127 * blockScale(s, UInt8(c - 1)) >= m { c -= 1 }
+        while c < 255 && 127 * blockScale(s, UInt8(c)) < m { c += 1 }
+        return UInt8(c)
+    }
+
+    /// The row scales and block codes of `int8-block32` for `w` (flattened to `[dims[0], k]`).
+    public static func blockScales(_ w: Tensor) -> (scales: Tensor, codes: Tensor) {
+        let f = w.converted(to: .f32)
+        let rows = max(1, w.shape.dims.first ?? 1)
+        let k = w.count / rows
+        let blocks = (k + blockSize - 1) / blockSize
+        let scales = Tensor.zeros(.f32, Shape([rows]))
+        let codes = Tensor.zeros(.u8, Shape([rows, blocks]))
+        f.withElements(as: Float.self) { src in
+            let s = scales.storage.mutableBytes!.bindMemory(to: Float.self)
+            let c = codes.storage.mutableBytes!.bindMemory(to: UInt8.self)
+            for r in 0..<rows {
+                var m: Float = 0
+                for i in (r * k)..<((r + 1) * k) where src[i].isFinite { m = max(m, abs(src[i])) }
+                s[r] = m / 127
+                for b in 0..<blocks {
+                    var mb: Float = 0
+                    for i in (r * k + b * blockSize)..<(r * k + min(k, (b + 1) * blockSize)) where src[i].isFinite { mb = max(mb, abs(src[i])) }
+                    c[r * blocks + b] = blockCode(rowScale: s[r], maximum: mb)
+                }
+            }
+        }
+        return (scales, codes)
+    }
+
+    /// The scale each value of `[rows, k]` is rounded with: the row's (`codes` nil) or its block's.
+    public static func valueScales(rows: Int, k: Int, scales: UnsafeBufferPointer<Float>, codes: UnsafeBufferPointer<UInt8>?,
+                                   into d: UnsafeMutableBufferPointer<Float>) {
+        let blocks = (k + blockSize - 1) / blockSize
+        for r in 0..<rows {
+            for i in 0..<k {
+                d[r * k + i] = codes.map { blockScale(scales[r], $0[r * blocks + i / blockSize]) } ?? scales[r]
+            }
+        }
+    }
+
+    /// `w` rounded to int8 with its row scales and, if given, block codes.
+    public static func quantizeInt8(_ w: Tensor, scales: Tensor, codes: Tensor?) -> Tensor {
+        let f = w.converted(to: .f32)
+        let rows = scales.count, k = rows > 0 ? w.count / rows : 0
+        let values = Tensor.zeros(.i8, w.shape)
+        let per = Tensor.zeros(.f32, Shape([rows * k]))
+        scales.withElements(as: Float.self) { s in
+            let pd = per.storage.mutableBytes!.bindMemory(to: Float.self)
+            if let codes { codes.withElements(as: UInt8.self) { c in valueScales(rows: rows, k: k, scales: s, codes: c, into: pd) } }
+            else { valueScales(rows: rows, k: k, scales: s, codes: nil, into: pd) }
+        }
+        f.withElements(as: Float.self) { src in
+            per.withElements(as: Float.self) { sc in
+                let q = values.storage.mutableBytes!.bindMemory(to: Int8.self)
+                for i in 0..<(rows * k) where sc[i] > 0 {
+                    let v = (src[i] / sc[i]).rounded()
+                    q[i] = Int8(v.isNaN ? 0 : min(127, max(-127, v)))
+                }
+            }
+        }
+        return values
     }
 
     /// Symmetric int8 per row of dimension 0: values `i8` of `w`'s shape and scales `f32 [rows]`.
@@ -93,8 +190,29 @@ public enum Quantization {
 
     /// The f32 values a quantised weight stands for.
     public static func dequantize(_ w: QuantizedWeight) -> Tensor {
-        guard w.format == .int8Channel, let scales = w.scales else { return w.values.converted(to: .f32) }
+        guard w.format.isInt8, let scales = w.scales else { return w.values.converted(to: .f32) }
+        if let codes = w.blockCodes { return dequantizeInt8Blocks(w.values, scales: scales, codes: codes) }
         return dequantizeInt8PerRow(w.values, scales: scales)
+    }
+
+    /// `int8-block32` values as f32: `Float(q) · blockScale(s_r, c_rb)`.
+    public static func dequantizeInt8Blocks(_ values: Tensor, scales: Tensor, codes: Tensor) -> Tensor {
+        let rows = scales.count
+        let k = rows > 0 ? values.count / rows : 0
+        let per = Tensor.zeros(.f32, Shape([rows * k]))
+        scales.withElements(as: Float.self) { s in
+            codes.withElements(as: UInt8.self) { c in
+                valueScales(rows: rows, k: k, scales: s, codes: c, into: per.storage.mutableBytes!.bindMemory(to: Float.self))
+            }
+        }
+        let out = Tensor.zeros(.f32, values.shape)
+        values.withElements(as: Int8.self) { q in
+            per.withElements(as: Float.self) { sc in
+                let d = out.storage.mutableBytes!.bindMemory(to: Float.self)
+                for i in 0..<(rows * k) { d[i] = Float(q[i]) * sc[i] }
+            }
+        }
+        return out
     }
 
     public static func dequantizeInt8PerRow(_ values: Tensor, scales: Tensor) -> Tensor {

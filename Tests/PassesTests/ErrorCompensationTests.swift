@@ -149,6 +149,14 @@ import TestSupport
     /// On correlated inputs the layer's output error on *other* inputs of the same kind is well below
     /// plain rounding's, with the same scales and int8 range; a row 1000× the others (an outlier
     /// channel), a row of zeros and blocks that do not divide k are handled.
+    /// `n` vectors of `k`: `factors` shared factors mixed by `mix [factors, k]`, plus a little noise.
+    static func correlated(_ n: Int, k: Int, mix: [Float], factors: Int, seed: UInt64) -> [Float] {
+        let z = values(n * factors, seed: seed), e = values(n * k, seed: seed + 1)
+        var x = [Float](repeating: 0, count: n * k)
+        for r in 0..<n { for i in 0..<k { var s: Float = 0.05 * e[r * k + i]; for f in 0..<factors { s += z[r * factors + f] * mix[f * k + i] }; x[r * k + i] = s } }
+        return x
+    }
+
     @Test(arguments: [(16, false), (128, false), (16, true)])
     func correlatedInputsLowerTheOutputError(block: Int, activationOrder: Bool) throws {
         let (rows, k, factors) = (12, 61, 6)
@@ -157,12 +165,7 @@ import TestSupport
         let w = Tensor(wv, shape: [rows, k])
         // Inputs: a few shared factors plus a little noise (strongly correlated columns).
         let mix = Self.values(factors * k, seed: 13)
-        func inputs(_ n: Int, seed: UInt64) -> [Float] {
-            let z = Self.values(n * factors, seed: seed), e = Self.values(n * k, seed: seed + 1)
-            var x = [Float](repeating: 0, count: n * k)
-            for r in 0..<n { for i in 0..<k { var s: Float = 0.05 * e[r * k + i]; for f in 0..<factors { s += z[r * factors + f] * mix[f * k + i] }; x[r * k + i] = s } }
-            return x
-        }
+        func inputs(_ n: Int, seed: UInt64) -> [Float] { Self.correlated(n, k: k, mix: mix, factors: factors, seed: seed) }
         let calibration = inputs(400, seed: 14), test = inputs(300, seed: 16)
         var h = [Float](repeating: 0, count: k * k)
         calibration.withUnsafeBufferPointer { x in h.withUnsafeMutableBufferPointer { ErrorCompensation.accumulate($0.baseAddress!, k: k, x: x.baseAddress!, rows: 400) } }
@@ -189,15 +192,61 @@ import TestSupport
         #expect(compensated < 0.5 * rounded, "compensated \(compensated), plain \(rounded)")
     }
 
-    /// A fixture UNet as an int8 plan: compensated from calibration inputs through the f32 plan, its
+    /// int8-block32: the row scales and block codes of plain rounding; uncorrelated inputs give plain
+    /// rounding's values bit for bit, correlated ones less than half its output error on other inputs.
+    @Test(arguments: [false, true])
+    func blockScalesKeepTheirCodes(activationOrder: Bool) throws {
+        let (rows, k, factors) = (9, 75, 5)
+        var wv = Self.values(rows * k, seed: 21)
+        for i in 0..<k { wv[2 * k + i] *= 1000 }
+        for i in 32..<64 { wv[4 * k + i] *= 0.01 }  // a quiet block
+        let w = Tensor(wv, shape: [rows, k])
+        let plain = Quantization.quantize(w, as: .int8Block32)
+        var diagonal = [Float](repeating: 0, count: k * k)
+        for i in 0..<k { diagonal[i * k + i] = Float(1 + i % 3) }
+        let same = try diagonal.withUnsafeMutableBufferPointer {
+            try ErrorCompensation.quantizeInt8(w, format: .int8Block32, hessian: $0.baseAddress!, damping: 0.01, activationOrder: activationOrder, block: 16)
+        }
+        #expect(same.values.withElements(as: Int8.self) { Array($0) } == plain.values.withElements(as: Int8.self) { Array($0) })
+        #expect(same.scales!.floats() == plain.scales!.floats())
+        #expect(same.blockCodes!.withElements(as: UInt8.self) { Array($0) } == plain.blockCodes!.withElements(as: UInt8.self) { Array($0) })
+        let mix = Self.values(factors * k, seed: 22)
+        func inputs(_ n: Int, seed: UInt64) -> [Float] { Self.correlated(n, k: k, mix: mix, factors: factors, seed: seed) }
+        let calibration = inputs(400, seed: 23), test = inputs(300, seed: 25)
+        var h = [Float](repeating: 0, count: k * k)
+        calibration.withUnsafeBufferPointer { x in h.withUnsafeMutableBufferPointer { ErrorCompensation.accumulate($0.baseAddress!, k: k, x: x.baseAddress!, rows: 400) } }
+        let q = try h.withUnsafeMutableBufferPointer {
+            try ErrorCompensation.quantizeInt8(w, format: .int8Block32, hessian: $0.baseAddress!, damping: 0.01, activationOrder: activationOrder, block: 32)
+        }
+        #expect(q.format == .int8Block32 && q.scales!.floats() == plain.scales!.floats())
+        #expect(q.blockCodes!.withElements(as: UInt8.self) { Array($0) } == plain.blockCodes!.withElements(as: UInt8.self) { Array($0) })
+        #expect(q.values.withElements(as: Int8.self) { $0.allSatisfy { $0 >= -127 } })
+        func outputError(_ d: [Float]) -> Double {
+            var noise = 0.0, signal = 0.0
+            for r in 0..<300 {
+                for o in 0..<rows where o != 2 {
+                    var e = 0.0, y = 0.0
+                    for i in 0..<k { e += Double(d[o * k + i] - wv[o * k + i]) * Double(test[r * k + i]); y += Double(wv[o * k + i]) * Double(test[r * k + i]) }
+                    noise += e * e
+                    signal += y * y
+                }
+            }
+            return (noise / signal).squareRoot()
+        }
+        let compensated = outputError(Quantization.dequantize(q).floats()), rounded = outputError(Quantization.dequantize(plain).floats())
+        #expect(compensated < 0.5 * rounded, "compensated \(compensated), plain \(rounded)")
+    }
+
+    /// A fixture UNet as an int8 plan (either int8 format): compensated from calibration inputs through the f32 plan, its
     /// error on the fixture's own (held-out) inputs is below plain rounding's; the plan's weights are
     /// the compensated ones and the report says so.
-    @Test func compensatedPlanBeatsPlainRounding() throws {
+    @Test(arguments: [WeightFormat.int8Channel, .int8Block32])
+    func compensatedPlanBeatsPlainRounding(format: WeightFormat) throws {
         let f = try FixtureNetwork.load(3)
         let dir = TemporaryDirectory()
         let (plan32, _) = try PlanExecutionTests.compile(f, into: dir)
         var o = CompileOptions()
-        o.quantization = QuantizationPolicy(defaultFormat: .int8Channel, exclusions: f.network.quantizationExclusions)
+        o.quantization = QuantizationPolicy(defaultFormat: format, exclusions: f.network.quantizationExclusions)
         let plainDir = TemporaryDirectory()
         let (plan8, _) = try PlanExecutionTests.compile(f, into: plainDir, options: o)
         let entry = plan32.program.entryPoints[0]
@@ -218,6 +267,7 @@ import TestSupport
         for (name, q) in c.overrides {
             let i = try #require(planG.program.weights.firstIndex { $0.name == name })
             #expect(planG.weight(i).withElements(as: Int8.self) { Array($0) } == q.values.withElements(as: Int8.self) { Array($0) })
+            #expect(planG.program.weights[i].format == format.rawValue && (planG.program.weights[i].blockCodes != nil) == (format == .int8Block32))
         }
         let exact = try Executor(plan: plan32, threads: 2).run(entry: entry.name, inputs: f.inputs).outputs[0].tensor
         func error(_ p: PlanFile) throws -> Double {

@@ -49,7 +49,7 @@ import TestSupport
         print("\(f.network.rawValue): \(r.instructions) instructions, arena \(r.arenaBytes) B, naive \(r.naiveBytes) B, largest \(r.largestTensorBytes) B")
     }
 
-    /// Plans with int8 (per output channel) and f16 convolution and linear weights: the weights are
+    /// Plans with int8 (per output channel, or per block of 32) and f16 convolution and linear weights: the weights are
     /// stored in that form (int8 ≤ 27 % of their f32 bytes, f16 ≤ 51 %), every instruction matches
     /// its reference on the dequantised weights (`--validate`, on AVX-512 and forced AVX2), nothing
     /// falls back to the reference kernels, and the outputs stay near the f32 plan's.
@@ -59,7 +59,7 @@ import TestSupport
         let dir = TemporaryDirectory()
         let (plan32, _) = try Self.compile(f, into: dir)
         let exact = try Executor(plan: plan32, threads: 2).run(entry: f.network.rawValue, inputs: f.inputs)
-        for (format, bound, int8Activations) in [(WeightFormat.int8Channel, 5e-2, false), (.f16, 2e-3, false), (.int8Channel, 8e-2, true)] {
+        for (format, bound, int8Activations) in [(WeightFormat.int8Channel, 5e-2, false), (.int8Block32, 5e-2, false), (.f16, 2e-3, false), (.int8Channel, 8e-2, true)] {
             var o = CompileOptions()
             o.quantization = QuantizationPolicy(defaultFormat: format, exclusions: f.network.quantizationExclusions)
             o.int8Activations = int8Activations
@@ -68,7 +68,7 @@ import TestSupport
             let gemmWeights = plan.program.weights.filter { $0.format == format.rawValue }
             #expect(!gemmWeights.isEmpty, "\(f.network.rawValue): no weight stored as \(format)")
             #expect(compiled.report.contains("quantisation of convolution and linear weights"))
-            let ratio = Double(gemmWeights.reduce(0) { $0 + $1.byteCount + ($1.scale.map { plan.program.weights[$0].byteCount } ?? 0) })
+            let ratio = Double(gemmWeights.reduce(0) { $0 + $1.byteCount + ($1.scale.map { plan.program.weights[$0].byteCount } ?? 0) + ($1.blockCodes.map { plan.program.weights[$0].byteCount } ?? 0) })
                 / Double(gemmWeights.reduce(0) { $0 + $1.shape.count * 4 })
             // Values: 1 byte (int8) or 2 (f16) each; int8 adds one f32 scale per output channel (these
             // fixtures are narrow, so the scales weigh more than in full-size models).

@@ -27,8 +27,8 @@ import TestSupport
         }
     }
 
-    /// An int8-channel weight without its scales, or a format that does not match the dtype, is
-    /// refused (a consistent file otherwise: checksums right).
+    /// An int8-channel weight without its scales, an int8-block32 weight without its codes, or a
+    /// format that does not match the dtype, is refused (a consistent file otherwise: checksums right).
     @Test func quantisedWeightsWithoutScalesAreRefused() throws {
         let f = try FixtureNetwork.load(1)
         var o = CompileOptions()
@@ -43,6 +43,23 @@ import TestSupport
         noScale.weights[i].scale = nil
         var wrongDType = compiled.program
         wrongDType.weights[i].format = "f16"
+        // int8-block32: its codes are named, u8, one per 32 values of a row.
+        o.quantization = QuantizationPolicy(defaultFormat: .int8Block32)
+        let blocked = try Compiler.compile([("bsrnet", f.graph)], options: o)
+        let goodBlocked = dir.file("int8b.plan")
+        try PlanWriter.write(path: goodBlocked, program: blocked.program, summary: blocked.report, weights: blocked.weights, overwrite: false)
+        #expect(Self.refusal(goodBlocked) == nil)
+        let j = blocked.program.weights.firstIndex { $0.format == "int8-block32" }!
+        var noCodes = blocked.program
+        noCodes.weights[j].blockCodes = nil
+        var wrongCodes = blocked.program
+        wrongCodes.weights[j].blockCodes = wrongCodes.weights[j].scale
+        for (name, program, expected) in [("nocodes", noCodes, "without u8 block codes"), ("wrongcodes", wrongCodes, "without u8 block codes")] {
+            let path = dir.file(name + ".plan")
+            try PlanWriter.write(path: path, program: program, summary: blocked.report, weights: blocked.weights, overwrite: false)
+            let message = Self.refusal(path)
+            #expect(message?.contains(expected) == true, "\(name): \(message ?? "opened")")
+        }
         for (name, program, expected) in [("noscale", noScale, "without f32 scales"), ("dtype", wrongDType, "does not match its dtype")] {
             let path = dir.file(name + ".plan")
             try PlanWriter.write(path: path, program: program, summary: compiled.report, weights: compiled.weights, overwrite: false)
