@@ -183,7 +183,7 @@ extension Inspect {
         }
         if let limit, limit > 0 {
             for (i, w) in p.weights.enumerated().dropFirst().prefix(limit) {
-                let format = w.format == w.dtype.rawValue ? "" : " (\(w.format)" + (w.scale.map { ", scales in weight \($0)" } ?? "") + ")"
+                let format = w.format == w.dtype.rawValue ? "" : " (\(w.format)" + (w.scale.map { ", scales in weight \($0)" } ?? "") + (w.blockCodes.map { ", block codes in weight \($0)" } ?? "") + ")"
                 print("  weight \(i): \(w.name) \(w.dtype)\(w.shape)\(format) at \(w.offset), \(formatBytes(w.byteCount))")
             }
         }
