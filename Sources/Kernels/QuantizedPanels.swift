@@ -83,26 +83,32 @@ public struct QuantizedPanels: @unchecked Sendable {
 
     /// `dst[i] = Float(src[i]) · scales[i % width]` (the scales of one panel).
     static func expandInt8(_ src: UnsafePointer<Int8>, scales: UnsafePointer<Float>, width: Int, count: Int, into dst: UnsafeMutablePointer<Float>) {
-        // The scales repeat every `width` values: a pattern of lcm(width, 16) covers whole vectors.
-        var g = width, b = 16
+        // The scales repeat every `width` values: a pattern of lcm(width, 8) covers whole 8-lane vectors.
+        var g = width, b = 8
         while b != 0 { (g, b) = (b, g % b) }
-        let period = width * 16 / g
+        let period = width * 8 / g
         withUnsafeTemporaryAllocation(of: Float.self, capacity: period) { pattern in
-            for i in 0..<period { pattern[i] = scales[i % width] }
-            let pat = UnsafeRawPointer(pattern.baseAddress!)
-            let raw = UnsafeRawPointer(src)
+            var r = 0
+            for i in 0..<period {
+                pattern[i] = scales[r]
+                r += 1
+                if r == width { r = 0 }
+            }
             var i = 0
+            #if arch(x86_64)
+            // AVX2 sign extension and conversion (the standard library's SIMD conversions became
+            // two runtime calls per 16 values here).
+            let pat = pattern.baseAddress!
             while i + period <= count {
                 var j = 0
                 while j < period {
-                    let q = raw.loadUnaligned(fromByteOffset: i + j, as: SIMD16<Int8>.self)
-                    let s = pat.loadUnaligned(fromByteOffset: 4 * j, as: SIMD16<Float>.self)
-                    let v = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q)) * s
-                    UnsafeMutableRawPointer(dst + i + j).storeBytes(of: v, as: SIMD16<Float>.self)
-                    j += 16
+                    let q = _mm_loadl_epi64(UnsafeRawPointer(src + i + j).assumingMemoryBound(to: __m128i.self))
+                    _mm256_storeu_ps(dst + i + j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(pat + j)))
+                    j += 8
                 }
                 i += period
             }
+            #endif
             while i < count { dst[i] = Float(src[i]) * scales[i % width]; i += 1 }
         }
     }
