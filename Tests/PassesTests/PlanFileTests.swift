@@ -54,15 +54,10 @@ import TestSupport
         noCodes.weights[j].blockCodes = nil
         var wrongCodes = blocked.program
         wrongCodes.weights[j].blockCodes = wrongCodes.weights[j].scale
-        for (name, program, expected) in [("nocodes", noCodes, "without u8 block codes"), ("wrongcodes", wrongCodes, "without u8 block codes")] {
+        for (name, program, source, expected) in [("nocodes", noCodes, blocked, "without u8 block codes"), ("wrongcodes", wrongCodes, blocked, "without u8 block codes"),
+                                                  ("noscale", noScale, compiled, "without f32 scales"), ("dtype", wrongDType, compiled, "does not match its dtype")] {
             let path = dir.file(name + ".plan")
-            try PlanWriter.write(path: path, program: program, summary: blocked.report, weights: blocked.weights, overwrite: false)
-            let message = Self.refusal(path)
-            #expect(message?.contains(expected) == true, "\(name): \(message ?? "opened")")
-        }
-        for (name, program, expected) in [("noscale", noScale, "without f32 scales"), ("dtype", wrongDType, "does not match its dtype")] {
-            let path = dir.file(name + ".plan")
-            try PlanWriter.write(path: path, program: program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+            try PlanWriter.write(path: path, program: program, summary: source.report, weights: source.weights, overwrite: false)
             let message = Self.refusal(path)
             #expect(message?.contains(expected) == true, "\(name): \(message ?? "opened")")
         }
