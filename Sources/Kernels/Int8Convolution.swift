@@ -3,10 +3,10 @@ import CKernels
 import Plan
 import Tensors
 
-/// Convolution weights `[oc, ic, kh, kw]` int8 (one scale per output channel) packed for the s8 × u8
-/// int8 micro-kernels: A panels of 12 output channels whose steps run tap by tap and, within a
-/// tap, over quads of input channels (a word holds the weights of four consecutive channels; zeros
-/// past the last channel and the last row), with `Σ_k w[o, k]` per row for the activations' zero point.
+/// Convolution weights `[oc, ic, kh, kw]` int8 (one scale per output channel) packed for the int8
+/// × int8 micro-kernels: A panels of 12 output channels whose steps run tap by tap and, within a
+/// tap, over quads of input channels (a word holds the weights of four consecutive channels as
+/// unsigned bytes `w + 128`; past the last channel and the last row, 128, i.e. zero).
 public final class Int8ConvWeights: @unchecked Sendable {
     public let oc: Int
     public let ic: Int
@@ -17,9 +17,8 @@ public final class Int8ConvWeights: @unchecked Sendable {
     public var steps: Int { taps * quads }
     let words: UnsafeMutablePointer<UInt32>
     let scales: UnsafeMutablePointer<Float>
-    let sums: UnsafeMutablePointer<Int32>
     var panels: Int { (oc + Int8Gemm.mr - 1) / Int8Gemm.mr }
-    public var byteCount: Int { panels * steps * Int8Gemm.mr * 4 + panels * Int8Gemm.mr * 8 }
+    public var byteCount: Int { panels * steps * Int8Gemm.mr * 4 + panels * Int8Gemm.mr * 4 }
 
     public init(_ w: UnsafePointer<Int8>, scales s: UnsafePointer<Float>, oc: Int, ic: Int, kh: Int, kw: Int, threads: Int = 1) {
         let mr = Int8Gemm.mr
@@ -32,49 +31,46 @@ public final class Int8ConvWeights: @unchecked Sendable {
         let panels = (oc + mr - 1) / mr
         words = .allocate(capacity: max(1, panels * steps * mr))
         scales = .allocate(capacity: max(1, panels * mr))
-        sums = .allocate(capacity: max(1, panels * mr))
-        let (words, scales, sums) = (self.words, self.scales, self.sums)
+        let (words, scales) = (self.words, self.scales)
         Parallel.forRanges(panels, threads: threads) { range in
             for panel in range {
                 for r in 0..<mr {
                     let o = panel * mr + r
                     let d = words + panel * steps * mr + r
                     guard o < oc else {
-                        for st in 0..<steps { d[st * mr] = 0 }
+                        for st in 0..<steps { d[st * mr] = 0x8080_8080 }
                         scales[o] = 0
-                        sums[o] = 0
                         continue
                     }
                     let row = w + o * ic * taps
-                    var sum: Int32 = 0
-                    for i in 0..<(ic * taps) { sum &+= Int32(row[i]) }
                     for t in 0..<taps {
                         for cq in 0..<quads {
-                            var word: UInt32 = 0
+                            var word: UInt32 = 0x8080_8080
                             for q in 0..<4 where 4 * cq + q < ic {
-                                word |= UInt32(UInt8(bitPattern: row[(4 * cq + q) * taps + t])) << (8 * q)
+                                word ^= UInt32(UInt8(bitPattern: row[(4 * cq + q) * taps + t])) << (8 * q)
                             }
                             d[(t * quads + cq) * mr] = word
                         }
                     }
                     scales[o] = s[o]
-                    sums[o] = sum
                 }
             }
         }
     }
 
-    deinit { words.deallocate(); scales.deallocate(); sums.deallocate() }
+    deinit { words.deallocate(); scales.deallocate() }
 }
 
 /// Convolutions with int8 weights and int8 activations (`--activations int8`, groups 1): the input
-/// (after the group-norm prologue and SiLU) is quantised once per image, asymmetric over the whole
-/// tensor (`u = round(y / s) + z`, u8, `s = (max − min) / 255`; padding is `z`, i.e. 0), into a
-/// padded copy whose words hold four consecutive channels of a pixel. Each band of output pixels
-/// gathers its taps from it once into B panels (in parallel; widened to 16-bit values for the AVX2
-/// kernel), shared by the blocks of output channels, which run the int8 micro-kernel (VNNI or AVX2)
-/// `kernel.blockSteps` steps at a time (exact int32 sums); the result is
-/// `s_w[o] · s · (Σ − z · Σ_k w[o, k])`, then bias and epilogue.
+/// (after the group-norm prologue and SiLU) is quantised once per image, symmetric, one scale per
+/// pixel and block of `4 · blockSteps` channels (32 when the channel count allows: `s = max |y| /
+/// 127`, `q = round(y / s)`), into a padded copy whose words hold four consecutive channels of a
+/// pixel (0 in the padding), with the scales and each block's `128 · s · Σ q` beside it. Each band of
+/// output pixels gathers its taps from it once into B panels with one scale per column and block
+/// (in parallel; widened to 16-bit values for the AVX2 kernel), shared by the blocks of output
+/// channels, which run the blocked int8 micro-kernel (VNNI or AVX2): exact int32 sums per block of
+/// k, scaled by the block's activation scale into f32. The weights enter as `w + 128`, so the
+/// result is `s_w[o] · (Σ_blocks s · Σ (w + 128) q − Σ_blocks 128 · s · Σ q)`, then bias and epilogue.
 public enum Int8Convolution {
     static let bandPixels = 512
 
@@ -84,12 +80,15 @@ public enum Int8Convolution {
     public static func run(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, kernel: Int8Gemm.Kernel, threads: Int) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
-        let kw = wq.kw
+        let kw = wq.kw, taps = wq.taps
         let (sh, sw) = (k.strides[0], k.strides[1]), (dh, dw) = (k.dilations[0], k.dilations[1])
         let (pt, pl, pb, pr) = (k.pads[0], k.pads[1], k.pads[2], k.pads[3])
         let (mr, nr) = (Int8Gemm.mr, Int8Gemm.nr)
         let quads = wq.quads, steps = wq.steps, plane = oh * ow
-        let (ph, pw) = (h + pt + pb, w + pl + pr)
+        let (ph, pw) = (h + pt + pb, w + pl + pr), padded = ph * pw
+        // Blocks of activation scales: `bs` quads of channels within a tap.
+        let bs = Int8Gemm.activationBlockSteps(quads), channelBlocks = quads / bs, blocks = taps * channelBlocks
+        let blocksPerCall = max(1, kernel.blockSteps / bs)
         var affine: [Float] = []
         if let p = k.prologue {
             affine = FusedConvolution.prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
@@ -109,7 +108,11 @@ public enum Int8Convolution {
         // Buffers kept between calls (fresh large allocations would cost page faults every call).
         let shared = ScratchPool.shared.take()
         defer { ScratchPool.shared.give(shared) }
-        let quantized = UnsafeMutableRawPointer(shared.floats(0, max(1, quads * ph * pw))).assumingMemoryBound(to: UInt32.self)
+        let quantized = UnsafeMutableRawPointer(shared.floats(0, max(1, quads * padded))).assumingMemoryBound(to: UInt32.self)
+        // Per channel block and padded pixel: the scale, and 128 · scale · Σ q (0 in the padding).
+        let pixelScales = shared.floats(2, max(1, channelBlocks * padded))
+        let pixelOffsets = shared.floats(3, max(1, channelBlocks * padded))
+        let (scalesOut, offsetsOut) = (pixelScales, pixelOffsets)
         for b in 0..<n {
             // The prologue's output y = a·x + b (then SiLU) for channel ch, eight values at a time.
             @inline(__always) func prologue(_ ch: Int, _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
@@ -118,92 +121,107 @@ public enum Int8Convolution {
                 if silu { VectorMath.map(src, dst, count) { VectorMath.silu($0 * sa + sb) } } else { VectorMath.map(src, dst, count) { $0 * sa + sb } }
             }
             let xb = x.floats + b * c * h * w
-            // The range of y over the image (per channel in parallel, then reduced).
-            // Per channel: min and max (written by disjoint threads into preallocated storage).
-            let stats = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * c)
-            defer { stats.deallocate() }
-            Parallel.forRanges(c, threads: threads) { chans in
-                let row = UnsafeMutablePointer<Float>.allocate(capacity: h * w)
-                defer { row.deallocate() }
-                for ch in chans {
-                    prologue(ch, xb + ch * h * w, row, h * w)
-                    var lo = SIMD8<Float>(repeating: 0), hi = lo
-                    var i = 0
-                    while i + 8 <= h * w {
-                        let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
-                        lo = lo.replacing(with: v, where: v .< lo); hi = hi.replacing(with: v, where: v .> hi)
-                        i += 8
+            // The padded quantised copy, in parallel over (channel block, padded row).
+            let bc = 4 * bs
+            Parallel.forRanges(channelBlocks * ph, threads: threads) { range in
+                let worker = ScratchPool.shared.take()
+                defer { ScratchPool.shared.give(worker) }
+                let rows = worker.floats(0, bc * w + 16)
+                let maxima = worker.floats(1, w + 16)
+                let bytes = UnsafeMutableRawPointer(worker.floats(2, bc * w / 4 + 16)).assumingMemoryBound(to: Int8.self)
+                for item in range {
+                    let cb = item / ph, y = item % ph
+                    let sRow = scalesOut + cb * padded + y * pw, oRow = offsetsOut + cb * padded + y * pw
+                    let iy = y - pt
+                    guard iy >= 0 && iy < h else {
+                        for cq in (cb * bs)..<((cb + 1) * bs) { (quantized + cq * padded + y * pw).initialize(repeating: 0, count: pw) }
+                        sRow.initialize(repeating: 0, count: pw)
+                        oRow.initialize(repeating: 0, count: pw)
+                        continue
                     }
-                    var (l, u) = (lo.min(), hi.max())
-                    while i < h * w { l = min(l, row[i]); u = max(u, row[i]); i += 1 }
-                    stats[2 * ch] = Double(l)
-                    stats[2 * ch + 1] = Double(u)
-                }
-            }
-            // The whole range (clipping the tails at 3, 4 or 6 standard deviations was measured: it
-            // made the UNet's error larger, 4.6 % → 15.7 %, 7.6 %, 4.6 %).
-            var (minimum, maximum) = (0.0, 0.0)
-            for ch in 0..<c { (minimum, maximum) = (min(minimum, stats[2 * ch]), max(maximum, stats[2 * ch + 1])) }
-            let lo = Float(minimum), hi = Float(maximum)
-            let scale = hi > lo ? (hi - lo) / 255 : 1
-            let zero = min(255, max(0, (-lo / scale).rounded(.toNearestOrEven)))
-            let z = UInt8(zero)
-            let zeroWord = UInt32(z) * 0x0101_0101
-            // The padded quantised copy: words of four channels, `z` in the padding.
-            Parallel.forRanges(quads, threads: threads) { qs in
-                let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * w)
-                let bytes = UnsafeMutablePointer<UInt8>.allocate(capacity: 4 * w + 16)
-                defer { rows.deallocate(); bytes.deallocate() }
-                let inv = 1 / scale
-                for cq in qs {
-                    let base = quantized + cq * ph * pw
-                    for y in 0..<ph {
-                        let d = base + y * pw
-                        let iy = y - pt
-                        guard iy >= 0 && iy < h else { d.initialize(repeating: zeroWord, count: pw); continue }
-                        if pl > 0 { d.initialize(repeating: zeroWord, count: pl) }
-                        if pr > 0 { (d + pl + w).initialize(repeating: zeroWord, count: pr) }
-                        for q in 0..<4 {
-                            let ch = 4 * cq + q
-                            let r = rows + q * w
-                            if ch < c { prologue(ch, xb + (ch * h + iy) * w, r, w) } else { r.initialize(repeating: 0, count: w) }
-                            // u8 of this channel's row.
-                            let u = bytes + q * w
-                            var i = 0
-                            while i + 8 <= w {
-                                let v = UnsafeRawPointer(r + i).loadUnaligned(as: SIMD8<Float>.self) * inv + zero
-                                let t = Int8Linear.roundToInt32(v.replacing(with: 0, where: v .< 0).replacing(with: 255, where: v .> 255))
-                                UnsafeMutableRawPointer(u + i).storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: t), as: SIMD8<UInt8>.self)
-                                i += 8
-                            }
-                            while i < w { u[i] = UInt8(min(255, max(0, (r[i] * inv + zero).rounded(.toNearestOrEven)))); i += 1 }
+                    for cq in (cb * bs)..<((cb + 1) * bs) {
+                        let d = quantized + cq * padded + y * pw
+                        if pl > 0 { d.initialize(repeating: 0, count: pl) }
+                        if pr > 0 { (d + pl + w).initialize(repeating: 0, count: pr) }
+                    }
+                    if pl > 0 { sRow.initialize(repeating: 0, count: pl); oRow.initialize(repeating: 0, count: pl) }
+                    if pr > 0 { (sRow + pl + w).initialize(repeating: 0, count: pr); (oRow + pl + w).initialize(repeating: 0, count: pr) }
+                    // The block's rows after the prologue, and each pixel's largest magnitude.
+                    maxima.initialize(repeating: 0, count: w)
+                    for i in 0..<bc {
+                        let ch = cb * bc + i
+                        let r = rows + i * w
+                        if ch < c { prologue(ch, xb + (ch * h + iy) * w, r, w) } else { r.initialize(repeating: 0, count: w) }
+                        var p = 0
+                        while p + 8 <= w {
+                            let v = UnsafeRawPointer(r + p).loadUnaligned(as: SIMD8<Float>.self)
+                            let a = v.replacing(with: -v, where: v .< 0)
+                            let m = UnsafeRawPointer(maxima + p).loadUnaligned(as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(maxima + p).storeBytes(of: m.replacing(with: a, where: a .> m), as: SIMD8<Float>.self)
+                            p += 8
                         }
-                        // Interleave the four rows into words.
-                        let o = d + pl
-                        var i = 0
-                        while i + 8 <= w {
-                            let b0 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + i).loadUnaligned(as: SIMD8<UInt8>.self))
-                            let b1 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + w + i).loadUnaligned(as: SIMD8<UInt8>.self))
-                            let b2 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + 2 * w + i).loadUnaligned(as: SIMD8<UInt8>.self))
-                            let b3 = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(bytes + 3 * w + i).loadUnaligned(as: SIMD8<UInt8>.self))
-                            UnsafeMutableRawPointer(o + i).storeBytes(of: b0 | (b1 &<< 8) | (b2 &<< 16) | (b3 &<< 24), as: SIMD8<UInt32>.self)
-                            i += 8
+                        while p < w { maxima[p] = max(maxima[p], abs(r[p])); p += 1 }
+                    }
+                    // Scales (inverse in `maxima`), then each channel's row of s8 values.
+                    for p in 0..<w {
+                        let m = maxima[p]
+                        sRow[pl + p] = m / 127
+                        maxima[p] = m > 0 ? 127 / m : 0
+                    }
+                    let sums = UnsafeMutableRawPointer(worker.floats(3, w + 16)).assumingMemoryBound(to: Int32.self)
+                    sums.initialize(repeating: 0, count: w)
+                    for i in 0..<bc {
+                        let r = rows + i * w, u = bytes + i * w
+                        var p = 0
+                        while p + 8 <= w {
+                            let v = UnsafeRawPointer(r + p).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(maxima + p).loadUnaligned(as: SIMD8<Float>.self)
+                            let t = Int8Linear.roundToInt32(v.replacing(with: -127, where: v .< -127).replacing(with: 127, where: v .> 127))
+                            UnsafeMutableRawPointer(u + p).storeBytes(of: SIMD8<Int8>(truncatingIfNeeded: t), as: SIMD8<Int8>.self)
+                            let sum = UnsafeRawPointer(sums + p).loadUnaligned(as: SIMD8<Int32>.self) &+ t
+                            UnsafeMutableRawPointer(sums + p).storeBytes(of: sum, as: SIMD8<Int32>.self)
+                            p += 8
                         }
-                        while i < w {
-                            o[i] = UInt32(bytes[i]) | UInt32(bytes[w + i]) << 8 | UInt32(bytes[2 * w + i]) << 16 | UInt32(bytes[3 * w + i]) << 24
-                            i += 1
+                        while p < w {
+                            let t = Int32(min(127, max(-127, r[p] * maxima[p])).rounded(.toNearestOrEven))
+                            u[p] = Int8(t)
+                            sums[p] &+= t
+                            p += 1
+                        }
+                    }
+                    for p in 0..<w { oRow[pl + p] = 128 * sRow[pl + p] * Float(sums[p]) }
+                    // Interleave four channels' rows into words.
+                    for j in 0..<bs {
+                        let o = quantized + (cb * bs + j) * padded + y * pw + pl
+                        let q0 = UnsafeRawPointer(bytes + 4 * j * w)
+                        var p = 0
+                        while p + 8 <= w {
+                            let b0 = SIMD8<UInt32>(truncatingIfNeeded: q0.loadUnaligned(fromByteOffset: p, as: SIMD8<UInt8>.self))
+                            let b1 = SIMD8<UInt32>(truncatingIfNeeded: q0.loadUnaligned(fromByteOffset: w + p, as: SIMD8<UInt8>.self))
+                            let b2 = SIMD8<UInt32>(truncatingIfNeeded: q0.loadUnaligned(fromByteOffset: 2 * w + p, as: SIMD8<UInt8>.self))
+                            let b3 = SIMD8<UInt32>(truncatingIfNeeded: q0.loadUnaligned(fromByteOffset: 3 * w + p, as: SIMD8<UInt8>.self))
+                            UnsafeMutableRawPointer(o + p).storeBytes(of: b0 | (b1 &<< 8) | (b2 &<< 16) | (b3 &<< 24), as: SIMD8<UInt32>.self)
+                            p += 8
+                        }
+                        let q = q0.assumingMemoryBound(to: UInt8.self)
+                        while p < w {
+                            o[p] = UInt32(q[p]) | UInt32(q[w + p]) << 8 | UInt32(q[2 * w + p]) << 16 | UInt32(q[3 * w + p]) << 24
+                            p += 1
                         }
                     }
                 }
             }
             let src = UnsafePointer(quantized)
             let ob = out.floats + b * oc * plane
-            // Per band: B packed once (all steps, panel-major, in parallel over steps), then the blocks of
-            // output channels in parallel, each `kernel.blockSteps` of B at a time (a panel's block stays in L1).
+            // Per band: B packed once (all steps, panel-major, in parallel over steps) with its scales
+            // per column and block and each column's offset (Σ over blocks of 128 · s · Σ q); then the
+            // blocks of output channels in parallel, `blocksPerCall` blocks of B at a time.
             // The AVX2 kernel takes B widened to 16 bits (a 64-bit word per column and step).
             let wide = kernel.widensActivations
-            let packedB = UnsafeMutableRawPointer(shared.floats(1, max(1, ((band + nr - 1) / nr) * steps * nr * (wide ? 2 : 1)))).assumingMemoryBound(to: UInt32.self)
+            let bPanelsMax = (band + nr - 1) / nr
+            let packedB = UnsafeMutableRawPointer(shared.floats(1, max(1, bPanelsMax * steps * nr * (wide ? 2 : 1)))).assumingMemoryBound(to: UInt32.self)
             let packedWide = UnsafeMutableRawPointer(packedB).assumingMemoryBound(to: UInt64.self)
+            let columnScales = shared.floats(4, max(1, bPanelsMax * blocks * nr))
+            let columnOffsets = shared.floats(5, max(1, bPanelsMax * nr))
             for bi in 0..<bands {
                 let p0 = bi * band, cols = min(band, plane - p0)
                 let bPanels = (cols + nr - 1) / nr
@@ -211,64 +229,94 @@ public enum Int8Convolution {
                     for step in range {
                         let t = step / quads, cq = step % quads
                         let (ky, kx) = (t / kw, t % kw)
-                        let channel = src + cq * ph * pw + ky * dh * pw + kx * dw
+                        let tap = ky * dh * pw + kx * dw
+                        let channel = src + cq * padded + tap
+                        // The first step of a block also gathers its scales.
+                        let blockStart = cq % bs == 0, block = t * channelBlocks + cq / bs
+                        let scaleSource = UnsafePointer(scalesOut) + (cq / bs) * padded + tap
                         var p = p0
                         let end = p0 + bPanels * nr
                         while p < end {
                             let jp = (p - p0) / nr, j = (p - p0) % nr
                             let at = (jp * steps + step) * nr + j
+                            let sAt = (jp * blocks + block) * nr + j
                             guard p < plane else {
-                                if wide { for i in 0..<(nr - j) { packedWide[at + i] = Int8Gemm.widen(zeroWord) } } else { for i in 0..<(nr - j) { packedB[at + i] = zeroWord } }
+                                if wide { for i in 0..<(nr - j) { packedWide[at + i] = 0 } } else { for i in 0..<(nr - j) { packedB[at + i] = 0 } }
+                                if blockStart { for i in 0..<(nr - j) { columnScales[sAt + i] = 0 } }
                                 p += nr - j
                                 continue
                             }
                             let (oy, ox) = (p / ow, p % ow)
                             let run = min(ow - ox, nr - j, plane - p)
-                            let from = channel + oy * sh * pw + ox * sw
+                            let offset = oy * sh * pw + ox * sw
+                            let from = channel + offset
                             if wide {
-                                for i in 0..<run { packedWide[at + i] = Int8Gemm.widen(from[i * sw]) }
+                                for i in 0..<run { packedWide[at + i] = Int8Gemm.widenSigned(from[i * sw]) }
                             } else {
                                 let d = packedB + at
                                 if sw == 1 { for i in 0..<run { d[i] = from[i] } } else { for i in 0..<run { d[i] = from[i * sw] } }
+                            }
+                            if blockStart {
+                                let sFrom = scaleSource + offset
+                                for i in 0..<run { columnScales[sAt + i] = sFrom[i * sw] }
                             }
                             p += run
                         }
                     }
                 }
-                let shared = UnsafeRawPointer(packedB), word = wide ? 8 : 4
-                Tiling.run(ocBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { ocb, worker in
-                let o0 = ocb * ocBlock, orows = min(ocBlock, oc - o0)
-                let aPanels = (orows + mr - 1) / mr
-                let ldc = bPanels * nr
-                let acc = UnsafeMutableRawPointer(worker.floats(0, aPanels * mr * ldc)).assumingMemoryBound(to: Int32.self)
-                var s0 = 0
-                while s0 < steps {
-                    let ks = min(kernel.blockSteps, steps - s0)
-                    for jp in 0..<bPanels {
-                        let bp = shared + (jp * steps + s0) * nr * word
-                        for ip in 0..<aPanels {
-                            let ap = UnsafePointer(wq.words + ((o0 / mr + ip) * steps + s0) * mr)
-                            kernel.s8u8(ks, ap, bp, acc + ip * mr * ldc + jp * nr, ldc, s0 > 0)
+                // Each column's offset: the sum over its blocks (taps × channel blocks) of 128 · s · Σ q.
+                Parallel.forRanges(bPanels, threads: threads) { range in
+                    for jp in range {
+                        for j in 0..<nr {
+                            let p = p0 + jp * nr + j
+                            var total: Float = 0
+                            if p < plane {
+                                let base = (p / ow) * sh * pw + (p % ow) * sw
+                                for t in 0..<taps {
+                                    let at = base + (t / kw) * dh * pw + (t % kw) * dw
+                                    for cb in 0..<channelBlocks { total += offsetsOut[cb * padded + at] }
+                                }
+                            }
+                            columnOffsets[jp * nr + j] = total
                         }
                     }
-                    s0 += ks
                 }
-                // Back to f32, then bias and epilogue, one output channel's run of pixels at a time.
-                let zi = Int32(z)
-                for r in 0..<orows {
-                    let o = o0 + r
-                    let factor = wq.scales[o] * scale, offset = zi &* wq.sums[o], add = bias?[o] ?? 0
-                    let a = acc + r * ldc
-                    let d = ob + o * plane + p0
-                    var i = 0
-                    while i + 16 <= cols {
-                        let v = SIMD16<Float>(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Int32>.self) &- offset) * factor + add
-                        UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: SIMD16<Float>.self)
-                        i += 16
+                let sharedB = UnsafeRawPointer(packedB), word = wide ? 8 : 4
+                let scalesB = UnsafePointer(columnScales), offsetsB = UnsafePointer(columnOffsets)
+                Tiling.run(ocBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { ocb, worker in
+                    let o0 = ocb * ocBlock, orows = min(ocBlock, oc - o0)
+                    let aPanels = (orows + mr - 1) / mr
+                    let ldc = bPanels * nr
+                    let acc = worker.floats(0, aPanels * mr * ldc)
+                    var b0 = 0
+                    while b0 < blocks {
+                        let nb = min(blocksPerCall, blocks - b0), s0 = b0 * bs
+                        for jp in 0..<bPanels {
+                            let bp = sharedB + (jp * steps + s0) * nr * word
+                            let sp = scalesB + (jp * blocks + b0) * nr
+                            for ip in 0..<aPanels {
+                                let ap = UnsafePointer(wq.words + ((o0 / mr + ip) * steps + s0) * mr)
+                                kernel.convBlocked(nb, bs, ap, bp, acc + ip * mr * ldc + jp * nr, ldc, sp, b0 > 0)
+                            }
+                        }
+                        b0 += nb
                     }
-                    while i < cols { d[i] = Float(a[i] &- offset) * factor + add; i += 1 }
-                    if !epilogue.isEmpty { epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0) }
-                }
+                    // The weights' scale, less the offsets of `w + 128`; then bias and epilogue, one
+                    // output channel's run of pixels at a time.
+                    for r in 0..<orows {
+                        let o = o0 + r
+                        let factor = wq.scales[o], add = bias?[o] ?? 0
+                        let a = acc + r * ldc
+                        let d = ob + o * plane + p0
+                        var i = 0
+                        while i + 16 <= cols {
+                            let v = (UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self) - UnsafeRawPointer(offsetsB + i).loadUnaligned(as: SIMD16<Float>.self)) * factor + add
+                            UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: SIMD16<Float>.self)
+                            i += 16
+                        }
+                        while i < cols { d[i] = (a[i] - offsetsB[i]) * factor + add; i += 1 }
+                        if !epilogue.isEmpty { epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0) }
+                    }
                 }
             }
         }

@@ -9,6 +9,9 @@ import KernelsVNNI
 /// applied by the caller) in panels of 32 columns. Two micro-kernels read these panels: AVX512-VNNI
 /// `vpdpbusd` (u8 × s8 products summed four at a time into int32) and, without VNNI, AVX2 `vpmaddwd`
 /// on both sides widened to 16 bits (pairs summed into int32); both exact, no 16-bit saturation.
+/// Plans with int8 activations run the blocked variants (`convBlocked`, `linearBlocked`): the same
+/// exact int32 sums over blocks of 32 values of k, each scaled by its block's activation scale
+/// into f32 (`Int8Convolution`, `Int8Linear`); `multiply` and `timeKernel` keep the plain ones.
 public enum Int8Gemm {
     public static let mr = 12
     public static let nr = 32
@@ -61,8 +64,49 @@ public enum Int8Gemm {
             }
         }
 
+        /// `C[12 × 32] (+)= Σ_blocks scale · (A_u8 · B_s8)` in f32 over `blocks` blocks of `blockSteps`
+        /// words of four k (convolutions: weights `w + 128` on A, activations on B; one scale per column
+        /// and block); B words of 64 bits (signed 16-bit values) when `widensActivations`.
+        @inline(__always)
+        func convBlocked(_ blocks: Int, _ blockSteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafeRawPointer, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                         _ scales: UnsafePointer<Float>, _ accumulate: Bool) {
+            switch self {
+            case .vnni: convBlockedMicroKernelVNNI(blocks, blockSteps, a, b.assumingMemoryBound(to: UInt32.self), c, ldc, scales, accumulate)
+            case .avx2: convBlockedMicroKernelAVX2(blocks, blockSteps, a, b.assumingMemoryBound(to: UInt64.self), c, ldc, scales, accumulate)
+            }
+        }
+
+        /// `C[12 × 32] (+)= Σ_blocks scale · (A_s8 · B_u8)` in f32 (linear layers: activations on A,
+        /// one scale per row and block; weights `w + 128` on B); A words of 64 bits when `widensActivations`.
+        @inline(__always)
+        func linearBlocked(_ blocks: Int, _ blockSteps: Int, _ a: UnsafeRawPointer, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                           _ scales: UnsafePointer<Float>, _ accumulate: Bool) {
+            switch self {
+            case .vnni: linearBlockedMicroKernelVNNI(blocks, blockSteps, a.assumingMemoryBound(to: UInt32.self), b, c, ldc, scales, accumulate)
+            case .avx2: linearBlockedMicroKernelAVX2(blocks, blockSteps, a.assumingMemoryBound(to: UInt64.self), b, c, ldc, scales, accumulate)
+            }
+        }
+
         /// Steps of k per block of the convolution's B panels: a block stays in L1/L2.
         var blockSteps: Int { self == .avx2 ? 128 : 256 }
+    }
+
+    /// Words of four k per block of activation scales, for `steps` words: the largest divisor of
+    /// `steps` up to 8 (blocks of 32 values; convolutions pass the words of one tap, so that a block
+    /// never spans two taps).
+    public static func activationBlockSteps(_ steps: Int) -> Int {
+        var d = min(8, max(1, steps))
+        while steps % d != 0 { d -= 1 }
+        return d
+    }
+
+    /// Four signed bytes → four signed 16-bit values, in order: int8 activations' words for the AVX2 kernels.
+    @inline(__always)
+    public static func widenSigned(_ w: UInt32) -> UInt64 {
+        let u = widen(w)
+        // Bytes ≥ 128 are negative: set the high byte of each such lane.
+        let negative = (u & 0x0080_0080_0080_0080) >> 7
+        return u | negative &* 0xFF00
     }
 
     /// Four bytes → four 16-bit values (zero-extended), in order: the activations' words for the AVX2 kernels.

@@ -14,53 +14,64 @@ import _Builtin_intrinsics.intel
 public func s8s16gemmMicroKernelAVX2(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt64>,
                                      _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
     for r0 in stride(from: 0, to: 12, by: 2) {
-        int8Block2x16AVX2(ksteps, a + r0, b, c + r0 * ldc, ldc, accumulate)
-        int8Block2x16AVX2(ksteps, a + r0, b + 16, c + r0 * ldc + 16, ldc, accumulate)
+        for j0 in stride(from: 0, to: 32, by: 16) {
+            var tile = Tile2x16()
+            var pa = a + r0, pb = b + j0
+            tile.accumulate(ksteps, &pa, &pb, unsignedA: false)
+            tile.rows { r, lo, hi in
+                let p = UnsafeMutableRawPointer(c + (r0 + r) * ldc + j0).assumingMemoryBound(to: __m256i.self)
+                if accumulate {
+                    _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), lo))
+                    _mm256_storeu_si256(p + 1, _mm256_add_epi32(_mm256_loadu_si256(p + 1), hi))
+                } else {
+                    _mm256_storeu_si256(p, lo)
+                    _mm256_storeu_si256(p + 1, hi)
+                }
+            }
+        }
     }
 }
 
-/// Two rows × sixteen columns: per step two A words broadcast and widened, four 32-byte B loads
-/// (four columns × four k each), eight `vpmaddwd` whose int32 lanes hold, per column, the sums of
-/// k pairs (0, 1) and (2, 3).
-@inline(__always)
-func int8Block2x16AVX2(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt64>,
-                       _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
-    @inline(__always) func widenA(_ w: UInt32) -> __m256i { _mm256_cvtepi8_epi16(_mm_set1_epi32(Int32(bitPattern: w))) }
-    @inline(__always) func widenB(_ p: UnsafePointer<UInt64>, _ g: Int) -> __m256i {
-        _mm256_loadu_si256(UnsafeRawPointer(p + 4 * g).assumingMemoryBound(to: __m256i.self))
-    }
-    var c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00
-    var c10 = c00, c11 = c00, c12 = c00, c13 = c00
-    var pa = a, pb = b
-    for _ in 0..<ksteps {
-        let a0 = widenA(pa[0]), a1 = widenA(pa[1])
-        var x = widenB(pb, 0)
-        c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x, a0)); c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(x, a1))
-        x = widenB(pb, 1)
-        c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x, a0)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(x, a1))
-        x = widenB(pb, 2)
-        c02 = _mm256_add_epi32(c02, _mm256_madd_epi16(x, a0)); c12 = _mm256_add_epi32(c12, _mm256_madd_epi16(x, a1))
-        x = widenB(pb, 3)
-        c03 = _mm256_add_epi32(c03, _mm256_madd_epi16(x, a0)); c13 = _mm256_add_epi32(c13, _mm256_madd_epi16(x, a1))
-        pa += 12
-        pb += 32
-    }
-    // Lanes (column j, pair p) → column sums: `vphaddd` adds the pairs of two groups within each
-    // 128-bit half; a lane permutation puts the eight columns in order.
-    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)
-    @inline(__always) func store(_ r: Int, _ g0: __m256i, _ g1: __m256i, _ g2: __m256i, _ g3: __m256i) {
-        let lo = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(g0, g1), order)
-        let hi = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(g2, g3), order)
-        let p = UnsafeMutableRawPointer(c + r * ldc).assumingMemoryBound(to: __m256i.self)
-        if accumulate {
-            _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), lo))
-            _mm256_storeu_si256(p + 1, _mm256_add_epi32(_mm256_loadu_si256(p + 1), hi))
-        } else {
-            _mm256_storeu_si256(p, lo)
-            _mm256_storeu_si256(p + 1, hi)
+/// Two rows × sixteen columns of int32 sums (eight ymm accumulators once inlined): per step two A
+/// words broadcast and widened, four 32-byte B loads (four columns × four k each), eight `vpmaddwd`
+/// whose int32 lanes hold, per column, the sums of k pairs (0, 1) and (2, 3).
+struct Tile2x16 {
+    var c00 = _mm256_setzero_si256(), c01 = _mm256_setzero_si256(), c02 = _mm256_setzero_si256(), c03 = _mm256_setzero_si256()
+    var c10 = _mm256_setzero_si256(), c11 = _mm256_setzero_si256(), c12 = _mm256_setzero_si256(), c13 = _mm256_setzero_si256()
+
+    /// `steps` steps; A's bytes sign-extended, or zero-extended when `unsignedA`; B already 16-bit.
+    @inline(__always)
+    mutating func accumulate(_ steps: Int, _ pa: inout UnsafePointer<UInt32>, _ pb: inout UnsafePointer<UInt64>, unsignedA: Bool) {
+        @inline(__always) func widenA(_ w: UInt32) -> __m256i {
+            let v = _mm_set1_epi32(Int32(bitPattern: w))
+            return unsignedA ? _mm256_cvtepu8_epi16(v) : _mm256_cvtepi8_epi16(v)
+        }
+        @inline(__always) func loadB(_ p: UnsafePointer<UInt64>, _ g: Int) -> __m256i {
+            _mm256_loadu_si256(UnsafeRawPointer(p + 4 * g).assumingMemoryBound(to: __m256i.self))
+        }
+        for _ in 0..<steps {
+            let a0 = widenA(pa[0]), a1 = widenA(pa[1])
+            var x = loadB(pb, 0)
+            c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x, a0)); c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(x, a1))
+            x = loadB(pb, 1)
+            c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x, a0)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(x, a1))
+            x = loadB(pb, 2)
+            c02 = _mm256_add_epi32(c02, _mm256_madd_epi16(x, a0)); c12 = _mm256_add_epi32(c12, _mm256_madd_epi16(x, a1))
+            x = loadB(pb, 3)
+            c03 = _mm256_add_epi32(c03, _mm256_madd_epi16(x, a0)); c13 = _mm256_add_epi32(c13, _mm256_madd_epi16(x, a1))
+            pa += 12
+            pb += 32
         }
     }
-    store(0, c00, c01, c02, c03); store(1, c10, c11, c12, c13)
+
+    /// `row(r, columns 0..<8, columns 8..<16)` for the two rows: `vphaddd` adds the pairs of two
+    /// groups within each 128-bit half; a lane permutation puts the eight columns in order.
+    @inline(__always)
+    func rows(_ row: (Int, __m256i, __m256i) -> Void) {
+        let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)
+        row(0, _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(c00, c01), order), _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(c02, c03), order))
+        row(1, _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(c10, c11), order), _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(c12, c13), order))
+    }
 }
 
 /// `C[12 × 32] (+)= A · B` with A (activations) already widened: each row's step a 64-bit word of
@@ -71,41 +82,113 @@ public func u16s8gemmMicroKernelAVX2(_ ksteps: Int, _ a: UnsafePointer<UInt64>, 
                                      _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
     for r0 in stride(from: 0, to: 12, by: 6) {
         for j0 in stride(from: 0, to: 32, by: 8) {
-            int8Block6x8AVX2(ksteps, a + r0, b + j0, c + r0 * ldc + j0, ldc, accumulate)
+            var tile = Tile6x8()
+            var pa = a + r0, pb = b + j0
+            tile.accumulate(ksteps, &pa, &pb, unsignedB: false)
+            tile.rows { r, v in
+                let p = UnsafeMutableRawPointer(c + (r0 + r) * ldc + j0).assumingMemoryBound(to: __m256i.self)
+                _mm256_storeu_si256(p, accumulate ? _mm256_add_epi32(_mm256_loadu_si256(p), v) : v)
+            }
         }
     }
 }
 
-/// Six rows × eight columns: per step two B loads of four columns widened to 16 bits, six A words
-/// broadcast, twelve `vpmaddwd` (twelve accumulators; lanes as in `int8Block2x16AVX2`).
-@inline(__always)
-func int8Block6x8AVX2(_ ksteps: Int, _ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt32>,
-                           _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) {
-    @inline(__always) func widenB(_ p: UnsafePointer<UInt32>) -> __m256i {
-        _mm256_cvtepi8_epi16(_mm_loadu_si128(UnsafeRawPointer(p).assumingMemoryBound(to: __m128i.self)))
+/// Six rows × eight columns of int32 sums (twelve ymm accumulators once inlined): per step two B
+/// loads of four columns widened to 16 bits, six A words broadcast, twelve `vpmaddwd` (lanes as in
+/// `Tile2x16`).
+struct Tile6x8 {
+    var c00 = _mm256_setzero_si256(), c01 = _mm256_setzero_si256(), c10 = _mm256_setzero_si256(), c11 = _mm256_setzero_si256()
+    var c20 = _mm256_setzero_si256(), c21 = _mm256_setzero_si256(), c30 = _mm256_setzero_si256(), c31 = _mm256_setzero_si256()
+    var c40 = _mm256_setzero_si256(), c41 = _mm256_setzero_si256(), c50 = _mm256_setzero_si256(), c51 = _mm256_setzero_si256()
+
+    /// `steps` steps; A already 16-bit; B's bytes sign-extended, or zero-extended when `unsignedB`.
+    @inline(__always)
+    mutating func accumulate(_ steps: Int, _ pa: inout UnsafePointer<UInt64>, _ pb: inout UnsafePointer<UInt32>, unsignedB: Bool) {
+        @inline(__always) func widenB(_ p: UnsafePointer<UInt32>) -> __m256i {
+            let v = _mm_loadu_si128(UnsafeRawPointer(p).assumingMemoryBound(to: __m128i.self))
+            return unsignedB ? _mm256_cvtepu8_epi16(v) : _mm256_cvtepi8_epi16(v)
+        }
+        @inline(__always) func row(_ w: UInt64) -> __m256i { _mm256_set1_epi64x(Int64(bitPattern: w)) }
+        for _ in 0..<steps {
+            let b0 = widenB(pb), b1 = widenB(pb + 4)
+            var x = row(pa[0]); c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(b0, x)); c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(b1, x))
+            x = row(pa[1]); c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(b0, x)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(b1, x))
+            x = row(pa[2]); c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(b0, x)); c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(b1, x))
+            x = row(pa[3]); c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(b0, x)); c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(b1, x))
+            x = row(pa[4]); c40 = _mm256_add_epi32(c40, _mm256_madd_epi16(b0, x)); c41 = _mm256_add_epi32(c41, _mm256_madd_epi16(b1, x))
+            x = row(pa[5]); c50 = _mm256_add_epi32(c50, _mm256_madd_epi16(b0, x)); c51 = _mm256_add_epi32(c51, _mm256_madd_epi16(b1, x))
+            pa += 12
+            pb += 32
+        }
     }
-    @inline(__always) func row(_ w: UInt64) -> __m256i { _mm256_set1_epi64x(Int64(bitPattern: w)) }
-    var c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00
-    var c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00
-    var pa = a, pb = b
-    for _ in 0..<ksteps {
-        let b0 = widenB(pb), b1 = widenB(pb + 4)
-        var x = row(pa[0]); c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(b0, x)); c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(b1, x))
-        x = row(pa[1]); c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(b0, x)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(b1, x))
-        x = row(pa[2]); c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(b0, x)); c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(b1, x))
-        x = row(pa[3]); c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(b0, x)); c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(b1, x))
-        x = row(pa[4]); c40 = _mm256_add_epi32(c40, _mm256_madd_epi16(b0, x)); c41 = _mm256_add_epi32(c41, _mm256_madd_epi16(b1, x))
-        x = row(pa[5]); c50 = _mm256_add_epi32(c50, _mm256_madd_epi16(b0, x)); c51 = _mm256_add_epi32(c51, _mm256_madd_epi16(b1, x))
-        pa += 12
-        pb += 32
+
+    /// `row(r, columns 0..<8)` for the six rows.
+    @inline(__always)
+    func rows(_ row: (Int, __m256i) -> Void) {
+        let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)
+        @inline(__always) func sums(_ g0: __m256i, _ g1: __m256i) -> __m256i { _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(g0, g1), order) }
+        row(0, sums(c00, c01)); row(1, sums(c10, c11)); row(2, sums(c20, c21))
+        row(3, sums(c30, c31)); row(4, sums(c40, c41)); row(5, sums(c50, c51))
     }
-    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)
-    @inline(__always) func store(_ r: Int, _ g0: __m256i, _ g1: __m256i) {
-        let v = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(g0, g1), order)
-        let p = UnsafeMutableRawPointer(c + r * ldc).assumingMemoryBound(to: __m256i.self)
-        _mm256_storeu_si256(p, accumulate ? _mm256_add_epi32(_mm256_loadu_si256(p), v) : v)
+}
+
+/// The int8 × int8 products of plans with int8 activations, in blocks of k, without VNNI:
+/// `C[12 × 32] (+)= Σ_blocks scale_block · (A · B)_block` in f32 (C in memory, row-major `ldc`),
+/// each block `blockSteps` steps of four k summed exactly in int32 by `vpmaddwd` on 16-bit values,
+/// then converted and scaled; the same sums as `convBlockedMicroKernelVNNI`. Convolutions: A the
+/// weights as unsigned bytes (`w + 128`, widened as broadcast), B the activations already widened
+/// (signed 16-bit values, a 64-bit word per column and step), one scale per column and block.
+@inline(never)
+public func convBlockedMicroKernelAVX2(_ blocks: Int, _ blockSteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt64>,
+                                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ scales: UnsafePointer<Float>, _ accumulate: Bool) {
+    for r0 in stride(from: 0, to: 12, by: 2) {
+        for j0 in stride(from: 0, to: 32, by: 16) {
+            var pa = a + r0, pb = b + j0
+            for block in 0..<blocks {
+                var tile = Tile2x16()
+                tile.accumulate(blockSteps, &pa, &pb, unsignedA: true)
+                let first = block == 0 && !accumulate
+                let s = scales + block * 32 + j0
+                let s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8)
+                tile.rows { r, lo, hi in
+                    let p = c + (r0 + r) * ldc + j0
+                    let (flo, fhi) = (_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi))
+                    if first {
+                        _mm256_storeu_ps(p, _mm256_mul_ps(flo, s0))
+                        _mm256_storeu_ps(p + 8, _mm256_mul_ps(fhi, s1))
+                    } else {
+                        _mm256_storeu_ps(p, _mm256_fmadd_ps(flo, s0, _mm256_loadu_ps(p)))
+                        _mm256_storeu_ps(p + 8, _mm256_fmadd_ps(fhi, s1, _mm256_loadu_ps(p + 8)))
+                    }
+                }
+            }
+        }
     }
-    store(0, c00, c01); store(1, c10, c11); store(2, c20, c21); store(3, c30, c31); store(4, c40, c41); store(5, c50, c51)
+}
+
+/// As `convBlockedMicroKernelAVX2` for linear layers: A the activations already widened (signed
+/// 16-bit values, a 64-bit word per row and step), B the weights as unsigned bytes (`w + 128`),
+/// one scale per row and block (`scales[block · 12 + r]`).
+@inline(never)
+public func linearBlockedMicroKernelAVX2(_ blocks: Int, _ blockSteps: Int, _ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt32>,
+                                         _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ scales: UnsafePointer<Float>, _ accumulate: Bool) {
+    for r0 in stride(from: 0, to: 12, by: 6) {
+        for j0 in stride(from: 0, to: 32, by: 8) {
+            var pa = a + r0, pb = b + j0
+            for block in 0..<blocks {
+                var tile = Tile6x8()
+                tile.accumulate(blockSteps, &pa, &pb, unsignedB: true)
+                let first = block == 0 && !accumulate
+                let s = scales + block * 12 + r0
+                tile.rows { r, v in
+                    let f = _mm256_set1_ps(s[r])
+                    let p = c + (r0 + r) * ldc + j0
+                    let x = _mm256_cvtepi32_ps(v)
+                    _mm256_storeu_ps(p, first ? _mm256_mul_ps(x, f) : _mm256_fmadd_ps(x, f, _mm256_loadu_ps(p)))
+                }
+            }
+        }
+    }
 }
 
 /// 12 independent `vpmaddwd` + `vpaddd` per iteration on registers: 12 · 16 multiply-adds each.
