@@ -111,9 +111,9 @@ public struct Compensation: Sendable {
                 let w = reference.weight(c.index)
                 do {
                     let format = formats[c.name] ?? .int8Channel
-                    let blocks = (c.k + Quantization.blockSize - 1) / Quantization.blockSize
+                    let blocks = Quantization.codeBytes(k: c.k)
                     let values = Tensor.zeros(.i8, w.shape), scales = Tensor.zeros(.f32, Shape([w.shape.dims[0]]))
-                    let codes: Tensor? = format == .int8Block32 ? Tensor.zeros(.u8, Shape([w.shape.dims[0], blocks])) : nil
+                    let codes: Tensor? = format.hasBlockCodes ? Tensor.zeros(.u8, Shape([w.shape.dims[0], blocks])) : nil
                     for r in c.rowGroups {
                         let part = Tensor.zeros(.f32, Shape([r.count, c.k]))
                         part.storage.mutableBytes!.baseAddress!.copyMemory(from: w.bytes.baseAddress! + r.lowerBound * c.k * 4, byteCount: r.count * c.k * 4)

@@ -166,8 +166,9 @@ public final class Executor: @unchecked Sendable {
     func referenceOperand(_ o: Operand) -> Tensor {
         let t = Self.tensor(copying: view(o))
         if case .weight(let i) = o, let s = plan.program.weights[i].scale, t.dtype == .i8 {
-            if let c = plan.program.weights[i].blockCodes {
-                return Quantization.dequantizeInt8Blocks(t, scales: Self.tensor(copying: view(.weight(s))), codes: Self.tensor(copying: view(.weight(c))))
+            if let c = plan.program.weights[i].blockCodes, let format = WeightFormat(rawValue: plan.program.weights[i].format) {
+                return Quantization.dequantizeInt8Blocks(t, scales: Self.tensor(copying: view(.weight(s))), codes: Self.tensor(copying: view(.weight(c))),
+                                                         format: format)
             }
             return Quantization.dequantizeInt8PerRow(t, scales: Self.tensor(copying: view(.weight(s))))
         }
@@ -369,14 +370,14 @@ public final class Executor: @unchecked Sendable {
         return UnsafePointer(view(.weight(s)).floats)
     }
 
-    /// The per-row scales of an int8-channel weight operand (nil for int8-block32, which the int8 ×
-    /// int8 kernels do not take: its products run with f32 activations).
+    /// The per-row scales of an int8-channel weight operand (nil for the block formats, which the int8
+    /// × int8 kernels do not take: their products run with f32 activations).
     private func channelScales(of operand: Operand) -> UnsafePointer<Float>? {
         guard case .weight(let i) = operand, plan.program.weights[i].blockCodes == nil else { return nil }
         return scales(of: operand)
     }
 
-    /// The block codes of an int8-block32 weight operand.
+    /// The block codes of a block-format (`int8-block32`, `int8-block16`) weight operand.
     private func blockCodes(of operand: Operand) -> UnsafePointer<UInt8>? {
         guard case .weight(let i) = operand, let c = plan.program.weights[i].blockCodes else { return nil }
         return UnsafePointer(view(.weight(c)).pointer.assumingMemoryBound(to: UInt8.self))
@@ -387,9 +388,9 @@ public final class Executor: @unchecked Sendable {
         switch w.dtype {
         case .i8:
             guard let s = scales(of: operand) else { return nil }
-            if let c = blockCodes(of: operand) {
-                return PackedMatrix.int8BlockRows(w.pointer.assumingMemoryBound(to: Int8.self), scales: s, codes: c, rows: rows, k: k, groups: groups,
-                                                  width: width, threads: threads)
+            if let c = blockCodes(of: operand), case .weight(let i) = operand, let format = WeightFormat(rawValue: plan.program.weights[i].format) {
+                return PackedMatrix.int8BlockRows(w.pointer.assumingMemoryBound(to: Int8.self), scales: s, codes: c, format: format, rows: rows, k: k,
+                                                  groups: groups, width: width, threads: threads)
             }
             return PackedMatrix.int8Rows(w.pointer.assumingMemoryBound(to: Int8.self), scales: s, rows: rows, k: k, groups: groups, width: width, threads: threads)
         case .f16:

@@ -34,9 +34,9 @@ public enum ErrorCompensation {
         return (q.values, q.scales!)
     }
 
-    /// As `quantizeInt8PerRow`, in `format` (`int8-channel` or `int8-block32`): an `int8-block32`
-    /// weight keeps the row scales and block codes of plain rounding (`Quantization.blockScales` of
-    /// `w`), and each value is rounded with its block's scale.
+    /// As `quantizeInt8PerRow`, in `format` (`int8-channel`, `int8-block32` or `int8-block16`): a
+    /// block-format weight keeps the row scales and block codes of plain rounding
+    /// (`Quantization.blockScales` of `w`), and each value is rounded with its block's scale.
     public static func quantizeInt8(_ w: Tensor, format: WeightFormat, hessian: UnsafeMutablePointer<Float>, damping: Float,
                                     activationOrder: Bool = false, block: Int = 128) throws -> QuantizedWeight {
         precondition(format.isInt8)
@@ -45,10 +45,10 @@ public enum ErrorCompensation {
         let k = rows > 0 ? w.count / rows : 0
         let values = Tensor.zeros(.i8, w.shape)
         let scales = Tensor.zeros(.f32, Shape([rows]))
-        let codes: Tensor? = format == .int8Block32 ? Quantization.blockScales(f).codes : nil
+        let coding = Quantization.BlockCoding(format)
+        let codes: Tensor? = coding != nil ? Quantization.blockScales(f, format: format).codes : nil
         guard k > 0 else { return QuantizedWeight(format: format, values: values, scales: scales, blockCodes: codes) }
-        let blocks = (k + Quantization.blockSize - 1) / Quantization.blockSize
-        let code: UnsafeBufferPointer<UInt8>? = codes.map { UnsafeBufferPointer($0.storage.mutableBytes!.bindMemory(to: UInt8.self)) }
+        let code: UnsafePointer<UInt8>? = codes.map { UnsafePointer($0.storage.mutableBytes!.bindMemory(to: UInt8.self).baseAddress!) }
         // Column i of the work is column order[i] of the weight.
         var order = Array(0..<k)
         var h = hessian
@@ -113,9 +113,10 @@ public enum ErrorCompensation {
             for i in b0..<b1 {
                 let col = wt + i * rows, e = err + (i - b0) * rows
                 let d = h[i * k + i]
-                let blockOfColumn = order[i] / Quantization.blockSize
+                let blockOfColumn = order[i] / (coding?.size ?? 1)
                 for r in 0..<rows {
-                    let s = code.map { Quantization.blockScale(scale[r], $0[r * blocks + blockOfColumn]) } ?? scale[r]
+                    var s = scale[r]
+                    if let code, let coding { s = coding.scale(s, coding.code(code, row: r, block: blockOfColumn, k: k)) }
                     guard s > 0 else { e[r] = 0; continue }
                     let v = (col[r] / s).rounded()
                     let c = Int8(v.isNaN ? 0 : min(127, max(-127, v)))

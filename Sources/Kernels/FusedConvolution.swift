@@ -255,6 +255,22 @@ public enum FusedConvolution {
             packedB = prepackTaps(k, x: x, kh: kh, kw: kw, affine: affine, silu: silu, panels: panelsPerImage, gemm: gemm, oh: oh, ow: ow,
                                   threads: threads, scratch: shared)
         }
+        // Quantised weights used by several bands (or images): expanded to f32 once for the call, in
+        // parallel, rather than once per band and block of output channels (up to 8 M values, the
+        // GEMM's own limit for expanding an operand whole).
+        var expandedA: UnsafeMutablePointer<Float>? = nil
+        if let p = packed, p.element != nil, n * bands > 1, groups * p.groupStride <= 8 << 20 {
+            let buffer = shared.floats(6, groups * p.groupStride)
+            let panels = p.panels
+            Parallel.forRanges(groups * panels, threads: threads) { range in
+                for item in range {
+                    guard case .quantized(let q) = p.operand(group: item / panels) else { continue }
+                    q.expand(panels: (item % panels)..<(item % panels + 1), depth: 0..<p.k, width: p.width,
+                             into: buffer + item * p.panelStride)
+                }
+            }
+            expandedA = buffer
+        }
         affine.withUnsafeBufferPointer { affineBuffer in
             offsets.withUnsafeBufferPointer { offsetBuffer in
                 let aff = affine.isEmpty ? nil : affineBuffer.baseAddress
@@ -272,7 +288,8 @@ public enum FusedConvolution {
                     let r0 = band * bandRows, rows = min(bandRows, oh - r0), cols = rows * ow
                     let xg = x.floats + (b * c + g * icg) * h * w
                     let og = out.floats + (b * oc + g * ocg + o0) * plane + r0 * ow
-                    let a: GemmOperand = packed.map { $0.operand(group: g, first: o0) }
+                    let a: GemmOperand = expandedA.map { e in packed.map { .panels(e + (g * $0.panels + o0 / $0.width) * $0.panelStride, panelStride: $0.panelStride) }! }
+                        ?? packed.map { $0.operand(group: g, first: o0) }
                         ?? .matrix(weight.floats + (g * ocg + o0) * kk, ld: kk, transposed: false)
                     func normalizeRow(_ ci: Int, _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
                         guard let aff else { dst.update(from: src, count: count); return }

@@ -58,17 +58,20 @@ public final class PackedMatrix: @unchecked Sendable {
     /// (`pointer` then holds bytes of that element type, `scales` one f32 per padded row for int8).
     public let element: PanelElement?
     public let scales: UnsafeMutablePointer<Float>?
-    /// For `int8-block32` panels: a code per element and block of 32 steps (`QuantizedPanels`).
+    /// For block-format panels (`int8-block32`, `int8-block16`): how the blocks are coded, and a
+    /// code per element and block of steps, one byte each (`QuantizedPanels`).
+    public let coding: Quantization.BlockCoding?
     public let codes: UnsafeMutablePointer<UInt8>?
-    /// Blocks of `Quantization.blockSize` steps along `k` (for `codes`).
-    public var blocks: Int { (k + Quantization.blockSize - 1) / Quantization.blockSize }
+    /// Blocks of `coding.size` steps along `k` (for `codes`).
+    public var blocks: Int { coding?.blocks(k: k) ?? 0 }
     public var byteCount: Int {
         groups * groupStride * (element?.byteSize ?? 4) + (scales == nil ? 0 : groups * panels * width * 4)
             + (codes == nil ? 0 : groups * panels * blocks * width)
     }
 
-    init(extent: Int, k: Int, width: Int, groups: Int, element: PanelElement? = nil, blockCodes: Bool = false) {
+    init(extent: Int, k: Int, width: Int, groups: Int, element: PanelElement? = nil, coding: Quantization.BlockCoding? = nil) {
         self.extent = extent
+        self.coding = element == .int8 ? coding : nil
         self.k = k
         self.width = width
         self.groups = groups
@@ -78,8 +81,8 @@ public final class PackedMatrix: @unchecked Sendable {
         // Quantised panels are expanded 16 values at a time: room to read a vector past the end.
         pointer = UnsafeMutableRawPointer.allocate(byteCount: bytes + 64, alignment: 64).bindMemory(to: Float.self, capacity: (bytes + 64) / 4)
         scales = element == .int8 ? .allocate(capacity: max(1, groups * ((extent + width - 1) / width) * width)) : nil
-        codes = element == .int8 && blockCodes
-            ? .allocate(capacity: max(1, groups * ((extent + width - 1) / width) * ((k + Quantization.blockSize - 1) / Quantization.blockSize) * width)) : nil
+        codes = element == .int8 && coding != nil
+            ? .allocate(capacity: max(1, groups * ((extent + width - 1) / width) * coding!.blocks(k: k) * width)) : nil
     }
 
     deinit { UnsafeMutableRawPointer(pointer).deallocate(); scales?.deallocate(); codes?.deallocate() }

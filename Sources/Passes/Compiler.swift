@@ -88,7 +88,7 @@ public enum Compiler {
     /// The quantisation section of the report: totals per format, then every convolution and linear
     /// weight with its format, the reason, its size and its error against f32.
     static func quantizationReport(_ records: [Lowering.QuantizedRecord], rules: [QuantRule] = []) -> String {
-        var out = "quantisation of convolution and linear weights (int8: per output channel; int8-block32: and per block of 32):\n"
+        var out = "quantisation of convolution and linear weights (int8: per output channel; int8-block32, int8-block16: and per block of 32, 16):\n"
         for r in rules {
             let n = records.filter { $0.reason == "rule \(r)" }.count
             out += "  rule \(r): \(n) weight\(n == 1 ? "" : "s")" + (n == 0 ? " (matches no convolution or linear weight not matched by an earlier rule)" : "") + "\n"

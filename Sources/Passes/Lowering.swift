@@ -83,7 +83,7 @@ public struct Lowering {
     }
 
     /// Stores the weights of convolutions and linear layers (their operand 1) in the formats `policy`
-    /// gives them (int8 weights get their f32 scales, and int8-block32 its u8 codes, as separate weights); returns one
+    /// gives them (int8 weights get their f32 scales, and the block formats their u8 codes, as separate weights); returns one
     /// record per such weight, in weight order. `parallel` runs `body(i)` for 0..<n (quantisation and
     /// its error measurement are per weight).
     /// `keepEnds`: entry points (graphs without a model definition, such as ONNX imports) whose first
@@ -120,7 +120,7 @@ public struct Lowering {
                 var reason = plan[k].1
                 let q: QuantizedWeight
                 if format.isInt8, let o = overrides[ws[i].name], o.format == format, o.values.shape == t.shape,
-                   o.scales?.count == t.shape.dims.first, (format == .int8Block32) == (o.blockCodes != nil) {
+                   o.scales?.count == t.shape.dims.first, format.hasBlockCodes == (o.blockCodes != nil) {
                     q = o
                     reason += ", error-compensated"
                 } else {

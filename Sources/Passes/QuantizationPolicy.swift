@@ -12,14 +12,14 @@ public struct QuantRule: Sendable, Equatable, CustomStringConvertible {
         self.format = format
     }
 
-    /// Parses `PATTERN=FORMAT` (FORMAT: f32, bf16, f16, int8, int8-block32).
+    /// Parses `PATTERN=FORMAT` (FORMAT: f32, bf16, f16, int8, int8-block32, int8-block16).
     public init(parsing text: String) throws {
         guard let eq = text.lastIndex(of: "="), eq != text.startIndex else {
             throw IRError(node: "", "quantisation rule '\(text)': expected PATTERN=FORMAT, e.g. '*time_embed*=f32'")
         }
         let name = String(text[text.index(after: eq)...])
         guard let f = WeightFormat(userName: name) else {
-            throw IRError(node: "", "quantisation rule '\(text)': '\(name)' is not a weight format (f32, bf16, f16, int8, int8-block32)")
+            throw IRError(node: "", "quantisation rule '\(text)': '\(name)' is not a weight format (f32, bf16, f16, int8, int8-block32, int8-block16)")
         }
         self.init(pattern: String(text[..<eq]), format: f)
     }

@@ -249,12 +249,12 @@ public final class PlanFile: @unchecked Sendable {
                     throw PlanError(path, "weight \(i) (\(w.name)): \(w.format) without f32 scales of one per row")
                 }
             }
-            if format == .int8Block32 {
+            if let format, format.hasBlockCodes {
                 let rows = max(1, w.shape.dims.first ?? 1)
-                let blocks = (w.shape.count / rows + Quantization.blockSize - 1) / Quantization.blockSize
+                let bytes = Quantization.codeBytes(k: w.shape.count / rows)
                 guard let c = w.blockCodes, c > 0, c < program.weights.count, program.weights[c].dtype == .u8,
-                      program.weights[c].shape.dims == [rows, blocks] else {
-                    throw PlanError(path, "weight \(i) (\(w.name)): int8-block32 without u8 block codes of shape [\(rows), \(blocks)]")
+                      program.weights[c].shape.dims == [rows, bytes] else {
+                    throw PlanError(path, "weight \(i) (\(w.name)): \(w.format) without u8 block codes of shape [\(rows), \(bytes)]")
                 }
             }
         }

@@ -89,11 +89,13 @@ public struct WeightRecord: Codable, Sendable, Equatable {
     public var byteCount: Int
     /// How the weight is stored (`WeightFormat`): "f32", "f16", "bf16", "int8-channel" (dtype i8,
     /// symmetric per output channel, with `scale` naming the f32 `[dims[0]]` scales) or
-    /// "int8-block32" (the same, and `blockCodes` naming a u8 code per 32 values of a row).
+    /// "int8-block32" / "int8-block16" (the same, and `blockCodes` naming the u8 block codes: a code
+    /// per 32 values of a row, or two 4-bit codes a byte for blocks of 16).
     public var format: String
-    /// For "int8-channel" and "int8-block32": the index of the weight holding the per-row scales.
+    /// For the int8 formats: the index of the weight holding the per-row scales.
     public var scale: Int?
-    /// For "int8-block32": the index of the weight holding the u8 block codes `[dims[0], blocks]`.
+    /// For "int8-block32" and "int8-block16": the index of the weight holding the u8 block codes
+    /// `[dims[0], ceil(k / 32)]`.
     public var blockCodes: Int?
     public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: String, scale: Int? = nil, blockCodes: Int? = nil) {
         self.name = name

@@ -31,11 +31,12 @@ import Testing
         let extent = side == .a ? rows : cols
         let width = side == .a ? gemm.mr : gemm.nr
         let packed: PackedMatrix
-        if format == .int8Block32 {
+        if format.hasBlockCodes {
             packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
                 q.scales!.withElements(as: Float.self) { s in
                     q.blockCodes!.withElements(as: UInt8.self) { c in
-                        PackedMatrix.int8BlockRows(v.baseAddress!, scales: s.baseAddress!, codes: c.baseAddress!, rows: extent, k: k, width: width, threads: 2)
+                        PackedMatrix.int8BlockRows(v.baseAddress!, scales: s.baseAddress!, codes: c.baseAddress!, format: format, rows: extent, k: k,
+                                                   width: width, threads: 2)
                     }
                 }
             }
@@ -75,7 +76,7 @@ import Testing
     func expandedPanelsEqualDequantisedWeights(m: Int, n: Int, k: Int) {
         for isa in Self.engines {
             let gemm = Gemm(isa)
-            for format in [WeightFormat.int8Channel, .int8Block32, .f16] {
+            for format in [WeightFormat.int8Channel, .int8Block32, .int8Block16, .f16] {
                 for side in [Side.a, .b] {
                     let (got, expected) = Self.products(gemm, format: format, side: side, rows: m, cols: n, k: k)
                     #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) \(format) side \(side) \(m)×\(n)×\(k)")
@@ -106,30 +107,35 @@ import Testing
         #expect(Quantization.error(Quantization.dequantize(h), w).relativeL2 < 5e-4)
     }
 
-    /// int8-block32: the row scales of int8-channel, and per block of 32 values (the last one shorter)
-    /// the smallest code whose step covers the block's largest value; every value within half its
-    /// block's step, zeros exact (a zero block has code 0), and on Gaussian rows less error than one
-    /// scale per row.
-    @Test(arguments: [(20, 37), (9, 64), (5, 1), (3, 100)])
-    func int8BlockQuantisation(rows: Int, k: Int) {
+    /// int8-block32 and int8-block16: the row scales of int8-channel, and per block of 32 (16) values
+    /// (the last one shorter) the smallest code whose step covers the block's largest value; every
+    /// value within half its block's step, zeros exact (a zero block has code 0), the codes in
+    /// `[rows, ceil(k/32)]` bytes (two 4-bit codes a byte for blocks of 16), and on Gaussian rows less
+    /// error than one scale per row.
+    @Test(arguments: [(20, 37), (9, 64), (5, 1), (3, 100), (4, 47)], [WeightFormat.int8Block32, .int8Block16])
+    func int8BlockQuantisation(shape: (Int, Int), format: WeightFormat) {
+        let (rows, k) = shape
         var values = Self.weights(rows: rows, k: k).floats()
-        if k >= 64 { for i in 32..<64 { values[i] = 0 } }  // a zero block in row 0
+        if k >= 64 { for i in 32..<64 { values[i] = 0 } }  // a zero block in row 0 (two for blocks of 16)
         let w = Tensor(values, shape: Shape([rows, k]))
-        let q = Quantization.quantize(w, as: .int8Block32)
-        let blocks = (k + 31) / 32
-        #expect(q.values.dtype == .i8 && q.scales!.shape == Shape([rows]) && q.blockCodes!.shape == Shape([rows, blocks]) && q.blockCodes!.dtype == .u8)
+        let q = Quantization.quantize(w, as: format)
+        let coding = Quantization.BlockCoding(format)!
+        let size = coding.size, blocks = (k + size - 1) / size
+        #expect(q.values.dtype == .i8 && q.scales!.shape == Shape([rows]) && q.blockCodes!.shape == Shape([rows, (k + 31) / 32]) && q.blockCodes!.dtype == .u8)
         let deq = Quantization.dequantize(q).floats(), s = q.scales!.floats()
         let codes = q.blockCodes!.withElements(as: UInt8.self) { Array($0) }
         for r in 0..<rows {
             let m = (0..<k).map { abs(values[r * k + $0]) }.max()!
             #expect(s[r] == m / 127)
             for b in 0..<blocks {
-                let range = (r * k + b * 32)..<(r * k + min(k, (b + 1) * 32))
+                let range = (r * k + b * size)..<(r * k + min(k, (b + 1) * size))
                 let mb = range.map { abs(values[$0]) }.max()!
-                let c = codes[r * blocks + b]
-                let step = Quantization.blockScale(s[r], c)
+                let byte = codes[r * ((k + 31) / 32) + (size == 32 ? b : b / 2)]
+                let c = size == 32 ? byte : (byte >> (4 * UInt8(b % 2))) & 15
+                #expect(codes.withUnsafeBufferPointer { coding.code($0.baseAddress!, row: r, block: b, k: k) } == c)
+                let step = coding.scale(s[r], c)
                 if mb == 0 { #expect(c == 0); continue }
-                #expect((127 * step >= mb || c == 255) && (c == 1 || 127 * Quantization.blockScale(s[r], c - 1) < mb), "row \(r) block \(b): code \(c)")
+                #expect((127 * step >= mb || c == coding.maxCode) && (c == 1 || 127 * coding.scale(s[r], c - 1) < mb), "row \(r) block \(b): code \(c)")
                 for i in range { #expect(abs(deq[i] - values[i]) <= step * 0.5001, "row \(r) value \(i)") }
             }
         }
@@ -139,7 +145,7 @@ import Testing
             // Box–Muller: Gaussian values, whose rows' largest values stand out of most of their blocks.
             let u = GemmTests.values(rows * 512, seed: 5).map { Double(abs($0)) * 0.999 + 0.001 }, v = GemmTests.values(rows * 512, seed: 6)
             let g = Tensor((0..<(rows * 512)).map { Float((-2 * log(u[$0])).squareRoot() * cos(Double.pi * Double(v[$0]))) }, shape: Shape([rows, 512]))
-            let perBlock = Quantization.error(Quantization.dequantize(Quantization.quantize(g, as: .int8Block32)), g).relativeL2
+            let perBlock = Quantization.error(Quantization.dequantize(Quantization.quantize(g, as: format)), g).relativeL2
             let perRow = Quantization.error(Quantization.dequantize(Quantization.quantize(g, as: .int8Channel)), g).relativeL2
             #expect(perBlock < 0.8 * perRow, "\(perBlock) vs \(perRow)")
         }

@@ -192,20 +192,21 @@ import TestSupport
         #expect(compensated < 0.5 * rounded, "compensated \(compensated), plain \(rounded)")
     }
 
-    /// int8-block32: the row scales and block codes of plain rounding; uncorrelated inputs give plain
-    /// rounding's values bit for bit, correlated ones less than half its output error on other inputs.
-    @Test(arguments: [false, true])
-    func blockScalesKeepTheirCodes(activationOrder: Bool) throws {
+    /// int8-block32 and int8-block16: the row scales and block codes of plain rounding; uncorrelated
+    /// inputs give plain rounding's values bit for bit, correlated ones less than half its output
+    /// error on other inputs.
+    @Test(arguments: [false, true], [WeightFormat.int8Block32, .int8Block16])
+    func blockScalesKeepTheirCodes(activationOrder: Bool, format: WeightFormat) throws {
         let (rows, k, factors) = (9, 75, 5)
         var wv = Self.values(rows * k, seed: 21)
         for i in 0..<k { wv[2 * k + i] *= 1000 }
         for i in 32..<64 { wv[4 * k + i] *= 0.01 }  // a quiet block
         let w = Tensor(wv, shape: [rows, k])
-        let plain = Quantization.quantize(w, as: .int8Block32)
+        let plain = Quantization.quantize(w, as: format)
         var diagonal = [Float](repeating: 0, count: k * k)
         for i in 0..<k { diagonal[i * k + i] = Float(1 + i % 3) }
         let same = try diagonal.withUnsafeMutableBufferPointer {
-            try ErrorCompensation.quantizeInt8(w, format: .int8Block32, hessian: $0.baseAddress!, damping: 0.01, activationOrder: activationOrder, block: 16)
+            try ErrorCompensation.quantizeInt8(w, format: format, hessian: $0.baseAddress!, damping: 0.01, activationOrder: activationOrder, block: 16)
         }
         #expect(same.values.withElements(as: Int8.self) { Array($0) } == plain.values.withElements(as: Int8.self) { Array($0) })
         #expect(same.scales!.floats() == plain.scales!.floats())
@@ -216,9 +217,9 @@ import TestSupport
         var h = [Float](repeating: 0, count: k * k)
         calibration.withUnsafeBufferPointer { x in h.withUnsafeMutableBufferPointer { ErrorCompensation.accumulate($0.baseAddress!, k: k, x: x.baseAddress!, rows: 400) } }
         let q = try h.withUnsafeMutableBufferPointer {
-            try ErrorCompensation.quantizeInt8(w, format: .int8Block32, hessian: $0.baseAddress!, damping: 0.01, activationOrder: activationOrder, block: 32)
+            try ErrorCompensation.quantizeInt8(w, format: format, hessian: $0.baseAddress!, damping: 0.01, activationOrder: activationOrder, block: 32)
         }
-        #expect(q.format == .int8Block32 && q.scales!.floats() == plain.scales!.floats())
+        #expect(q.format == format && q.scales!.floats() == plain.scales!.floats())
         #expect(q.blockCodes!.withElements(as: UInt8.self) { Array($0) } == plain.blockCodes!.withElements(as: UInt8.self) { Array($0) })
         #expect(q.values.withElements(as: Int8.self) { $0.allSatisfy { $0 >= -127 } })
         func outputError(_ d: [Float]) -> Double {
@@ -237,10 +238,10 @@ import TestSupport
         #expect(compensated < 0.5 * rounded, "compensated \(compensated), plain \(rounded)")
     }
 
-    /// A fixture UNet as an int8 plan (either int8 format): compensated from calibration inputs through the f32 plan, its
+    /// A fixture UNet as an int8 plan (each int8 format): compensated from calibration inputs through the f32 plan, its
     /// error on the fixture's own (held-out) inputs is below plain rounding's; the plan's weights are
     /// the compensated ones and the report says so.
-    @Test(arguments: [WeightFormat.int8Channel, .int8Block32])
+    @Test(arguments: [WeightFormat.int8Channel, .int8Block32, .int8Block16])
     func compensatedPlanBeatsPlainRounding(format: WeightFormat) throws {
         let f = try FixtureNetwork.load(3)
         let dir = TemporaryDirectory()
@@ -267,7 +268,7 @@ import TestSupport
         for (name, q) in c.overrides {
             let i = try #require(planG.program.weights.firstIndex { $0.name == name })
             #expect(planG.weight(i).withElements(as: Int8.self) { Array($0) } == q.values.withElements(as: Int8.self) { Array($0) })
-            #expect(planG.program.weights[i].format == format.rawValue && (planG.program.weights[i].blockCodes != nil) == (format == .int8Block32))
+            #expect(planG.program.weights[i].format == format.rawValue && (planG.program.weights[i].blockCodes != nil) == format.hasBlockCodes)
         }
         let exact = try Executor(plan: plan32, threads: 2).run(entry: entry.name, inputs: f.inputs).outputs[0].tensor
         func error(_ p: PlanFile) throws -> Double {

@@ -59,7 +59,7 @@ import TestSupport
         let dir = TemporaryDirectory()
         let (plan32, _) = try Self.compile(f, into: dir)
         let exact = try Executor(plan: plan32, threads: 2).run(entry: f.network.rawValue, inputs: f.inputs)
-        for (format, bound, int8Activations) in [(WeightFormat.int8Channel, 5e-2, false), (.int8Block32, 5e-2, false), (.f16, 2e-3, false), (.int8Channel, 8e-2, true)] {
+        for (format, bound, int8Activations) in [(WeightFormat.int8Channel, 5e-2, false), (.int8Block32, 5e-2, false), (.int8Block16, 5e-2, false), (.f16, 2e-3, false), (.int8Channel, 5e-2, true)] {
             var o = CompileOptions()
             o.quantization = QuantizationPolicy(defaultFormat: format, exclusions: f.network.quantizationExclusions)
             o.int8Activations = int8Activations

@@ -27,7 +27,7 @@ import TestSupport
         }
     }
 
-    /// An int8-channel weight without its scales, an int8-block32 weight without its codes, or a
+    /// An int8-channel weight without its scales, a block-format weight without its codes, or a
     /// format that does not match the dtype, is refused (a consistent file otherwise: checksums right).
     @Test func quantisedWeightsWithoutScalesAreRefused() throws {
         let f = try FixtureNetwork.load(1)
@@ -43,19 +43,23 @@ import TestSupport
         noScale.weights[i].scale = nil
         var wrongDType = compiled.program
         wrongDType.weights[i].format = "f16"
-        // int8-block32: its codes are named, u8, one per 32 values of a row.
-        o.quantization = QuantizationPolicy(defaultFormat: .int8Block32)
-        let blocked = try Compiler.compile([("bsrnet", f.graph)], options: o)
-        let goodBlocked = dir.file("int8b.plan")
-        try PlanWriter.write(path: goodBlocked, program: blocked.program, summary: blocked.report, weights: blocked.weights, overwrite: false)
-        #expect(Self.refusal(goodBlocked) == nil)
-        let j = blocked.program.weights.firstIndex { $0.format == "int8-block32" }!
-        var noCodes = blocked.program
-        noCodes.weights[j].blockCodes = nil
-        var wrongCodes = blocked.program
-        wrongCodes.weights[j].blockCodes = wrongCodes.weights[j].scale
-        for (name, program, source, expected) in [("nocodes", noCodes, blocked, "without u8 block codes"), ("wrongcodes", wrongCodes, blocked, "without u8 block codes"),
-                                                  ("noscale", noScale, compiled, "without f32 scales"), ("dtype", wrongDType, compiled, "does not match its dtype")] {
+        var cases: [(String, Program, CompiledPlan, String)] = [("noscale", noScale, compiled, "without f32 scales"),
+                                                                ("dtype", wrongDType, compiled, "does not match its dtype")]
+        // The block formats: their codes are named, u8, [rows, ceil(k/32)] bytes.
+        for format in [WeightFormat.int8Block32, .int8Block16] {
+            o.quantization = QuantizationPolicy(defaultFormat: format)
+            let blocked = try Compiler.compile([("bsrnet", f.graph)], options: o)
+            let goodBlocked = dir.file("\(format.rawValue).plan")
+            try PlanWriter.write(path: goodBlocked, program: blocked.program, summary: blocked.report, weights: blocked.weights, overwrite: false)
+            #expect(Self.refusal(goodBlocked) == nil)
+            let j = blocked.program.weights.firstIndex { $0.format == format.rawValue }!
+            var noCodes = blocked.program
+            noCodes.weights[j].blockCodes = nil
+            var wrongCodes = blocked.program
+            wrongCodes.weights[j].blockCodes = wrongCodes.weights[j].scale
+            cases += [("nocodes-\(format.rawValue)", noCodes, blocked, "without u8 block codes"), ("wrongcodes-\(format.rawValue)", wrongCodes, blocked, "without u8 block codes")]
+        }
+        for (name, program, source, expected) in cases {
             let path = dir.file(name + ".plan")
             try PlanWriter.write(path: path, program: program, summary: source.report, weights: source.weights, overwrite: false)
             let message = Self.refusal(path)

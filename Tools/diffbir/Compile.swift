@@ -71,13 +71,13 @@ struct Compile: ParsableCommand {
     @Option(help: "Shorthand: f32, or bf16 (= --weights-dtype bf16 --activations bf16: weights stored as bf16, bf16 operands into the GEMMs and attention, f32 accumulation; norms, softmax and the rest stay f32).")
     var precision: String?
 
-    @Option(name: .customLong("weights-dtype"), help: ArgumentHelp("How convolution and linear weights are stored: f32, bf16, f16, int8 (symmetric, one scale per output channel), or int8-block32 (int8 with, besides the channel's scale, a one-byte code per 32 values that narrows the step to that block's largest value: 1/32 byte more a value, about two thirds of the error on the full-size denoise; runs with f32 activations).", discussion: "f16 and int8 weights stay in that form in the plan and in memory; the GEMMs expand them to f32 block by block as they pack them (f32 activations). The model's first and last convolutions and its time embedding stay f32 (an ONNX model's first and last convolution or linear layer; see --quant-rule); norms, biases and embeddings are never quantised. The report lists every weight's format and its error against f32."))
+    @Option(name: .customLong("weights-dtype"), help: ArgumentHelp("How convolution and linear weights are stored: f32, bf16, f16, int8 (symmetric, one scale per output channel), or int8-block32 (int8 with, besides the channel's scale, a one-byte code per 32 values that narrows the step to that block's largest value: 1/32 byte more a value, about two thirds of the error on the full-size denoise; runs with f32 activations), or int8-block16 (the same bytes: a 4-bit code per 16 values, one of 16 fixed fractions of the channel's scale).", discussion: "f16 and int8 weights stay in that form in the plan and in memory; the GEMMs expand them to f32 block by block as they pack them (f32 activations). The model's first and last convolutions and its time embedding stay f32 (an ONNX model's first and last convolution or linear layer; see --quant-rule); norms, biases and embeddings are never quantised. The report lists every weight's format and its error against f32."))
     var weightsDType: String?
 
     @Option(help: ArgumentHelp("Activations into the GEMMs: f32, bf16 (with bf16 weights), or int8 (with int8 weights).", discussion: "int8: linear layers with int8 weights (48 rows or more) and convolutions quantise their input on the fly, symmetric, one scale per block of 32 values along k (per row and 32 features; per pixel and 32 channels, once per image), and multiply int8 × int8 exactly in int32 per block, each block's sum scaled into f32 (AVX512-VNNI; AVX2 kernels on 16-bit values without VNNI or with --isa avx2); attention's products run in bf16."))
     var activations: String?
 
-    @Option(name: .customLong("quant-rule"), help: ArgumentHelp("PATTERN=FORMAT (repeatable, in order; the first matching rule decides): store the convolution and linear weights whose name matches the glob PATTERN as FORMAT (f32, bf16, f16, int8, int8-block32), overriding --weights-dtype and the model's exclusions.", valueName: "pattern=format"))
+    @Option(name: .customLong("quant-rule"), help: ArgumentHelp("PATTERN=FORMAT (repeatable, in order; the first matching rule decides): store the convolution and linear weights whose name matches the glob PATTERN as FORMAT (f32, bf16, f16, int8, int8-block32, int8-block16), overriding --weights-dtype and the model's exclusions.", valueName: "pattern=format"))
     var quantRules: [String] = []
 
     @Option(help: ArgumentHelp("Calibrate: run N input sets through the f32 plan and the quantised one and print per-layer SNR, each entry point's end-to-end error, and the layers whose move to f16 would help most.", discussion: "Inputs are seeded random values of each entry's types (a scalar `t` in [0, 1000), other scalars 1), or the sets in --calibrate-inputs. The f32 plan is written beside the output for the duration and removed."))
@@ -167,8 +167,8 @@ struct Compile: ParsableCommand {
         options.keepFirstAndLast = onnxEntries
         options.bf16Activations = try bf16Activations()
         options.int8Activations = activations == "int8"
-        if options.int8Activations && options.quantization.defaultFormat == .int8Block32 {
-            throw ToolError("--activations int8 multiplies int8 × int8 with one scale per output channel: give --weights-dtype int8 (int8-block32 weights run with f32 activations; a --quant-rule may still give single layers int8-block32)")
+        if options.int8Activations && options.quantization.defaultFormat.hasBlockCodes {
+            throw ToolError("--activations int8 multiplies int8 × int8 with one scale per output channel: give --weights-dtype int8 (\(options.quantization.defaultFormat.rawValue) weights run with f32 activations; a --quant-rule may still give single layers a block format)")
         }
         if options.int8Activations && options.quantization.defaultFormat != .int8Channel && !options.quantization.rules.contains(where: { $0.format == .int8Channel }) {
             throw ToolError("--activations int8 needs int8 weights (--weights-dtype int8)")
