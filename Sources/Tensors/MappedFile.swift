@@ -56,6 +56,11 @@ public final class MappedFile: @unchecked Sendable {
             throw FileError(path: path, message: "cannot map \(size) bytes: \(FileError.systemMessage())")
         }
         base = p
+        // No huge-page mappings of the file's page-cache folios: with them, releasing a weight's
+        // pages (`release`) splits a 2 MB mapping whose next fault — packing the neighbouring weight,
+        // reading a bias — maps the whole folio back, released part included (`FilePmdMapped` in
+        // smaps; a v2.1 restore kept ~480 MB of packed weights' pages resident that way).
+        _ = madvise(p, size, Int32(MADV_NOHUGEPAGE))
     }
 
     deinit {
