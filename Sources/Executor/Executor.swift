@@ -447,6 +447,7 @@ public final class Executor: @unchecked Sendable {
                 Int8Convolution.run(c, x: x[0], weights: packedConv, operands: x, out: r[0], kernel: kernel, threads: threads)
                 return true
             }
+            // (Quantised weights stay quantised: Winograd transforms them as it uses them.)
             let winograd = c.winograd == true && Winograd.eligible(c, weight: w) && !quantized
             let a = packedWeight(weights, 1, stream: stream) {
                 quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)!

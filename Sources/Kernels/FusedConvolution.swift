@@ -210,7 +210,9 @@ public enum FusedConvolution {
         if let p = k.prologue {
             affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
         }
-        if k.winograd == true, let packed, packed.groups == 16, packed.element == nil, Winograd.eligible(k, weight: weight.dims) {
+        // (Transformed f32/bf16 kernels, or quantised `[oc, c·9]` panels transformed as they are used.)
+        if k.winograd == true, let packed, Winograd.eligible(k, weight: weight.dims),
+           packed.element == nil ? packed.groups == 16 : packed.groups == 1 && !bf16 {
             Winograd.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine,
                          schedule: winogradSchedule)
             return

@@ -48,6 +48,43 @@ public enum Winograd {
         }
     }
 
+    /// `transformKernel` for a panel's rows at once: `g` holds `channels` kernels of `width` rows as
+    /// expanded A panels (`g[(ci·9 + t)·width + r]`); U_ξ of row r and channel ci goes to
+    /// `u[ξ·groupStride + ci·width + r]`. Four rows a vector (the last four overlapping when `width`
+    /// is not a multiple of 4), the same operations in the same order as `transformKernel`.
+    static func transformKernels(_ g: UnsafePointer<Float>, channels: Int, width: Int, into u: UnsafeMutablePointer<Float>, groupStride: Int) {
+        precondition(width >= 4)
+        typealias V = SIMD4<Float>
+        let half = V(repeating: 0.5)
+        for ci in 0..<channels {
+            let src = g + ci * 9 * width, dst = u + ci * width
+            var r = 0
+            while r < width {
+                let r0 = min(r, width - 4)
+                @inline(__always) func tap(_ t: Int) -> V { UnsafeRawPointer(src + t * width + r0).loadUnaligned(as: V.self) }
+                // Columns j of G g: (g0j, ½(g0j + g1j + g2j), ½(g0j − g1j + g2j), g2j), row i of g at taps 3i ..< 3i + 3.
+                var t0 = (V(), V(), V(), V()), t1 = t0, t2 = t0
+                for j in 0..<3 {
+                    let (g0, g1, g2) = (tap(j), tap(3 + j), tap(6 + j))
+                    let col = (g0, half * (g0 + g1 + g2), half * (g0 - g1 + g2), g2)
+                    if j == 0 { t0 = col } else if j == 1 { t1 = col } else { t2 = col }
+                }
+                @inline(__always) func store(_ xi: Int, _ v: V) { UnsafeMutableRawPointer(dst + xi * groupStride + r0).storeBytes(of: v, as: V.self) }
+                @inline(__always) func row(_ i: Int, _ a: V, _ b: V, _ c: V) {
+                    store(i * 4 + 0, a)
+                    store(i * 4 + 1, half * (a + b + c))
+                    store(i * 4 + 2, half * (a - b + c))
+                    store(i * 4 + 3, c)
+                }
+                row(0, t0.0, t1.0, t2.0)
+                row(1, t0.1, t1.1, t2.1)
+                row(2, t0.2, t1.2, t2.2)
+                row(3, t0.3, t1.3, t2.3)
+                r += 4
+            }
+        }
+    }
+
     /// How the threads split the work: whole bands each, or each band together (`run`'s comment).
     public enum Schedule: Sendable { case automatic, bandPerThread, sharedBands }
 
@@ -63,6 +100,16 @@ public enum Winograd {
         let (mr, nr) = (gemm.mr, gemm.nr)
         // bf16: the GEMMs step over pairs of input channels.
         let bf16 = gemm.precision == .bf16
+        // Quantised weights (int8, int8 blocks, f16: A panels of `[oc, c·9]`): transformed per call,
+        // block of output channels and chunk of input channels at a time, into f32 U panels
+        // (`transformQuantized`) just before their sixteen GEMMs, never as a whole matrix.
+        let quantized: QuantizedPanels?
+        if packed.element != nil, case .quantized(let q) = packed.operand() {
+            precondition(!bf16 && packed.groups == 1 && packed.k == c * 9 && packed.width == gemm.mr, "quantised Winograd weights: f32 GEMMs on [oc, c·9] panels")
+            quantized = q
+        } else {
+            quantized = nil
+        }
         let steps = bf16 ? (c + 1) / 2 : c
         let perStep = bf16 ? 2 : 1
         let tilesWide = (ow + 1) / 2, tilesHigh = (oh + 1) / 2
@@ -76,7 +123,8 @@ public enum Winograd {
         // a band, each element used for its ~256 tiles rather than re-streamed for small bands.
         var bandTiles = max(1, min(tilesHigh, 256 / max(tilesWide, 1)))
         var bands = (tilesHigh + bandTiles - 1) / bandTiles
-        let bandParallel = schedule == .automatic ? n * bands >= 4 * threads || packed.byteCount <= 3 << 20 : schedule == .bandPerThread
+        let transformedBytes = quantized == nil ? packed.byteCount : 16 * packed.panels * packed.width * c * 4
+        let bandParallel = schedule == .automatic ? n * bands >= 4 * threads || transformedBytes <= 3 << 20 : schedule == .bandPerThread
         while bandParallel && bandTiles > 1 && n * bands < 4 * threads {
             bandTiles = (bandTiles + 1) / 2
             bands = (tilesHigh + bandTiles - 1) / bandTiles
@@ -92,6 +140,9 @@ public enum Winograd {
         let blocks = bandParallel ? (aPanels + 7) / 8 : min(aPanels, threads * max(1, (aPanels + 8 * threads - 1) / (8 * threads)))
         let blockRows = ((aPanels + blocks - 1) / blocks) * mr
         let mStride = blockRows * tilePanels * nr  // one ξ's M block
+        // Quantised weights: input channels in chunks of about 384 (U for a block: 16 × blockRows ×
+        // chunk floats, ~2.4 MB at 96 rows), the GEMMs accumulating over the chunks.
+        let channelChunks = (c + 383) / 384, channelChunk = (c + channelChunks - 1) / channelChunks
         // Shared bands: channels transformed in chunks of 8 steps.
         let stepChunk = 8, chunks = (steps + stepChunk - 1) / stepChunk
         affine.withUnsafeBufferPointer { aff in
@@ -131,11 +182,30 @@ public enum Winograd {
                 let o0 = p0 * mr, orows = min(p1 * mr, oc) - o0
                 guard orows > 0 else { return }
                 let m = worker.floats(2, 16 * mStride)
-                for xi in 0..<16 {
+                if let quantized {
+                    let blockPanels = p1 - p0
+                    let u = worker.floats(4, 16 * blockPanels * channelChunk * mr), g = worker.floats(5, channelChunk * 9 * mr)
+                    var c0 = 0
+                    while c0 < c {
+                        let cc = min(channelChunk, c - c0), uStride = blockPanels * cc * mr
+                        for p in p0..<p1 {
+                            quantized.expand(panels: p..<(p + 1), depth: (c0 * 9)..<((c0 + cc) * 9), width: mr, into: g)
+                            transformKernels(g, channels: cc, width: mr, into: u + (p - p0) * cc * mr, groupStride: uStride)
+                        }
+                        for xi in 0..<16 {
+                            gemm.run(m: orows, n: tiles, k: cc, a: .panels(u + xi * uStride, panelStride: cc * mr),
+                                     b: .panels(v + xi * vStride + c0 * nr, panelStride: steps * nr), c: m + xi * mStride, ldc: tiles,
+                                     accumulate: c0 > 0, scratch: worker.gemm)
+                        }
+                        c0 += cc
+                    }
+                } else {
+                  for xi in 0..<16 {
                     let u = packed.pointer + xi * packed.groupStride + p0 * packed.panelStride
                     gemm.run(m: orows, n: tiles, k: steps, a: .panels(u, panelStride: packed.panelStride),
                              b: .panels(v + xi * vStride, panelStride: steps * nr), c: m + xi * mStride, ldc: tiles, accumulate: false,
                              scratch: worker.gemm)
+                  }
                 }
                 let ob = out.floats + b * oc * plane
                 outputTransform(m, mStride: mStride, channels: orows, tileRows: tr, tilesWide: tilesWide, firstTileRow: ty0,

@@ -47,13 +47,16 @@ public enum Compiler {
             }
         }
         let converted = quantized.filter { $0.format != .f32 }.count
-        // Winograd F(2,3) for the f32 and bf16 3×3 convolutions (a plan pass: --disable-pass winograd):
+        // Winograd F(2,3) for the 3×3 convolutions (a plan pass: --disable-pass winograd):
         // from 32×32 outputs, or 16×16 with bf16 weights (there, 7–35 % faster a convolution, for
         // transformed weights 16/9 of the kernel's: +0.3 GB for the denoise step's; f32's would add 1 GB
-        // for 5 % of the step).
+        // for 5 % of the step) or quantised ones (transformed per call as they are used, so no memory
+        // for transformed kernels; the 16×16 level took ~90 ms off the int8-block16 step).
         var winograd = 0
         if !options.disabled.contains("winograd") {
-            winograd = lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16)
+            winograd = lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16,
+                                             minimumPlaneQuantized: 16 * 16,
+                                             int8Activations: options.int8Activations)
         }
         var report = ""
         func line(_ s: String) { report += s + "\n" }

@@ -44,20 +44,24 @@ public struct Lowering {
     /// Marks 3×3 stride-1 ungrouped convolutions with at least `minimumChannels` input and output
     /// channels and `minimumPlane` output pixels (`minimumPlaneBF16` for bf16 weights, when given)
     /// to run as Winograd F(2,3) (the `winograd` pass): on smaller images the transforms cost more
-    /// than the multiplies saved. Returns how many.
+    /// than the multiplies saved. Quantised weights (int8, int8 blocks, f16) are marked too, with
+    /// f32's threshold, unless `int8Activations` (their int8 × int8 kernels do not use it). Returns how many.
     @discardableResult
-    public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int, minimumPlaneBF16: Int? = nil) -> Int {
+    public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int, minimumPlaneBF16: Int? = nil, minimumPlaneQuantized: Int? = nil,
+                                      int8Activations: Bool = false) -> Int {
         var count = 0
         for e in entries.indices {
             for i in entries[e].instructions.indices {
                 guard case .conv2d(var c) = entries[e].instructions[i].kernel, c.upsample != true, entries[e].instructions[i].operands.count > 1,
                       case .weight(let wi) = entries[e].instructions[i].operands[1],
-                      weights[wi].dtype == .f32 || weights[wi].dtype == .bf16 else { continue }
+                      weights[wi].dtype == .f32 || weights[wi].dtype == .bf16
+                        || (weights[wi].dtype == .i8 && !int8Activations) || weights[wi].dtype == .f16 else { continue }
                 let dims = weights[wi].shape.dims
                 guard dims.count == 4, dims[2] == 3, dims[3] == 3, c.strides == [1, 1], c.dilations == [1, 1], c.groups == 1,
                       c.pads.allSatisfy({ $0 <= 2 }), dims[0] >= minimumChannels, dims[1] >= minimumChannels,
                       case .arena(_, _, let outShape) = entries[e].instructions[i].results[0], outShape.dims.count == 4,
-                      outShape.dims[2] * outShape.dims[3] >= (weights[wi].dtype == .bf16 ? minimumPlaneBF16 ?? minimumPlane : minimumPlane)
+                      outShape.dims[2] * outShape.dims[3] >= (weights[wi].dtype == .bf16 ? minimumPlaneBF16 ?? minimumPlane
+                                                              : weights[wi].dtype == .f32 ? minimumPlane : minimumPlaneQuantized ?? minimumPlane)
                 else { continue }
                 c.winograd = true
                 entries[e].instructions[i].kernel = .conv2d(c)

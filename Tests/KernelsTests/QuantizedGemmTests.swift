@@ -1,6 +1,7 @@
 import Foundation
 import Kernels
 import Plan
+import ReferenceKernels
 import Tensors
 import Testing
 
@@ -30,25 +31,7 @@ import Testing
         let other = GemmTests.values((side == .a ? cols : rows) * k, seed: 23)
         let extent = side == .a ? rows : cols
         let width = side == .a ? gemm.mr : gemm.nr
-        let packed: PackedMatrix
-        if format.hasBlockCodes {
-            packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
-                q.scales!.withElements(as: Float.self) { s in
-                    q.blockCodes!.withElements(as: UInt8.self) { c in
-                        PackedMatrix.int8BlockRows(v.baseAddress!, scales: s.baseAddress!, codes: c.baseAddress!, format: format, rows: extent, k: k,
-                                                   width: width, threads: 2)
-                    }
-                }
-            }
-        } else if format == .int8Channel {
-            packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
-                q.scales!.withElements(as: Float.self) { s in
-                    PackedMatrix.int8Rows(v.baseAddress!, scales: s.baseAddress!, rows: extent, k: k, width: width, threads: 2)
-                }
-            }
-        } else {
-            packed = q.values.bytes.withMemoryRebound(to: UInt16.self) { v in PackedMatrix.f16Rows(v.baseAddress!, rows: extent, k: k, width: width, threads: 2) }
-        }
+        let packed = Self.pack(q, format: format, extent: extent, k: k, width: width)
         let reference: PackedMatrix = deq.withUnsafeBufferPointer {
             side == .a ? PackedMatrix.rowsOf($0.baseAddress!, rows: extent, k: k, width: width)
                        : PackedMatrix.columnsOf($0.baseAddress!, columns: extent, k: k, width: width)
@@ -70,6 +53,76 @@ import Testing
             return c
         }
         return (run(packed), run(reference))
+    }
+
+    /// Quantised `[extent, k]` weights as panels of `width` in their own format.
+    static func pack(_ q: QuantizedWeight, format: WeightFormat, extent: Int, k: Int, width: Int) -> PackedMatrix {
+        let packed: PackedMatrix
+        if format.hasBlockCodes {
+            packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
+                q.scales!.withElements(as: Float.self) { s in
+                    q.blockCodes!.withElements(as: UInt8.self) { c in
+                        PackedMatrix.int8BlockRows(v.baseAddress!, scales: s.baseAddress!, codes: c.baseAddress!, format: format, rows: extent, k: k,
+                                                   width: width, threads: 2)
+                    }
+                }
+            }
+        } else if format == .int8Channel {
+            packed = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
+                q.scales!.withElements(as: Float.self) { s in
+                    PackedMatrix.int8Rows(v.baseAddress!, scales: s.baseAddress!, rows: extent, k: k, width: width, threads: 2)
+                }
+            }
+        } else {
+            packed = q.values.bytes.withMemoryRebound(to: UInt16.self) { v in PackedMatrix.f16Rows(v.baseAddress!, rows: extent, k: k, width: width, threads: 2) }
+        }
+        return packed
+    }
+
+    /// Winograd F(2,3) on quantised 3×3 kernels (transformed per call, block of output channels and
+    /// chunk of input channels at a time) against the reference convolution with the dequantised
+    /// weights: outlier output channels and a zero one, panels partly filled, 400 input channels (two
+    /// chunks, the GEMMs accumulating), the prologue and a residual epilogue, both work splits, 1 and
+    /// 3 threads (the same numbers whatever the split or thread count).
+    @Test(arguments: [([1, 5, 9, 11], 7, true), ([1, 400, 9, 10], 30, false), ([2, 16, 20, 66], 50, true)])
+    func winogradOnQuantisedKernels(x xDims: [Int], oc: Int, prologue withPrologue: Bool) throws {
+        let c = xDims[1], k = c * 9
+        let (oh, ow) = (xDims[2], xDims[3])
+        let outDims = [xDims[0], oc, oh, ow]
+        let w2 = Self.weights(rows: oc, k: k)
+        var operands = [OwnKernelTests.random(xDims, 1), Tensor(w2.floats().map { $0 * 0.3 }, shape: Shape([oc, c, 3, 3])), OwnKernelTests.random([oc], 3)]
+        var prologue: NormPrologue? = nil
+        if withPrologue {
+            prologue = NormPrologue(groups: 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
+            operands += [OwnKernelTests.random([c], 4), OwnKernelTests.random([c], 5)]
+        }
+        let epilogue: [EpilogueStep] = [.activation("silu", alpha: 0), .addResidual(operand: operands.count)]
+        operands.append(OwnKernelTests.random(outDims, 6))
+        let kernel = Conv2DKernel(strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
+                                  epilogue: epilogue, winograd: true)
+        for format in [WeightFormat.int8Channel, .int8Block16, .int8Block32, .f16] {
+            let q = Quantization.quantize(Tensor(operands[1].floats(), shape: Shape([oc, k])), as: format)
+            var deqOperands = operands
+            deqOperands[1] = Tensor(Quantization.dequantize(q).floats(), shape: Shape([oc, c, 3, 3]))
+            let expected = try Reference.execute(.conv2d(kernel), deqOperands, results: [(.f32, Shape(outDims))])[0]
+            for isa in Self.engines {
+                let gemm = Gemm(isa)
+                let packed = Self.pack(q, format: format, extent: oc, k: k, width: gemm.mr)
+                var results: [[Float]] = []
+                for schedule in [Winograd.Schedule.bandPerThread, .sharedBands] {
+                    for threads in [1, 3] {
+                        let out = Tensor.zeros(.f32, Shape(outDims))
+                        FusedConvolution.run(kernel, x: OwnKernelTests.view(operands[0]), weight: OwnKernelTests.view(operands[1]), packed: packed,
+                                             operands: operands.map(OwnKernelTests.view), out: OwnKernelTests.view(out), gemm: gemm, threads: threads,
+                                             winogradSchedule: schedule)
+                        let err = OwnKernelTests.relativeError(out, expected)
+                        #expect(err < 1e-5, "\(isa) \(format) \(schedule) threads \(threads): relative error \(err)")
+                        results.append(out.floats())
+                    }
+                }
+                #expect(results.allSatisfy { $0 == results[0] }, "\(isa) \(format): the result depends on the thread count or the schedule")
+            }
+        }
     }
 
     @Test(arguments: [(1, 1, 1), (13, 33, 257), (25, 390, 300), (385, 70, 40), (50, 17, 2100), (12, 32, 16)])

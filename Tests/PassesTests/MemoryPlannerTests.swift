@@ -82,18 +82,24 @@ import Testing
         try conv("c8", 8)
         try conv("narrow", 32, channels: 64)
         try conv("strided", 64, stride: 2)
-        func marked(_ bf16: Bool) throws -> Set<String> {
+        func marked(_ format: WeightFormat, int8Activations: Bool = false) throws -> Set<String> {
             var lowering = Lowering()
             try lowering.add(entry: "main", graph: g)
-            if bf16 { _ = lowering.quantizeGemmWeights(QuantizationPolicy(defaultFormat: .bf16)) }
-            lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16)
+            if format != .f32 { _ = lowering.quantizeGemmWeights(QuantizationPolicy(defaultFormat: format)) }
+            lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16, minimumPlaneQuantized: 16 * 16,
+                                  int8Activations: int8Activations)
             return Set(lowering.entries[0].instructions.compactMap { i in
                 if case .conv2d(let c) = i.kernel, c.winograd == true { return i.name }
                 return nil
             })
         }
-        #expect(try marked(false) == ["c32"])
-        #expect(try marked(true) == ["c32", "c16"])
+        #expect(try marked(.f32) == ["c32"])
+        #expect(try marked(.bf16) == ["c32", "c16"])
+        // Quantised weights (transformed as they are used: no memory for transformed kernels) from
+        // 16×16; not when their products are int8 × int8.
+        #expect(try marked(.int8Block16) == ["c32", "c16"])
+        #expect(try marked(.f16) == ["c32", "c16"])
+        #expect(try marked(.int8Channel, int8Activations: true) == [])
     }
 
     @Test func contiguousSplitIsAView() throws {
