@@ -1,3 +1,6 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
 import Dispatch
 import CKernels
 import Plan
@@ -79,6 +82,21 @@ public enum Int8Linear {
         unsafeBitCast(v + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
     }
 
+    /// |v| lane by lane (the sign bit cleared).
+    @inline(__always)
+    static func magnitude(_ v: SIMD16<Float>) -> SIMD16<Float> {
+        unsafeBitCast(unsafeBitCast(v, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: SIMD16<Float>.self)
+    }
+
+    /// The largest lane of non-negative `a` and `b`, by halving (`vmaxps`; the standard library's
+    /// `pointwiseMax` and `SIMD.max()` are not inlined, and ran lane by lane).
+    @inline(__always)
+    static func largestMagnitude(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> Float {
+        let h8 = _mm256_max_ps(_mm256_max_ps(a.lowHalf, a.highHalf), _mm256_max_ps(b.lowHalf, b.highHalf))
+        let h4 = _mm_max_ps(h8.lowHalf, h8.highHalf), h2 = _mm_max_ps(h4, SIMD4(h4[2], h4[3], 0, 0))
+        return max(h2[0], h2[1])
+    }
+
     /// The int8 micro-kernel for layers of `rows` rows run with the f32 kernel choice `isa`, if the
     /// int8 × int8 path applies (VNNI, or AVX2 widening to 16 bits).
     public static func kernel(rows: Int, isa: ISA) -> Int8Gemm.Kernel? { rows >= minimumRows ? Int8Gemm.Kernel.matching(isa) : nil }
@@ -110,9 +128,9 @@ public enum Int8Linear {
                 var m: Float = 0
                 var i = 0
                 if count == 32 {
+                    // (Lane-wise maxima, then one halving reduction: `SIMD.max()` ran lane by lane.)
                     let a = UnsafeRawPointer(v).loadUnaligned(as: SIMD16<Float>.self), b = UnsafeRawPointer(v + 16).loadUnaligned(as: SIMD16<Float>.self)
-                    let aa = a.replacing(with: -a, where: a .< 0), bb = b.replacing(with: -b, where: b .< 0)
-                    m = aa.replacing(with: bb, where: bb .> aa).max()
+                    m = Int8Linear.largestMagnitude(Int8Linear.magnitude(a), Int8Linear.magnitude(b))
                     i = 32
                 } else {
                     while i < count { m = max(m, abs(v[i])); i += 1 }
@@ -120,14 +138,16 @@ public enum Int8Linear {
                 let scale = m / 127, inv: Float = m > 0 ? 127 / m : 0
                 scales[blk * mr] = scale
                 var sum: Int32 = 0
+                var sums = SIMD16<Int32>()
                 i = 0
                 while i + 16 <= count {
                     let f = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self) * inv
                     let q = Int8Linear.roundToInt32(f.replacing(with: -127, where: f .< -127).replacing(with: 127, where: f .> 127))
                     UnsafeMutableRawPointer(u + i).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: q), as: SIMD16<Int8>.self)
-                    sum &+= q.wrappedSum()
+                    sums &+= q
                     i += 16
                 }
+                sum = sums.wrappedSum()
                 while i < count {
                     let q = Int32(min(127, max(-127, v[i] * inv)).rounded(.toNearestOrEven))
                     u[i] = Int8(q)
