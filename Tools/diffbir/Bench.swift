@@ -25,8 +25,9 @@ struct Bench: ParsableCommand {
         printed. --peer runs the same network on a peer in a separate process after ours, with the \
         same inputs, thread count, warm-up and runs, and prints the ratio of the medians: \
         onnxruntime (Tools/bench/ort_bench.py on --peer-dir/bench-NETWORK.onnx), onnxruntime-int8 \
-        (the same model through onnxruntime's dynamic int8 quantisation, made once as \
-        bench-NETWORK.int8.onnx), torch and \
+        (the same model through onnxruntime's dynamic int8 quantisation with u8 weights, its fast \
+        path here, made once as bench-NETWORK.int8u8.onnx; `ort_bench.py --int8 --int8-weights s8` \
+        runs quantize_dynamic's default s8 weights, whose ConvInteger is about 3x slower), torch and \
         torch-bf16 (Tools/bench/torch_bench.py, the network built by Tools/bench/export_full_onnx.py \
         from --peer-dir's checkpoints). They need a Python with those packages (--python, default \
         ~/venv/bin/python); Tools/bench/export_full_onnx.py writes the exports and the inputs.
