@@ -260,18 +260,32 @@ extension FusedLinear {
             // stored tile by tile.
             let shared = ScratchPool.shared.take()
             defer { ScratchPool.shared.give(shared) }
-            let chunk = max(Int8Linear.rowTile * 4 * threads, 2 * tile) / tile * tile
+            // (Chunks of up to 2 M results, 8 MB: each chunk is three parallel passes.)
+            let chunk = max(Int8Linear.rowTile * 4 * threads, 2 * tile, (2 << 20) / max(nOut, 1)) / tile * tile
             let temporary = outRows == nil ? nil : shared.floats(5, min(rows, chunk) * nOut)
             var c0 = 0
             while c0 < rows {
                 let count = min(chunk, rows - c0), first = c0
                 let results = temporary ?? o + c0 * nOut
+                // When each tile of the product holds whole rows, they are stored as it finishes them
+                // (still in cache); otherwise in a pass of their own.
+                let storedByTiles = Int8Linear.columnBlockPanels(rows: count, weights: int8, threads: threads) == int8.panels
                 Int8Linear.product(x: src + c0 * kk, rows: count, weights: int8, bias: nil, out: results, kernel: kernel, threads: threads,
                                    prepare: inRows == nil && normalize == nil ? nil : { r0, n, dst in
                                        let p = fetch(first + r0, n, dst)
                                        if p != UnsafePointer(dst) { dst.update(from: p, count: n * kk) }
                                    },
-                                   finish: { _, _ in })
+                                   finish: { rowRange, _ in
+                                       guard storedByTiles else { return }
+                                       let r0 = rowRange.lowerBound, n = rowRange.count
+                                       if outRows == nil {
+                                           for r in (first + r0)..<(first + r0 + n) { epilogue.apply(o + r * nOut, count: nOut, base: r * nOut, vectorBias: bias) }
+                                       } else {
+                                           store(first + r0, n, results + r0 * nOut)
+                                       }
+                                   })
+                c0 += count
+                if storedByTiles { continue }
                 let chunkTiles = (count + tile - 1) / tile
                 Parallel.forRanges(chunkTiles, threads: threads) { range in
                     for t in range {
@@ -283,7 +297,6 @@ extension FusedLinear {
                         }
                     }
                 }
-                c0 += count
             }
             return
         }

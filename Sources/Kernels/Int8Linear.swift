@@ -168,6 +168,16 @@ public enum Int8Linear {
         }
     }
 
+    /// Weight panels per tile of `product`'s work split: all of them (each tile whole rows, `finish`
+    /// called once per tile of rows with every column) unless the rows are too few to give each
+    /// thread four tiles.
+    public static func columnBlockPanels(rows: Int, weights w: Int8WeightPanels, threads: Int) -> Int {
+        let rowTiles = (rows + rowTile - 1) / rowTile
+        var blockPanels = w.panels
+        while blockPanels > 1 && rowTiles * ((w.panels + blockPanels - 1) / blockPanels) < 4 * threads { blockPanels = (blockPanels + 1) / 2 }
+        return blockPanels
+    }
+
     /// `out[rows, n] = x[rows, k] · Wᵀ + bias` (then `finish` for the epilogue per tile of rows).
     static func product(x: UnsafePointer<Float>, rows: Int, weights w: Int8WeightPanels, bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>,
                         kernel: Int8Gemm.Kernel, threads: Int,
@@ -204,8 +214,7 @@ public enum Int8Linear {
         }
         // 2. Tiles of (rows, blocks of columns): at least four per thread when the rows are few.
         let rowTiles = (rows + rowTile - 1) / rowTile
-        var blockPanels = w.panels
-        while blockPanels > 1 && rowTiles * ((w.panels + blockPanels - 1) / blockPanels) < 4 * threads { blockPanels = (blockPanels + 1) / 2 }
+        let blockPanels = columnBlockPanels(rows: rows, weights: w, threads: threads)
         let colBlocks = (w.panels + blockPanels - 1) / blockPanels
         let aPanels = UnsafeRawPointer(a), scalesOfBlocks = UnsafePointer(blockScales), offsetsOfRows = UnsafePointer(rowOffsets)
         Tiling.run(rowTiles * colBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in

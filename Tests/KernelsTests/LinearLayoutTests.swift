@@ -47,7 +47,8 @@ import Testing
                       Case(rows: 90, k: 33, n: 600, gather: true, scatter: true, norm: true),  // few rows: tiles of columns
                       Case(rows: 301, k: 48, n: 40, gather: false, scatter: true, norm: false),
                       Case(rows: 50, k: 20, n: 33, gather: true, scatter: true, norm: false),
-                      Case(rows: 1700, k: 24, n: 40, gather: true, scatter: true, norm: true),  // int8: chunks of rows
+                      Case(rows: 1700, k: 24, n: 40, gather: true, scatter: true, norm: true),  // int8: tiles stored as they finish
+                      Case(rows: 4100, k: 20, n: 520, gather: true, scatter: true, norm: true),  // int8: two chunks of rows (2 M results each)
                       // Channels-first in and out (a transformer's proj_in and proj_out): partial
                       // 16 × 16 blocks, few rows (tiles of columns), int8 chunks.
                       Case(rows: 300, k: 40, n: 50, gather: true, scatter: true, norm: false, transposed: true),
