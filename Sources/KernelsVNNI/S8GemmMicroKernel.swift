@@ -110,29 +110,106 @@ public func linearBlockedMicroKernelVNNI(_ blocks: Int, _ blockSteps: Int, _ a: 
     vnniBlockedBody(blocks, blockSteps, a, b, c, ldc, scales, accumulate, activationsOnA: true)
 }
 
+/// Six rows of the 12 × 32 int32 accumulators (12 zmm), for the blocked kernels: with the six rows'
+/// f32 sums (12 more) everything stays in registers across the blocks.
+struct VNNIHalfTile {
+    var c00 = _mm512_setzero_si512(), c01 = _mm512_setzero_si512()
+    var c10 = _mm512_setzero_si512(), c11 = _mm512_setzero_si512()
+    var c20 = _mm512_setzero_si512(), c21 = _mm512_setzero_si512()
+    var c30 = _mm512_setzero_si512(), c31 = _mm512_setzero_si512()
+    var c40 = _mm512_setzero_si512(), c41 = _mm512_setzero_si512()
+    var c50 = _mm512_setzero_si512(), c51 = _mm512_setzero_si512()
+
+    /// `steps` words of four k of rows `pa[0..<6]` (a 12-row panel: `pa` advances 12 a step).
+    @inline(__always)
+    mutating func accumulate(_ steps: Int, _ pa: inout UnsafePointer<UInt32>, _ pb: inout UnsafePointer<UInt32>, unsignedA: Bool) {
+        @inline(__always) func dp(_ acc: __m512i, _ bv: __m512i, _ x: __m512i) -> __m512i {
+            unsignedA ? _mm512_dpbusd_epi32(acc, x, bv) : _mm512_dpbusd_epi32(acc, bv, x)
+        }
+        for _ in 0..<steps {
+            let b0 = _mm512_loadu_si512(UnsafeRawPointer(pb)), b1 = _mm512_loadu_si512(UnsafeRawPointer(pb + 16))
+            var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = dp(c00, b0, x); c01 = dp(c01, b1, x)
+            x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = dp(c10, b0, x); c11 = dp(c11, b1, x)
+            x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = dp(c20, b0, x); c21 = dp(c21, b1, x)
+            x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = dp(c30, b0, x); c31 = dp(c31, b1, x)
+            x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = dp(c40, b0, x); c41 = dp(c41, b1, x)
+            x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = dp(c50, b0, x); c51 = dp(c51, b1, x)
+            pa += 12
+            pb += 32
+        }
+    }
+}
+
+/// f32 sums of six rows × 32 columns (12 zmm).
+struct HalfTileF32 {
+    var f00 = _mm512_setzero_ps(), f01 = _mm512_setzero_ps()
+    var f10 = _mm512_setzero_ps(), f11 = _mm512_setzero_ps()
+    var f20 = _mm512_setzero_ps(), f21 = _mm512_setzero_ps()
+    var f30 = _mm512_setzero_ps(), f31 = _mm512_setzero_ps()
+    var f40 = _mm512_setzero_ps(), f41 = _mm512_setzero_ps()
+    var f50 = _mm512_setzero_ps(), f51 = _mm512_setzero_ps()
+
+    /// `f += float(t) · scale`: row scales `rowScale(r)` (linear layers) or column scales `(s0, s1)`.
+    @inline(__always)
+    mutating func add(_ t: VNNIHalfTile, _ s0: __m512, _ s1: __m512, rowScales: UnsafePointer<Float>?) {
+        @inline(__always) func f(_ c: __m512i, _ s: __m512, _ acc: __m512) -> __m512 { _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, acc) }
+        if let r = rowScales {
+            var s = _mm512_set1_ps(r[0]); f00 = f(t.c00, s, f00); f01 = f(t.c01, s, f01)
+            s = _mm512_set1_ps(r[1]); f10 = f(t.c10, s, f10); f11 = f(t.c11, s, f11)
+            s = _mm512_set1_ps(r[2]); f20 = f(t.c20, s, f20); f21 = f(t.c21, s, f21)
+            s = _mm512_set1_ps(r[3]); f30 = f(t.c30, s, f30); f31 = f(t.c31, s, f31)
+            s = _mm512_set1_ps(r[4]); f40 = f(t.c40, s, f40); f41 = f(t.c41, s, f41)
+            s = _mm512_set1_ps(r[5]); f50 = f(t.c50, s, f50); f51 = f(t.c51, s, f51)
+        } else {
+            f00 = f(t.c00, s0, f00); f01 = f(t.c01, s1, f01)
+            f10 = f(t.c10, s0, f10); f11 = f(t.c11, s1, f11)
+            f20 = f(t.c20, s0, f20); f21 = f(t.c21, s1, f21)
+            f30 = f(t.c30, s0, f30); f31 = f(t.c31, s1, f31)
+            f40 = f(t.c40, s0, f40); f41 = f(t.c41, s1, f41)
+            f50 = f(t.c50, s0, f50); f51 = f(t.c51, s1, f51)
+        }
+    }
+
+    @inline(__always)
+    func rows(_ row: (Int, __m512, __m512) -> Void) {
+        row(0, f00, f01); row(1, f10, f11); row(2, f20, f21); row(3, f30, f31); row(4, f40, f41); row(5, f50, f51)
+    }
+}
+
+/// The blocked products six rows at a time, their f32 sums kept in registers across the blocks
+/// (the 12-row tile's sums went through memory after every block); the same operations on each
+/// value, in the same order, as the 12-row body.
 @inline(__always)
 func vnniBlockedBody(_ blocks: Int, _ blockSteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>,
                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ scales: UnsafePointer<Float>, _ accumulate: Bool,
                      activationsOnA: Bool) {
-    var pa = a, pb = b
-    for block in 0..<blocks {
-        // The weights are the unsigned operand: on B for linear layers, on A for convolutions.
-        var tile = VNNITile()
-        tile.accumulate(blockSteps, &pa, &pb, unsignedA: !activationsOnA)
-        let first = block == 0 && !accumulate
-        let s = scales + block * (activationsOnA ? 12 : 32)
-        let sc0 = activationsOnA ? _mm512_setzero_ps() : _mm512_loadu_ps(UnsafeRawPointer(s))
-        let sc1 = activationsOnA ? _mm512_setzero_ps() : _mm512_loadu_ps(UnsafeRawPointer(s + 16))
-        tile.rows { r, v0, v1 in
-            let p = UnsafeMutableRawPointer(c + r * ldc)
-            let (f0, f1) = activationsOnA ? (_mm512_set1_ps(s[r]), _mm512_set1_ps(s[r])) : (sc0, sc1)
-            if first {
-                _mm512_storeu_ps(p, _mm512_mul_ps(_mm512_cvtepi32_ps(v0), f0))
-                _mm512_storeu_ps(p + 64, _mm512_mul_ps(_mm512_cvtepi32_ps(v1), f1))
-            } else {
-                _mm512_storeu_ps(p, _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), f0, _mm512_loadu_ps(UnsafeRawPointer(p))))
-                _mm512_storeu_ps(p + 64, _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), f1, _mm512_loadu_ps(UnsafeRawPointer(p + 64))))
+    for half in 0..<2 {
+        var sums = HalfTileF32()
+        let c0 = c + 6 * half * ldc
+        var pa = a + 6 * half, pb = b
+        for block in 0..<blocks {
+            var tile = VNNIHalfTile()
+            tile.accumulate(blockSteps, &pa, &pb, unsignedA: !activationsOnA)
+            if block == 0 && accumulate {
+                // The first block adds to what C holds (the order of the 12-row body: fma onto C).
+                var loaded = HalfTileF32()
+                @inline(__always) func ld(_ r: Int, _ o: Int) -> __m512 { _mm512_loadu_ps(UnsafeRawPointer(c0 + r * ldc + o)) }
+                loaded.f00 = ld(0, 0); loaded.f01 = ld(0, 16); loaded.f10 = ld(1, 0); loaded.f11 = ld(1, 16)
+                loaded.f20 = ld(2, 0); loaded.f21 = ld(2, 16); loaded.f30 = ld(3, 0); loaded.f31 = ld(3, 16)
+                loaded.f40 = ld(4, 0); loaded.f41 = ld(4, 16); loaded.f50 = ld(5, 0); loaded.f51 = ld(5, 16)
+                sums = loaded
             }
+            let s = scales + block * (activationsOnA ? 12 : 32)
+            if activationsOnA {
+                sums.add(tile, _mm512_setzero_ps(), _mm512_setzero_ps(), rowScales: s + 6 * half)
+            } else {
+                sums.add(tile, _mm512_loadu_ps(UnsafeRawPointer(s)), _mm512_loadu_ps(UnsafeRawPointer(s + 16)), rowScales: nil)
+            }
+        }
+        sums.rows { r, v0, v1 in
+            let p = UnsafeMutableRawPointer(c0 + r * ldc)
+            _mm512_storeu_ps(p, v0)
+            _mm512_storeu_ps(p + 64, v1)
         }
     }
 }
