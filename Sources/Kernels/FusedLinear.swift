@@ -680,27 +680,35 @@ extension FusedLinear {
             }
         }
         if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
-            let block = 256
+            // Blocks of rows of up to 2 M products (8 MB; at least 256 rows).
+            let block = min(rows, max(256, (2 << 20) / (2 * h)))
             let shared = ScratchPool.shared.take()
             defer { ScratchPool.shared.give(shared) }
             let y = shared.floats(2, block * 2 * h)
             var r0 = 0
             while r0 < rows {
-                let count = min(block, rows - r0)
+                let count = min(block, rows - r0), first = r0
                 let xb = x.floats + r0 * kk
-                // (The bias is added as the int32 sums are scaled back.)
-                Int8Linear.product(x: xb, rows: count, weights: int8, bias: bias, out: y, kernel: kernel, threads: threads,
-                                   prepare: normalize.map { nz in { p0, c, dst in nz(xb + p0 * kk, dst, c) } }, finish: { _, _ in })
-                Parallel.forRanges(count, threads: threads, minimumPerThread: 8) { range in
+                func combineRows(_ range: Range<Int>) {
                     for r in range {
                         let row = y + r * 2 * h
                         // (Second half in place after the first: the layout `combine` reads, one row at a time.)
                         let g = row + h
                         VectorMath.geluInPlace(g, h)
-                        let d = o + (r0 + r) * h
+                        let d = o + (first + r) * h
                         for j in 0..<h { d[j] = g[j] * row[j] }
-                        if !epilogue.isEmpty { epilogue.apply(d, count: h, base: (r0 + r) * h) }
+                        if !epilogue.isEmpty { epilogue.apply(d, count: h, base: (first + r) * h) }
                     }
+                }
+                // When each tile of the product holds whole rows, they are combined as it finishes
+                // them (still in cache); otherwise in a pass of their own.
+                let combinedByTiles = Int8Linear.columnBlockPanels(rows: count, weights: int8, threads: threads) == int8.panels
+                // (The bias is added as the int32 sums are scaled back.)
+                Int8Linear.product(x: xb, rows: count, weights: int8, bias: bias, out: y, kernel: kernel, threads: threads,
+                                   prepare: normalize.map { nz in { p0, c, dst in nz(xb + p0 * kk, dst, c) } },
+                                   finish: { range, _ in if combinedByTiles { combineRows(range) } })
+                if !combinedByTiles {
+                    Parallel.forRanges(count, threads: threads, minimumPerThread: 8) { combineRows($0) }
                 }
                 r0 += count
             }

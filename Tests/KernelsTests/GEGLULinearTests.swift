@@ -17,7 +17,9 @@ import Testing
 
     @Test(arguments: [Case(rows: 5, k: 37, half: 64, norm: true), Case(rows: 300, k: 64, half: 160, norm: false),
                       Case(rows: 600, k: 48, half: 96, norm: true), Case(rows: 1030, k: 20, half: 256, norm: true),
-                      Case(rows: 520, k: 19, half: 96, norm: false)])
+                      Case(rows: 520, k: 19, half: 96, norm: false),
+                      // int8 × int8: two blocks of rows (655 + 45), neither with tiles of whole rows.
+                      Case(rows: 700, k: 16, half: 1600, norm: true)])
     func matchesReference(_ t: Case) throws {
         let n = 2 * t.half
         let x = GemmTests.values(t.rows * t.k, seed: 31).map { $0 * 2 }
@@ -69,7 +71,7 @@ import Testing
                 q.scales!.withElements(as: Float.self) { PackedMatrix.int8Rows(v.baseAddress!, scales: $0.baseAddress!, rows: n, k: t.k, groups: 1, width: gemm.nr, threads: 2) }
             }
             #expect(error(run(kernel, packed: expanded, gemm: gemm, threads: 2)) <= 3e-2, "\(t) \(isa) int8 weights")
-            // int8 × int8 (blocks of 256 rows).
+            // int8 × int8 (blocks of rows of up to 2 M products; tiles of whole rows combined as they finish).
             guard Int8Linear.kernel(rows: t.rows, isa: isa) != nil else { continue }
             let panels = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
                 q.scales!.withElements(as: Float.self) { Int8WeightPanels(v.baseAddress!, scales: $0.baseAddress!, n: n, k: t.k, threads: 2) }
