@@ -405,6 +405,31 @@ public final class Executor: @unchecked Sendable {
         switch kernel {
         case .conv2d(let c):
             guard x[0].dims.count == 4, f32Except(weight: 1, x, r) else { return false }
+            // int8 weights in an int8-activation plan: int8 × int8 products (VNNI, or AVX2 on 16 bits);
+            // an upsampling convolution's four 2×2 phase kernels as one 2×2 convolution.
+            let int8Upsample = c.upsample == true && c.prologue == nil && x[1].dims.count == 4 && x[1].dims[0] % 4 == 0
+                && x[1].dims[2] == 2 && x[1].dims[3] == 2
+            if x[1].dtype == .i8, int8Activations, c.upsample != true || int8Upsample, let kernel = Int8Convolution.kernel(c, isa: gemm.isa),
+               case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
+                let w = x[1].dims
+                let packedConv: Int8ConvWeights
+                if let p = int8Conv[wi] { packedConv = p } else {
+                    packedConv = Int8ConvWeights(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, oc: w[0], ic: w[1], kh: w[2], kw: w[3],
+                                                 threads: threads)
+                    if !stream {
+                        int8Conv[wi] = packedConv
+                        let rec = plan.program.weights[wi]
+                        let start = plan.weightSection.lowerBound + rec.offset
+                        plan.file.release(start..<(start + rec.byteCount))
+                    }
+                }
+                if c.upsample == true {
+                    Int8Convolution.runUpsample(c, x: x[0], weights: packedConv, operands: x, out: r[0], kernel: kernel, threads: threads)
+                } else {
+                    Int8Convolution.run(c, x: x[0], weights: packedConv, operands: x, out: r[0], kernel: kernel, threads: threads)
+                }
+                return true
+            }
             if c.upsample == true {
                 // A nearest 2× upsample absorbed by the convolution, whose weight holds the four 2×2
                 // phase kernels: our kernels read the small image's padded bands in place (int8 and f16
@@ -430,23 +455,6 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }
             let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
-            // int8 weights in an int8-activation plan: int8 × int8 products (VNNI, or AVX2 on 16 bits).
-            if x[1].dtype == .i8, int8Activations, let kernel = Int8Convolution.kernel(c, isa: gemm.isa),
-               case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
-                let packedConv: Int8ConvWeights
-                if let p = int8Conv[wi] { packedConv = p } else {
-                    packedConv = Int8ConvWeights(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, oc: w[0], ic: w[1], kh: w[2], kw: w[3],
-                                                 threads: threads)
-                    if !stream {
-                        int8Conv[wi] = packedConv
-                        let rec = plan.program.weights[wi]
-                        let start = plan.weightSection.lowerBound + rec.offset
-                        plan.file.release(start..<(start + rec.byteCount))
-                    }
-                }
-                Int8Convolution.run(c, x: x[0], weights: packedConv, operands: x, out: r[0], kernel: kernel, threads: threads)
-                return true
-            }
             // (Quantised weights stay quantised: Winograd transforms them as it uses them.)
             let winograd = c.winograd == true && Winograd.eligible(c, weight: w) && !quantized
             let a = packedWeight(weights, 1, stream: stream) {

@@ -77,6 +77,47 @@ public enum Int8Convolution {
     /// The int8 micro-kernel that runs this convolution with the f32 kernel choice `isa` (ungrouped only).
     public static func kernel(_ k: Conv2DKernel, isa: ISA) -> Int8Gemm.Kernel? { k.groups == 1 ? Int8Gemm.Kernel.matching(isa) : nil }
 
+    /// `Conv2DKernel.upsample` (a 3×3 convolution of the image enlarged twice by nearest neighbour)
+    /// in int8 × int8: the four 2×2 phase kernels (`wq`: `[4·oc, ic, 2, 2]`, phase 2a + b the
+    /// major index) run as one 2×2 convolution of the small image padded by 1 on every side, into
+    /// `[n, 4·oc, h + 1, w + 1]` (phase (a, b) of output pixel (2i + a, 2j + b) is its value at
+    /// (i + a, j + b)), then interleaved into the output with bias and epilogue.
+    public static func runUpsample(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, kernel: Int8Gemm.Kernel,
+                                   threads: Int) {
+        let (n, h, w) = (x.dims[0], x.dims[2], x.dims[3])
+        let oc = out.dims[1], (oh, ow) = (2 * h, 2 * w), (th, tw) = (h + 1, w + 1)
+        precondition(wq.oc == 4 * oc && wq.kh == 2 && wq.kw == 2 && k.prologue == nil && out.dims[2] == oh && out.dims[3] == ow,
+                     "upsampling convolution: [4·oc, ic, 2, 2] phase kernels, no prologue")
+        let scratch = ScratchPool.shared.take()
+        defer { ScratchPool.shared.give(scratch) }
+        let phases = scratch.floats(7, n * 4 * oc * th * tw)
+        let joint = Conv2DKernel(strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1, hasBias: false)
+        run(joint, x: x, weights: wq, operands: [x], out: View(pointer: UnsafeMutableRawPointer(phases), dtype: .f32, shape: Shape([n, 4 * oc, th, tw])),
+            kernel: kernel, threads: threads)
+        let epilogue = ResolvedEpilogue(k.epilogue, operands: operands, plane: oh * ow)
+        let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
+        let src = UnsafePointer(phases)
+        Parallel.forRanges(n * oc * oh, threads: threads) { range in
+            for row in range {
+                let (plane, y) = (row / oh, row % oh)
+                let (b, o) = (plane / oc, plane % oc)
+                let (a, i) = (y % 2, y / 2)
+                // Phases (a, 0) and (a, 1): columns j and j + 1 of row i + a of their planes.
+                let even = src + ((b * 4 + 2 * a) * oc + o) * th * tw + (i + a) * tw
+                let odd = src + ((b * 4 + 2 * a + 1) * oc + o) * th * tw + (i + a) * tw + 1
+                let d = out.floats + row * ow
+                var j = 0
+                while j + 8 <= w {
+                    Winograd.storeInterleaved(UnsafeRawPointer(even + j).loadUnaligned(as: SIMD8<Float>.self),
+                                              UnsafeRawPointer(odd + j).loadUnaligned(as: SIMD8<Float>.self), d + 2 * j)
+                    j += 8
+                }
+                while j < w { d[2 * j] = even[j]; d[2 * j + 1] = odd[j]; j += 1 }
+                if bias != nil || !epilogue.isEmpty { epilogue.apply(d, count: ow, base: row * ow, scalarBias: bias?[o] ?? 0) }
+            }
+        }
+    }
+
     public static func run(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, kernel: Int8Gemm.Kernel, threads: Int) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])

@@ -10,7 +10,7 @@ import Testing
 /// leaky ReLU and a residual epilogue, odd channel counts, two images, more than one band and block
 /// of output channels, f32 and bf16 panels, both instruction sets, any thread count.
 @Suite struct UpsampleConvolutionTests {
-    @Test(arguments: [(1, 5, 3, 32, 13), (2, 8, 7, 64, 50), (1, 1, 1, 32, 1)])
+    @Test(arguments: [(1, 5, 3, 32, 13), (2, 8, 7, 64, 50), (1, 1, 1, 32, 1), (2, 37, 5, 13, 9)])
     func matchesReference(n: Int, c: Int, h: Int, w: Int, oc: Int) throws {
         let x = GemmTests.values(n * c * h * w, seed: 61).map { $0 * 2 }
         let wt = GemmTests.values(oc * c * 9, seed: 67), bias = GemmTests.values(oc, seed: 71)
@@ -36,7 +36,31 @@ import Testing
         UpsampleConvolution.runPhasesSeparately(kernel, x: OwnKernelTests.view(small), weight: OwnKernelTests.view(phases), operands: operands.map(OwnKernelTests.view),
                                                 out: OwnKernelTests.view(separate), gemm: Gemm(.openblas), threads: 2)
         #expect(zip(separate.floats(), expected).map { abs($0 - $1) }.max()! / scale <= 1e-5)
-        for isa in [ISA.avx512, .avx2] where isa.isSupported {
+        // int8 × int8 (`Int8Convolution.runUpsample`): the phase kernels quantised per output row, the
+        // small image per pixel and block of channels, as one 2×2 convolution padded by 1 whose four
+        // phases are interleaved; against the definition with the dequantised phase kernels (a wrong
+        // phase or offset is off by the whole signal), the same numbers for any thread count.
+        let q = Quantization.quantize(Tensor(phases.floats(), shape: Shape([4 * oc, c * 4])), as: .int8Channel)
+        let deqPhases = Tensor(Quantization.dequantize(q).floats(), shape: phases.shape)
+        let expected8 = try Reference.execute(.conv2d(plain), [Reference.upsampleNearest2x(small), w3] + operands[2...], results: [(.f32, outShape)])[0].floats()
+        let deqTwin = try Reference.execute(.conv2d(kernel), [small, deqPhases] + operands[2...], results: [(.f32, outShape)])[0].floats()
+        #expect(zip(deqTwin, expected8).map { abs($0 - $1) }.max()! / scale <= 2e-2)  // (the weights' rounding alone)
+        let packed8 = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
+            q.scales!.withElements(as: Float.self) { Int8ConvWeights(v.baseAddress!, scales: $0.baseAddress!, oc: 4 * oc, ic: c, kh: 2, kw: 2, threads: 2) }
+        }
+        for int8 in Int8Gemm.Kernel.allCases where int8.isSupported {
+            var results: [[Float]] = []
+            for threads in [1, 3] {
+                let result = Tensor.zeros(.f32, outShape)
+                Int8Convolution.runUpsample(kernel, x: OwnKernelTests.view(small), weights: packed8, operands: operands.map(OwnKernelTests.view),
+                                            out: OwnKernelTests.view(result), kernel: int8, threads: threads)
+                let err = zip(result.floats(), deqTwin).map { abs($0 - $1) }.max()! / scale
+                #expect(err <= 3e-2 && err > 0, "\(n)×\(c)×\(h)×\(w)→\(oc) \(int8) threads \(threads): \(err)")
+                results.append(result.floats())
+            }
+            #expect(results[0] == results[1], "\(int8): the result depends on the thread count")
+        }
+        for isa in [ISA.avx512, .avx2] where isa.isSupported && w % Gemm(isa).nr == 0 {
             for (precision, bound) in [(GemmPrecision.f32, Float(1e-5)), (.bf16, 2e-2)] {
                 let gemm = Gemm(isa, precision: precision)
                 #expect(UpsampleConvolution.eligible(kernel, x: OwnKernelTests.view(operands[0]), weight: OwnKernelTests.view(operands[1]), gemm: gemm))
