@@ -268,6 +268,26 @@ public enum Int8Convolution {
             for bi in 0..<bands {
                 let p0 = bi * band, cols = min(band, plane - p0)
                 let bPanels = (cols + nr - 1) / nr
+                // The band's runs of columns (the same for every step): where each starts in a panel
+                // (`jp · steps · nr + j`, and `jp · blocks · nr + j` for its scales), where it reads
+                // (offset in a padded channel plane; −1: past the last pixel, zeros) and its length.
+                var runs: [(at: Int, scaleAt: Int, from: Int, count: Int)] = []
+                var p = p0
+                let end = p0 + bPanels * nr
+                while p < end {
+                    let jp = (p - p0) / nr, j = (p - p0) % nr
+                    let at = jp * steps * nr + j, scaleAt = jp * blocks * nr + j
+                    guard p < plane else {
+                        runs.append((at, scaleAt, -1, nr - j))
+                        p += nr - j
+                        continue
+                    }
+                    let (oy, ox) = (p / ow, p % ow)
+                    let run = min(ow - ox, nr - j, plane - p)
+                    runs.append((at, scaleAt, oy * sh * pw + ox * sw, run))
+                    p += run
+                }
+                runs.withUnsafeBufferPointer { runTable in
                 Parallel.forRanges(steps, threads: threads) { range in
                     for step in range {
                         let t = step / quads, cq = step % quads
@@ -277,35 +297,29 @@ public enum Int8Convolution {
                         // The first step of a block also gathers its scales.
                         let blockStart = cq % bs == 0, block = t * channelBlocks + cq / bs
                         let scaleSource = UnsafePointer(scalesOut) + (cq / bs) * padded + tap
-                        var p = p0
-                        let end = p0 + bPanels * nr
-                        while p < end {
-                            let jp = (p - p0) / nr, j = (p - p0) % nr
-                            let at = (jp * steps + step) * nr + j
-                            let sAt = (jp * blocks + block) * nr + j
-                            guard p < plane else {
-                                if wide { for i in 0..<(nr - j) { packedWide[at + i] = 0 } } else { for i in 0..<(nr - j) { packedB[at + i] = 0 } }
-                                if blockStart { for i in 0..<(nr - j) { columnScales[sAt + i] = 0 } }
-                                p += nr - j
+                        for r in runTable {
+                            let at = r.at + step * nr, sAt = r.scaleAt + block * nr, run = r.count
+                            guard r.from >= 0 else {
+                                if wide { (packedWide + at).initialize(repeating: 0, count: run) } else { (packedB + at).initialize(repeating: 0, count: run) }
+                                if blockStart { (columnScales + sAt).initialize(repeating: 0, count: run) }
                                 continue
                             }
-                            let (oy, ox) = (p / ow, p % ow)
-                            let run = min(ow - ox, nr - j, plane - p)
-                            let offset = oy * sh * pw + ox * sw
-                            let from = channel + offset
+                            let from = channel + r.from
                             if wide {
                                 for i in 0..<run { packedWide[at + i] = Int8Gemm.widenSigned(from[i * sw]) }
+                            } else if sw == 1 {
+                                (packedB + at).update(from: from, count: run)
                             } else {
                                 let d = packedB + at
-                                if sw == 1 { for i in 0..<run { d[i] = from[i] } } else { for i in 0..<run { d[i] = from[i * sw] } }
+                                for i in 0..<run { d[i] = from[i * sw] }
                             }
                             if blockStart {
-                                let sFrom = scaleSource + offset
-                                for i in 0..<run { columnScales[sAt + i] = sFrom[i * sw] }
+                                let sFrom = scaleSource + r.from
+                                if sw == 1 { (columnScales + sAt).update(from: sFrom, count: run) } else { for i in 0..<run { columnScales[sAt + i] = sFrom[i * sw] } }
                             }
-                            p += run
                         }
                     }
+                }
                 }
                 // Each column's offset: the sum over its blocks (taps × channel blocks) of 128 · s · Σ q.
                 Parallel.forRanges(bPanels, threads: threads) { range in
