@@ -408,7 +408,7 @@ public final class Executor: @unchecked Sendable {
             // int8 weights in an int8-activation plan: int8 × int8 products (VNNI, or AVX2 on 16 bits);
             // an upsampling convolution's four 2×2 phase kernels as one 2×2 convolution.
             let int8Upsample = c.upsample == true && c.prologue == nil && x[1].dims.count == 4 && x[1].dims[0] % 4 == 0
-                && x[1].dims[2] == 2 && x[1].dims[3] == 2
+                && x[1].dims[2] == 2 && x[1].dims[3] == 2 && Int8Convolution.upsampleFits(x: x[0].dims, oc: x[1].dims[0] / 4)
             if x[1].dtype == .i8, int8Activations, c.upsample != true || int8Upsample, let kernel = Int8Convolution.kernel(c, isa: gemm.isa),
                case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
                 let w = x[1].dims

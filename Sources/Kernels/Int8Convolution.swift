@@ -82,6 +82,17 @@ public enum Int8Convolution {
     /// major index) run as one 2×2 convolution of the small image padded by 1 on every side, into
     /// `[n, 4·oc, h + 1, w + 1]` (phase (a, b) of output pixel (2i + a, 2j + b) is its value at
     /// (i + a, j + b)), then interleaved into the output with bias and epilogue.
+    /// The most memory `runUpsample`'s four phase planes may take: larger images (a VAE decoder's
+    /// upsampling at 256 × 256 would need 270 MB) run their phases in f32 through
+    /// `UpsampleConvolution`, which reads the small image in place.
+    public static let upsampleScratchBytes = 16 << 20
+
+    /// Whether `runUpsample` takes a small image of dimensions `x` (NCHW) into `oc` channels within
+    /// `upsampleScratchBytes`.
+    public static func upsampleFits(x: [Int], oc: Int) -> Bool {
+        x.count == 4 && x[0] * 4 * oc * (x[2] + 1) * (x[3] + 1) * 4 <= upsampleScratchBytes
+    }
+
     public static func runUpsample(_ k: Conv2DKernel, x: View, weights wq: Int8ConvWeights, operands: [View], out: View, kernel: Int8Gemm.Kernel,
                                    threads: Int) {
         let (n, h, w) = (x.dims[0], x.dims[2], x.dims[3])

@@ -48,6 +48,9 @@ import Testing
         let packed8 = q.values.bytes.withMemoryRebound(to: Int8.self) { v in
             q.scales!.withElements(as: Float.self) { Int8ConvWeights(v.baseAddress!, scales: $0.baseAddress!, oc: 4 * oc, ic: c, kh: 2, kw: 2, threads: 2) }
         }
+        // (Within the phase planes' memory limit; a VAE decoder's 256 × 256 upsampling is not, and
+        // runs in f32 instead.)
+        #expect(Int8Convolution.upsampleFits(x: [n, c, h, w], oc: oc) && !Int8Convolution.upsampleFits(x: [1, 256, 256, 256], oc: 256))
         for int8 in Int8Gemm.Kernel.allCases where int8.isSupported {
             var results: [[Float]] = []
             for threads in [1, 3] {
