@@ -23,42 +23,19 @@ public func u8s8gemmMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _
     vnniMicroKernelBody(ksteps, a, b, c, ldc, accumulate, unsignedA: true)
 }
 
-/// The 12 × 32 int32 accumulators of the VNNI micro-kernels (24 zmm registers once inlined).
+/// The 12 × 32 int32 accumulators of the VNNI micro-kernels (24 zmm registers once inlined): two
+/// six-row halves sharing each step's B loads.
 struct VNNITile {
-    var c00 = _mm512_setzero_si512(), c01 = _mm512_setzero_si512()
-    var c10 = _mm512_setzero_si512(), c11 = _mm512_setzero_si512()
-    var c20 = _mm512_setzero_si512(), c21 = _mm512_setzero_si512()
-    var c30 = _mm512_setzero_si512(), c31 = _mm512_setzero_si512()
-    var c40 = _mm512_setzero_si512(), c41 = _mm512_setzero_si512()
-    var c50 = _mm512_setzero_si512(), c51 = _mm512_setzero_si512()
-    var c60 = _mm512_setzero_si512(), c61 = _mm512_setzero_si512()
-    var c70 = _mm512_setzero_si512(), c71 = _mm512_setzero_si512()
-    var c80 = _mm512_setzero_si512(), c81 = _mm512_setzero_si512()
-    var c90 = _mm512_setzero_si512(), c91 = _mm512_setzero_si512()
-    var ca0 = _mm512_setzero_si512(), ca1 = _mm512_setzero_si512()
-    var cb0 = _mm512_setzero_si512(), cb1 = _mm512_setzero_si512()
+    var top = VNNIHalfTile(), bottom = VNNIHalfTile()
 
-    /// `steps` words of four k: A's 12 row words broadcast, B's 32 column words in two loads, each
-    /// pair multiplied by `vpdpbusd` (its first source unsigned: A's bytes when `unsignedA`, else B's).
+    /// `steps` words of four k: B's 32 column words in two loads, multiplied with A's 12 row words
+    /// broadcast by `vpdpbusd` (its first source unsigned: A's bytes when `unsignedA`, else B's).
     @inline(__always)
     mutating func accumulate(_ steps: Int, _ pa: inout UnsafePointer<UInt32>, _ pb: inout UnsafePointer<UInt32>, unsignedA: Bool) {
-        @inline(__always) func dp(_ acc: __m512i, _ bv: __m512i, _ x: __m512i) -> __m512i {
-            unsignedA ? _mm512_dpbusd_epi32(acc, x, bv) : _mm512_dpbusd_epi32(acc, bv, x)
-        }
         for _ in 0..<steps {
             let b0 = _mm512_loadu_si512(UnsafeRawPointer(pb)), b1 = _mm512_loadu_si512(UnsafeRawPointer(pb + 16))
-            var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = dp(c00, b0, x); c01 = dp(c01, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = dp(c10, b0, x); c11 = dp(c11, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = dp(c20, b0, x); c21 = dp(c21, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = dp(c30, b0, x); c31 = dp(c31, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = dp(c40, b0, x); c41 = dp(c41, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = dp(c50, b0, x); c51 = dp(c51, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[6])); c60 = dp(c60, b0, x); c61 = dp(c61, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[7])); c70 = dp(c70, b0, x); c71 = dp(c71, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[8])); c80 = dp(c80, b0, x); c81 = dp(c81, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[9])); c90 = dp(c90, b0, x); c91 = dp(c91, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[10])); ca0 = dp(ca0, b0, x); ca1 = dp(ca1, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[11])); cb0 = dp(cb0, b0, x); cb1 = dp(cb1, b1, x)
+            top.step(b0, b1, pa, unsignedA: unsignedA)
+            bottom.step(b0, b1, pa + 6, unsignedA: unsignedA)
             pa += 12
             pb += 32
         }
@@ -67,9 +44,8 @@ struct VNNITile {
     /// `row(r, columns 0..<16, columns 16..<32)` for the 12 rows.
     @inline(__always)
     func rows(_ row: (Int, __m512i, __m512i) -> Void) {
-        row(0, c00, c01); row(1, c10, c11); row(2, c20, c21); row(3, c30, c31)
-        row(4, c40, c41); row(5, c50, c51); row(6, c60, c61); row(7, c70, c71)
-        row(8, c80, c81); row(9, c90, c91); row(10, ca0, ca1); row(11, cb0, cb1)
+        top.rows(row)
+        bottom.rows { r, v0, v1 in row(6 + r, v0, v1) }
     }
 }
 
@@ -120,23 +96,34 @@ struct VNNIHalfTile {
     var c40 = _mm512_setzero_si512(), c41 = _mm512_setzero_si512()
     var c50 = _mm512_setzero_si512(), c51 = _mm512_setzero_si512()
 
-    /// `steps` words of four k of rows `pa[0..<6]` (a 12-row panel: `pa` advances 12 a step).
+    /// One step of four k: the six row words `pa[0..<6]` broadcast against B's columns `b0`, `b1`.
     @inline(__always)
-    mutating func accumulate(_ steps: Int, _ pa: inout UnsafePointer<UInt32>, _ pb: inout UnsafePointer<UInt32>, unsignedA: Bool) {
+    mutating func step(_ b0: __m512i, _ b1: __m512i, _ pa: UnsafePointer<UInt32>, unsignedA: Bool) {
         @inline(__always) func dp(_ acc: __m512i, _ bv: __m512i, _ x: __m512i) -> __m512i {
             unsignedA ? _mm512_dpbusd_epi32(acc, x, bv) : _mm512_dpbusd_epi32(acc, bv, x)
         }
+        var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = dp(c00, b0, x); c01 = dp(c01, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = dp(c10, b0, x); c11 = dp(c11, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = dp(c20, b0, x); c21 = dp(c21, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = dp(c30, b0, x); c31 = dp(c31, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = dp(c40, b0, x); c41 = dp(c41, b1, x)
+        x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = dp(c50, b0, x); c51 = dp(c51, b1, x)
+    }
+
+    /// `steps` words of four k of rows `pa[0..<6]` (a 12-row panel: `pa` advances 12 a step).
+    @inline(__always)
+    mutating func accumulate(_ steps: Int, _ pa: inout UnsafePointer<UInt32>, _ pb: inout UnsafePointer<UInt32>, unsignedA: Bool) {
         for _ in 0..<steps {
-            let b0 = _mm512_loadu_si512(UnsafeRawPointer(pb)), b1 = _mm512_loadu_si512(UnsafeRawPointer(pb + 16))
-            var x = _mm512_set1_epi32(Int32(bitPattern: pa[0])); c00 = dp(c00, b0, x); c01 = dp(c01, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[1])); c10 = dp(c10, b0, x); c11 = dp(c11, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[2])); c20 = dp(c20, b0, x); c21 = dp(c21, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[3])); c30 = dp(c30, b0, x); c31 = dp(c31, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[4])); c40 = dp(c40, b0, x); c41 = dp(c41, b1, x)
-            x = _mm512_set1_epi32(Int32(bitPattern: pa[5])); c50 = dp(c50, b0, x); c51 = dp(c51, b1, x)
+            step(_mm512_loadu_si512(UnsafeRawPointer(pb)), _mm512_loadu_si512(UnsafeRawPointer(pb + 16)), pa, unsignedA: unsignedA)
             pa += 12
             pb += 32
         }
+    }
+
+    /// `row(r, columns 0..<16, columns 16..<32)` for the six rows.
+    @inline(__always)
+    func rows(_ row: (Int, __m512i, __m512i) -> Void) {
+        row(0, c00, c01); row(1, c10, c11); row(2, c20, c21); row(3, c30, c31); row(4, c40, c41); row(5, c50, c51)
     }
 }
 
