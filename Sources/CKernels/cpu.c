@@ -14,3 +14,10 @@ unsigned ck_cpu_features(void) {
 #endif
     return f;
 }
+
+// A spin-wait hint (`pause`): Swift cannot call the intrinsic, which the header defines inline.
+void ck_spin_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}

@@ -29,6 +29,11 @@ public enum Parallel {
         }
         let chunk = (count + workers - 1) / workers
         // The workers only run during this call, and each writes its own range.
+        let ran = WorkerPool.shared.run(workers) { w in
+            let lo = w * chunk, hi = min(count, lo + chunk)
+            if lo < hi { body(lo..<hi) }
+        }
+        if ran { return }
         withoutActuallyEscaping(body) { escaping in
             let work = UncheckedSendable(value: escaping)
             DispatchQueue.concurrentPerform(iterations: workers) { w in

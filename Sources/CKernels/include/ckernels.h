@@ -11,6 +11,8 @@ enum {
     CK_AVX512_BF16 = 1 << 3,
 };
 unsigned ck_cpu_features(void);
+// One spin-wait hint (x86 `pause`; nothing elsewhere).
+void ck_spin_pause(void);
 
 /* C[12 x 32] (+)= A . B over `ksteps` pairs of k: A a packed panel of 12 rows per step (each a
    32-bit word holding the bf16 values of k and k+1), B a packed panel of 32 such words per step,
