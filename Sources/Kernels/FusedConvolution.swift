@@ -1,6 +1,12 @@
+import Synchronization
 import Foundation
 import Plan
 import Tensors
+
+/// The next tile of `Tiling.runDynamic`.
+final class TileCounter: Sendable {
+    let value = Atomic<Int>(0)
+}
 
 /// Work split into tiles, each run start to finish on one thread (OpenBLAS single-threaded inside it,
 /// so its own threads never spin against ours). Results are bit-identical for any `--threads`: on the
@@ -34,6 +40,29 @@ public enum Tiling {
             memo.initialize(repeating: -1, count: 2)
             return (ScratchPool.shared.take(), memo)
         }, cleanup: { ScratchPool.shared.give($0.0); $0.1.deallocate() }) { tile, s in body(tile, s.0, s.1) }
+    }
+
+    /// As `run`, with the tiles handed out one at a time as the workers ask (in order): a worker that
+    /// started late or runs slower (the two cores of a VM seldom run at the same speed) takes fewer.
+    /// For tiles that share nothing a worker prepares (no memo), so any split gives the same results.
+    static func runDynamic<S>(_ count: Int, threads: Int, setup: () -> S, cleanup: (S) -> Void = { _ in }, _ body: (Int, S) -> Void) {
+        let workers = max(1, min(threads, count))
+        guard workers > 1 else {
+            let s = setup()
+            for t in 0..<count { body(t, s) }
+            cleanup(s)
+            return
+        }
+        let next = TileCounter()
+        Parallel.forRanges(workers, threads: workers) { _ in
+            let s = setup()
+            while true {
+                let t = next.value.add(1, ordering: .relaxed).oldValue
+                if t >= count { break }
+                body(t, s)
+            }
+            cleanup(s)
+        }
     }
 
     /// Runs `body(tile)` for tiles 0..<count over `threads` workers; `setup` makes a worker's scratch once.

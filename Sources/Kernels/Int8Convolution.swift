@@ -153,12 +153,11 @@ public enum Int8Convolution {
         let bands = (plane + band - 1) / band
         // Blocks of output channels: at least two per thread in each band (the bands run one after the
         // other; each block streams the band's packed input once, so fewer blocks read it less: four a
-        // thread measured ~2 % slower on the denoise step's convolutions).
-        var ocBlock = (oc + mr - 1) / mr * mr
-        while ocBlock > mr && (oc + ocBlock - 1) / ocBlock < 2 * threads {
-            ocBlock = max(mr, ((ocBlock + 1) / 2 + mr - 1) / mr * mr)
-        }
-        let ocBlocks = (oc + ocBlock - 1) / ocBlock
+        // thread measured ~2 % slower on the denoise step's convolutions). Block b holds panels
+        // `b · P / B ..< (b + 1) · P / B` of the P panels of 12 channels, so that the threads' shares
+        // differ by at most a panel (blocks of 84 channels for 320 gave one thread 168, the other 152).
+        let ocPanels = (oc + mr - 1) / mr
+        let ocBlocks = max(1, min(ocPanels, 2 * threads))
         // Buffers kept between calls (fresh large allocations would cost page faults every call).
         let shared = ScratchPool.shared.take()
         defer { ScratchPool.shared.give(shared) }
@@ -351,15 +350,21 @@ public enum Int8Convolution {
                 }
                 let sharedB = UnsafeRawPointer(packedB), word = wide ? 8 : 4
                 let scalesB = UnsafePointer(columnScales), offsetsB = UnsafePointer(columnOffsets)
-                Tiling.run(ocBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { ocb, worker in
-                    let o0 = ocb * ocBlock, orows = min(ocBlock, oc - o0)
-                    let aPanels = (orows + mr - 1) / mr
+                // Tiles: the blocks of output channels, each over both halves of the band's columns (an odd
+                // number of panels, 27 for 320 channels, still splits evenly), handed out as asked.
+                let halves = bPanels >= 4 ? 2 : 1
+                Tiling.runDynamic(ocBlocks * halves, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { tile, worker in
+                    let ocb = tile / halves, half = tile % halves
+                    let firstPanel = ocb * ocPanels / ocBlocks, aPanels = (ocb + 1) * ocPanels / ocBlocks - firstPanel
+                    let o0 = firstPanel * mr, orows = min(aPanels * mr, oc - o0)
+                    let columnPanels = (half * bPanels / halves)..<((half + 1) * bPanels / halves)
+                    let c0 = columnPanels.lowerBound * nr, c1 = min(cols, columnPanels.upperBound * nr)
                     let ldc = bPanels * nr
                     let acc = worker.floats(0, aPanels * mr * ldc)
                     var b0 = 0
                     while b0 < blocks {
                         let nb = min(blocksPerCall, blocks - b0), s0 = b0 * bs
-                        for jp in 0..<bPanels {
+                        for jp in columnPanels {
                             let bp = sharedB + (jp * steps + s0) * nr * word
                             let sp = scalesB + (jp * blocks + b0) * nr
                             for ip in 0..<aPanels {
@@ -374,16 +379,16 @@ public enum Int8Convolution {
                     for r in 0..<orows {
                         let o = o0 + r
                         let factor = wq.scales[o], add = bias?[o] ?? 0
-                        let a = acc + r * ldc
-                        let d = ob + o * plane + p0
+                        let a = acc + r * ldc + c0
+                        let d = ob + o * plane + p0 + c0, offs = offsetsB + c0, count = c1 - c0
                         var i = 0
-                        while i + 16 <= cols {
-                            let v = (UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self) - UnsafeRawPointer(offsetsB + i).loadUnaligned(as: SIMD16<Float>.self)) * factor + add
+                        while i + 16 <= count {
+                            let v = (UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self) - UnsafeRawPointer(offs + i).loadUnaligned(as: SIMD16<Float>.self)) * factor + add
                             UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: SIMD16<Float>.self)
                             i += 16
                         }
-                        while i < cols { d[i] = (a[i] - offsetsB[i]) * factor + add; i += 1 }
-                        if !epilogue.isEmpty { epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0) }
+                        while i < count { d[i] = (a[i] - offs[i]) * factor + add; i += 1 }
+                        if !epilogue.isEmpty { epilogue.apply(d, count: count, base: (b * oc + o) * plane + p0 + c0) }
                     }
                 }
             }

@@ -182,11 +182,21 @@ public enum Int8Linear {
         }
     }
 
+    /// The tiles of rows of `product`: about `rowTile` rows each (whole panels of 12), as many as a
+    /// multiple of `threads` where the panels allow, so that each thread's share of the rows is the
+    /// same within a panel (11 tiles of 96 rows of a 1024-row layer left one thread 6 tiles, the
+    /// other 5). Tile t holds panels `t · P / T ..< (t + 1) · P / T` of the P panels.
+    static func rowTiles(rows: Int, threads: Int) -> Int {
+        let panels = (rows + Int8Gemm.mr - 1) / Int8Gemm.mr, perTile = rowTile / Int8Gemm.mr
+        let least = (panels + perTile - 1) / perTile, t = max(1, threads)
+        return max(1, min(panels, (least + t - 1) / t * t))
+    }
+
     /// Weight panels per tile of `product`'s work split: all of them (each tile whole rows, `finish`
     /// called once per tile of rows with every column) unless the rows are too few to give each
     /// thread four tiles.
     public static func columnBlockPanels(rows: Int, weights w: Int8WeightPanels, threads: Int) -> Int {
-        let rowTiles = (rows + rowTile - 1) / rowTile
+        let rowTiles = rowTiles(rows: rows, threads: threads)
         var blockPanels = w.panels
         while blockPanels > 1 && rowTiles * ((w.panels + blockPanels - 1) / blockPanels) < 4 * threads { blockPanels = (blockPanels + 1) / 2 }
         return blockPanels
@@ -207,14 +217,15 @@ public enum Int8Linear {
         let a = UnsafeMutableRawPointer(shared.floats(0, panels * steps * mr * word / 4))
         let blockScales = shared.floats(1, max(1, panels * blocks * mr))
         let rowOffsets = shared.floats(5, panels * mr)
-        // 1. Every row quantised and packed (after the prologue), in parallel over blocks of rows.
-        let chunk = rowTile / mr
-        Parallel.forRanges((panels + chunk - 1) / chunk, threads: threads) { range in
+        // 1. Every row quantised and packed (after the prologue), in parallel over the tiles of rows.
+        let rowTiles = rowTiles(rows: rows, threads: threads)
+        @inline(__always) func tilePanels(_ t: Int) -> Range<Int> { (t * panels / rowTiles)..<((t + 1) * panels / rowTiles) }
+        Parallel.forRanges(rowTiles, threads: threads) { range in
             let worker = ScratchPool.shared.take()
             defer { ScratchPool.shared.give(worker) }
             let row8 = UnsafeMutableRawPointer(worker.floats(2, (k + 67) / 4)).assumingMemoryBound(to: Int8.self)
             for c in range {
-                let r0 = c * rowTile, count = min(rowTile, rows - r0)
+                let tp = tilePanels(c), r0 = tp.lowerBound * mr, count = min(tp.count * mr, rows - r0)
                 var src = x + r0 * k
                 if let prepare {
                     // The rows as the linear reads them (normalised, gathered through a layout).
@@ -222,19 +233,18 @@ public enum Int8Linear {
                     prepare(r0, count, prepared)
                     src = UnsafePointer(prepared)
                 }
-                quantizeRows(src, rows: count, k: k, into: a + c * chunk * steps * mr * word, wide: word == 8, blockSteps: bs,
-                             blockScales: blockScales + c * chunk * blocks * mr, offsets: rowOffsets + r0, row8: row8)
+                quantizeRows(src, rows: count, k: k, into: a + tp.lowerBound * steps * mr * word, wide: word == 8, blockSteps: bs,
+                             blockScales: blockScales + tp.lowerBound * blocks * mr, offsets: rowOffsets + r0, row8: row8)
             }
         }
         // 2. Tiles of (rows, blocks of columns): at least four per thread when the rows are few.
-        let rowTiles = (rows + rowTile - 1) / rowTile
         let blockPanels = columnBlockPanels(rows: rows, weights: w, threads: threads)
         let colBlocks = (w.panels + blockPanels - 1) / blockPanels
         let aPanels = UnsafeRawPointer(a), scalesOfBlocks = UnsafePointer(blockScales), offsetsOfRows = UnsafePointer(rowOffsets)
-        Tiling.run(rowTiles * colBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
+        Tiling.runDynamic(rowTiles * colBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { t, worker in
             let rt = t / colBlocks, cb = t % colBlocks
-            let r0 = rt * rowTile, count = min(rowTile, rows - r0)
-            let p0 = r0 / mr, tilePanels = (count + mr - 1) / mr
+            let tp = tilePanels(rt), p0 = tp.lowerBound, r0 = p0 * mr, count = min(tp.count * mr, rows - r0)
+            let tilePanels = tp.count
             let tile = worker.floats(3, mr * nr)
             let jps = (cb * blockPanels)..<min(w.panels, (cb + 1) * blockPanels)
             for jp in jps {
