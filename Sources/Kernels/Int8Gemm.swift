@@ -196,8 +196,10 @@ public enum Int8Gemm {
 
     /// The micro-kernel alone on packed panels (activations in the kernel's form, weights bytes), as
     /// the convolution drives it: `C[m × n]` over blocks of steps of k, columns split between
-    /// `threads`; the median seconds of `runs` (after one warm-up).
-    public static func timeKernel(_ kernel: Kernel, m: Int, n: Int, k: Int, threads: Int, runs: Int) -> Double {
+    /// `threads`; the median seconds of `runs` (after one warm-up). With `activationBlockSteps`, the
+    /// blocked kernel of int8 × int8 convolutions (f32 C, one scale per column and block of that
+    /// many steps) instead of the plain int32 one.
+    public static func timeKernel(_ kernel: Kernel, m: Int, n: Int, k: Int, threads: Int, runs: Int, activationBlockSteps bs: Int? = nil) -> Double {
         let steps = (k + 3) / 4, kc = kernel.blockSteps
         let aPanels = (m + mr - 1) / mr, bPanels = (n + nr - 1) / nr
         let word = kernel.widensActivations ? 8 : 4
@@ -211,6 +213,11 @@ public enum Int8Gemm {
             if word == 8 { pb.storeBytes(of: widen(v), toByteOffset: 8 * i, as: UInt64.self) } else { pb.storeBytes(of: v, toByteOffset: 4 * i, as: UInt32.self) }
         }
         let ldc = bPanels * nr
+        let blocks = bs.map { steps / $0 } ?? 0
+        let scales = UnsafeMutablePointer<Float>.allocate(capacity: max(1, bPanels * blocks * nr))
+        scales.initialize(repeating: 1.0 / 1024, count: max(1, bPanels * blocks * nr))
+        defer { scales.deallocate() }
+        let cf = UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self)
         func once() -> Double {
             let t0 = DispatchTime.now().uptimeNanoseconds
             Parallel.forRanges(bPanels, threads: threads) { range in
@@ -219,8 +226,14 @@ public enum Int8Gemm {
                     let ks = min(kc, steps - s0)
                     for jp in range {
                         for ip in 0..<aPanels {
-                            kernel.s8u8(ks, pa + (ip * steps + s0) * mr, UnsafeRawPointer(pb + (jp * steps + s0) * nr * word),
-                                        c + ip * mr * ldc + jp * nr, ldc, s0 > 0)
+                            if let bs {
+                                let b0 = s0 / bs
+                                kernel.convBlocked(ks / bs, bs, pa + (ip * steps + s0) * mr, UnsafeRawPointer(pb + (jp * steps + s0) * nr * word),
+                                                   cf + ip * mr * ldc + jp * nr, ldc, scales + (jp * blocks + b0) * nr, s0 > 0)
+                            } else {
+                                kernel.s8u8(ks, pa + (ip * steps + s0) * mr, UnsafeRawPointer(pb + (jp * steps + s0) * nr * word),
+                                            c + ip * mr * ldc + jp * nr, ldc, s0 > 0)
+                            }
                         }
                     }
                     s0 += ks
