@@ -92,10 +92,10 @@ public enum Int8Gemm {
     }
 
     /// Words of four k per block of activation scales, for `steps` words: the largest divisor of
-    /// `steps` up to 8 (blocks of 32 values; convolutions pass the words of one tap, so that a block
-    /// never spans two taps).
-    public static func activationBlockSteps(_ steps: Int) -> Int {
-        var d = min(8, max(1, steps))
+    /// `steps` up to `maximum` (8: blocks of 32 values, the linear layers'; convolutions pass the
+    /// words of one tap, so that a block never spans two taps, and `Int8Convolution.blockStepsMaximum`).
+    public static func activationBlockSteps(_ steps: Int, maximum: Int = 8) -> Int {
+        var d = min(maximum, max(1, steps))
         while steps % d != 0 { d -= 1 }
         return d
     }

@@ -127,11 +127,15 @@ public enum Int8Linear {
                 let v = src + k0, u = row8 + k0
                 var m: Float = 0
                 var i = 0
-                if count == 32 {
+                // Blocks of whole 32s (every block of the plans' layers) take the vector paths.
+                let whole = count % 32 == 0
+                if whole {
                     // (Lane-wise maxima, then one halving reduction: `SIMD.max()` ran lane by lane.)
-                    let a = UnsafeRawPointer(v).loadUnaligned(as: SIMD16<Float>.self), b = UnsafeRawPointer(v + 16).loadUnaligned(as: SIMD16<Float>.self)
-                    m = Int8Linear.largestMagnitude(Int8Linear.magnitude(a), Int8Linear.magnitude(b))
-                    i = 32
+                    while i < count {
+                        let a = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self), b = UnsafeRawPointer(v + i + 16).loadUnaligned(as: SIMD16<Float>.self)
+                        m = max(m, Int8Linear.largestMagnitude(Int8Linear.magnitude(a), Int8Linear.magnitude(b)))
+                        i += 32
+                    }
                 } else {
                     while i < count { m = max(m, abs(v[i])); i += 1 }
                 }
@@ -140,19 +144,23 @@ public enum Int8Linear {
                 var sum: Int32 = 0
                 var sums = SIMD16<Int32>()
                 i = 0
-                if count == 32 {
-                    // A whole block: `vcvtps2dq` (nearest even, as `roundToInt32`; |x · inv| ≤ 127 by
+                if whole {
+                    // 32 at a time: `vcvtps2dq` (nearest even, as `roundToInt32`; |x · inv| ≤ 127 by
                     // the choice of inv, so no clamp), packed to bytes with `vpackssdw`/`vpacksswb`
                     // and put back in order.
                     let vi = _mm256_set1_ps(inv)
-                    @inline(__always) func q(_ o: Int) -> __m256i { _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + o), vi)) }
-                    let (q0, q1, q2, q3) = (q(0), q(8), q(16), q(24))
-                    let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3))
-                    _mm256_storeu_si256(UnsafeMutableRawPointer(u).assumingMemoryBound(to: __m256i.self),
-                                        _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)))
-                    let total = unsafeBitCast(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)), to: SIMD8<Int32>.self)
-                    sums = SIMD16(lowHalf: total, highHalf: .zero)
-                    i = 32
+                    var total = _mm256_setzero_si256()
+                    while i < count {
+                        let w = v + i
+                        @inline(__always) func q(_ o: Int) -> __m256i { _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(w + o), vi)) }
+                        let (q0, q1, q2, q3) = (q(0), q(8), q(16), q(24))
+                        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3))
+                        _mm256_storeu_si256(UnsafeMutableRawPointer(u + i).assumingMemoryBound(to: __m256i.self),
+                                            _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)))
+                        total = _mm256_add_epi32(total, _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)))
+                        i += 32
+                    }
+                    sums = SIMD16(lowHalf: unsafeBitCast(total, to: SIMD8<Int32>.self), highHalf: .zero)
                 }
                 while i + 16 <= count {
                     let f = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self) * inv

@@ -274,7 +274,7 @@ import Testing
 /// Convolutions with int8 weights and int8 activations (VNNI and AVX2 kernels): against the same arithmetic done
 /// plainly (the input quantised symmetric per pixel and block of channels, padding 0; the products
 /// summed in double), over strides, padding, dilation, channel counts that are not multiples of four
-/// or of 32 (blocks of 4 · `activationBlockSteps` channels), outputs narrower than a panel, pixel counts past a
+/// or of 64 (blocks of 4 · `Int8Convolution.activationBlockSteps` channels), outputs narrower than a panel, pixel counts past a
 /// band, more than one call's blocks of k, outlier pixels and channels, and thread counts.
 @Suite struct Int8ConvolutionTests {
     struct Case: Sendable, CustomStringConvertible {
@@ -319,7 +319,7 @@ import Testing
         let bias = GemmTests.values(t.oc, seed: 53)
         let residual = GemmTests.values(t.n * t.oc * oh * ow, seed: 57)
         let perChannel = GemmTests.values(t.n * t.oc, seed: 59)
-        let blockChannels = 4 * Int8Gemm.activationBlockSteps((t.c + 3) / 4)
+        let blockChannels = 4 * Int8Convolution.activationBlockSteps((t.c + 3) / 4)
         var expected = [Float](repeating: 0, count: residual.count), bound = expected
         for b in 0..<t.n {
             let img = Array(x[(b * t.c * t.h * t.w)..<((b + 1) * t.c * t.h * t.w)])
