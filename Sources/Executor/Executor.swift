@@ -506,7 +506,9 @@ public final class Executor: @unchecked Sendable {
             guard allF32 else { return false }
             // bf16 plans (`--precision bf16`) also take attention's products in bf16.
             let g = !gemm.usesBLAS && plan.program.targetFeatures.contains("bf16") ? gemm.with(.bf16) : gemm
-            Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], gemm: g, threads: threads)
+            // Plans with int8 activations also take the scores in int8 (VNNI).
+            Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], gemm: g, threads: threads,
+                          int8Scores: int8Activations)
         case .groupNorm(let groups, let epsilon, let silu):
             guard allF32, x[0].dims.count >= 2 else { return false }
             Normalization.groupNorm(x: x[0], scale: x[1], bias: x[2], out: r[0], groups: groups, epsilon: epsilon, silu: silu, threads: threads)

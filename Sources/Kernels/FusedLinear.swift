@@ -364,7 +364,10 @@ public enum Attention {
     public static let queryTile = 64
     public static let keyTile = 256
 
-    public static func run(_ k: AttentionKernel, q: View, key: View, v: View, biases: [View], out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
+    /// `int8Scores` (plans with int8 activations): the scores in int8 where `Int8Scores.supported`
+    /// and the products otherwise run in bf16 on AVX-512 (`gemm` with bf16 precision).
+    public static func run(_ k: AttentionKernel, q: View, key: View, v: View, biases: [View], out: View, gemm: Gemm = Gemm(.openblas), threads: Int,
+                           int8Scores: Bool = false) {
         let qd = q.dims, kd = key.dims, vd = v.dims
         let n = qd[qd.count - 2], d = qd[qd.count - 1]
         let m = k.keysTransposed ? kd[kd.count - 1] : kd[kd.count - 2]
@@ -398,7 +401,7 @@ public enum Attention {
             return (perBatch, strides[strides.count - 2], strides[strides.count - 1])
         }
         if !gemm.usesBLAS {
-            runOwn(k, q: q, key: key, v: v, biases: biases, biasLayouts: biasLayouts, out: out, gemm: gemm, threads: threads)
+            runOwn(k, q: q, key: key, v: v, biases: biases, biasLayouts: biasLayouts, out: out, gemm: gemm, threads: threads, int8Scores: int8Scores)
             return
         }
         let tq = min(queryTile, n), tk = min(keyTile, m)
@@ -474,7 +477,7 @@ public enum Attention {
     /// vector maxima and sums, and `Sᵀ` is already the packed B operand of the next product), then
     /// `accᵀ = correction·accᵀ + Vᵀ·Pᵀ`. K and V are packed once per batch·head slice.
     static func runOwn(_ k: AttentionKernel, q: View, key: View, v: View, biases: [View],
-                       biasLayouts: [(offsets: [Int], row: Int, col: Int)], out: View, gemm: Gemm, threads: Int) {
+                       biasLayouts: [(offsets: [Int], row: Int, col: Int)], out: View, gemm: Gemm, threads: Int, int8Scores: Bool) {
         let qd = q.dims, kd = key.dims, vd = v.dims
         let n = qd[qd.count - 2], d = qd[qd.count - 1]
         let m = k.keysTransposed ? kd[kd.count - 1] : kd[kd.count - 2]
@@ -511,6 +514,17 @@ public enum Attention {
             // AVX-512 bf16: queries as rows of words first (`wordsPad` a multiple of 16), then transposed.
             let wordsPad = (dSteps + 15) / 16 * 16
             let queryWords: UnsafeMutablePointer<Float>? = bf16 && gemm.isa == .avx512 && tq == 32 ? worker.floats(8, tq * wordsPad) : nil
+            // int8 scores (bf16 AVX-512 layout: 12 keys × 32 queries, the int8 kernels' tile): keys and
+            // queries quantised into panels of words of four features, with their scales.
+            let int8 = int8Scores && queryWords != nil && mr == Int8Gemm.mr && tq == Int8Gemm.nr && Int8Scores.supported(d: d, keysTransposed: k.keysTransposed)
+            let qSteps = d / 4
+            func words(_ slot: Int, _ count: Int) -> UnsafeMutablePointer<UInt32> {
+                UnsafeMutableRawPointer(worker.floats(slot, max(1, count))).assumingMemoryBound(to: UInt32.self)
+            }
+            let keys8 = int8 ? words(9, kPanels * qSteps * mr) : nil, queries8 = int8 ? words(10, qSteps * tq) : nil
+            let keyScales = worker.floats(11, int8 ? kPanels * mr : 1), queryScales = worker.floats(12, int8 ? tq : 1)
+            let keyOffsets = UnsafeMutableRawPointer(worker.floats(13, int8 ? kPanels * mr : 1)).assumingMemoryBound(to: Int32.self)
+            let row8 = UnsafeMutableRawPointer(worker.floats(14, int8 ? d / 4 : 1)).assumingMemoryBound(to: Int8.self)
             let qt = worker.floats(2, max(1, (queryWords == nil ? dSteps : wordsPad) * tq))
             let qs = worker.floats(3, bf16 ? max(1, tq * d, 3 * wordsPad) : 1)
             let pt = worker.floats(4, bf16 ? tk / 2 * tq : 1)
@@ -524,7 +538,10 @@ public enum Attention {
                 if p != packedSlice {
                     let kb = key.floats + ik[p] * m * d, vb = v.floats + iv[p] * m * dv
                     let (lda, t) = k.keysTransposed ? (m, true) : (d, false)
-                    if bf16 {
+                    if let keys8 {
+                        Int8Scores.packKeys(kb, m: m, d: d, into: keys8, scales: keyScales, offsets: keyOffsets, row: row8)
+                        Gemm.packA16(vb, lda: dv, transposed: true, rows: 0..<dv, steps: 0..<mSteps, depth: m, width: mr, into: vp, isa: gemm.isa)
+                    } else if bf16 {
                         Gemm.packA16(kb, lda: lda, transposed: t, rows: 0..<m, steps: 0..<dSteps, depth: d, width: mr, into: kp, isa: gemm.isa)
                         Gemm.packA16(vb, lda: dv, transposed: true, rows: 0..<dv, steps: 0..<mSteps, depth: m, width: mr, into: vp, isa: gemm.isa)
                     } else {
@@ -534,7 +551,10 @@ public enum Attention {
                     packedSlice = p
                 }
                 let qb = q.floats + iq[p] * n * d + q0 * d
-                if let words = queryWords {
+                if let queries8 {
+                    // (Scores in base-2 units, scale·log₂e, for the softmax's 2^x.)
+                    Int8Scores.packQueries(qb, count: qn, d: d, factor: scale * 1.4426950408889634, into: queries8, scales: queryScales, row: row8)
+                } else if let words = queryWords {
                     // The same words with sixteen lanes: each query's scaled row rounded to bf16 words
                     // (a row of `words`), then 16 × 16 blocks transposed into the panel.
                     let s2 = scale * 1.4426950408889634
@@ -572,8 +592,15 @@ public enum Attention {
                 var j0 = 0
                 while j0 < m {
                     let kn = min(tk, m - j0)
-                    for i in stride(from: 0, to: kn, by: mr) {
-                        gemm.microRows(min(mr, kn - i), dSteps, kp + ((j0 + i) / mr) * dSteps * mr, qt, st + i * tq, tq, false)
+                    if let keys8, let queries8 {
+                        for i in stride(from: 0, to: kn, by: mr) {
+                            Int8Scores.scores(steps: qSteps, keys: keys8 + ((j0 + i) / mr) * qSteps * mr, queries: queries8, into: st + i * tq, ldc: tq,
+                                              rows: min(mr, kn - i), offsets: keyOffsets + j0 + i, keyScales: keyScales + j0 + i, queryScales: queryScales)
+                        }
+                    } else {
+                        for i in stride(from: 0, to: kn, by: mr) {
+                            gemm.microRows(min(mr, kn - i), dSteps, kp + ((j0 + i) / mr) * dSteps * mr, qt, st + i * tq, tq, false)
+                        }
                     }
                     let unit: Float = bf16 ? 1.4426950408889634 : 1  // biases in the scores' units
                     for (bi, layout) in biasLayouts.enumerated() {

@@ -27,4 +27,5 @@ func s8s16gemmMicroKernelAVX2(_ k: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafeP
 func u16s8gemmMicroKernelAVX2(_ k: Int, _ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Int32>, _ ldc: Int, _ accumulate: Bool) { unavailable() }
 func maddPeakAVX2(_ iterations: Int, _ seed: Int32) -> Int32 { unavailable() }
 func vnniPeak(_ iterations: Int, _ seed: Int32) -> Int32 { unavailable() }
+func scoresMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ rows: Int, _ offsets: UnsafePointer<Int32>, _ rowScales: UnsafePointer<Float>, _ columnScales: UnsafePointer<Float>) { unavailable() }
 #endif

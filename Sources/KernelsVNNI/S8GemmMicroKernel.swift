@@ -67,6 +67,27 @@ func vnniMicroKernelBody(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafeP
     }
 }
 
+/// Attention scores of plans with int8 activations: `C[r][j] = (Σ_k A[r][k] · B[k][j] − offsets[r]) ·
+/// rowScales[r] · columnScales[j]` in f32 for the first `rows` of the 12 rows (32 columns). A: keys
+/// as signed bytes (panel of 12 rows, words of four k), B: queries as unsigned bytes `q + 128`
+/// (panel of 32 columns), so `offsets[r] = 128 · Σ_k A[r][k]` takes the `+ 128` out exactly in
+/// int32 (a sum of 64 products stays far below 2²⁴, so the conversion to f32 is exact too).
+@inline(never)
+public func scoresMicroKernelVNNI(_ ksteps: Int, _ a: UnsafePointer<UInt32>, _ b: UnsafePointer<UInt32>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                                  _ rows: Int, _ offsets: UnsafePointer<Int32>, _ rowScales: UnsafePointer<Float>, _ columnScales: UnsafePointer<Float>) {
+    var tile = VNNITile()
+    var pa = a, pb = b
+    tile.accumulate(ksteps, &pa, &pb, unsignedA: false)
+    let s0 = _mm512_loadu_ps(UnsafeRawPointer(columnScales)), s1 = _mm512_loadu_ps(UnsafeRawPointer(columnScales + 16))
+    tile.rows { r, v0, v1 in
+        guard r < rows else { return }
+        let off = _mm512_set1_epi32(offsets[r]), rs = _mm512_set1_ps(rowScales[r])
+        let p = UnsafeMutableRawPointer(c + r * ldc)
+        _mm512_storeu_ps(p, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v0, off)), rs), s0))
+        _mm512_storeu_ps(p + 64, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v1, off)), rs), s1))
+    }
+}
+
 /// The int8 × int8 products of plans with int8 activations, in blocks of k: `C[12 × 32] (+)=
 /// Σ_blocks scale_block · (A · B)_block` in f32 (C in memory, row-major `ldc`), each block `blockSteps`
 /// words of four k summed exactly in int32 by `vpdpbusd`, converted (exact: a block's sum stays

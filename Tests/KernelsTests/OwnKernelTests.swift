@@ -219,6 +219,7 @@ import Testing
         AttentionCase(batch: [2], n: 17, m: 400, d: 8, dv: 40, biases: [[2, 17, 400]], masked: true),
         AttentionCase(batch: [1], n: 1, m: 1, d: 3, dv: 1),
         AttentionCase(batch: [2], n: 40, m: 77, d: 64, dv: 20),  // bf16: 8-row tails of keys and values
+        AttentionCase(batch: [3], n: 70, m: 500, d: 32, dv: 64, biases: [[3, 70, 500]]),  // int8 scores: two tiles of keys
     ])
     func attention(_ t: AttentionCase) throws {
         let q = Self.random(t.batch + [t.n, t.d], 11)
@@ -255,6 +256,29 @@ import Testing
             let err16 = Self.relativeError(out16, expected)
             #expect(err16 < 2e-2, "\(isa) bf16: relative error \(err16)")
             #expect(results.allSatisfy { $0 == results[0] }, "\(isa): the result depends on the thread count")
+            // int8 scores (plans with int8 activations): against the definition on q and k quantised per
+            // row as the kernels do (the remaining error is the bf16 product with V), for any thread count.
+            guard isa == .avx512, Int8Scores.supported(d: t.d, keysTransposed: t.keysTransposed) else { continue }
+            func quantisedRows(_ x: Tensor) -> Tensor {
+                var v = x.floats()
+                for r in 0..<(v.count / t.d) {
+                    let m = v[(r * t.d)..<((r + 1) * t.d)].map { abs($0) }.max()!
+                    for i in (r * t.d)..<((r + 1) * t.d) { v[i] = m > 0 ? (v[i] * (127 / m)).rounded(.toNearestOrEven) * (m / 127) : 0 }
+                }
+                return Tensor(v, shape: x.shape)
+            }
+            let expected8 = try Reference.execute(.attention(kernel), [quantisedRows(q), quantisedRows(k)] + operands.dropFirst(2),
+                                                  results: [(.f32, Shape(outDims))])[0]
+            var results8: [[Float]] = []
+            for threads in [1, 3] {
+                let out8 = Tensor.zeros(.f32, Shape(outDims))
+                Attention.run(kernel, q: Self.view(q), key: Self.view(k), v: Self.view(v), biases: operands.dropFirst(3).map(Self.view),
+                              out: Self.view(out8), gemm: Gemm(isa, precision: .bf16), threads: threads, int8Scores: true)
+                let err8 = Self.relativeError(out8, expected8)
+                #expect(err8 < 5e-3, "int8 scores threads \(threads): relative error \(err8) (bf16: \(err16))")
+                results8.append(out8.floats())
+            }
+            #expect(results8[0] == results8[1], "int8 scores: the result depends on the thread count")
         }
     }
 
