@@ -109,6 +109,9 @@ public enum Int8Linear {
     static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, k: Int, into raw: UnsafeMutableRawPointer, wide: Bool, blockSteps bs: Int,
                              blockScales: UnsafeMutablePointer<Float>, offsets: UnsafeMutablePointer<Float>, row8: UnsafeMutablePointer<Int8>) {
         let mr = Int8Gemm.mr, steps = (k + 3) / 4, blocks = steps / bs, width = 4 * bs
+        // (Three floats a block, rounded up to whole vectors of eight blocks, for `quantizeRow32`.)
+        let temporary = UnsafeMutablePointer<Float>.allocate(capacity: 3 * ((blocks + 7) / 8 * 8))
+        defer { temporary.deallocate() }
         let panels = (rows + mr - 1) / mr
         let dst = raw.assumingMemoryBound(to: UInt32.self), dstWide = raw.assumingMemoryBound(to: UInt64.self)
         for r in 0..<(panels * mr) {
@@ -122,6 +125,11 @@ public enum Int8Linear {
             }
             let src = x + r * k
             var offset: Float = 0
+            if width == 32 && k % 32 == 0 {
+                // Blocks of 32 (every linear layer of the plans): the row in three passes, so that the
+                // divisions run eight blocks to a vector instead of stalling each block.
+                offset = quantizeRow32(src, blocks: blocks, scales: scales, stride: mr, bytes: row8, temporary: temporary)
+            } else {
             for blk in 0..<blocks {
                 let k0 = blk * width, count = min(width, k - k0)
                 let v = src + k0, u = row8 + k0
@@ -178,6 +186,7 @@ public enum Int8Linear {
                 }
                 offset += 128 * scale * Float(sum)
             }
+            }
             offsets[r] = offset
             var tail = k
             while tail % 4 != 0 { row8[tail] = 0; tail += 1 }
@@ -185,7 +194,13 @@ public enum Int8Linear {
             if wide {
                 for st in 0..<steps { dstWide[at + st * mr] = Int8Gemm.widenSigned(words.loadUnaligned(fromByteOffset: 4 * st, as: UInt32.self)) }
             } else {
-                for st in 0..<steps { dst[at + st * mr] = words.loadUnaligned(fromByteOffset: 4 * st, as: UInt32.self) }
+                // (Pointer steps: the indexed form kept an overflow check per word.)
+                var d = dst + at, w = words
+                for _ in 0..<steps {
+                    d.pointee = w.loadUnaligned(as: UInt32.self)
+                    d += mr
+                    w += 4
+                }
             }
         }
     }
@@ -198,6 +213,47 @@ public enum Int8Linear {
         let panels = (rows + Int8Gemm.mr - 1) / Int8Gemm.mr, perTile = rowTile / Int8Gemm.mr
         let least = (panels + perTile - 1) / perTile, t = max(1, threads)
         return max(1, min(panels, (least + t - 1) / t * t))
+    }
+
+    /// One row of k = 32 · `blocks` values quantised per block of 32 into `bytes` (in order), each
+    /// block's scale to `scales[block · stride]`; returns the row's offset, Σ over blocks of
+    /// `128 · s · Σ q`. The same numbers as the general loop: maxima, then `s = m / 127` and
+    /// `inv = 127 / m` eight blocks at a time, then `round(x · inv)` with `vcvtps2dq`.
+    @inline(__always)
+    static func quantizeRow32(_ src: UnsafePointer<Float>, blocks: Int, scales: UnsafeMutablePointer<Float>, stride: Int,
+                              bytes: UnsafeMutablePointer<Int8>, temporary: UnsafeMutablePointer<Float>) -> Float {
+        let padded = (blocks + 7) / 8 * 8
+        let maxima = temporary, blockScales = temporary + padded, inverses = temporary + 2 * padded
+        var v = src
+        for b in 0..<blocks {
+            let a = UnsafeRawPointer(v).loadUnaligned(as: SIMD16<Float>.self), c = UnsafeRawPointer(v + 16).loadUnaligned(as: SIMD16<Float>.self)
+            maxima[b] = largestMagnitude(magnitude(a), magnitude(c))
+            v += 32
+        }
+        for b in blocks..<padded { maxima[b] = 0 }
+        let v127 = _mm256_set1_ps(127), tiny = _mm256_set1_ps(.leastNormalMagnitude)
+        for b in Swift.stride(from: 0, to: padded, by: 8) {
+            let m = _mm256_loadu_ps(maxima + b)
+            _mm256_storeu_ps(blockScales + b, _mm256_div_ps(m, v127))
+            // 127 / m (m = 0 gives a block of zeros: its inverse is taken as 0 below).
+            _mm256_storeu_ps(inverses + b, _mm256_div_ps(v127, _mm256_max_ps(m, tiny)))
+        }
+        var offset: Float = 0
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)
+        for b in 0..<blocks {
+            let v = src + 32 * b, vi = _mm256_set1_ps(maxima[b] > 0 ? inverses[b] : 0)
+            @inline(__always) func q(_ o: Int) -> __m256i { _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + o), vi)) }
+            let (q0, q1, q2, q3) = (q(0), q(8), q(16), q(24))
+            let packed = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3))
+            _mm256_storeu_si256(UnsafeMutableRawPointer(bytes + 32 * b).assumingMemoryBound(to: __m256i.self), _mm256_permutevar8x32_epi32(packed, order))
+            let total = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3))
+            let h = _mm256_hadd_epi32(total, total)
+            let sums = unsafeBitCast(_mm256_hadd_epi32(h, h), to: SIMD8<Int32>.self)
+            let scale = blockScales[b]
+            scales[b * stride] = scale
+            offset += 128 * scale * Float(sums[0] &+ sums[4])
+        }
+        return offset
     }
 
     /// Weight panels per tile of `product`'s work split: all of them (each tile whole rows, `finish`
