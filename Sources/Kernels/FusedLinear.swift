@@ -37,6 +37,25 @@ public enum FusedLinear {
             }
         }
         let o = out.floats
+        if k.geglu == true, packed != nil, !gemm.usesBLAS, (nOut / 2) % gemm.nr != 0,
+           int8 == nil || Int8Linear.kernel(rows: rows, isa: gemm.isa) == nil {
+            // Weight panels hold whole groups of `gemm.nr` columns: unless the second half starts a
+            // panel, the plain product (bias included) into a buffer, then the combination.
+            let h = nOut / 2
+            var plain = k
+            (plain.geglu, plain.epilogue) = (nil, [])
+            let y = UnsafeMutablePointer<Float>.allocate(capacity: max(1, rows * nOut))
+            defer { y.deallocate() }
+            run(plain, x: x, weight: weight, packed: packed, operands: operands, out: View(pointer: UnsafeMutableRawPointer(y), dtype: .f32, shape: Shape([rows, nOut])),
+                gemm: gemm, threads: threads)
+            Parallel.forRanges(rows, threads: threads, minimumPerThread: 8) { range in
+                for r in range {
+                    VectorMath.gegluCombine(y + r * nOut, y + r * nOut + h, biasA: nil, biasG: nil, o + r * h, h)
+                    if !epilogue.isEmpty { epilogue.apply(o + r * h, count: h, base: r * h) }
+                }
+            }
+            return
+        }
         if k.geglu == true {
             precondition(k.inputOffsets == nil && k.outputOffsets == nil && nOut % 2 == 0, "a GEGLU linear has no layouts and 2h outputs")
             runGEGLU(x: x, weight: weight, rows: rows, k: kk, half: nOut / 2, packed: packed, int8: int8, bias: bias, epilogue: epilogue, out: o,
@@ -705,6 +724,17 @@ extension FusedLinear {
                 VectorMath.gegluCombine(a, g, biasA: bias.map { $0 + c0 }, biasG: bias.map { $0 + h + c0 }, d, n)
                 if !epilogue.isEmpty { epilogue.apply(d, count: n, base: (r0 + r) * h + c0) }
             }
+        }
+        if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa), h % Int8Gemm.nr == 0 {
+            // Both halves' products kept within each tile (`Int8Linear.productGEGLU`).
+            let xb = x.floats
+            Int8Linear.productGEGLU(x: xb, rows: rows, weights: int8, half: h, bias: bias, out: o, kernel: kernel, threads: threads,
+                                    prepare: normalize.map { nz in { p0, c, dst in nz(xb + p0 * kk, dst, c) } },
+                                    finish: { rowRange, columns in
+                                        guard !epilogue.isEmpty else { return }
+                                        for r in rowRange { epilogue.apply(o + r * h + columns.lowerBound, count: columns.count, base: r * h + columns.lowerBound) }
+                                    })
+            return
         }
         if let int8, let kernel = Int8Linear.kernel(rows: rows, isa: gemm.isa) {
             // Blocks of rows of up to 2 M products (8 MB; at least 256 rows).

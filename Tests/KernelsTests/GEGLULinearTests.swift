@@ -18,8 +18,10 @@ import Testing
     @Test(arguments: [Case(rows: 5, k: 37, half: 64, norm: true), Case(rows: 300, k: 64, half: 160, norm: false),
                       Case(rows: 600, k: 48, half: 96, norm: true), Case(rows: 1030, k: 20, half: 256, norm: true),
                       Case(rows: 520, k: 19, half: 96, norm: false),
-                      // int8 × int8: two blocks of rows (655 + 45), neither with tiles of whole rows.
-                      Case(rows: 700, k: 16, half: 1600, norm: true)])
+                      // int8 × int8: tiles of ten output panels and a last one of two (1600 = 50 · 32).
+                      Case(rows: 700, k: 16, half: 1600, norm: true),
+                      // int8 × int8 with halves not of whole panels: the product in blocks of rows, then combined.
+                      Case(rows: 300, k: 40, half: 100, norm: true)])
     func matchesReference(_ t: Case) throws {
         let n = 2 * t.half
         let x = GemmTests.values(t.rows * t.k, seed: 31).map { $0 * 2 }
