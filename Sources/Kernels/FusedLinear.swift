@@ -248,11 +248,19 @@ extension FusedLinear {
         /// Results of rows r0..<r0+count (contiguous in `tile`, bias not yet added) to the output.
         func store(_ r0: Int, _ count: Int, _ tile: UnsafeMutablePointer<Float>) {
             if let s = outStride {
-                // Channels-first output: bias added in the tile, the tile transposed into columns
-                // r0..<r0+count of the [nOut, s] result, then the epilogue along each channel's run.
-                if bias != nil { for r in 0..<count { plain.apply(tile + r * nOut, count: nOut, base: 0, vectorBias: bias) } }
-                transposeBlock(tile, nOut, rows: count, columns: nOut, o + r0, s, isa: gemm.isa)
-                if !epilogue.isEmpty { for j in 0..<nOut { epilogue.apply(o + j * s + r0, count: count, base: j * s + r0) } }
+                // Channels-first output: the tile transposed into a staging block [nOut, count], then
+                // each channel's run copied to columns r0..<r0+count of the [nOut, s] result with its
+                // bias, and the epilogue along it. (Transposed straight into the result, each 16 × 16
+                // block wrote 16 lines s floats apart, one cache set: 40 % of a 4096-row layer's time.)
+                let staging = ScratchPool.shared.take()
+                defer { ScratchPool.shared.give(staging) }
+                let t = staging.floats(0, nOut * count)
+                transposeBlock(tile, nOut, rows: count, columns: nOut, t, count, isa: gemm.isa)
+                for j in 0..<nOut {
+                    let d = o + j * s + r0, from = t + j * count
+                    if let bias { let b = bias[j]; for i in 0..<count { d[i] = from[i] + b } } else { d.update(from: from, count: count) }
+                    if !epilogue.isEmpty { epilogue.apply(d, count: count, base: j * s + r0) }
+                }
                 return
             }
             for r in 0..<count {
