@@ -33,7 +33,7 @@ struct BenchGemm: ParsableCommand {
     @Flag(help: "Pack B beforehand too (time the product of packed operands only).")
     var packedColumns = false
 
-    @Flag(help: "Also time the int8 micro-kernels this processor runs (VNNI, AVX2) on packed panels (packing not timed), plain and blocked as int8 x int8 convolutions run them (-blk32: a scale per 32 activations), and their peaks.")
+    @Flag(help: "Also time the int8 micro-kernels this processor runs (VNNI, AVX2) on packed panels (packing not timed), plain and blocked as int8 x int8 convolutions run them (-blk64: a scale per 64 activations, the convolutions' block), and their peaks.")
     var int8 = false
 
     @Flag(help: "Print one JSON object instead of text.")
@@ -129,13 +129,14 @@ struct BenchGemm: ParsableCommand {
             // The micro-kernels on packed panels (as the int8 convolution drives them; packing not timed).
             for kernel in Int8Gemm.Kernel.allCases where kernel.isSupported {
                 do {
-                    // Plain (int32 sums), then blocked as int8 × int8 convolutions run it (blocks of 32
+                    // Plain (int32 sums), then blocked as int8 × int8 convolutions run it (blocks of 64
                     // activations, each block's sum scaled into f32).
                     for ((m, n, k), blocked) in parsed.map({ ($0, false) }) + parsed.map({ ($0, true) }) {
-                        if blocked && ((k + 3) / 4) % 8 != 0 { continue }
-                        let median = Int8Gemm.timeKernel(kernel, m: m, n: n, k: k, threads: threads, runs: runs, activationBlockSteps: blocked ? 8 : nil)
+                        let blockSteps = Int8Convolution.blockStepsMaximum
+                        if blocked && ((k + 3) / 4) % blockSteps != 0 { continue }
+                        let median = Int8Gemm.timeKernel(kernel, m: m, n: n, k: k, threads: threads, runs: runs, activationBlockSteps: blocked ? blockSteps : nil)
                         let rate = 2.0 * Double(m) * Double(n) * Double(k) / median
-                        let name = "int8-\(kernel.rawValue)" + (blocked ? "-blk32" : "")
+                        let name = "int8-\(kernel.rawValue)" + (blocked ? "-blk\(4 * blockSteps)" : "")
                         rows.append(["shape": "\(m)x\(n)x\(k)", "isa": name, "median_s": median, "gops": rate / 1e9])
                         if !json {
                             print(String(format: "%-18@ %-14@ %9.3f ms  %7.1f GOP/s", "\(m)x\(n)x\(k)", name, median * 1000, rate / 1e9)
