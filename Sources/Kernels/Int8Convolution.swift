@@ -281,7 +281,24 @@ public enum Int8Convolution {
             let packedB = UnsafeMutableRawPointer(shared.floats(1, max(1, bPanelsMax * steps * nr * (wide ? 2 : 1)))).assumingMemoryBound(to: UInt32.self)
             let packedWide = UnsafeMutableRawPointer(packedB).assumingMemoryBound(to: UInt64.self)
             let columnScales = shared.floats(4, max(1, bPanelsMax * blocks * nr))
-            let columnOffsets = shared.floats(5, max(1, bPanelsMax * nr))
+            // Each output pixel's offset: the sum over its blocks (taps × channel blocks) of
+            // 128 · s · Σ q; for the whole plane in one parallel pass (per band, it was a third of
+            // the convolutions' parallel regions).
+            let planePanels = (plane + nr - 1) / nr
+            let columnOffsets = shared.floats(5, max(1, planePanels * nr))
+            Parallel.forRanges(planePanels, threads: threads) { range in
+                for p in (range.lowerBound * nr)..<(range.upperBound * nr) {
+                    var total: Float = 0
+                    if p < plane {
+                        let base = (p / ow) * sh * pw + (p % ow) * sw
+                        for t in 0..<taps {
+                            let at = base + (t / kw) * dh * pw + (t % kw) * dw
+                            for cb in 0..<channelBlocks { total += offsetsOut[cb * padded + at] }
+                        }
+                    }
+                    columnOffsets[p] = total
+                }
+            }
             for bi in 0..<bands {
                 let p0 = bi * band, cols = min(band, plane - p0)
                 let bPanels = (cols + nr - 1) / nr
@@ -338,25 +355,8 @@ public enum Int8Convolution {
                     }
                 }
                 }
-                // Each column's offset: the sum over its blocks (taps × channel blocks) of 128 · s · Σ q.
-                Parallel.forRanges(bPanels, threads: threads) { range in
-                    for jp in range {
-                        for j in 0..<nr {
-                            let p = p0 + jp * nr + j
-                            var total: Float = 0
-                            if p < plane {
-                                let base = (p / ow) * sh * pw + (p % ow) * sw
-                                for t in 0..<taps {
-                                    let at = base + (t / kw) * dh * pw + (t % kw) * dw
-                                    for cb in 0..<channelBlocks { total += offsetsOut[cb * padded + at] }
-                                }
-                            }
-                            columnOffsets[jp * nr + j] = total
-                        }
-                    }
-                }
                 let sharedB = UnsafeRawPointer(packedB), word = wide ? 8 : 4
-                let scalesB = UnsafePointer(columnScales), offsetsB = UnsafePointer(columnOffsets)
+                let scalesB = UnsafePointer(columnScales), offsetsB = UnsafePointer(columnOffsets + p0)
                 // Tiles: the blocks of output channels, handed out as asked. (Splitting each block's
                 // columns in two as well, so that 27 panels of 320 channels split evenly, streamed each
                 // block's weights twice: 5 % slower on the denoise step's convolutions.)
