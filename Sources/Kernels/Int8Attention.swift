@@ -1,3 +1,6 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
 import KernelsVNNI
 
 /// Attention scores in int8 for plans with int8 activations (`--activations int8`, VNNI): each key
@@ -16,11 +19,14 @@ public enum Int8Scores {
     /// The d values of `row` quantised into `bytes` (d signed bytes); returns the scale and Σ q.
     @inline(__always)
     static func quantize(_ row: UnsafePointer<Float>, _ d: Int, into bytes: UnsafeMutablePointer<Int8>) -> (scale: Float, sum: Int32) {
-        var m: Float = 0
-        for i in stride(from: 0, to: d, by: 16) {
+        // Lane-wise maxima (`vmaxps`), then one halving reduction.
+        var lanes = Int8Linear.magnitude(UnsafeRawPointer(row).loadUnaligned(as: SIMD16<Float>.self))
+        for i in stride(from: 16, to: d, by: 16) {
             let a = Int8Linear.magnitude(UnsafeRawPointer(row + i).loadUnaligned(as: SIMD16<Float>.self))
-            m = max(m, Int8Linear.largestMagnitude(a, a))
+            lanes = SIMD16(lowHalf: unsafeBitCast(_mm256_max_ps(lanes.lowHalf, a.lowHalf), to: SIMD8<Float>.self),
+                           highHalf: unsafeBitCast(_mm256_max_ps(lanes.highHalf, a.highHalf), to: SIMD8<Float>.self))
         }
+        let m = Int8Linear.largestMagnitude(lanes, lanes)
         let inv: Float = m > 0 ? 127 / m : 0
         var sums = SIMD16<Int32>()
         for i in stride(from: 0, to: d, by: 16) {
