@@ -23,8 +23,8 @@ public enum Int8Scores {
         var lanes = Int8Linear.magnitude(UnsafeRawPointer(row).loadUnaligned(as: SIMD16<Float>.self))
         for i in stride(from: 16, to: d, by: 16) {
             let a = Int8Linear.magnitude(UnsafeRawPointer(row + i).loadUnaligned(as: SIMD16<Float>.self))
-            lanes = SIMD16(lowHalf: unsafeBitCast(_mm256_max_ps(lanes.lowHalf, a.lowHalf), to: SIMD8<Float>.self),
-                           highHalf: unsafeBitCast(_mm256_max_ps(lanes.highHalf, a.highHalf), to: SIMD8<Float>.self))
+            lanes = SIMD16(lowHalf: _mm256_max_ps(lanes.lowHalf, a.lowHalf),
+                           highHalf: _mm256_max_ps(lanes.highHalf, a.highHalf))
         }
         let m = Int8Linear.largestMagnitude(lanes, lanes)
         let inv: Float = m > 0 ? 127 / m : 0

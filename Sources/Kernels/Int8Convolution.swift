@@ -363,14 +363,12 @@ public enum Int8Convolution {
                 Tiling.runDynamic(ocBlocks, threads: threads, setup: { ScratchPool.shared.take() }, cleanup: { ScratchPool.shared.give($0) }) { ocb, worker in
                     let firstPanel = ocb * ocPanels / ocBlocks, aPanels = (ocb + 1) * ocPanels / ocBlocks - firstPanel
                     let o0 = firstPanel * mr, orows = min(aPanels * mr, oc - o0)
-                    let columnPanels = 0..<bPanels
-                    let c0 = 0, c1 = cols
                     let ldc = bPanels * nr
                     let acc = worker.floats(0, aPanels * mr * ldc)
                     var b0 = 0
                     while b0 < blocks {
                         let nb = min(blocksPerCall, blocks - b0), s0 = b0 * bs
-                        for jp in columnPanels {
+                        for jp in 0..<bPanels {
                             let bp = sharedB + (jp * steps + s0) * nr * word
                             let sp = scalesB + (jp * blocks + b0) * nr
                             for ip in 0..<aPanels {
@@ -385,16 +383,16 @@ public enum Int8Convolution {
                     for r in 0..<orows {
                         let o = o0 + r
                         let factor = wq.scales[o], add = bias?[o] ?? 0
-                        let a = acc + r * ldc + c0
-                        let d = ob + o * plane + p0 + c0, offs = offsetsB + c0, count = c1 - c0
+                        let a = acc + r * ldc
+                        let d = ob + o * plane + p0
                         var i = 0
-                        while i + 16 <= count {
-                            let v = (UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self) - UnsafeRawPointer(offs + i).loadUnaligned(as: SIMD16<Float>.self)) * factor + add
+                        while i + 16 <= cols {
+                            let v = (UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self) - UnsafeRawPointer(offsetsB + i).loadUnaligned(as: SIMD16<Float>.self)) * factor + add
                             UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: SIMD16<Float>.self)
                             i += 16
                         }
-                        while i < count { d[i] = (a[i] - offs[i]) * factor + add; i += 1 }
-                        if !epilogue.isEmpty { epilogue.apply(d, count: count, base: (b * oc + o) * plane + p0 + c0) }
+                        while i < cols { d[i] = (a[i] - offsetsB[i]) * factor + add; i += 1 }
+                        if !epilogue.isEmpty { epilogue.apply(d, count: cols, base: (b * oc + o) * plane + p0) }
                     }
                 }
             }

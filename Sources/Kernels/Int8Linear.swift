@@ -130,62 +130,34 @@ public enum Int8Linear {
                 // divisions run eight blocks to a vector instead of stalling each block.
                 offset = quantizeRow32(src, blocks: blocks, scales: scales, stride: mr, bytes: row8, temporary: temporary)
             } else {
-            for blk in 0..<blocks {
-                let k0 = blk * width, count = min(width, k - k0)
-                let v = src + k0, u = row8 + k0
-                var m: Float = 0
-                var i = 0
-                // Blocks of whole 32s (every block of the plans' layers) take the vector paths.
-                let whole = count % 32 == 0
-                if whole {
-                    // (Lane-wise maxima, then one halving reduction: `SIMD.max()` ran lane by lane.)
-                    while i < count {
-                        let a = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self), b = UnsafeRawPointer(v + i + 16).loadUnaligned(as: SIMD16<Float>.self)
-                        m = max(m, Int8Linear.largestMagnitude(Int8Linear.magnitude(a), Int8Linear.magnitude(b)))
-                        i += 32
-                    }
-                } else {
+                for blk in 0..<blocks {
+                    let k0 = blk * width, count = min(width, k - k0)
+                    let v = src + k0, u = row8 + k0
+                    var m: Float = 0
+                    var i = 0
+                    // (Other blocks than whole 32s, which `quantizeRow32` takes: lane by lane for the maxima.)
                     while i < count { m = max(m, abs(v[i])); i += 1 }
-                }
-                let scale = m / 127, inv: Float = m > 0 ? 127 / m : 0
-                scales[blk * mr] = scale
-                var sum: Int32 = 0
-                var sums = SIMD16<Int32>()
-                i = 0
-                if whole {
-                    // 32 at a time: `vcvtps2dq` (nearest even, as `roundToInt32`; |x · inv| ≤ 127 by
-                    // the choice of inv, so no clamp), packed to bytes with `vpackssdw`/`vpacksswb`
-                    // and put back in order.
-                    let vi = _mm256_set1_ps(inv)
-                    var total = _mm256_setzero_si256()
-                    while i < count {
-                        let w = v + i
-                        @inline(__always) func q(_ o: Int) -> __m256i { _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(w + o), vi)) }
-                        let (q0, q1, q2, q3) = (q(0), q(8), q(16), q(24))
-                        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3))
-                        _mm256_storeu_si256(UnsafeMutableRawPointer(u + i).assumingMemoryBound(to: __m256i.self),
-                                            _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)))
-                        total = _mm256_add_epi32(total, _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)))
-                        i += 32
+                    let scale = m / 127, inv: Float = m > 0 ? 127 / m : 0
+                    scales[blk * mr] = scale
+                    var sum: Int32 = 0
+                    var sums = SIMD16<Int32>()
+                    i = 0
+                    while i + 16 <= count {
+                        let f = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self) * inv
+                        let q = Int8Linear.roundToInt32(f.replacing(with: -127, where: f .< -127).replacing(with: 127, where: f .> 127))
+                        UnsafeMutableRawPointer(u + i).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: q), as: SIMD16<Int8>.self)
+                        sums &+= q
+                        i += 16
                     }
-                    sums = SIMD16(lowHalf: unsafeBitCast(total, to: SIMD8<Int32>.self), highHalf: .zero)
+                    sum = sums.wrappedSum()
+                    while i < count {
+                        let q = Int32(min(127, max(-127, v[i] * inv)).rounded(.toNearestOrEven))
+                        u[i] = Int8(q)
+                        sum &+= q
+                        i += 1
+                    }
+                    offset += 128 * scale * Float(sum)
                 }
-                while i + 16 <= count {
-                    let f = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self) * inv
-                    let q = Int8Linear.roundToInt32(f.replacing(with: -127, where: f .< -127).replacing(with: 127, where: f .> 127))
-                    UnsafeMutableRawPointer(u + i).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: q), as: SIMD16<Int8>.self)
-                    sums &+= q
-                    i += 16
-                }
-                sum = sums.wrappedSum()
-                while i < count {
-                    let q = Int32(min(127, max(-127, v[i] * inv)).rounded(.toNearestOrEven))
-                    u[i] = Int8(q)
-                    sum &+= q
-                    i += 1
-                }
-                offset += 128 * scale * Float(sum)
-            }
             }
             offsets[r] = offset
             var tail = k
