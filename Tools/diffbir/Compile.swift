@@ -53,6 +53,9 @@ struct Compile: ParsableCommand {
     @Option(help: "An ONNX model to compile (repeatable); it carries its own weights.")
     var onnx: [String] = []
 
+    @Option(help: "An ncnn model to compile (repeatable): X.param, with X.bin beside it. Its input shape comes from the file or --shape BLOB=1,C,H,W.")
+    var ncnn: [String] = []
+
     @Option(parsing: .upToNextOption, help: "Checkpoints holding the networks' weights (.safetensors, .pt, .pth, .ckpt).")
     var weights: [String] = []
 
@@ -120,7 +123,7 @@ struct Compile: ParsableCommand {
     var quiet = false
 
     func validate() throws {
-        if model.isEmpty && onnx.isEmpty { throw ValidationError("give at least one --model NAME or --onnx FILE") }
+        if model.isEmpty && onnx.isEmpty && ncnn.isEmpty { throw ValidationError("give at least one --model NAME, --onnx FILE or --ncnn FILE.param") }
         if gptq && WeightFormat(userName: weightsDType ?? "")?.isInt8 != true
             && !quantRules.contains(where: { WeightFormat(userName: String($0.split(separator: "=").last ?? ""))?.isInt8 == true }) {
             throw ValidationError("--gptq rounds int8 weights: give --weights-dtype int8 (or an int8 --quant-rule)")
@@ -147,7 +150,7 @@ struct Compile: ParsableCommand {
         var metadata: [String: String]?
         let files = try weights.map(weightFile)
         if let version = model.first.flatMap({ DiffBIRVersion(rawValue: $0) }) {
-            guard model.count == 1, onnx.isEmpty else { throw ToolError("a DiffBIR model is compiled on its own (no other --model or --onnx)") }
+            guard model.count == 1, onnx.isEmpty, ncnn.isEmpty else { throw ToolError("a DiffBIR model is compiled on its own (no other --model, --onnx or --ncnn)") }
             guard h == w else { throw ToolError("--size \(size): a DiffBIR plan's tile must be square") }
             (entries, baked, metadata) = try diffbirEntries(version, tile: h, files: files)
         } else {
@@ -157,6 +160,13 @@ struct Compile: ParsableCommand {
         for path in onnx {
             let graph = try importONNX(path, shapes: parseShapes(shape), constants: parseConstants(constants)).graph
             let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            entries.append((stem, graph))
+            onnxEntries.insert(stem)
+        }
+        for path in ncnn {
+            let graph = try importNCNN(path, shapes: parseShapes(shape)).graph
+            let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            guard !entries.contains(where: { $0.name == stem }) else { throw ToolError("\(path): an entry point named '\(stem)' exists already") }
             entries.append((stem, graph))
             onnxEntries.insert(stem)
         }

@@ -5,7 +5,7 @@ import Tensors
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert checkpoints (.pt/.pth/.ckpt/.safetensors) to one .safetensors file.",
+        abstract: "Convert checkpoints (.pt/.pth/.ckpt/.safetensors) to one .safetensors file; ONNX and ncnn models to ONNX or .safetensors.",
         discussion: """
         Tensors are copied one at a time, in pieces of a few MB, from the memory-mapped input to the \
         output: converting a 5 GB checkpoint holds little more than one piece in memory. Views and \
@@ -16,6 +16,11 @@ struct Convert: ParsableCommand {
         tensors keep their type. --select keeps tensors whose original name starts with a prefix; \
         --strip-prefix then removes a prefix from the names (e.g. `--select first_stage_model. \
         --strip-prefix first_stage_model.` extracts the VAE of a Stable Diffusion checkpoint).
+
+        An ncnn model (X.param with X.bin beside it) converts to ONNX (`-o X.onnx`) or to its \
+        weights (`-o X.safetensors`, named LAYER.weight/LAYER.bias); `--layout bsrnet` recognises an \
+        RRDBNet ×4 (Real-ESRGAN x4plus, ESRGAN) and writes BSRNet's published key names, so that \
+        `compile --model bsrnet` and DiffBIR v2 plans take it.
 
         The output is written to a temporary file beside it and renamed into place at the end: \
         on any error nothing is left behind. An existing output is kept unless --overwrite.
@@ -52,11 +57,22 @@ struct Convert: ParsableCommand {
         }
     }
 
-    @Option(help: "For an .onnx input: static shape for a graph input, NAME=D1,D2,... (repeatable).")
+    @Option(help: "For an .onnx or ncnn input: static shape for a graph input, NAME=D1,D2,... (repeatable).")
     var shape: [String] = []
+
+    @Option(help: "For an ncnn input: its .bin file (default: beside the .param).")
+    var bin: String?
+
+    @Option(help: "For an ncnn input written as .safetensors: the published layout to name the weights by (bsrnet: an RRDBNet ×4 under BSRNet's keys).")
+    var layout: NCNNLayoutArgument?
 
     func run() throws {
         if inputs.count == 1, inputs[0].hasSuffix(".onnx") { return try convertONNX() }
+        if inputs.count == 1, isNCNNParam(inputs[0]) { return try convertNCNN() }
+        if layout != nil { throw ToolError("--layout is for an ncnn model (.param)") }
+        if !output.hasSuffix(".safetensors") {
+            throw ToolError("\(output): checkpoints convert to .safetensors (the output's extension must be .safetensors)")
+        }
         if output.hasSuffix(".onnx") { throw ToolError("an .onnx output needs an .onnx input (weights alone have no graph)") }
         let start = Date()
         var options = ConvertOptions(dtype: dtype.flatMap { DType(name: $0) }, selectPrefixes: select, stripPrefixes: stripPrefix, overwrite: overwrite)
@@ -106,4 +122,38 @@ struct Convert: ParsableCommand {
         try SafetensorsWriter.write(path: output, tensors: tensors, metadata: [("format", "pt")], overwrite: overwrite)
         print("wrote \(output): \(tensors.count) tensors")
     }
+
+    /// ncnn → .onnx (the graph) or .safetensors (the weights, optionally under a published layout).
+    func convertNCNN() throws {
+        let imported = try importNCNN(inputs[0], bin: bin, shapes: parseShapes(shape), assumeShapes: !output.hasSuffix(".onnx"))
+        if output.hasSuffix(".onnx") {
+            if layout != nil { throw ToolError("--layout names the weights of a .safetensors output; an .onnx output keeps the model's graph") }
+            var options = ONNXWriter.Options()
+            options.overwrite = overwrite
+            try ONNXWriter.write(imported.graph, to: output, options: options)
+            print("wrote \(output): \(imported.params.layers.count) ncnn layers as \(imported.graph.nodes.count) IR nodes, opset \(ONNXWriter.opset)")
+            return
+        }
+        guard output.hasSuffix(".safetensors") else { throw ToolError("\(output): an ncnn model converts to .onnx or .safetensors") }
+        var tensors: [(String, Tensor)]
+        var note = ""
+        if let layout {
+            do {
+                let (t, s) = try layout.value.tensors(imported)
+                tensors = t
+                note = " (\(layout.value.rawValue) layout: RRDBNet nf \(s.nf), nb \(s.nb), gc \(s.gc))"
+            } catch { throw ToolError(error.description) }
+        } else {
+            tensors = imported.weights.map { ($0.name, $0.tensor) }
+        }
+        if let d = dtype.flatMap({ DType(name: $0) }) { tensors = tensors.map { ($0.0, $0.1.converted(to: d)) } }
+        try SafetensorsWriter.write(path: output, tensors: tensors, metadata: [("format", "pt")], overwrite: overwrite)
+        print("wrote \(output): \(tensors.count) tensors\(note)")
+    }
+}
+
+/// `--layout` values.
+enum NCNNLayoutArgument: String, ExpressibleByArgument, CaseIterable {
+    case bsrnet
+    var value: NCNNLayout { NCNNLayout(rawValue: rawValue)! }
 }

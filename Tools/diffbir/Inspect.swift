@@ -24,10 +24,15 @@ struct Inspect: ParsableCommand {
         arena; --limit N lists its first N weights. JSON: {"path", "format": "plan", "version", \
         "file_bytes", "entry_points": [{"name", "inputs", "outputs", "instructions", "arena_bytes", \
         "kernels"}], "weight_count", "weight_bytes", "arena_bytes", "target_features", "report"}.
+
+        An ncnn model (X.param, with X.bin beside it) lists its layers by type, its input and output \
+        blobs with their shapes, and the .bin's bytes by storage (f32, f16, int8, u8 table); an input \
+        without a shape in the file needs --shape NAME=1,C,H,W. JSON: {"path", "format": "ncnn", \
+        "layers", "blobs", "layer_types", "inputs", "outputs", "weight_bytes", "parameters"}.
         """
     )
 
-    @Argument(help: "A .safetensors, .pt, .pth, .ckpt, .onnx or plan file.")
+    @Argument(help: "A .safetensors, .pt, .pth, .ckpt, .onnx, ncnn .param or plan file.")
     var file: String
 
     @Flag(help: "Print JSON instead of a table.")
@@ -39,14 +44,18 @@ struct Inspect: ParsableCommand {
     @Flag(help: "For a model (.onnx): print its graph in the IR's text form.")
     var ir = false
 
-    @Option(help: "For an .onnx model: static shape for a graph input, NAME=D1,D2,... (repeatable).")
+    @Option(help: "For an .onnx or ncnn model: static shape for a graph input, NAME=D1,D2,... (repeatable).")
     var shape: [String] = []
 
     @Option(name: .customLong("const"), help: "For an .onnx model: fix a graph input, NAME=FILE (repeatable).")
     var constants: [String] = []
 
+    @Option(help: "For an ncnn model: its .bin file (default: beside the .param).")
+    var bin: String?
+
     func run() throws {
         if file.hasSuffix(".onnx") { return try inspectONNX() }
+        if isNCNNParam(file) { return try inspectNCNN() }
         if Self.isPlan(file) {
             if ir { throw ToolError("--ir needs a model (.onnx); \(file) is a compiled plan") }
             return try inspectPlan()
@@ -139,6 +148,34 @@ struct Inspect: ParsableCommand {
 }
 
 extension Inspect {
+    func inspectNCNN() throws {
+        let m = try importNCNN(file, bin: bin, shapes: parseShapes(shape), assumeShapes: true)
+        let g = m.graph
+        if ir {
+            print(g.text, terminator: "")
+            return
+        }
+        let parameters = m.weights.reduce(0) { $0 + $1.tensor.count }
+        if json {
+            print(JSONValue.object([
+                ("path", .string(file)), ("format", .string("ncnn")),
+                ("layers", .integer(Int64(m.params.layers.count))), ("blobs", .integer(Int64(m.params.blobCount))),
+                ("layer_types", .object(m.layerTypes.map { ($0.type, .integer(Int64($0.count))) })),
+                ("inputs", .array(g.inputs.map { .object([("name", .string(g.values[$0].name)), ("type", .string(g.values[$0].type.description))]) })),
+                ("outputs", .array(g.outputs.map { .object([("name", .string($0.name)), ("type", .string(g.values[$0.value].type.description))]) })),
+                ("weight_bytes", .object(m.weightBytes.map { ($0.storage.rawValue, .integer(Int64($0.bytes))) })),
+                ("parameters", .integer(Int64(parameters))),
+            ]).serialized)
+            return
+        }
+        print("\(file): ncnn, \(m.params.layers.count) layers, \(m.params.blobCount) blobs")
+        for i in g.inputs { print("  input  \(g.values[i].name): \(g.values[i].type)") }
+        for o in g.outputs { print("  output \(o.name): \(g.values[o.value].type)") }
+        print("layers: " + m.layerTypes.map { "\($0.type) \($0.count)" }.joined(separator: ", "))
+        print("weights: \(formatCount(parameters)) parameters; .bin " + m.weightBytes.map { "\($0.storage.rawValue) \(formatBytes($0.bytes))" }.joined(separator: ", "))
+        print("\(g.nodes.count) IR nodes")
+    }
+
     /// Whether `path` starts with the plan magic.
     static func isPlan(_ path: String) -> Bool {
         guard let h = FileHandle(forReadingAtPath: path) else { return false }

@@ -67,7 +67,7 @@ struct Run: ParsableCommand {
     @Flag(help: "Print the time per kernel kind.")
     var profile = false
 
-    @Option(help: "The model: a network name (see above) or an .onnx file.")
+    @Option(help: "The model: a network name (see above), an .onnx file or an ncnn .param file (its .bin beside it).")
     var model: String?
 
     @Option(parsing: .upToNextOption, help: "Checkpoints holding the network's weights (.safetensors, .pt, .pth, .ckpt).")
@@ -112,8 +112,8 @@ struct Run: ParsableCommand {
         if let network = try builtinNetwork(model) {
             (graph, tensors) = try buildNetwork(network, tensors)
         } else {
-            if !weights.isEmpty { throw ToolError("--weights is for a network name; an ONNX model carries its weights") }
-            graph = try importONNX(model, shapes: parseShapes(shape), constants: parseConstants(constants), available: tensors).graph
+            if !weights.isEmpty { throw ToolError("--weights is for a network name; an ONNX or ncnn model carries its weights") }
+            graph = isNCNNParam(model) ? try importNCNN(model, shapes: parseShapes(shape)).graph : try importONNX(model, shapes: parseShapes(shape), constants: parseConstants(constants), available: tensors).graph
         }
         let names = graph.inputs.map { graph.values[$0].name }
         var feed: [String: Tensor] = [:]
