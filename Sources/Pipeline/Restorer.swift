@@ -86,6 +86,9 @@ public struct RestoreOptions: Sendable {
     public var sNoise = 1.0
     /// Peak memory to stay under, in bytes (nil: no limit).
     public var memoryBudget: Int?
+    /// Stop after stage 1: the restoration network's output (DiffBIR's intermediate `cond_img`),
+    /// resized to the output size, without the diffusion stage.
+    public var stage1Only = false
 
     public init(defaultsOf info: DiffBIRPlanInfo) {
         upscale = info.defaultUpscale
@@ -242,6 +245,10 @@ public final class Restorer {
         let lq = Planar(rgb8: pixels, height: h, width: w)
         let outputSize = bsrnet ? (Int(Double(h) * o.upscale), Int(Double(w) * o.upscale)) : (h, w)
         let cond = try timed(.stage1) { try stage1(lq, outputSize: outputSize, progress: { progress(.stage1, $0, $1) }) }
+        if o.stage1Only {
+            let out = timed(.finish) { Resample.bicubicAntialias(cond, height: outputSize.0, width: outputSize.1) }
+            return (out.rgb8(), out.height, out.width)
+        }
         guard cond.height >= info.minimumSide && cond.width >= info.minimumSide else {
             throw RestoreError("the stage-1 output is \(cond.width)×\(cond.height); both sides must be at least \(info.minimumSide)")
         }

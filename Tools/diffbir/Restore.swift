@@ -11,8 +11,16 @@ import Glibc
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Restore photos with a compiled DiffBIR plan: PNG in, PNG out.",
+        abstract: "Restore photos with a compiled plan (DiffBIR, or a restoration network on its own): PNG in, PNG out.",
         discussion: """
+        A plan of one image-to-image network (compile --model bsrnet|swinir|scunet, --ncnn, --onnx: \
+        one input [1, 3, H, W], one output [1, 3, s·H, s·W]) restores on its own: the image is cut \
+        into the plan's H×W tiles overlapping by --overlap pixels (edges padded by replication), \
+        the outputs blended with weights that ramp down over the overlap (no seams), and written \
+        rounded to 8 bits at s times the size (or --upscale times, resized bicubically). The \
+        sampler options do not apply. --stage1-only does the same with a DiffBIR plan's stage 1.
+
+        With a DiffBIR plan: \
         The flow is DiffBIR's (v2.1 code, which runs the v1, v2 and v2.1 models): pre-resize by \
         --upscale (PIL bicubic; not for BSRNet, which upsamples ×4 itself), stage 1 (SwinIR, \
         BSRNet or SCUNet, as compiled), short side to at least 512 (bicubic, antialiased), the \
@@ -95,6 +103,12 @@ struct Restore: ParsableCommand {
     @Option(help: "Tile size in pixels; must be the plan's (compile --size), which the whole flow uses.")
     var tile: Int?
 
+    @Flag(name: .customLong("stage1-only"), help: "With a DiffBIR plan: stop after stage 1 (the restoration network's output, DiffBIR's intermediate), resized to the output size.")
+    var stage1Only = false
+
+    @Option(help: "With an image-to-image plan: pixels of input by which neighbouring tiles overlap (default: a quarter of the tile).")
+    var overlap: Int?
+
     @Flag(help: "Replace outputs that exist.")
     var overwrite = false
 
@@ -115,6 +129,75 @@ struct Restore: ParsableCommand {
         if ColorFix(rawValue: colorFix) == nil { throw ValidationError("--color-fix \(colorFix): one of wavelet, adain, none") }
         if guidanceRepeat < 1 { throw ValidationError("--guidance-repeat must be at least 1") }
         if let maxMemory, Self.parseBytes(maxMemory) == nil { throw ValidationError("--max-memory \(maxMemory): a size such as 3G, 500M or 2000000000") }
+        if let overlap, overlap < 0 { throw ValidationError("--overlap must be at least 0") }
+    }
+
+    /// Where each output goes: `output` itself, or a file named after the input in the directory `output`.
+    func targets() throws -> [String] {
+        var isDirectory: ObjCBool = false
+        let outputIsDirectory = inputs.count > 1 || (FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue)
+        if inputs.count > 1 && !(FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue) {
+            throw ToolError("\(output): with several inputs, -o must be an existing directory")
+        }
+        let targets = inputs.map { input -> String in
+            outputIsDirectory ? (output as NSString).appendingPathComponent(((input as NSString).lastPathComponent as NSString).deletingPathExtension + ".png") : output
+        }
+        for t in targets {
+            let dir = (t as NSString).deletingLastPathComponent
+            let d = dir.isEmpty ? "." : dir
+            guard FileManager.default.isWritableFile(atPath: d) else { throw ToolError("\(t): the directory \(d) is not writable") }
+            if !overwrite && FileManager.default.fileExists(atPath: t) { throw ToolError("\(t) exists; pass --overwrite to replace it") }
+        }
+        return targets
+    }
+
+    /// A plan of one image-to-image network: tiled, blended, rounded.
+    func runImagePlan(_ file: PlanFile) throws {
+        let restorer: ImageRestorer
+        do { restorer = try ImageRestorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
+        let diffusionOptions: [(String, Bool)] = [("--sampler", sampler != nil), ("--steps", steps != nil), ("--cfg", cfg != nil), ("--prompt", prompt != nil),
+                                                  ("--negative-prompt", negativePrompt != nil), ("--task", task != nil), ("--tile", tile != nil),
+                                                  ("--guidance-scale", guidanceScale != 0), ("--stage1-only", stage1Only)]
+        if let given = diffusionOptions.first(where: { $0.1 }) {
+            throw ToolError("\(given.0) is for DiffBIR plans; \(plan) holds one image-to-image network (entry '\(restorer.info.entry)', ×\(restorer.info.scale))")
+        }
+        let targets = try targets()
+        var options = ImageRestoreOptions()
+        options.upscale = upscale
+        options.overlap = overlap
+        options.memoryBudget = maxMemory.flatMap(Self.parseBytes)
+        for (input, target) in zip(inputs, targets) {
+            let start = Date()
+            let (pixels, w, h, note): ([UInt8], Int, Int, String?)
+            do { (pixels, w, h, note) = try InputImage.loadRGB8(input) } catch { throw ToolError("\(error)") }
+            if let note, !quiet { printError("note: " + note) }
+            let bar = ProgressBar(enabled: !quiet, label: (input as NSString).lastPathComponent)
+            let result: (pixels: [UInt8], height: Int, width: Int)
+            do {
+                result = try restorer.restore(rgb8: pixels, height: h, width: w, options: options) { done, total in bar.update("tiles", done, total) }
+            } catch {
+                bar.finish()
+                throw ToolError("\(input): \(error)")
+            }
+            bar.finish()
+            let image = Pipeline.Image(width: result.width, height: result.height, channels: 3, bitDepth: 8, samples: result.pixels.map { UInt16($0) })
+            do { try PNG.write(image, to: target, overwrite: overwrite) } catch { throw ToolError(error.description) }
+            let total = Date().timeIntervalSince(start)
+            let rss = Self.peakRSS()
+            if json {
+                print(JSONValue.object([
+                    ("input", .string(input)), ("output", .string(target)),
+                    ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
+                    ("output_size", .array([.integer(Int64(result.width)), .integer(Int64(result.height))])),
+                    ("plan", .string(plan)), ("entry", .string(restorer.info.entry)), ("scale", .integer(Int64(restorer.info.scale))),
+                    ("tile", .array([.integer(Int64(restorer.info.tileWidth)), .integer(Int64(restorer.info.tileHeight))])),
+                    ("network_seconds", .number(restorer.seconds)), ("total_seconds", .number(total)), ("peak_rss_bytes", .integer(Int64(rss))),
+                ]).serialized)
+            } else {
+                print("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
+                      + String(format: "network %.2f s; total %.2f s; peak RSS %@", restorer.seconds, total, formatBytes(rss)))
+            }
+        }
     }
 
     /// `3G`, `512M`, `100K`, or bytes.
@@ -145,6 +228,7 @@ struct Restore: ParsableCommand {
     func run() throws {
         let file: PlanFile
         do { file = try PlanFile(path: plan) } catch { throw ToolError(error.description) }
+        if file.program.metadata?["diffbir.version"] == nil { return try runImagePlan(file) }
         let restorer: Restorer
         do { restorer = try Restorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
         let info = restorer.info
@@ -154,21 +238,7 @@ struct Restore: ParsableCommand {
         if let task, task != info.task {
             throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
         }
-        // Where each output goes.
-        var isDirectory: ObjCBool = false
-        let outputIsDirectory = inputs.count > 1 || (FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue)
-        if inputs.count > 1 && !(FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue) {
-            throw ToolError("\(output): with several inputs, -o must be an existing directory")
-        }
-        let targets = inputs.map { input -> String in
-            outputIsDirectory ? (output as NSString).appendingPathComponent(((input as NSString).lastPathComponent as NSString).deletingPathExtension + ".png") : output
-        }
-        for t in targets {
-            let dir = (t as NSString).deletingLastPathComponent
-            let d = dir.isEmpty ? "." : dir
-            guard FileManager.default.isWritableFile(atPath: d) else { throw ToolError("\(t): the directory \(d) is not writable") }
-            if !overwrite && FileManager.default.fileExists(atPath: t) { throw ToolError("\(t) exists; pass --overwrite to replace it") }
-        }
+        let targets = try targets()
         var options = RestoreOptions(defaultsOf: info)
         if let upscale { options.upscale = upscale }
         if let sampler { options.sampler = SamplerKind(rawValue: sampler)! }
@@ -180,6 +250,8 @@ struct Restore: ParsableCommand {
         options.prompt = prompt
         options.negativePrompt = negativePrompt
         options.memoryBudget = maxMemory.flatMap(Self.parseBytes) ?? Self.availableMemory()
+        options.stage1Only = stage1Only
+        if overlap != nil { throw ToolError("--overlap is for image-to-image plans; a DiffBIR plan's tiles overlap by half (DiffBIR's tiled mode)") }
         if guidanceScale != 0 {
             guard options.sampler == .spaced else { throw ToolError("--guidance-scale works with --sampler spaced (as in DiffBIR)") }
             options.guidance = LatentGuidance(scale: guidanceScale, start: guidanceStart, stop: guidanceStop, repeats: guidanceRepeat)
