@@ -29,7 +29,9 @@ struct Bench: ParsableCommand {
         path here, made once as bench-NETWORK.int8u8.onnx; `ort_bench.py --int8 --int8-weights s8` \
         runs quantize_dynamic's default s8 weights, whose ConvInteger is about 3x slower), torch and \
         torch-bf16 (Tools/bench/torch_bench.py, the network built by Tools/bench/export_full_onnx.py \
-        from --peer-dir's checkpoints). They need a Python with those packages (--python, default \
+        from --peer-dir's checkpoints), ncnn (Tools/bench/ncnn_bench.py on --peer-dir/NETWORK.param, \
+        ncnn's CPU runtime in f32). --peer-model names the peer's model file instead (an .onnx for \
+        onnxruntime, a .param for ncnn). They need a Python with those packages (--python, default \
         ~/venv/bin/python); Tools/bench/export_full_onnx.py writes the exports and the inputs.
         """
     )
@@ -52,11 +54,14 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for the kernels.")
     var threads: Int = 2
 
-    @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, onnxruntime-int8 (its dynamic int8 quantisation), torch, torch-bf16.")
+    @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, onnxruntime-int8 (its dynamic int8 quantisation), torch, torch-bf16, ncnn.")
     var peer: [String] = []
 
     @Option(help: "The peers' directory: bench-NETWORK.onnx, the synthetic checkpoints (default: the plan's directory).")
     var peerDir: String?
+
+    @Option(name: .customLong("peer-model"), help: "A peer's model file, by extension (repeatable: an .onnx for onnxruntime, a .param for ncnn), instead of the one --peer-dir names.")
+    var peerModel: [String] = []
 
     @Option(help: "The network the peers run (default: the entry's name; DiffBIR plan entries map to their networks).")
     var peerNetwork: String?
@@ -75,8 +80,8 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         if runs < 1 || warmup < 0 || threads < 1 { throw ValidationError("--runs and --threads must be at least 1, --warmup at least 0") }
-        for p in peer where !["onnxruntime", "onnxruntime-int8", "torch", "torch-bf16"].contains(p) {
-            throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, onnxruntime-int8, torch, torch-bf16)")
+        for p in peer where !["onnxruntime", "onnxruntime-int8", "torch", "torch-bf16", "ncnn"].contains(p) {
+            throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, onnxruntime-int8, torch, torch-bf16, ncnn)")
         }
     }
 
@@ -117,8 +122,14 @@ struct Bench: ParsableCommand {
         let dir = peerDir ?? planDirectory
         var arguments: [String]
         switch peer {
+        case "ncnn":
+            let model = peerModel.first { $0.hasSuffix(".param") } ?? dir + "/\(network).param"
+            guard FileManager.default.fileExists(atPath: model) else {
+                throw ToolError("--peer ncnn: no \(model) (give the ncnn model with --peer-model X.param)")
+            }
+            arguments = [root.appendingPathComponent("Tools/bench/ncnn_bench.py").path, model, inputs]
         case "onnxruntime", "onnxruntime-int8":
-            let model = dir + "/bench-\(network).onnx"
+            let model = peerModel.first { $0.hasSuffix(".onnx") } ?? dir + "/bench-\(network).onnx"
             guard FileManager.default.fileExists(atPath: model) else {
                 throw ToolError("--peer \(peer): no \(model) (Tools/bench/export_full_onnx.py \(dir) \(network) makes it)")
             }
