@@ -54,7 +54,7 @@ public enum Compiler {
         // for transformed kernels; the 16×16 level took ~90 ms off the int8-block16 step).
         var winograd = 0
         if !options.disabled.contains("winograd") {
-            winograd = lowering.markWinograd(minimumChannels: 128, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16,
+            winograd = lowering.markWinograd(minimumChannels: 32, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16,
                                              minimumPlaneQuantized: 16 * 16,
                                              int8Activations: options.int8Activations)
         }
