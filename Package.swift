@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // DiffBIR converter, compiler and ahead-of-time executor. Module map and import rules:
-// ../shared/ARCHITECTURE.md (summarised in README.md, "Layout").
+// docs/architecture.md (the part that exists: docs/compiler.md, "Layout").
 import PackageDescription
 
 // The instruction sets the kernel modules are built for (x86-64; on other architectures the package

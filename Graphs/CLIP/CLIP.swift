@@ -3,7 +3,7 @@ import IR
 import Tensors
 
 /// The OpenCLIP ViT-H/14 text tower as DiffBIR uses it (`diffbir/model/clip.py`; `cldm.yaml`
-/// `clip_cfg.text_cfg`; DIFFBIR.md §2.5): the penultimate layer's output, then `ln_final`.
+/// `clip_cfg.text_cfg`; docs/diffbir.md §2.5): the penultimate layer's output, then `ln_final`.
 public struct CLIPTextConfig: Codable, Sendable, Equatable {
     public var context_length = 77
     public var vocab_size = 49408

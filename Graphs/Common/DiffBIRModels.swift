@@ -2,7 +2,7 @@ import Foundation
 import IR
 import Tensors
 
-/// The published DiffBIR models (DIFFBIR.md §1.2, §5): which cleaner serves which task, the diffusion
+/// The published DiffBIR models (docs/diffbir.md §1.2, §5): which cleaner serves which task, the diffusion
 /// parameterisation and schedule, and the defaults of the version's own inference code.
 public enum DiffBIRVersion: String, CaseIterable, Sendable {
     case v1 = "diffbir-v1", v2 = "diffbir-v2", v21 = "diffbir-v2.1"

@@ -1,4 +1,4 @@
-/// The published checkpoints (DIFFBIR.md §3.1) and what they hold. Every published network uses the
+/// The published checkpoints (docs/diffbir.md §3.1) and what they hold. Every published network uses the
 /// configurations' defaults (DiffBIR's yaml values), so a preset is: the file's layout (for `synth`),
 /// the networks it provides, and the prefix each is stored under.
 public struct PublishedCheckpoint: Sendable {

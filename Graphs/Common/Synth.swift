@@ -7,7 +7,7 @@ import Tensors
 /// networks: matrices N(0, 1/fan_in), norm scales 1 + N(0, 0.01), biases and position tables
 /// N(0, 0.01). In the networks without normalisation (SCUNet, BSRNet) the last layer of each
 /// residual branch is scaled down (`residualGains`), or the residual sums grow without bound. Buffers get their real values (SwinIR's shift masks and index tables, the SD DDPM
-/// schedule). DIFFBIR.md §3.1 lists the files.
+/// schedule). docs/diffbir.md §3.1 lists the files.
 public enum SynthLayout: String, CaseIterable, Sendable {
     /// `v2-1_512-ema-pruned.ckpt`: Lightning `state_dict` with the UNet, VAE, the 24-layer CLIP text
     /// tower with `text_projection` and `logit_scale`, and the DDPM buffers.

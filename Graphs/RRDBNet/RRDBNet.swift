@@ -1,7 +1,7 @@
 import IR
 import Tensors
 
-/// BSRNet = RRDBNet ×4 (`diffbir/model/bsrnet.py`, `configs/inference/bsrnet.yaml`; DIFFBIR.md §2.7).
+/// BSRNet = RRDBNet ×4 (`diffbir/model/bsrnet.py`, `configs/inference/bsrnet.yaml`; docs/diffbir.md §2.7).
 public struct RRDBNetConfig: Codable, Sendable, Equatable {
     public var in_nc = 3
     public var out_nc = 3

@@ -2,7 +2,7 @@ import Foundation
 import IR
 import Tensors
 
-/// SCUNet (`diffbir/model/scunet.py`, `configs/inference/scunet.yaml`; DIFFBIR.md §2.8).
+/// SCUNet (`diffbir/model/scunet.py`, `configs/inference/scunet.yaml`; docs/diffbir.md §2.8).
 public struct SCUNetConfig: Codable, Sendable, Equatable {
     public var in_nc = 3
     public var config = [4, 4, 4, 4, 4, 4, 4]

@@ -2,7 +2,7 @@ import Foundation
 import IR
 import Tensors
 
-/// DiffBIR's SwinIR (`diffbir/model/swinir.py`, `configs/inference/swinir.yaml`; DIFFBIR.md §2.6).
+/// DiffBIR's SwinIR (`diffbir/model/swinir.py`, `configs/inference/swinir.yaml`; docs/diffbir.md §2.6).
 /// JSON keys are those of the yaml.
 public struct SwinIRConfig: Codable, Sendable, Equatable {
     public var embed_dim = 180

@@ -3,7 +3,7 @@ import IR
 import Tensors
 
 /// The SD 2.1 UNet and the IRControlNet (`diffbir/model/unet.py`, `controlnet.py`; `cldm.yaml` `unet_cfg`
-/// and `controlnet_cfg`; DIFFBIR.md §2.1-2.3). JSON keys are those of the yaml.
+/// and `controlnet_cfg`; docs/diffbir.md §2.1-2.3). JSON keys are those of the yaml.
 public struct UNetConfig: Codable, Sendable, Equatable {
     public var in_channels = 4
     public var out_channels = 4

@@ -2,7 +2,7 @@ import Foundation
 import IR
 import Tensors
 
-/// The VAE of SD 2.1 (AutoencoderKL; `diffbir/model/vae.py`, `cldm.yaml` `vae_cfg`; DIFFBIR.md §2.4).
+/// The VAE of SD 2.1 (AutoencoderKL; `diffbir/model/vae.py`, `cldm.yaml` `vae_cfg`; docs/diffbir.md §2.4).
 /// JSON keys are those of the yaml's `ddconfig` (plus `embed_dim` and the latent scale).
 public struct VAEConfig: Codable, Sendable, Equatable {
     public var embed_dim = 4

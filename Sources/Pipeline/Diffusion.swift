@@ -1,6 +1,6 @@
 import Foundation
 
-/// The training noise schedule of Stable Diffusion 2.1 (DIFFBIR.md §4.1): β linear in √ from 0.00085
+/// The training noise schedule of Stable Diffusion 2.1 (docs/diffbir.md §4.1): β linear in √ from 0.00085
 /// to 0.012 over 1000 steps (float64), optionally rescaled to zero terminal SNR (v2.1).
 public struct NoiseSchedule: Sendable {
     public let betas: [Double]
@@ -120,7 +120,7 @@ public struct RecordedNoise: NoiseSource {
 /// selects the prompt (false: the negative prompt, for classifier-free guidance).
 public typealias LatentModel = (_ x: [Float], _ t: Float, _ positive: Bool) throws -> [Float]
 
-/// Restoration guidance in latent space (DIFFBIR.md §4.8, v2.0 semantics): pulls x̂₀ towards the
+/// Restoration guidance in latent space (docs/diffbir.md §4.8, v2.0 semantics): pulls x̂₀ towards the
 /// condition latent while the model time τ satisfies stop < τ + 1 < start.
 public struct LatentGuidance: Sendable {
     public var scale: Double
@@ -153,7 +153,7 @@ public struct SamplerOptions: Sendable {
     }
 }
 
-/// The samplers of DIFFBIR.md §4, each as DiffBIR's code computes it: schedules in float64 and rounded
+/// The samplers of docs/diffbir.md §4, each as DiffBIR's code computes it: schedules in float64 and rounded
 /// to float32 where DiffBIR registers them as float32 buffers, latent arithmetic in float32.
 public enum Sampler {
     /// Called after each model step with (step, total).

@@ -76,7 +76,7 @@ public struct Planar: Sendable, Equatable {
     }
 }
 
-/// Resampling as PyTorch and PIL do it (DIFFBIR.md §1.3): `F.interpolate(mode="bicubic",
+/// Resampling as PyTorch and PIL do it (docs/diffbir.md §1.3): `F.interpolate(mode="bicubic",
 /// antialias=True)` on floats, and PIL's `Image.resize(BICUBIC)` on 8-bit images. Both use Keys'
 /// cubic with a = −0.5, the support widened by the scale when shrinking, weights normalised per
 /// output pixel, horizontal pass first.
@@ -198,7 +198,7 @@ public enum Resample {
     }
 }
 
-/// Colour correction of the decoded sample against the stage-1 output (DIFFBIR.md §1.8).
+/// Colour correction of the decoded sample against the stage-1 output (docs/diffbir.md §1.8).
 public enum ColorFix: String, Sendable, CaseIterable, Codable {
     case wavelet, adain, none
 
@@ -270,7 +270,7 @@ public enum ColorFix: String, Sendable, CaseIterable, Codable {
     }
 }
 
-/// Tiled evaluation with Gaussian blending (`make_tiled_fn`, DIFFBIR.md §1.7).
+/// Tiled evaluation with Gaussian blending (`make_tiled_fn`, docs/diffbir.md §1.7).
 public enum Tiler {
     /// `sliding_windows(h, w, size, stride)`: (y, x) of each tile, row-major.
     public static func windows(height h: Int, width w: Int, size: Int, stride: Int) -> [(y: Int, x: Int)] {

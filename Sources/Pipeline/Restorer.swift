@@ -18,7 +18,7 @@ public struct DiffBIRPlanInfo: Sendable {
     public var minimumSide: Int
     public var positivePrompt: String?
     public var negativePrompt: String?
-    /// Defaults of the version (DIFFBIR.md §5).
+    /// Defaults of the version (docs/diffbir.md §5).
     public var defaultSampler: SamplerKind
     public var defaultSteps: Int
     public var defaultCFG: Double
@@ -108,7 +108,7 @@ public struct RestoreError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// The DiffBIR flow of DIFFBIR.md §1.3 (v2.1 code, which runs v1, v2 and v2.1 models) on a plan's
+/// The DiffBIR flow of docs/diffbir.md §1.3 (v2.1 code, which runs v1, v2 and v2.1 models) on a plan's
 /// entry points. Entry points have static shapes (the plan's tile); an image whose padded size is
 /// the tile runs each network once, exactly as DiffBIR does; any other size runs them on overlapping
 /// tiles blended with Gaussian weights (§1.7), which is DiffBIR's tiled mode.

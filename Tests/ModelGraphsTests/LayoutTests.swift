@@ -6,7 +6,7 @@ import Tensors
 import Testing
 import TestSupport
 
-/// The published key sets and parameter counts (DIFFBIR.md §3.1, §6), built from the definitions.
+/// The published key sets and parameter counts (docs/diffbir.md §3.1, §6), built from the definitions.
 @Suite struct LayoutTests {
     static func keys(_ layout: SynthLayout, _ config: NetworkConfig = NetworkConfig()) throws -> [SynthTensor] { try layout.tensors(config) }
 

@@ -169,7 +169,11 @@ extension Inspect {
             return
         }
         print("\(file): ncnn, \(m.params.layers.count) layers, \(m.params.blobCount) blobs")
-        for i in g.inputs { print("  input  \(g.values[i].name): \(g.values[i].type)") }
+        let assumed = Set(NCNNImporter.assumedInputShapes(m.params).keys).subtracting(try parseShapes(shape).keys)
+        for i in g.inputs {
+            let name = g.values[i].name
+            print("  input  \(name): \(g.values[i].type)" + (assumed.contains(name) ? " (not in the file: assumed; give --shape \(name)=1,C,H,W)" : ""))
+        }
         for o in g.outputs { print("  output \(o.name): \(g.values[o.value].type)") }
         print("layers: " + m.layerTypes.map { "\($0.type) \($0.count)" }.joined(separator: ", "))
         print("weights: \(formatCount(parameters)) parameters; .bin " + m.weightBytes.map { "\($0.storage.rawValue) \(formatBytes($0.bytes))" }.joined(separator: ", "))

@@ -8,7 +8,7 @@ struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint with a published layout and seeded random values.",
         discussion: """
-        The names, shapes, dtypes and nesting of the published files (DIFFBIR.md §3.1), for tests \
+        The names, shapes, dtypes and nesting of the published files (docs/diffbir.md §3.1), for tests \
         and benchmarks without the real weights. Values are seeded random numbers scaled so that \
         activations stay finite and non-trivial through the networks; buffers (SwinIR's masks and \
         index tables, the DDPM schedule) get their real values. Layouts:

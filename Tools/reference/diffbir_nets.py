@@ -1,4 +1,4 @@
-"""DiffBIR's networks in PyTorch, written from ../shared/DIFFBIR.md §2 (which was read off DiffBIR's
+"""DiffBIR's networks in PyTorch, written from docs/diffbir.md §2 (which was read off DiffBIR's
 code): SwinIR (DiffBIR variant), RRDBNet/BSRNet, SCUNet, the SD 2.1 UNet (controlled), the
 IRControlNet, the VAE encoder and decoder, and the OpenCLIP text tower. Module and parameter names
 follow the published checkpoints' keys, so `load_state_dict` of a published file works unchanged.
