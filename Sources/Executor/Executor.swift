@@ -459,6 +459,8 @@ public final class Executor: @unchecked Sendable {
             let winograd = c.winograd == true && Winograd.eligible(c, weight: w) && !quantized
             let a = packedWeight(weights, 1, stream: stream) {
                 quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)!
+                    : winograd && c.winogradTile == 4 && g.precision != .bf16 && x[1].dtype == .f32
+                        ? PackedMatrix.winogradWeights43(x[1].floats, oc: w[0], ic: w[1], width: g.mr, threads: threads)
                     : winograd ? (g.precision == .bf16 ? PackedMatrix.winogradWeights16(x[1], oc: w[0], ic: w[1], width: g.mr, threads: threads)
                                                  : PackedMatrix.winogradWeights(x[1].floats, oc: w[0], ic: w[1], width: g.mr, threads: threads))
                     : g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr, threads: threads)

@@ -240,6 +240,11 @@ public enum FusedConvolution {
             affine = prologueAffine(x, p, scale: operands[p.scaleOperand].floats, bias: operands[p.biasOperand].floats, threads: threads)
         }
         // (Transformed f32/bf16 kernels, or quantised `[oc, c·9]` panels transformed as they are used.)
+        if k.winograd == true, k.winogradTile == 4, let packed, Winograd.eligible(k, weight: weight.dims), packed.element == nil,
+           packed.groups == 36, !bf16 {
+            Winograd43.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine)
+            return
+        }
         if k.winograd == true, let packed, Winograd.eligible(k, weight: weight.dims),
            packed.element == nil ? packed.groups == 16 : packed.groups == 1 && !bf16 {
             Winograd.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine,

@@ -47,8 +47,9 @@ public struct Lowering {
     /// than the multiplies saved. Quantised weights (int8, int8 blocks, f16) are marked too, with
     /// f32's threshold, unless `int8Activations` (their int8 × int8 kernels do not use it). Returns how many.
     @discardableResult
+    /// f32 weights on outputs of at least `f32Tile4Plane` pixels run F(4,3) (`winogradTile` 4) instead.
     public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int, minimumPlaneBF16: Int? = nil, minimumPlaneQuantized: Int? = nil,
-                                      int8Activations: Bool = false) -> Int {
+                                      int8Activations: Bool = false, f32Tile4Plane: Int? = nil) -> Int {
         var count = 0
         for e in entries.indices {
             for i in entries[e].instructions.indices {
@@ -64,6 +65,7 @@ public struct Lowering {
                                                               : weights[wi].dtype == .f32 ? minimumPlane : minimumPlaneQuantized ?? minimumPlane)
                 else { continue }
                 c.winograd = true
+                if weights[wi].dtype == .f32, let t4 = f32Tile4Plane, outShape.dims[2] * outShape.dims[3] >= t4 { c.winogradTile = 4 }
                 entries[e].instructions[i].kernel = .conv2d(c)
                 count += 1
             }

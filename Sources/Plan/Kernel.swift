@@ -49,6 +49,9 @@ public enum EpilogueStep: Codable, Sendable, Equatable {
     case addChannels(operand: Int)
     /// Multiply by the single value of the operand at this index (read when the kernel runs).
     case scaleBy(operand: Int)
+    /// PReLU with the operand at this index as one slope per channel of a convolution's
+    /// `[N, C, H, W]` output (shape `[1, C, 1, 1]`): `x ≥ 0 ? x : slope·x`.
+    case preluChannels(operand: Int)
 }
 
 /// Group norm (+ SiLU) of the input, applied while the convolution reads it.
@@ -80,6 +83,9 @@ public struct Conv2DKernel: Codable, Sendable, Equatable {
     /// (16 products of transformed tiles instead of 36 multiplies per 2×2 outputs). Absent in plans
     /// written before it (decoded as off).
     public var winograd: Bool?
+    /// With `winograd`: the output tile, 2 (F(2,3)) or 4 (F(4,3), f32 weights only). Absent in plans
+    /// written before it (2).
+    public var winogradTile: Int?
     /// The input is the small image: the convolution reads it enlarged 2× by nearest neighbour (set by
     /// the `upsample-conv` pass), and its weight operand holds the 3×3 kernel's four 2×2 phase kernels
     /// `[4·oc, ic, 2, 2]` (phase 2a + b: output pixels (2i + a, 2j + b)), computed by the compiler from

@@ -193,6 +193,59 @@ import Testing
         }
     }
 
+    /// Winograd F(4,3) (f32 weights) against the reference: partial 4×4 tiles at the right and
+    /// bottom, rows of tiles that are not whole groups of eight or cross a B panel, pads 0–2, the
+    /// group-norm prologue, the epilogue steps, several bands and channel blocks, 1 and 3 threads.
+    @Test(arguments: [
+        ConvCase(x: [1, 5, 9, 11], w: [7, 5, 3, 3], prologue: true, residual: true),
+        ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3], channels: true),
+        ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
+        ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
+        ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true, channels: true),
+        ConvCase(x: [1, 24, 16, 16], w: [20, 24, 3, 3], prologue: true),
+        ConvCase(x: [1, 9, 7, 51], w: [11, 9, 3, 3], residual: true),
+        ConvCase(x: [1, 32, 64, 130], w: [32, 32, 3, 3]),
+    ])
+    func winograd43(_ t: ConvCase) throws {
+        let oc = t.w[0], c = t.x[1]
+        let oh = t.x[2] + t.pads[0] + t.pads[2] - 2, ow = t.x[3] + t.pads[1] + t.pads[3] - 2
+        let outDims = [t.x[0], oc, oh, ow]
+        var operands = [Self.random(t.x, 11), Self.random(t.w, 12, scale: 0.3), Self.random([oc], 13)]
+        var prologue: NormPrologue? = nil
+        if t.prologue {
+            prologue = NormPrologue(groups: c % 2 == 0 ? 2 : 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
+            operands += [Self.random([c], 14), Self.random([c], 15)]
+        }
+        var epilogue: [EpilogueStep] = [.activation("leaky_relu", alpha: 0.2)]
+        if t.residual {
+            epilogue.append(.addResidual(operand: operands.count))
+            operands.append(Self.random(outDims, 16))
+        }
+        if t.channels {
+            epilogue.insert(contentsOf: [.addChannels(operand: operands.count), .scaleBy(operand: operands.count + 1)], at: 0)
+            operands += [Self.random([t.x[0], oc, 1, 1], 17), Tensor([Float(0.75)], shape: Shape([1]))]
+        }
+        var kernel = Conv2DKernel(strides: [1, 1], pads: t.pads, dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
+                                  epilogue: epilogue, winograd: true)
+        kernel.winogradTile = 4
+        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, Shape(outDims))])[0]
+        for isa in Self.sets {
+            let gemm = Gemm(isa)
+            let packed = PackedMatrix.winogradWeights43(Self.view(operands[1]).floats, oc: oc, ic: c, width: gemm.mr)
+            #expect(packed.groups == 36)
+            var results: [[Float]] = []
+            for threads in [1, 3] {
+                let out = Tensor.zeros(.f32, Shape(outDims))
+                FusedConvolution.run(kernel, x: Self.view(operands[0]), weight: Self.view(operands[1]), packed: packed,
+                                     operands: operands.map(Self.view), out: Self.view(out), gemm: gemm, threads: threads)
+                let err = Self.relativeError(out, expected)
+                #expect(err < 1e-5, "\(isa) threads \(threads): relative error \(err)")
+                results.append(out.floats())
+            }
+            #expect(results[0] == results[1], "\(isa): the result depends on the thread count")
+        }
+    }
+
     /// The tiled transpose of two blocks of trailing axes (NCHW → N(HW)C and the like), odd sizes.
     @Test(arguments: [([3, 5, 37, 41], [0, 2, 3, 1]), ([2, 33, 9], [0, 2, 1]), ([40, 70], [1, 0]), ([2, 3, 64, 8], [0, 3, 1, 2])])
     func blockTranspose(dims: [Int], perm: [Int]) throws {
