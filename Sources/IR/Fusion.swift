@@ -28,9 +28,12 @@ public enum EpilogueOp: Hashable, Sendable {
     case addChannels
     /// Multiply by the next residual input, a single value known only at run time (a control scale).
     case scaleByInput
+    /// PReLU with one slope per channel of a convolution's `[N, C, H, W]` output, the next residual
+    /// input (shape `[1, C, 1, 1]`): `x ≥ 0 ? x : slope·x`.
+    case preluChannels
 
     /// Whether this step takes the next residual input.
-    public var takesOperand: Bool { self == .addResidual || self == .addChannels || self == .scaleByInput }
+    public var takesOperand: Bool { self == .addResidual || self == .addChannels || self == .scaleByInput || self == .preluChannels }
 }
 
 /// Group norm (+ SiLU) of a convolution's input, applied while the convolution reads it.

@@ -71,6 +71,7 @@ extension Op {
             case .addResidual: return "add_residual"
             case .addChannels: return "add_channels"
             case .scaleByInput: return "scale_by_input"
+            case .preluChannels: return "prelu_channels"
             }
         }.joined(separator: ",")
     }

@@ -15,6 +15,10 @@ extension Op {
                 }
             case .scaleByInput:
                 guard r.dtype == out.dtype, r.count == 1 else { throw fail("runtime scale \(r) is not a single \(out.dtype) value") }
+            case .preluChannels:
+                guard out.rank == 4, r == TensorType(out.dtype, Shape([1, out.dims[1], 1, 1])) else {
+                    throw fail("per-channel slopes \(r) do not match the output \(out)")
+                }
             default: break
             }
         }

@@ -114,6 +114,8 @@ struct ResolvedEpilogue {
         case residual(UnsafePointer<Float>)
         /// One value per (image, channel) plane of `plane` elements.
         case channels(UnsafePointer<Float>)
+        /// PReLU: one slope per channel (of `count` channels) of the planes of `plane` elements.
+        case prelu(UnsafePointer<Float>, count: Int)
     }
     let steps: [Step]
     /// Elements of a channel's plane (for `channels`).
@@ -140,6 +142,9 @@ struct ResolvedEpilogue {
             case .addChannels(let i):
                 precondition(plane > 0, "addChannels needs the output's plane")
                 return .channels(UnsafePointer(operands[i].floats))
+            case .preluChannels(let i):
+                precondition(plane > 0, "preluChannels needs the output's plane")
+                return .prelu(UnsafePointer(operands[i].floats), count: operands[i].dims.count > 1 ? operands[i].dims[1] : 1)
             }
         }
     }
@@ -189,6 +194,18 @@ struct ResolvedEpilogue {
                     let value = p[ch], splat = Float8(repeating: value)
                     while i + 8 <= end { VectorMath.store(VectorMath.load(dst + i) + splat, dst + i); i += 8 }
                     while i < end { dst[i] += value; i += 1 }
+                }
+            case .prelu(let p, let channels):
+                var i = 0
+                while i < count {
+                    let plane = (base + i) / self.plane, end = min(count, (plane + 1) * self.plane - base)
+                    let slope = p[plane % channels], splat = Float8(repeating: slope)
+                    while i + 8 <= end {
+                        let v = VectorMath.load(dst + i)
+                        VectorMath.store(v.replacing(with: v * splat, where: v .< 0), dst + i)
+                        i += 8
+                    }
+                    while i < end { if dst[i] < 0 { dst[i] *= slope }; i += 1 }
                 }
             }
         }

@@ -283,6 +283,25 @@ enum Fusion {
                     else { continue }
                 }
             case .binary(.add):
+                if let (source, slopes) = preluAfterConvolution(g, n, uses) {
+                    // relu(y) + min(y, 0)·s (PReLU as the ncnn importer writes it) on a convolution's output y.
+                    let scalar = g.values[slopes].constant.flatMap { $0.count == 1 ? $0.floats()[0] : nil }
+                    let step: EpilogueOp = scalar.map { .activation(.leakyRelu($0)) } ?? .preluChannels
+                    let extra = scalar == nil ? [slopes] : []
+                    guard let (_, p) = g.producerNode(source) else { continue }
+                    switch p.op {
+                    case .conv(let c):
+                        g.nodes[i] = Node(op: .convFused(c, ConvFusion(hasBias: p.inputs.count == 3, epilogue: [step])), inputs: p.inputs + extra,
+                                          outputs: n.outputs, name: p.name)
+                    case .convFused(let c, var f):
+                        f.epilogue.append(step)
+                        g.nodes[i] = Node(op: .convFused(c, f), inputs: p.inputs + extra, outputs: n.outputs, name: p.name)
+                    default: continue
+                    }
+                    changes += 1
+                    uses = Uses(g)
+                    continue
+                }
                 // The fused producer is the operand that is a conv/linear result; the other, of the same type, is the residual
                 // (or, after a convolution, one value per image and channel: [N, C, 1, 1], a time embedding).
                 let (a, b) = (n.inputs[0], n.inputs[1])
@@ -338,6 +357,30 @@ enum Fusion {
         }
         g = g.withoutDeadNodes()
         return changes
+    }
+
+    /// `relu(y) + min(y, 0)·s` (either order of each operation), where y is an f32 convolution's
+    /// output read only by that relu and min, the intermediates each read once, and s a constant
+    /// slope: one value, or one per channel (`[1, C, 1, 1]`). Returns y and s.
+    static func preluAfterConvolution(_ g: Graph, _ add: Node, _ uses: Uses) -> (ValueID, ValueID)? {
+        func producer(_ v: ValueID) -> Node? { g.producerNode(v)?.node }
+        for (r, m) in [(add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])] {
+            guard uses.absorbable(r), uses.absorbable(m), let relu = producer(r), relu.op == .unary(.relu),
+                  let mul = producer(m), mul.op == .binary(.mul) else { continue }
+            let y = relu.inputs[0]
+            for (mn, s) in [(mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])] {
+                guard uses.absorbable(mn), let min = producer(mn), min.op == .binary(.min),
+                      let slopes = g.values[s].constant, slopes.dtype == .f32 else { continue }
+                let zeroAt = min.inputs[0] == y ? 1 : (min.inputs[1] == y ? 0 : -1)
+                guard zeroAt >= 0, g.scalarConstant(min.inputs[zeroAt]) == 0 else { continue }
+                let t = g.type(y)
+                guard t.dtype == .f32, t.rank == 4, uses.counts[y] == 2, !uses.outputs.contains(y), let p = producer(y) else { continue }
+                switch p.op { case .conv, .convFused: break; default: continue }
+                guard slopes.count == 1 || slopes.shape.dims == [1, t.dims[1], 1, 1] else { continue }
+                return (y, s)
+            }
+        }
+        return nil
     }
 
     // MARK: batch norm

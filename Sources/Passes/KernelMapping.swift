@@ -22,6 +22,9 @@ extension Lowering {
                 case .scaleByInput:
                     defer { next += 1 }
                     return .scaleBy(operand: next)
+                case .preluChannels:
+                    defer { next += 1 }
+                    return .preluChannels(operand: next)
                 }
             }
         }

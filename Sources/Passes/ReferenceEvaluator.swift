@@ -152,6 +152,9 @@ extension ReferenceEvaluator {
             case .scaleByInput:
                 out = Reference.binary(.mul, out, residuals[next], outShape: out.shape, outType: out.dtype)
                 next += 1
+            case .preluChannels:
+                out = Reference.preluChannels(out, residuals[next])
+                next += 1
             }
         }
         return out

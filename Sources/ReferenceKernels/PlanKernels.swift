@@ -18,6 +18,7 @@ extension Reference {
                 case .scale(let v): t = binary(.mul, t, tensor([Double(v)], t.dtype, []), outShape: t.shape, outType: t.dtype)
                 case .addResidual(let i), .addChannels(let i): t = binary(.add, t, x[i], outShape: t.shape, outType: t.dtype)
                 case .scaleBy(let i): t = binary(.mul, t, x[i], outShape: t.shape, outType: t.dtype)
+                case .preluChannels(let i): t = preluChannels(t, x[i])
                 }
             }
             return t
@@ -134,5 +135,17 @@ extension Reference {
         case "sigmoid": return unary(.sigmoid, t)
         default: return leakyRelu(t, alpha: Double(alpha))
         }
+    }
+}
+
+extension Reference {
+    /// `x ≥ 0 ? x : slope·x` with one slope per channel (axis 1) of `x`; `slopes` holds C values.
+    public static func preluChannels(_ x: Tensor, _ slopes: Tensor) -> Tensor {
+        let v = x.floats(), s = slopes.floats()
+        let d = x.shape.dims
+        let channels = d.count > 1 ? d[1] : 1, plane = d.count > 2 ? d[2...].reduce(1, *) : 1
+        var out = v
+        for i in out.indices where out[i] < 0 { out[i] = Float(Double(out[i]) * Double(s[(i / plane) % channels])) }
+        return Tensor(out, shape: x.shape).converted(to: x.dtype)
     }
 }

@@ -11,7 +11,7 @@ import TestSupport
 /// Small ncnn models made by Tools/fixtures/make_ncnn_fixtures.py (every layer type and weight tag
 /// the importer reads), compared with ncnn's own CPU runtime (fp32, one thread).
 @Suite struct NCNNImporterTests {
-    static let models = ["conv", "deconv", "elementwise", "activation", "resize", "shape"]
+    static let models = ["conv", "deconv", "elementwise", "activation", "resize", "shape", "srvgg"]
 
     static func load(_ name: String) throws -> NCNNImport {
         try NCNNImporter.load(param: Fixtures.path("ncnn/\(name).param"), bin: Fixtures.path("ncnn/\(name).bin"))
@@ -65,6 +65,15 @@ import TestSupport
         let dir = TemporaryDirectory()
         try PlanWriter.write(path: dir.file("p.plan"), program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
         let plan = try PlanFile(path: dir.file("p.plan"))
+        if name == "srvgg" {
+            // Both PReLUs became epilogues of their convolutions (per channel, and a single slope as leaky ReLU).
+            let steps = plan.program.entryPoints[0].instructions.compactMap { i -> [EpilogueStep]? in
+                if case .conv2d(let c) = i.kernel { return c.epilogue }
+                return nil
+            }.flatMap { $0 }
+            #expect(steps.contains { if case .preluChannels = $0 { return true } else { return false } }, "\(steps)")
+            #expect(steps.contains(.activation("leaky_relu", alpha: 0.1)), "\(steps)")
+        }
         let inputNames = imported.graph.inputs.map { imported.graph.values[$0].name }
         let result = try Executor(plan: plan, threads: 2).run(entry: name, inputs: io.filter { inputNames.contains($0.key) })
         for o in result.outputs {

@@ -182,6 +182,32 @@ import Testing
         }, fusedOp: "linear_fused", absorbed: "gelu")
     }
 
+    /// PReLU as the ncnn importer writes it, `relu(y) + min(y, 0)·s`, after a convolution: one
+    /// epilogue step (per-channel slopes; a single slope becomes a leaky ReLU); not when y has another
+    /// consumer or is an output, nor in f64.
+    @Test func preluIntoConvolution() throws {
+        for perChannel in [true, false] {
+            try Self.check("epilogues (conv + prelu, per channel \(perChannel))", { b in
+                let x = b.input("x", [1, 3, 5, 5])
+                let c = try b.op(.conv(Conv2D(pads: [1, 1, 1, 1])), [x, b.constant([4, 3, 3, 3]), b.constant([4])])
+                let positive = try b.op(.unary(.relu), [c])
+                let zero = b.g.addConstant(Tensor([0], shape: [1]).converted(to: b.dtype), name: "zero")
+                let negative = try b.op(.binary(.min), [c, zero])
+                let slopes = b.constant(perChannel ? [1, 4, 1, 1] : [1], offset: 0.5)
+                return (try b.op(.binary(.add), [positive, b.op(.binary(.mul), [negative, slopes])]), c)
+            }, fusedOp: "conv_fused", absorbed: "min")
+        }
+        let (_, after) = try Self.run({ b in
+            let x = b.input("x", [1, 3, 5, 5])
+            let c = try b.op(.conv(Conv2D()), [x, b.constant([4, 3, 1, 1])])
+            let zero = b.g.addConstant(Tensor([0], shape: [1]), name: "zero")
+            let n = try b.op(.binary(.mul), [b.g.addConstant(Tensor([0.3, -0.2, 0.1, 0.7], shape: [1, 4, 1, 1]), name: "s"), b.op(.binary(.min), [zero, c])])
+            return (try b.op(.binary(.add), [n, b.op(.unary(.relu), [c])]), c)
+        }, .fires)
+        guard case .convFused(_, let f) = after.nodes.last!.op else { Issue.record("not fused: \(after.nodes.map(\.op.name))"); return }
+        #expect(f.epilogue == [.preluChannels])
+    }
+
     @Test func convolutionEpilogueLeakyReLUKeepsItsSlope() throws {
         try Self.check("epilogues (conv + leaky relu 0.2)", { b in
             let x = b.input("x", [1, 3, 5, 5])

@@ -388,7 +388,7 @@ public enum NCNNImporter {
             record(slope, l, "slope")
             var shape = [Int](repeating: 1, count: d.count)
             if n > 1 { shape[1] = n }
-            let s = constant(Tensor(dtype: .f32, shape: Shape(shape), storage: slope.storage), l.name + ".slope")
+            let s = constant(Tensor(dtype: .f32, shape: n == 1 ? [1] : Shape(shape), storage: slope.storage), l.name + ".slope")
             // x ≥ 0: x; else slope·x  =  relu(x) + slope·min(x, 0)
             let positive = try op(.unary(.relu), [x], l.name + ":positive")
             let negative = try op(.binary(.min), [x, scalar(0, l.name + ":zero")], l.name + ":negative")

@@ -238,6 +238,9 @@ public enum ONNXWriter {
                 case .scaleByInput:
                     node("Mul", [current, residuals[next]], [target], name: "\(name)_e\(i)")
                     next += 1
+                case .preluChannels:
+                    node("PRelu", [current, residuals[next]], [target], name: "\(name)_e\(i)")
+                    next += 1
                 }
                 current = target
             }
