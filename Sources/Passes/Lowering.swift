@@ -195,9 +195,65 @@ public struct Lowering {
         // Byte offsets of aliases inside their group's buffer: a split along an axis with nothing
         // outside it gives views of its input's bytes (when every part starts 64-byte aligned).
         var aliasOffset: [ValueID: Int] = [:]
+        // Concatenations whose parts are written in place: the byte ranges of the parts (values
+        // computed by an instruction) of each such group, which must never overlap.
+        var concatParts: [Int: [(value: ValueID, range: Range<Int>)]] = [:]
+        var members = [Int](repeating: 1, count: g.values.count)
+        let graphValues = Set(g.inputs).union(g.outputs.map(\.value))
         var lowered: [(node: Node, kernel: Kernel)] = []
+        /// A concatenation along an axis with nothing outside it as a view: each part is written by its
+        /// producer at its place in the result (DenseNet-style blocks concatenate the same parts again
+        /// and again; nested concatenations share one buffer). Only parts that are alone in their
+        /// group or already parts of such a family, at consistent places, none of them a graph input,
+        /// output or constant, and no part overlapping another's bytes.
+        func concatAsView(_ n: Node, axis: Int) -> Bool {
+            let out = n.outputs[0]
+            let t = g.type(out)
+            let a = axis < 0 ? axis + t.rank : axis
+            guard t.dims[..<a].allSatisfy({ $0 == 1 }), Set(n.inputs).count == n.inputs.count, !graphValues.contains(out),
+                  members[find(out)] == 1 else { return false }
+            let inner = t.dims[(a + 1)...].reduce(1, *) * t.dtype.byteSize
+            var starts: [Int] = [], at = 0
+            for v in n.inputs { starts.append(at); at += g.type(v).dims[a] * inner }
+            guard starts.allSatisfy({ $0 % MemoryPlanner.alignment == 0 }) else { return false }
+            // Where the result lies: in the family of a part already placed, or a new group of its own.
+            var root: Int? = nil, base = 0
+            for (v, start) in zip(n.inputs, starts) {
+                guard !g.values[v].isConstant, !graphValues.contains(v) else { return false }
+                let r = find(v)
+                if members[r] == 1 && r == v { continue }
+                guard concatParts[r] != nil, concatParts[r]!.contains(where: { $0.value == v }) else { return false }
+                let b = (aliasOffset[v] ?? 0) - start
+                if let root { guard root == r, b == base else { return false } } else { (root, base) = (r, b) }
+            }
+            guard base >= 0, base % MemoryPlanner.alignment == 0 else { return false }
+            let r = root ?? find(out)
+            var parts = concatParts[r] ?? []
+            var joining: [(ValueID, Range<Int>)] = []
+            for (v, start) in zip(n.inputs, starts) where find(v) != r {
+                let range = (base + start)..<(base + start + g.type(v).count * g.type(v).dtype.byteSize)
+                guard !parts.contains(where: { $0.range.overlaps(range) }) else { return false }
+                joining.append((v, range))
+                parts.append((v, range))
+            }
+            if root == nil { members[r] = 1 }
+            for (v, range) in joining {
+                group[v] = r
+                aliasOffset[v] = range.lowerBound
+                members[r] += 1
+            }
+            if r != find(out) {
+                group[out] = r
+                aliasOffset[out] = base
+                members[r] += 1
+            }
+            concatParts[r] = parts
+            return true
+        }
         for n in g.nodes {
+            if case .concat(let axis) = n.op, concatAsView(n, axis: axis) { continue }
             if case .reshape = n.op, !g.values[n.inputs[0]].isConstant {
+                members[find(n.inputs[0])] += members[find(n.outputs[0])]
                 group[find(n.outputs[0])] = find(n.inputs[0])
                 aliasOffset[n.outputs[0]] = aliasOffset[n.inputs[0]]
                 continue
@@ -210,6 +266,7 @@ public struct Lowering {
                 if t.dims[..<a].allSatisfy({ $0 == 1 }), starts.allSatisfy({ $0 % MemoryPlanner.alignment == 0 }),
                    (aliasOffset[n.inputs[0]] ?? 0) % MemoryPlanner.alignment == 0 {
                     for (v, start) in zip(n.outputs, starts) {
+                        members[find(n.inputs[0])] += members[find(v)]
                         group[find(v)] = find(n.inputs[0])
                         aliasOffset[v] = (aliasOffset[n.inputs[0]] ?? 0) + start
                     }
@@ -252,7 +309,9 @@ public struct Lowering {
             for v in l.node.inputs where !g.values[v].isConstant && constants[v] == nil {
                 let r = find(v)
                 // (Over a split's part only at its start: the output's own aliases keep their offsets.)
-                guard !pinned.contains(r), end[r] == i, g.type(v) == ot, find(out) != r, (aliasOffset[v] ?? 0) == 0 else { continue }
+                // (Not when the output is a part of a concatenation written in place: it has its place there.)
+                guard !pinned.contains(r), end[r] == i, g.type(v) == ot, find(out) != r, (aliasOffset[v] ?? 0) == 0,
+                      concatParts[find(out)] == nil else { continue }
                 let ro = find(out)
                 group[ro] = r
                 end[r] = max(end[r]!, end[ro] ?? i)

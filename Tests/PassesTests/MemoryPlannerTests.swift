@@ -1,3 +1,5 @@
+import Foundation
+import Executor
 import IR
 import Passes
 import Plan
@@ -131,5 +133,59 @@ import Testing
         }
         // The plan's memory check passed inside `add` (it throws on overlap); the parts' numbers are
         // checked on SwinIR's plan, whose q, k, v are such parts (PlanExecutionTests).
+    }
+
+    /// A dense block (RRDBNet's): `cat(x, x1)`, `cat(x, x1, x2)`, ... with each part written by its
+    /// producer at its place in one buffer: no concatenation is executed, each concatenation reads
+    /// the prefix of that buffer, and the numbers are the interpreter's. Concatenations that cannot
+    /// share a buffer (two different parts at the same place; a part given twice; a graph input)
+    /// stay copies.
+    @Test func denseConcatenationsAreViews() throws {
+        var g = Graph()
+        let input = g.addInput("x", TensorType(.f32, [1, 4, 8, 8]))
+        func conv(_ x: ValueID, _ out: Int, _ name: String) throws -> ValueID {
+            let c = g.type(x).dims[1]
+            let w = g.addConstant(Tensor((0..<(out * c * 9)).map { Float(($0 * 37) % 19) / 50 - 0.18 }, shape: [out, c, 3, 3]), name: name + ".w")
+            return try g.add1(.conv(Conv2D(pads: [1, 1, 1, 1])), [x, w], name: name)
+        }
+        let x = try g.add1(.unary(.neg), [input], name: "x0")
+        let x1 = try conv(x, 4, "c1")
+        let cat1 = try g.add1(.concat(axis: 1), [x, x1], name: "cat1")
+        let x2 = try conv(cat1, 4, "c2")
+        let cat2 = try g.add1(.concat(axis: 1), [x, x1, x2], name: "cat2")
+        let y = try conv(cat2, 4, "c3")
+        // Not views: a different part where x1 lies in cat1; the same value twice; a graph input.
+        let other = try g.add1(.concat(axis: 1), [x, x2], name: "other")
+        let twice = try g.add1(.concat(axis: 1), [y, y], name: "twice")
+        let withInput = try g.add1(.concat(axis: 1), [input, y], name: "with_input")
+        g.setOutput("y", try g.add1(.binary(.add), [y, x], name: "out"))
+        g.setOutput("other", other)
+        g.setOutput("twice", twice)
+        g.setOutput("with_input", withInput)
+        var lowering = Lowering()
+        try lowering.add(entry: "main", graph: g)
+        let e = lowering.entries[0]
+        func instruction(_ name: String) -> Instruction? { e.instructions.first { $0.name == name } }
+        #expect(instruction("cat1") == nil && instruction("cat2") == nil)
+        #expect(instruction("other") != nil && instruction("twice") != nil && instruction("with_input") != nil)
+        let base = instruction("x0")!.results[0].arenaOffset!
+        #expect(instruction("c1")!.results[0].arenaOffset == base + 4 * 64 * 4)
+        #expect(instruction("c2")!.operands[0].arenaOffset == base)
+        #expect(instruction("c2")!.results[0].arenaOffset == base + 8 * 64 * 4)
+        #expect(instruction("c3")!.operands[0].arenaOffset == base)
+        // The plan runs as the graph does.
+        let compiled = try Compiler.compile([("main", g)], options: CompileOptions())
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dense-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try PlanWriter.write(path: dir + "/p.plan", program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
+        let feed = ["x": Tensor((0..<256).map { Float(($0 * 13) % 29) / 10 - 1.4 }, shape: [1, 4, 8, 8])]
+        let want = try Interpreter.run(g, inputs: feed)
+        let got = try Executor(plan: try PlanFile(path: dir + "/p.plan"), threads: 2).run(entry: "main", inputs: feed)
+        for o in got.outputs {
+            let a = o.tensor.floats(), b = want[o.name]!.floats()
+            let err = zip(a, b).map { abs($0 - $1) }.max()!
+            #expect(err <= 1e-4 * max(b.map(abs).max()!, 1), "\(o.name): \(err)")
+        }
     }
 }
