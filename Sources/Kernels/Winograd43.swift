@@ -50,6 +50,17 @@ public enum Winograd43 {
             bandTiles = (bandTiles + 1) / 2
             bands = (tilesHigh + bandTiles - 1) / bandTiles
         }
+        // The band height (up to that one) whose bands share out best over the threads: the fewest
+        // tile rows for the busiest thread, then the tallest bands (11 bands on 2 threads leave one
+        // thread a band behind; 16 of 2 rows do not).
+        var best = (rows: Int.max, tiles: bandTiles)
+        for t in stride(from: bandTiles, through: max(1, bandTiles / 2), by: -1) {
+            let b = (tilesHigh + t - 1) / t
+            let rows = (n * b + threads - 1) / threads * t
+            if rows < best.rows { best = (rows, t) }
+        }
+        bandTiles = best.tiles
+        bands = (tilesHigh + bandTiles - 1) / bandTiles
         // Padded band: 4·bandTiles + 2 input rows; columns so that eight tiles' 32 + 4 floats can be loaded.
         let paddedRows = 4 * bandTiles + 2, paddedWidth = 32 * ((tilesWide + 7) / 8) + 8
         let maxTiles = bandTiles * tilesWide

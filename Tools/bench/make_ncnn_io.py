@@ -15,7 +15,7 @@ from ncnn_bench import blobs  # noqa: E402
 
 
 def main(param, photo, out):
-    x = np.asarray(Image.open(photo).convert("RGB")).astype(np.float32).transpose(2, 0, 1) / 255
+    x = np.ascontiguousarray(np.asarray(Image.open(photo).convert("RGB")).astype(np.float32).transpose(2, 0, 1) / 255)
     net = ncnn.Net()
     for k in ("use_vulkan_compute", "use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage"):
         setattr(net.opt, k, False)
