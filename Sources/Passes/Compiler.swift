@@ -48,7 +48,10 @@ public enum Compiler {
         }
         let converted = quantized.filter { $0.format != .f32 }.count
         // Winograd for the 3×3 convolutions (a plan pass: --disable-pass winograd), F(4,3) for f32
-        // weights from 32×32 outputs (RRDBNet ×4 at 128² → 512²: 3.50 → 2.63 s), F(2,3) otherwise:
+        // weights (--disable-pass winograd-f43 keeps F(2,3)) from 64×64 outputs, or from 32×32 with
+        // transformed kernels of at most 16 MB (one convolution, 2 threads, Zen 5: 320 ch at 64²
+        // 25 → 13 ms, 512 at 128² 190 → 110 ms, but 640 at 32² 17 → 46 ms; RRDBNet ×4 at 128² → 512²
+        // 3.50 → 2.63 s), F(2,3) otherwise:
         // from 32×32 outputs, or 16×16 with bf16 weights (there, 7–35 % faster a convolution, for
         // transformed weights 16/9 of the kernel's: +0.3 GB for the denoise step's; f32's would add 1 GB
         // for 5 % of the step) or quantised ones (transformed per call as they are used, so no memory
@@ -57,7 +60,8 @@ public enum Compiler {
         if !options.disabled.contains("winograd") {
             winograd = lowering.markWinograd(minimumChannels: 32, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16,
                                              minimumPlaneQuantized: 16 * 16,
-                                             int8Activations: options.int8Activations, f32Tile4Plane: 32 * 32)
+                                             int8Activations: options.int8Activations,
+                                             f32Tile4Plane: options.disabled.contains("winograd-f43") ? nil : 64 * 64, f32Tile4SmallPlane: 32 * 32)
         }
         var report = ""
         func line(_ s: String) { report += s + "\n" }

@@ -47,9 +47,13 @@ public struct Lowering {
     /// than the multiplies saved. Quantised weights (int8, int8 blocks, f16) are marked too, with
     /// f32's threshold, unless `int8Activations` (their int8 × int8 kernels do not use it). Returns how many.
     @discardableResult
-    /// f32 weights on outputs of at least `f32Tile4Plane` pixels run F(4,3) (`winogradTile` 4) instead.
+    /// f32 weights on outputs of at least `f32Tile4Plane` pixels run F(4,3) (`winogradTile` 4) instead,
+    /// and from `f32Tile4SmallPlane` pixels when their 36 transformed kernels take at most
+    /// `f32Tile4SmallBytes` (F(4,3) streams them once a band: on small images with large kernels,
+    /// e.g. 640 channels at 32×32, that costs more than F(2,3) saves).
     public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int, minimumPlaneBF16: Int? = nil, minimumPlaneQuantized: Int? = nil,
-                                      int8Activations: Bool = false, f32Tile4Plane: Int? = nil) -> Int {
+                                      int8Activations: Bool = false, f32Tile4Plane: Int? = nil, f32Tile4SmallPlane: Int? = nil,
+                                      f32Tile4SmallBytes: Int = 16 << 20) -> Int {
         var count = 0
         for e in entries.indices {
             for i in entries[e].instructions.indices {
@@ -65,7 +69,12 @@ public struct Lowering {
                                                               : weights[wi].dtype == .f32 ? minimumPlane : minimumPlaneQuantized ?? minimumPlane)
                 else { continue }
                 c.winograd = true
-                if weights[wi].dtype == .f32, let t4 = f32Tile4Plane, outShape.dims[2] * outShape.dims[3] >= t4 { c.winogradTile = 4 }
+                if weights[wi].dtype == .f32, let t4 = f32Tile4Plane {
+                    let plane = outShape.dims[2] * outShape.dims[3]
+                    if plane >= t4 || (f32Tile4SmallPlane.map { plane >= $0 } == true && 36 * dims[0] * dims[1] * 4 <= f32Tile4SmallBytes) {
+                        c.winogradTile = 4
+                    }
+                }
                 entries[e].instructions[i].kernel = .conv2d(c)
                 count += 1
             }

@@ -66,7 +66,7 @@ public enum PassPipeline {
     ]
 
     /// Passes on the lowered plan (run by `Compiler` after lowering), switched off the same way.
-    public static let planPasses = ["winograd"]
+    public static let planPasses = ["winograd", "winograd-f43"]
 
     public static var names: [String] { Array(Set(standard.map(\.name) + planPasses)).sorted() }
 

@@ -104,6 +104,29 @@ import Testing
         #expect(try marked(.int8Channel, int8Activations: true) == [])
     }
 
+    /// f32 weights run F(4,3) from 64×64 outputs, and from 32×32 when their 36 transformed kernels
+    /// fit 16 MB; F(2,3) otherwise (640 channels at 32×32: 59 MB of transformed kernels).
+    @Test func winogradTileForF32Weights() throws {
+        var g = Graph()
+        func conv(_ name: String, _ size: Int, channels: Int) throws {
+            let x = g.addInput(name + ".x", TensorType(.f32, Shape([1, channels, size, size])))
+            let w = g.addConstant(Tensor([Float](repeating: 0.01, count: channels * channels * 9), shape: Shape([channels, channels, 3, 3])), name: name + ".w")
+            g.setOutput(name, try g.add1(.conv(Conv2D(pads: [1, 1, 1, 1])), [x, w], name: name))
+        }
+        try conv("wide64", 64, channels: 640)
+        try conv("wide32", 32, channels: 640)
+        try conv("small32", 32, channels: 64)
+        try conv("small16", 16, channels: 64)
+        var lowering = Lowering()
+        try lowering.add(entry: "main", graph: g)
+        lowering.markWinograd(minimumChannels: 32, minimumPlane: 32 * 32, f32Tile4Plane: 64 * 64, f32Tile4SmallPlane: 32 * 32)
+        var tiles: [String: Int] = [:]
+        for i in lowering.entries[0].instructions {
+            if case .conv2d(let c) = i.kernel, c.winograd == true { tiles[i.name] = c.winogradTile ?? 2 }
+        }
+        #expect(tiles == ["wide64": 4, "wide32": 2, "small32": 4])
+    }
+
     @Test func contiguousSplitIsAView() throws {
         var g = Graph()
         let x = g.addInput("x", TensorType(.f32, [3, 4, 16]))
