@@ -152,25 +152,8 @@ public enum Winograd {
                 let c0 = stepRange.lowerBound * perStep, c1 = min(c, stepRange.upperBound * perStep)
                 let padded = worker.floats(0, (c1 - c0) * paddedRows * paddedWidth + 64)
                 // The band's input rows of these channels, normalised, with zero borders.
-                let xb = x.floats + b * c * h * w
-                let y0 = 2 * ty0 - pt
-                for ci in c0..<c1 {
-                    let (sa, sb): (Float, Float) = aff.isEmpty ? (1, 0) : (aff[(b * c + ci) * 2], aff[(b * c + ci) * 2 + 1])
-                    for t in 0..<paddedRows {
-                        let d = padded + ((ci - c0) * paddedRows + t) * paddedWidth, iy = y0 + t
-                        d.initialize(repeating: 0, count: paddedWidth)
-                        guard iy >= 0 && iy < h else { continue }
-                        let count = min(w, paddedWidth - pl)
-                        let src = xb + (ci * h + iy) * w
-                        if aff.isEmpty {
-                            (d + pl).update(from: src, count: count)
-                        } else if silu {
-                            VectorMath.map(src, d + pl, count) { VectorMath.silu($0 * sa + sb) }
-                        } else {
-                            VectorMath.map(src, d + pl, count) { $0 * sa + sb }
-                        }
-                    }
-                }
+                copyBand(x.floats + b * c * h * w, channels: c0..<c1, height: h, width: w, firstRow: 2 * ty0 - pt, left: pl, rows: paddedRows,
+                         rowWidth: paddedWidth, affine: aff.isEmpty ? nil : UnsafePointer(aff.baseAddress! + b * c * 2), silu: silu, into: padded)
                 transformInput(padded, channels: c, firstChannel: c0, steps: stepRange, paddedRows: paddedRows, paddedWidth: paddedWidth,
                                tileRows: tr, tilesWide: tilesWide, nr: nr, into: v, vStride: vStride, bf16: bf16)
             }
@@ -236,6 +219,31 @@ public enum Winograd {
                         transform(b, band, (chunk * stepChunk)..<min(steps, (chunk + 1) * stepChunk), v, worker)
                     }
                     Tiling.run(blocks, threads: threads, setup: take, cleanup: give) { block, worker in multiply(b, band, block, v, worker) }
+                }
+            }
+        }
+    }
+
+    /// Rows `firstRow ..< firstRow + rows` of channels `channels` of a `[C, height, width]` image into
+    /// `into` (channel `channels.lowerBound` first, rows of `rowWidth` floats, the image's columns from
+    /// `left`), zeros outside the image; with `affine` (a scale and a shift per channel, the
+    /// group-norm prologue), normalised on the way, then SiLU when `silu`.
+    static func copyBand(_ x: UnsafePointer<Float>, channels: Range<Int>, height h: Int, width w: Int, firstRow y0: Int, left pl: Int, rows: Int,
+                         rowWidth: Int, affine: UnsafePointer<Float>?, silu: Bool, into padded: UnsafeMutablePointer<Float>) {
+        for ci in channels {
+            let (sa, sb): (Float, Float) = affine.map { ($0[ci * 2], $0[ci * 2 + 1]) } ?? (1, 0)
+            for t in 0..<rows {
+                let d = padded + ((ci - channels.lowerBound) * rows + t) * rowWidth, iy = y0 + t
+                d.initialize(repeating: 0, count: rowWidth)
+                guard iy >= 0 && iy < h else { continue }
+                let count = min(w, rowWidth - pl)
+                let src = x + (ci * h + iy) * w
+                if affine == nil {
+                    (d + pl).update(from: src, count: count)
+                } else if silu {
+                    VectorMath.map(src, d + pl, count) { VectorMath.silu($0 * sa + sb) }
+                } else {
+                    VectorMath.map(src, d + pl, count) { $0 * sa + sb }
                 }
             }
         }
@@ -418,16 +426,23 @@ extension PackedMatrix {
     /// The 16 transformed kernels U_ξ = (G g Gᵀ)_ξ of `[oc, ic, 3, 3]` f32 weights, each as A panels
     /// (`groups` = 16: one per ξ).
     public static func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, ic: Int, width: Int, threads: Int = 1) -> PackedMatrix {
-        let p = PackedMatrix(extent: oc, k: ic, width: width, groups: 16)
+        transformedKernels(w, oc: oc, ic: ic, width: width, threads: threads, count: 16, transform: Winograd.transformKernel)
+    }
+
+    /// `count` transformed values of each 3×3 kernel of `[oc, ic, 3, 3]` f32 weights (`transform`), as
+    /// `count` groups of A panels (zeros past the last output channel).
+    static func transformedKernels(_ w: UnsafePointer<Float>, oc: Int, ic: Int, width: Int, threads: Int, count: Int,
+                                   transform: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> PackedMatrix {
+        let p = PackedMatrix(extent: oc, k: ic, width: width, groups: count)
         Parallel.forRanges(p.panels, threads: threads) { range in
-            let u = UnsafeMutablePointer<Float>.allocate(capacity: 16)
+            let u = UnsafeMutablePointer<Float>.allocate(capacity: count)
             defer { u.deallocate() }
             for panel in range {
                 for r in 0..<width {
                     let o = panel * width + r
                     for ci in 0..<ic {
-                        if o < oc { Winograd.transformKernel(w + (o * ic + ci) * 9, into: u) } else { u.initialize(repeating: 0, count: 16) }
-                        for xi in 0..<16 { p.pointer[xi * p.groupStride + panel * p.panelStride + ci * width + r] = u[xi] }
+                        if o < oc { transform(w + (o * ic + ci) * 9, u) } else { u.initialize(repeating: 0, count: count) }
+                        for xi in 0..<count { p.pointer[xi * p.groupStride + panel * p.panelStride + ci * width + r] = u[xi] }
                     }
                 }
             }

@@ -78,25 +78,8 @@ public enum Winograd43 {
                 let tiles = tr * tilesWide
                 let v = worker.floats(1, 36 * vStride)
                 let padded = worker.floats(0, c * paddedRows * paddedWidth + 64)
-                let xb = x.floats + b * c * h * w
-                let y0 = 4 * ty0 - pt
-                for ci in 0..<c {
-                    let (sa, sb): (Float, Float) = aff.isEmpty ? (1, 0) : (aff[(b * c + ci) * 2], aff[(b * c + ci) * 2 + 1])
-                    for t in 0..<paddedRows {
-                        let d = padded + (ci * paddedRows + t) * paddedWidth, iy = y0 + t
-                        d.initialize(repeating: 0, count: paddedWidth)
-                        guard iy >= 0 && iy < h else { continue }
-                        let count = min(w, paddedWidth - pl)
-                        let src = xb + (ci * h + iy) * w
-                        if aff.isEmpty {
-                            (d + pl).update(from: src, count: count)
-                        } else if silu {
-                            VectorMath.map(src, d + pl, count) { VectorMath.silu($0 * sa + sb) }
-                        } else {
-                            VectorMath.map(src, d + pl, count) { $0 * sa + sb }
-                        }
-                    }
-                }
+                Winograd.copyBand(x.floats + b * c * h * w, channels: 0..<c, height: h, width: w, firstRow: 4 * ty0 - pt, left: pl, rows: paddedRows,
+                                  rowWidth: paddedWidth, affine: aff.isEmpty ? nil : UnsafePointer(aff.baseAddress! + b * c * 2), silu: silu, into: padded)
                 transformInput(padded, channels: c, paddedRows: paddedRows, paddedWidth: paddedWidth, tileRows: tr, tilesWide: tilesWide,
                                nr: nr, into: v, vStride: vStride)
                 let m = worker.floats(2, 36 * mStride)
@@ -265,20 +248,6 @@ extension PackedMatrix {
     /// The 36 transformed kernels U_ξ = (G g Gᵀ)_ξ of F(4,3) of `[oc, ic, 3, 3]` f32 weights, each as A
     /// panels (`groups` = 36: one per ξ).
     public static func winogradWeights43(_ w: UnsafePointer<Float>, oc: Int, ic: Int, width: Int, threads: Int = 1) -> PackedMatrix {
-        let p = PackedMatrix(extent: oc, k: ic, width: width, groups: 36)
-        Parallel.forRanges(p.panels, threads: threads) { range in
-            let u = UnsafeMutablePointer<Float>.allocate(capacity: 36)
-            defer { u.deallocate() }
-            for panel in range {
-                for r in 0..<width {
-                    let o = panel * width + r
-                    for ci in 0..<ic {
-                        if o < oc { Winograd43.transformKernel(w + (o * ic + ci) * 9, into: u) } else { u.initialize(repeating: 0, count: 36) }
-                        for xi in 0..<36 { p.pointer[xi * p.groupStride + panel * p.panelStride + ci * width + r] = u[xi] }
-                    }
-                }
-            }
-        }
-        return p
+        transformedKernels(w, oc: oc, ic: ic, width: width, threads: threads, count: 36, transform: Winograd43.transformKernel)
     }
 }
