@@ -240,7 +240,7 @@ struct Bench: ParsableCommand {
         var peers: [(String, JSONValue)] = []
         let network = peerNetwork ?? Self.network(of: name, metadata: file.program.metadata)
         for p in peer {
-            let r = try runPeer(p, network: network, inputs: inputs!, planDirectory: (plan as NSString).deletingLastPathComponent.isEmpty ? "." : (plan as NSString).deletingLastPathComponent)
+            let r = try runPeer(p, network: network, inputs: inputs!, planDirectory: FilePaths.directory(of: plan))
             let theirs = r["median_s"] as? Double ?? .nan
             let peerPeak = r["peak_rss_bytes"] as? Int ?? 0
             peers.append((p, .object([("median_s", .number(theirs)), ("min_s", .number(r["min_s"] as? Double ?? .nan)),

@@ -366,7 +366,7 @@ struct Compile: ParsableCommand {
                 guard t.shape == want else { throw ToolError("\(promptEmbeddings): '\(name)' is \(t.shape), the UNet takes \(want)") }
                 constants.append(("diffbir.text." + name, t.load().converted(to: .f32)))
             }
-            metadata["diffbir.prompt.positive"] = "(embedding from \((promptEmbeddings as NSString).lastPathComponent))"
+            metadata["diffbir.prompt.positive"] = "(embedding from \(FilePaths.fileName(of: promptEmbeddings)))"
             metadata["diffbir.prompt.negative"] = metadata["diffbir.prompt.positive"]
         } else {
             // Computed now, stored with the weights; the text encoder stays out of the plan.

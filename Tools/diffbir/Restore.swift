@@ -140,11 +140,10 @@ struct Restore: ParsableCommand {
             throw ToolError("\(output): with several inputs, -o must be an existing directory")
         }
         let targets = inputs.map { input -> String in
-            outputIsDirectory ? (output as NSString).appendingPathComponent(((input as NSString).lastPathComponent as NSString).deletingPathExtension + ".png") : output
+            outputIsDirectory ? FilePaths.join(output, FilePaths.stem(of: input) + ".png") : output
         }
         for t in targets {
-            let dir = (t as NSString).deletingLastPathComponent
-            let d = dir.isEmpty ? "." : dir
+            let d = FilePaths.directory(of: t)
             guard FileManager.default.isWritableFile(atPath: d) else { throw ToolError("\(t): the directory \(d) is not writable") }
             if !overwrite && FileManager.default.fileExists(atPath: t) { throw ToolError("\(t) exists; pass --overwrite to replace it") }
         }
@@ -171,7 +170,7 @@ struct Restore: ParsableCommand {
             let (pixels, w, h, note): ([UInt8], Int, Int, String?)
             do { (pixels, w, h, note) = try InputImage.loadRGB8(input) } catch { throw ToolError("\(error)") }
             if let note, !quiet { printError("note: " + note) }
-            let bar = ProgressBar(enabled: !quiet, label: (input as NSString).lastPathComponent)
+            let bar = ProgressBar(enabled: !quiet, label: FilePaths.fileName(of: input))
             let result: (pixels: [UInt8], height: Int, width: Int)
             do {
                 result = try restorer.restore(rgb8: pixels, height: h, width: w, options: options) { done, total in bar.update("tiles", done, total) }
@@ -269,7 +268,7 @@ struct Restore: ParsableCommand {
                 }
             }
             var noise = SeededNoise(seed: seed)
-            let bar = ProgressBar(enabled: !quiet, label: (input as NSString).lastPathComponent)
+            let bar = ProgressBar(enabled: !quiet, label: FilePaths.fileName(of: input))
             let result: (pixels: [UInt8], height: Int, width: Int)
             do {
                 result = try restorer.restore(rgb8: pixels, height: h, width: w, options: options, noise: &noise) { stage, done, total in
