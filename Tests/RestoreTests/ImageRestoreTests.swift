@@ -82,6 +82,30 @@ import TestSupport
         #expect(throws: ImagePlanInfo.Invalid.self) { try ImagePlanInfo(try PlanFile(path: dir.file("p.plan"))) }
     }
 
+    /// `restore --stage1-only` on a DiffBIR plan: the stage-1 network's output at the output size,
+    /// without running the diffusion stage (so the same with any seed), and not the full restore.
+    @Test func stage1OnlyOnADiffBIRPlan() throws {
+        let dir = TemporaryDirectory()
+        let plan = try PipelineParityTests.plan(version: "v2.1", task: "sr", tile: 256, in: dir)
+        let restorer = try Restorer(plan: plan, threads: 2)
+        let input = try PipelineParityTests.rgb("pipeline/lq64.png")
+        var o = RestoreOptions(defaultsOf: restorer.info)
+        o.upscale = 2
+        o.steps = 1
+        o.stage1Only = true
+        var noise = SeededNoise(seed: 1)
+        let a = try restorer.restore(rgb8: input.pixels, height: input.height, width: input.width, options: o, noise: &noise)
+        #expect(a.height == 2 * input.height && a.width == 2 * input.width)
+        #expect(restorer.seconds[.sampling] == nil && restorer.seconds[.stage1] != nil)
+        var other = SeededNoise(seed: 99)
+        let b = try restorer.restore(rgb8: input.pixels, height: input.height, width: input.width, options: o, noise: &other)
+        #expect(a.pixels == b.pixels)
+        o.stage1Only = false
+        var full = SeededNoise(seed: 1)
+        let c = try restorer.restore(rgb8: input.pixels, height: input.height, width: input.width, options: o, noise: &full)
+        #expect(c.height == a.height && c.pixels != a.pixels)
+    }
+
     /// The metrics agree with scikit-image's on the photo fixtures (Tools/fixtures/make_photo_fixtures.py).
     @Test func metricsMatchScikitImage() throws {
         let a = try InputImage.loadRGB8(Fixtures.path("photos/astronaut-lq.png"))
