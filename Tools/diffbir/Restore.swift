@@ -130,6 +130,9 @@ struct Restore: ParsableCommand {
         if guidanceRepeat < 1 { throw ValidationError("--guidance-repeat must be at least 1") }
         if let maxMemory, Self.parseBytes(maxMemory) == nil { throw ValidationError("--max-memory \(maxMemory): a size such as 3G, 500M or 2000000000") }
         if let overlap, overlap < 0 { throw ValidationError("--overlap must be at least 0") }
+        if let cfg, !(cfg.isFinite && cfg >= 0 && cfg <= 100) { throw ValidationError("--cfg \(cfg): must be a number in 0...100") }
+        if !(strength.isFinite && strength >= 0 && strength <= 10) { throw ValidationError("--strength \(strength): must be a number in 0...10") }
+        if !(guidanceScale.isFinite && guidanceScale >= 0) { throw ValidationError("--guidance-scale \(guidanceScale): must be a finite number ≥ 0") }
     }
 
     /// Where each output goes: `output` itself, or a file named after the input in the directory `output`.
@@ -204,7 +207,8 @@ struct Restore: ParsableCommand {
         let units: [Character: Double] = ["K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12]
         var text = s.uppercased()
         if text.hasSuffix("B") { text.removeLast() }
-        if let u = text.last, let f = units[u], let v = Double(text.dropLast()), v > 0 { return Int(v * f) }
+        // (Finite and below 2^62 bytes: `1e400G` is refused, not a trap.)
+        if let u = text.last, let f = units[u], let v = Double(text.dropLast()), v > 0, (v * f).isFinite, v * f < 0x1p62 { return Int(v * f) }
         return Int(text).flatMap { $0 > 0 ? $0 : nil }
     }
 
