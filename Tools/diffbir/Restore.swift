@@ -153,6 +153,27 @@ struct Restore: ParsableCommand {
         return targets
     }
 
+    /// An input image as 8-bit RGB (a note on what was dropped goes to standard error).
+    func load(_ input: String) throws -> (pixels: [UInt8], width: Int, height: Int) {
+        let (pixels, w, h, note): ([UInt8], Int, Int, String?)
+        do { (pixels, w, h, note) = try InputImage.loadRGB8(input) } catch { throw ToolError("\(error)") }
+        if let note, !quiet { printError("note: " + note) }
+        return (pixels, w, h)
+    }
+
+    /// Runs `body` with a progress bar for `input`; errors name the input.
+    func withProgress<T>(_ input: String, _ body: (ProgressBar) throws -> T) throws -> T {
+        let bar = ProgressBar(enabled: !quiet, label: FilePaths.fileName(of: input))
+        defer { bar.finish() }
+        do { return try body(bar) } catch { throw ToolError("\(input): \(error)") }
+    }
+
+    /// Writes 8-bit RGB pixels as a PNG (atomically; kept unless --overwrite).
+    func write(_ result: (pixels: [UInt8], height: Int, width: Int), to target: String) throws {
+        let image = Pipeline.Image(width: result.width, height: result.height, channels: 3, bitDepth: 8, samples: result.pixels.map { UInt16($0) })
+        do { try PNG.write(image, to: target, overwrite: overwrite) } catch { throw ToolError(error.description) }
+    }
+
     /// A plan of one image-to-image network: tiled, blended, rounded.
     func runImagePlan(_ file: PlanFile) throws {
         let restorer: ImageRestorer
@@ -170,20 +191,11 @@ struct Restore: ParsableCommand {
         options.memoryBudget = maxMemory.flatMap(Self.parseBytes)
         for (input, target) in zip(inputs, targets) {
             let start = Date()
-            let (pixels, w, h, note): ([UInt8], Int, Int, String?)
-            do { (pixels, w, h, note) = try InputImage.loadRGB8(input) } catch { throw ToolError("\(error)") }
-            if let note, !quiet { printError("note: " + note) }
-            let bar = ProgressBar(enabled: !quiet, label: FilePaths.fileName(of: input))
-            let result: (pixels: [UInt8], height: Int, width: Int)
-            do {
-                result = try restorer.restore(rgb8: pixels, height: h, width: w, options: options) { done, total in bar.update("tiles", done, total) }
-            } catch {
-                bar.finish()
-                throw ToolError("\(input): \(error)")
+            let (pixels, w, h) = try load(input)
+            let result = try withProgress(input) { bar in
+                try restorer.restore(rgb8: pixels, height: h, width: w, options: options) { done, total in bar.update("tiles", done, total) }
             }
-            bar.finish()
-            let image = Pipeline.Image(width: result.width, height: result.height, channels: 3, bitDepth: 8, samples: result.pixels.map { UInt16($0) })
-            do { try PNG.write(image, to: target, overwrite: overwrite) } catch { throw ToolError(error.description) }
+            try write(result, to: target)
             let total = Date().timeIntervalSince(start)
             let rss = Self.peakRSS()
             if json {
@@ -261,9 +273,7 @@ struct Restore: ParsableCommand {
         }
         for (input, target) in zip(inputs, targets) {
             let start = Date()
-            let (pixels, w, h, note): ([UInt8], Int, Int, String?)
-            do { (pixels, w, h, note) = try InputImage.loadRGB8(input) } catch { throw ToolError("\(error)") }
-            if let note, !quiet { printError("note: " + note) }
+            let (pixels, w, h) = try load(input)
             if let budget = options.memoryBudget, !quiet {
                 let need = restorer.memoryNeeds(height: h, width: w, upscale: options.upscale)
                 if need.fixed + need.weights > budget {
@@ -272,19 +282,12 @@ struct Restore: ParsableCommand {
                 }
             }
             var noise = SeededNoise(seed: seed)
-            let bar = ProgressBar(enabled: !quiet, label: FilePaths.fileName(of: input))
-            let result: (pixels: [UInt8], height: Int, width: Int)
-            do {
-                result = try restorer.restore(rgb8: pixels, height: h, width: w, options: options, noise: &noise) { stage, done, total in
+            let result = try withProgress(input) { bar in
+                try restorer.restore(rgb8: pixels, height: h, width: w, options: options, noise: &noise) { stage, done, total in
                     bar.update(stage.rawValue, done, total)
                 }
-            } catch {
-                bar.finish()
-                throw ToolError("\(input): \(error)")
             }
-            bar.finish()
-            let image = Pipeline.Image(width: result.width, height: result.height, channels: 3, bitDepth: 8, samples: result.pixels.map { UInt16($0) })
-            do { try PNG.write(image, to: target, overwrite: overwrite) } catch { throw ToolError(error.description) }
+            try write(result, to: target)
             let total = Date().timeIntervalSince(start)
             let stages: [(RestoreStage, Double)] = [.stage1, .text, .encode, .sampling, .decode, .finish].compactMap { s in restorer.seconds[s].map { (s, $0) } }
             let rss = Self.peakRSS()

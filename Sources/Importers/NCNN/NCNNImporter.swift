@@ -273,29 +273,49 @@ public enum NCNNImporter {
             return (weight, bias)
         }
 
+        /// The parameters Convolution and Deconvolution (and their depthwise forms) share, checked:
+        /// `0=` outputs, `1=/11=` kernel, `2=/12=` dilation, `3=/13=` stride, `4=/15=/14=/16=` pads
+        /// (left, right, top, bottom; negative values are SAME markers the caller resolves), `7=`
+        /// groups, `6=` weight count; the input's channels divisible by the groups.
+        struct KernelParams {
+            var outputs: Int, kernel: (h: Int, w: Int), dilation: (h: Int, w: Int), stride: (h: Int, w: Int)
+            var pads: (left: Int, right: Int, top: Int, bottom: Int), groups: Int, weightCount: Int, channels: Int
+            static let limit = 1 << 16
+
+            init(_ l: NCNNLayer, input d: [Int], depthwise: Bool) throws(CheckpointError) {
+                guard d.count == 4 else { throw l.error("input must be a c×h×w blob, got \(Shape(d))") }
+                outputs = try l.int(0, 0)
+                let kw = try l.int(1, 0), dw = try l.int(2, 1), sw = try l.int(3, 1), pl = try l.int(4, 0)
+                kernel = (try l.int(11, kw), kw)
+                dilation = (try l.int(12, dw), dw)
+                stride = (try l.int(13, sw), sw)
+                let pt = try l.int(14, pl)
+                pads = (pl, try l.int(15, pl), pt, try l.int(16, pt))
+                groups = depthwise ? try l.int(7, 1) : 1
+                weightCount = try l.int(6, 0)
+                channels = d[1]
+                let limit = Self.limit
+                guard [outputs, kernel.h, kernel.w, dilation.h, dilation.w, stride.h, stride.w, groups].allSatisfy({ (1...limit).contains($0) }) else {
+                    throw l.error("num_output, kernel, dilation, stride and group must be in 1...\(limit)")
+                }
+                guard channels % groups == 0, outputs % groups == 0 else {
+                    throw l.error("group \(groups) must divide the input channels \(channels) and num_output \(outputs)")
+                }
+                guard let expected = Shape.checkedCount([outputs, channels / groups, kernel.h, kernel.w]), expected == weightCount else {
+                    throw l.error("weight_data_size \(weightCount) ≠ num_output \(outputs) × \(channels / groups) input channels per group × \(kernel.h)×\(kernel.w)")
+                }
+            }
+        }
+
         mutating func convolution(_ l: NCNNLayer, _ x: ValueID, depthwise: Bool) throws -> ValueID {
             let d = dims(x)
-            guard d.count == 4 else { throw l.error("input must be a c×h×w blob, got \(Shape(d))") }
-            let outC = try l.int(0, 0)
-            let kw = try l.int(1, 0), kh = try l.int(11, kw)
-            let dw = try l.int(2, 1), dh = try l.int(12, dw)
-            let sw = try l.int(3, 1), sh = try l.int(13, sw)
-            var pl = try l.int(4, 0), pr = try l.int(15, pl), pt = try l.int(14, pl), pb = try l.int(16, pt)
+            let p = try KernelParams(l, input: d, depthwise: depthwise)
+            let (outC, groups, size, c) = (p.outputs, p.groups, p.weightCount, p.channels)
+            let (kh, kw, dh, dw, sh, sw) = (p.kernel.h, p.kernel.w, p.dilation.h, p.dilation.w, p.stride.h, p.stride.w)
+            var (pl, pr, pt, pb) = p.pads
             let padValue = try l.float(18, 0)
-            let groups = depthwise ? try l.int(7, 1) : 1
-            let size = try l.int(6, 0)
             guard try l.int(19, 0) == 0 else { throw l.error("dynamic weights (19=1) are not supported") }
-            let limit = 1 << 16
-            guard (1...limit).contains(outC), (1...limit).contains(kw), (1...limit).contains(kh), (1...limit).contains(dw), (1...limit).contains(dh),
-                  (1...limit).contains(sw), (1...limit).contains(sh), (1...limit).contains(groups) else {
-                throw l.error("num_output, kernel, dilation, stride and group must be in 1...\(limit)")
-            }
-            let c = d[1]
-            guard c % groups == 0, outC % groups == 0 else { throw l.error("group \(groups) must divide the input channels \(c) and num_output \(outC)") }
-            let perOut = (c / groups) * kh * kw
-            guard let expected = Shape.checkedCount([outC, perOut]), expected == size else {
-                throw l.error("weight_data_size \(size) ≠ num_output \(outC) × \(c / groups) input channels per group × \(kh)×\(kw)")
-            }
+            let limit = KernelParams.limit
             if pl == -233 || pl == -234 {
                 let ekw = dw * (kw - 1) + 1, ekh = dh * (kh - 1) + 1
                 let wpad = max(ekw + (d[3] - 1) / sw * sw - d[3], 0), hpad = max(ekh + (d[2] - 1) / sh * sh - d[2], 0)
@@ -318,31 +338,18 @@ public enum NCNNImporter {
         }
 
         mutating func deconvolution(_ l: NCNNLayer, _ x: ValueID, depthwise: Bool) throws -> ValueID {
-            let d = dims(x)
-            guard d.count == 4 else { throw l.error("input must be a c×h×w blob, got \(Shape(d))") }
-            let outC = try l.int(0, 0)
-            let kw = try l.int(1, 0), kh = try l.int(11, kw)
-            let dw = try l.int(2, 1), dh = try l.int(12, dw)
-            let sw = try l.int(3, 1), sh = try l.int(13, sw)
-            let pl = try l.int(4, 0), pr = try l.int(15, pl), pt = try l.int(14, pl), pb = try l.int(16, pt)
+            let p = try KernelParams(l, input: dims(x), depthwise: depthwise)
+            let (outC, groups, size, c) = (p.outputs, p.groups, p.weightCount, p.channels)
+            let (kh, kw, dh, dw, sh, sw) = (p.kernel.h, p.kernel.w, p.dilation.h, p.dilation.w, p.stride.h, p.stride.w)
+            let (pl, pr, pt, pb) = p.pads
             let opr = try l.int(18, 0), opb = try l.int(19, opr)
-            let groups = depthwise ? try l.int(7, 1) : 1
-            let size = try l.int(6, 0)
             guard try l.int(20, 0) == 0, try l.int(21, 0) == 0, try l.int(28, 0) == 0 else {
                 throw l.error("an explicit output size (20=, 21=) or dynamic weights are not supported")
             }
-            let limit = 1 << 16
-            guard (1...limit).contains(outC), (1...limit).contains(kw), (1...limit).contains(kh), (1...limit).contains(dw), (1...limit).contains(dh),
-                  (1...limit).contains(sw), (1...limit).contains(sh), (1...limit).contains(groups),
-                  [pl, pr, pt, pb, opr, opb].allSatisfy({ (0...limit).contains($0) }) else {
-                throw l.error("num_output, kernel, dilation, stride, group must be in 1...\(limit), pads in 0...\(limit)")
+            guard [pl, pr, pt, pb, opr, opb].allSatisfy({ (0...KernelParams.limit).contains($0) }) else {
+                throw l.error("pads must be in 0...\(KernelParams.limit)")
             }
-            let c = d[1]
-            guard c % groups == 0, outC % groups == 0 else { throw l.error("group \(groups) must divide the input channels \(c) and num_output \(outC)") }
             let (ci, co) = (c / groups, outC / groups)
-            guard let expected = Shape.checkedCount([groups, co, ci, kh, kw]), expected == size else {
-                throw l.error("weight_data_size \(size) ≠ num_output \(outC) × \(ci) input channels per group × \(kh)×\(kw)")
-            }
             let (w, b) = try kernelWeights(l, count: size, outputs: outC, groups: groups, depthwise: depthwise)
             // ncnn: [group][out/group][in/group][kh][kw]; the IR (PyTorch): [in][out/group][kh][kw].
             let src = w.floats()
