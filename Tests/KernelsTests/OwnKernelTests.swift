@@ -121,6 +121,36 @@ import Testing
         }
     }
 
+    /// A 3×3 convolution case for the Winograd tests: operands (seeded from `seed`), the kernel with
+    /// the case's prologue and epilogue (`activation` first), the output's dims and the reference result.
+    static func winogradCase(_ t: ConvCase, seed: UInt32, activation: EpilogueStep, channelScale: Float, tile: Int? = nil) throws
+        -> (operands: [Tensor], kernel: Conv2DKernel, outDims: [Int], expected: Tensor) {
+        let oc = t.w[0], c = t.x[1]
+        let oh = t.x[2] + t.pads[0] + t.pads[2] - 2, ow = t.x[3] + t.pads[1] + t.pads[3] - 2
+        let outDims = [t.x[0], oc, oh, ow]
+        var operands = [random(t.x, seed), random(t.w, seed + 1, scale: 0.3), random([oc], seed + 2)]
+        var prologue: NormPrologue? = nil
+        if t.prologue {
+            prologue = NormPrologue(groups: c % 2 == 0 ? 2 : 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
+            operands += [random([c], seed + 3), random([c], seed + 4)]
+        }
+        var epilogue: [EpilogueStep] = [activation]
+        if t.residual {
+            epilogue.append(.addResidual(operand: operands.count))
+            operands.append(random(outDims, seed + 5))
+        }
+        if t.channels {
+            // (With a runtime scale after it: the ControlNet's control scale.)
+            epilogue.insert(contentsOf: [.addChannels(operand: operands.count), .scaleBy(operand: operands.count + 1)], at: 0)
+            operands += [random([t.x[0], oc, 1, 1], seed + 6), Tensor([channelScale], shape: Shape([1]))]
+        }
+        var kernel = Conv2DKernel(strides: [1, 1], pads: t.pads, dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
+                                  epilogue: epilogue, winograd: true)
+        kernel.winogradTile = tile
+        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, Shape(outDims))])[0]
+        return (operands, kernel, outDims, expected)
+    }
+
     /// Winograd F(2,3) against the reference: odd sizes (partial 2×2 blocks at the right and bottom),
     /// asymmetric pads, the group-norm prologue, residual epilogue, several bands and channel blocks.
     @Test(arguments: [
@@ -136,28 +166,8 @@ import Testing
     ])
     func winograd(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
-        let oh = t.x[2] + t.pads[0] + t.pads[2] - 2, ow = t.x[3] + t.pads[1] + t.pads[3] - 2
-        let outDims = [t.x[0], oc, oh, ow]
-        var operands = [Self.random(t.x, 1), Self.random(t.w, 2, scale: 0.3), Self.random([oc], 3)]
-        var prologue: NormPrologue? = nil
-        if t.prologue {
-            prologue = NormPrologue(groups: c % 2 == 0 ? 2 : 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
-            operands += [Self.random([c], 4), Self.random([c], 5)]
-        }
-        var epilogue: [EpilogueStep] = [.activation("silu", alpha: 0)]
-        if t.residual {
-            epilogue.append(.addResidual(operand: operands.count))
-            operands.append(Self.random(outDims, 6))
-        }
-        if t.channels {
-            // (With a runtime scale after it: the ControlNet's control scale.)
-            epilogue.insert(contentsOf: [.addChannels(operand: operands.count), .scaleBy(operand: operands.count + 1)], at: 0)
-            operands += [Self.random([t.x[0], oc, 1, 1], 7), Tensor([Float(-1.75)], shape: Shape([1]))]
-        }
-        let kernel = Conv2DKernel(strides: [1, 1], pads: t.pads, dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
-                                  epilogue: epilogue, winograd: true)
+        let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 1, activation: .activation("silu", alpha: 0), channelScale: -1.75)
         #expect(Winograd.eligible(kernel, weight: t.w))
-        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, Shape(outDims))])[0]
         for isa in Self.sets {
             let gemm = Gemm(isa)
             let packed = PackedMatrix.winogradWeights(Self.view(operands[1]).floats, oc: oc, ic: c, width: gemm.mr)
@@ -208,27 +218,8 @@ import Testing
     ])
     func winograd43(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
-        let oh = t.x[2] + t.pads[0] + t.pads[2] - 2, ow = t.x[3] + t.pads[1] + t.pads[3] - 2
-        let outDims = [t.x[0], oc, oh, ow]
-        var operands = [Self.random(t.x, 11), Self.random(t.w, 12, scale: 0.3), Self.random([oc], 13)]
-        var prologue: NormPrologue? = nil
-        if t.prologue {
-            prologue = NormPrologue(groups: c % 2 == 0 ? 2 : 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
-            operands += [Self.random([c], 14), Self.random([c], 15)]
-        }
-        var epilogue: [EpilogueStep] = [.activation("leaky_relu", alpha: 0.2)]
-        if t.residual {
-            epilogue.append(.addResidual(operand: operands.count))
-            operands.append(Self.random(outDims, 16))
-        }
-        if t.channels {
-            epilogue.insert(contentsOf: [.addChannels(operand: operands.count), .scaleBy(operand: operands.count + 1)], at: 0)
-            operands += [Self.random([t.x[0], oc, 1, 1], 17), Tensor([Float(0.75)], shape: Shape([1]))]
-        }
-        var kernel = Conv2DKernel(strides: [1, 1], pads: t.pads, dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
-                                  epilogue: epilogue, winograd: true)
-        kernel.winogradTile = 4
-        let expected = try Reference.execute(.conv2d(kernel), operands, results: [(.f32, Shape(outDims))])[0]
+        let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 11, activation: .activation("leaky_relu", alpha: 0.2),
+                                                                          channelScale: 0.75, tile: 4)
         for isa in Self.sets {
             let gemm = Gemm(isa)
             let packed = PackedMatrix.winogradWeights43(Self.view(operands[1]).floats, oc: oc, ic: c, width: gemm.mr)
