@@ -383,10 +383,18 @@ public enum InputImage {
     /// A PNG as 8-bit RGB the way DiffBIR's `Image.open(path).convert("RGB")` gives it: gray
     /// replicated, alpha dropped, 16-bit samples reduced to their high byte (as PIL reads them); the
     /// note says what was changed.
-    public static func loadRGB8(_ path: String) throws -> (pixels: [UInt8], width: Int, height: Int, note: String?) {
+    /// `maxDecodedBytes`: the most the decoded samples may take, checked from the PNG's header before
+    /// anything is decoded (a small file can hold a huge image).
+    public static func loadRGB8(_ path: String, maxDecodedBytes: Int = PNG.defaultMaxBytes) throws -> (pixels: [UInt8], width: Int, height: Int, note: String?) {
         guard FileManager.default.fileExists(atPath: path) else { throw RestoreError("\(path): no such file") }
         let image: Image
-        do { image = try PNG.read(path) } catch { throw RestoreError(error.description) }
+        do { image = try PNG.read(path, maxBytes: maxDecodedBytes) } catch {
+            if error.message.contains("exceed the memory limit") {
+                throw RestoreError(String(format: "%@: its decoded samples would take more than %.1f MB, more than the memory limit allows (--max-memory)",
+                                          path, Double(maxDecodedBytes) / 1e6))
+            }
+            throw RestoreError(error.description)
+        }
         guard image.width > 0 && image.height > 0 else { throw RestoreError("\(path): the image is \(image.width)×\(image.height); nothing to restore") }
         var rgb = [UInt8](repeating: 0, count: image.width * image.height * 3)
         let c = image.channels

@@ -74,4 +74,21 @@ import TestSupport
         #expect(!restorer.streamedWeights)
         #expect(streamed.pixels == resident.pixels)
     }
+
+    /// A small file that holds a large image is refused from its header when its samples would pass
+    /// the limit (restore passes a sixteenth of --max-memory), before anything is decoded.
+    @Test func decodedSizeIsCheckedBeforeDecoding() throws {
+        let dir = TemporaryDirectory()
+        let big = Image(width: 3000, height: 2000, channels: 3, bitDepth: 8, samples: [UInt16](repeating: 7, count: 3000 * 2000 * 3))
+        try PNG.write(big, to: dir.file("big.png"))
+        let size = try FileManager.default.attributesOfItem(atPath: dir.file("big.png"))[.size] as! Int
+        #expect(size < 200_000)  // 18 MB of samples in a small file
+        do {
+            _ = try InputImage.loadRGB8(dir.file("big.png"), maxDecodedBytes: 4 << 20)
+            Issue.record("a 3000×2000 image was decoded under a 4 MB limit")
+        } catch {
+            #expect("\(error)".contains("big.png") && "\(error)".contains("memory limit"), "\(error)")
+        }
+        #expect(try InputImage.loadRGB8(dir.file("big.png"), maxDecodedBytes: 32 << 20).width == 3000)
+    }
 }

@@ -156,7 +156,10 @@ struct Restore: ParsableCommand {
     /// An input image as 8-bit RGB (a note on what was dropped goes to standard error).
     func load(_ input: String) throws -> (pixels: [UInt8], width: Int, height: Int) {
         let (pixels, w, h, note): ([UInt8], Int, Int, String?)
-        do { (pixels, w, h, note) = try InputImage.loadRGB8(input) } catch { throw ToolError("\(error)") }
+        // Under --max-memory, the decoded samples get a sixteenth of it (the restore holds several
+        // float copies of the image, at 4 bytes a sample and larger), checked before decoding.
+        let limit = maxMemory.flatMap(Self.parseBytes).map { max($0 / 16, 1) } ?? PNG.defaultMaxBytes
+        do { (pixels, w, h, note) = try InputImage.loadRGB8(input, maxDecodedBytes: min(limit, PNG.defaultMaxBytes)) } catch { throw ToolError("\(error)") }
         if let note, !quiet { printError("note: " + note) }
         return (pixels, w, h)
     }
