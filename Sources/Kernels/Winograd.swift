@@ -193,13 +193,8 @@ public enum Winograd {
                 let ob = out.floats + b * oc * plane
                 outputTransform(m, mStride: mStride, channels: orows, tileRows: tr, tilesWide: tilesWide, firstTileRow: ty0,
                                 out: ob + o0 * plane, oh: oh, ow: ow, rows: worker.floats(3, 8 * 16 + 16))
-                if bias != nil || !epilogue.isEmpty {
-                    let r0 = 2 * ty0, rows = min(2 * tr, oh - r0)
-                    for o in 0..<orows {
-                        let ch = o0 + o
-                        epilogue.apply(ob + ch * plane + r0 * ow, count: rows * ow, base: (b * oc + ch) * plane + r0 * ow, scalarBias: bias?[ch] ?? 0)
-                    }
-                }
+                finishRows(epilogue, bias: bias, image: b, channels: o0..<(o0 + orows), outputChannels: oc, firstRow: 2 * ty0,
+                           rows: min(2 * tr, oh - 2 * ty0), width: ow, plane: plane, out: ob)
             }
             let take = { ScratchPool.shared.take() }, give = { (s: WorkerScratch) in ScratchPool.shared.give(s) }
             if bandParallel {
@@ -221,6 +216,16 @@ public enum Winograd {
                     Tiling.run(blocks, threads: threads, setup: take, cleanup: give) { block, worker in multiply(b, band, block, v, worker) }
                 }
             }
+        }
+    }
+
+    /// Bias and epilogue over output rows `firstRow ..< firstRow + rows` of `channels` of image `image`
+    /// (`out`: that image's `[outputChannels, plane]` output).
+    static func finishRows(_ epilogue: ResolvedEpilogue, bias: UnsafePointer<Float>?, image b: Int, channels: Range<Int>, outputChannels oc: Int,
+                           firstRow r0: Int, rows: Int, width ow: Int, plane: Int, out ob: UnsafeMutablePointer<Float>) {
+        guard bias != nil || !epilogue.isEmpty else { return }
+        for ch in channels {
+            epilogue.apply(ob + ch * plane + r0 * ow, count: rows * ow, base: (b * oc + ch) * plane + r0 * ow, scalarBias: bias?[ch] ?? 0)
         }
     }
 

@@ -96,13 +96,8 @@ public enum Winograd43 {
                     }
                     outputTransform(m, mStride: mStride, channels: orows, tileRows: tr, tilesWide: tilesWide, firstTileRow: ty0,
                                     out: ob + o0 * plane, oh: oh, ow: ow, scratch: worker.floats(3, 4 * 64 + 16))
-                    if bias != nil || !epilogue.isEmpty {
-                        let r0 = 4 * ty0, rows = min(4 * tr, oh - r0)
-                        for o in 0..<orows {
-                            let ch = o0 + o
-                            epilogue.apply(ob + ch * plane + r0 * ow, count: rows * ow, base: (b * oc + ch) * plane + r0 * ow, scalarBias: bias?[ch] ?? 0)
-                        }
-                    }
+                    Winograd.finishRows(epilogue, bias: bias, image: b, channels: o0..<(o0 + orows), outputChannels: oc, firstRow: 4 * ty0,
+                                        rows: min(4 * tr, oh - 4 * ty0), width: ow, plane: plane, out: ob)
                 }
             }
         }

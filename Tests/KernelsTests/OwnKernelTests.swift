@@ -121,6 +121,19 @@ import Testing
         }
     }
 
+    /// The Winograd tests' cases: odd sizes, asymmetric pads, the prologue, every epilogue step; rows
+    /// of 8 tiles (a UNet's 16 × 16 level) and of 16 + 10 with an odd last column (partial blocks of
+    /// tiles loaded, stored and interleaved by halves).
+    static let winogradCases: [ConvCase] = [
+        ConvCase(x: [1, 5, 9, 11], w: [7, 5, 3, 3], prologue: true, residual: true),
+        ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3], channels: true),
+        ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
+        ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
+        ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true, channels: true),
+        ConvCase(x: [1, 24, 16, 16], w: [20, 24, 3, 3], prologue: true),
+        ConvCase(x: [1, 9, 7, 51], w: [11, 9, 3, 3], residual: true),
+    ]
+
     /// A 3×3 convolution case for the Winograd tests: operands (seeded from `seed`), the kernel with
     /// the case's prologue and epilogue (`activation` first), the output's dims and the reference result.
     static func winogradCase(_ t: ConvCase, seed: UInt32, activation: EpilogueStep, channelScale: Float, tile: Int? = nil) throws
@@ -153,17 +166,7 @@ import Testing
 
     /// Winograd F(2,3) against the reference: odd sizes (partial 2×2 blocks at the right and bottom),
     /// asymmetric pads, the group-norm prologue, residual epilogue, several bands and channel blocks.
-    @Test(arguments: [
-        ConvCase(x: [1, 5, 9, 11], w: [7, 5, 3, 3], prologue: true, residual: true),
-        ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3], channels: true),
-        ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
-        ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
-        ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true, channels: true),
-        // Rows of 8 tiles (a UNet's 16 × 16 level) and of 16 + 10 with an odd last column: partial
-        // blocks of tiles loaded, stored and interleaved by halves.
-        ConvCase(x: [1, 24, 16, 16], w: [20, 24, 3, 3], prologue: true),
-        ConvCase(x: [1, 9, 7, 51], w: [11, 9, 3, 3], residual: true),
-    ])
+    @Test(arguments: winogradCases)
     func winograd(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
         let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 1, activation: .activation("silu", alpha: 0), channelScale: -1.75)
@@ -206,16 +209,7 @@ import Testing
     /// Winograd F(4,3) (f32 weights) against the reference: partial 4×4 tiles at the right and
     /// bottom, rows of tiles that are not whole groups of eight or cross a B panel, pads 0–2, the
     /// group-norm prologue, the epilogue steps, several bands and channel blocks, 1 and 3 threads.
-    @Test(arguments: [
-        ConvCase(x: [1, 5, 9, 11], w: [7, 5, 3, 3], prologue: true, residual: true),
-        ConvCase(x: [2, 16, 20, 66], w: [50, 16, 3, 3], channels: true),
-        ConvCase(x: [1, 3, 6, 7], w: [4, 3, 3, 3], pads: [0, 2, 1, 0]),
-        ConvCase(x: [1, 64, 40, 40], w: [100, 64, 3, 3], prologue: true),
-        ConvCase(x: [1, 37, 13, 70], w: [30, 37, 3, 3], prologue: true, residual: true, channels: true),
-        ConvCase(x: [1, 24, 16, 16], w: [20, 24, 3, 3], prologue: true),
-        ConvCase(x: [1, 9, 7, 51], w: [11, 9, 3, 3], residual: true),
-        ConvCase(x: [1, 32, 64, 130], w: [32, 32, 3, 3]),
-    ])
+    @Test(arguments: winogradCases + [ConvCase(x: [1, 32, 64, 130], w: [32, 32, 3, 3])])
     func winograd43(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
         let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 11, activation: .activation("leaky_relu", alpha: 0.2),

@@ -57,8 +57,8 @@ public struct NCNNWeightReader: ~Copyable {
         switch tag {
         case Self.tagF16:
             let r = try take(padded4(count * 2), what + " (f16)", layer: layer)
-            let src = file.bytes(r)
-            for i in 0..<count { dst[i] = FloatConversion.f16ToF32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+            // (2-byte aligned: the mapping is page-aligned and every array starts at a multiple of 4.)
+            FloatConversion.f16ToF32(UnsafeBufferPointer(start: file.bytes(r).baseAddress!.assumingMemoryBound(to: UInt16.self), count: count), dst)
             storage = .f16
         case Self.tagInt8:
             let r = try take(padded4(count), what + " (int8)", layer: layer)
@@ -67,8 +67,7 @@ public struct NCNNWeightReader: ~Copyable {
             storage = .int8
         case Self.tagScaled, 0:
             let r = try take(count * 4, what + " (f32)", layer: layer)
-            let src = file.bytes(r)
-            for i in 0..<count { dst[i] = src.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+            UnsafeMutableRawBufferPointer(dst).copyMemory(from: file.bytes(r))
             storage = tag == 0 ? .f32 : .f32Scaled
         default:
             // Any other non-zero tag: a quantisation table (ncnn tests that the tag's bytes do not sum to 0).
@@ -88,10 +87,8 @@ public struct NCNNWeightReader: ~Copyable {
             throw CheckpointError(file.path, at: "offset \(offset)", "layer '\(layer.name)' (line \(layer.line)): \(what) of \(count) values is out of range")
         }
         let r = try take(count * 4, what, layer: layer)
-        let src = file.bytes(r)
         let out = Tensor.zeros(.f32, [count])
-        let dst = out.storage.mutableBytes!.bindMemory(to: Float.self)
-        for i in 0..<count { dst[i] = src.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+        out.storage.mutableBytes!.copyMemory(from: file.bytes(r))
         bytesByStorage[.f32, default: 0] += count * 4
         return out
     }
