@@ -210,6 +210,9 @@ public enum MovementKernels {
                         } else if f == 2 {
                             for j in 0..<(inner / 2) { let v = s[j]; d[2 * j] = v; d[2 * j + 1] = v }
                             if inner % 2 == 1 { d[inner - 1] = s[(inner - 1) / 2] }
+                        } else if f == 4 && inner % 4 == 0 {
+                            let d4 = UnsafeMutableRawPointer(d)
+                            for j in 0..<(inner / 4) { d4.storeBytes(of: SIMD4<UInt32>(repeating: s[j]), toByteOffset: 16 * j, as: SIMD4<UInt32>.self) }
                         } else {
                             for j in 0..<inner { d[j] = s[j / f] }
                         }
@@ -221,11 +224,13 @@ public enum MovementKernels {
         case .depthToSpace(let b, let crd):
             let (n, cin, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
             let c = cin / (b * b)
-            // View x as [n, c, b, b, h, w] (crd) or [n, b, b, c, h, w] (dcr), read as [n, c, h, b, w, b].
-            let st = crd ? [cin * h * w, b * b * h * w, h * w, b * h * w, w * 0 + 1, b * 0 + w] : [cin * h * w, h * w, w, b * c * h * w, 1, c * h * w]
+            if size == 4 && (b == 2 || b == 4) {
+                depthToSpace32(x.pointer, results[0].pointer, n: n, channels: c, height: h, width: w, block: b, crd: crd, threads: threads)
+                return
+            }
+            // x as [n, c, b, b, h, w] (crd) or [n, b, b, c, h, w] (dcr), read as [n, c, h, b, w, b].
             let dims = [n, c, h, b, w, b]
             let strides = crd ? [cin * h * w, b * b * h * w, w, b * h * w, 1, h * w] : [cin * h * w, h * w, w, b * c * h * w, 1, c * h * w]
-            _ = st
             strided(x, results[0].pointer, dims: dims, strides: strides, base: 0, threads: threads)
         case .spaceToDepth(let b, let crd):
             let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
@@ -235,6 +240,49 @@ public enum MovementKernels {
             let strides = crd ? [c * h * w, h * w, w, 1, b * w, b] : [c * h * w, w, 1, h * w, b * w, b]
             strided(x, results[0].pointer, dims: dims, strides: strides, base: 0, threads: threads)
         default: break
+        }
+    }
+}
+
+extension MovementKernels {
+    /// DepthToSpace of 4-byte elements with blocks of 2 or 4: each output row `(c, y, i)` interleaves
+    /// the `b` input rows `(channel(c, i, j), y)`, j = 0..<b (`crd`: channel c·b² + i·b + j; DCR:
+    /// (i·b + j)·c + c), four columns of each at a time.
+    static func depthToSpace32(_ x: UnsafeRawPointer, _ out: UnsafeMutableRawPointer, n: Int, channels c: Int, height h: Int, width w: Int,
+                               block b: Int, crd: Bool, threads: Int) {
+        let src = x.assumingMemoryBound(to: UInt32.self), dst = out.assumingMemoryBound(to: UInt32.self)
+        let plane = h * w, cin = c * b * b
+        Parallel.forRanges(n * c * h * b, threads: threads, minimumPerThread: 64) { range in
+            for row in range {
+                let i = row % b, y = (row / b) % h, ch = (row / (b * h)) % c, image = row / (b * h * c)
+                @inline(__always) func input(_ j: Int) -> UnsafePointer<UInt32> {
+                    let channel = crd ? ch * b * b + i * b + j : (i * b + j) * c + ch
+                    return UnsafePointer(src + (image * cin + channel) * plane + y * w)
+                }
+                let d = dst + row * w * b
+                var xi = 0
+                if b == 4 {
+                    let (r0, r1, r2, r3) = (input(0), input(1), input(2), input(3))
+                    while xi + 4 <= w {
+                        // A 4 × 4 transpose: output columns 4·xi ..< 4·xi + 16.
+                        let a = UnsafeRawPointer(r0 + xi).loadUnaligned(as: SIMD4<UInt32>.self), bb = UnsafeRawPointer(r1 + xi).loadUnaligned(as: SIMD4<UInt32>.self)
+                        let cc = UnsafeRawPointer(r2 + xi).loadUnaligned(as: SIMD4<UInt32>.self), dd = UnsafeRawPointer(r3 + xi).loadUnaligned(as: SIMD4<UInt32>.self)
+                        let o = SIMD16<UInt32>(a[0], bb[0], cc[0], dd[0], a[1], bb[1], cc[1], dd[1], a[2], bb[2], cc[2], dd[2], a[3], bb[3], cc[3], dd[3])
+                        UnsafeMutableRawPointer(d + 4 * xi).storeBytes(of: o, as: SIMD16<UInt32>.self)
+                        xi += 4
+                    }
+                    while xi < w { d[4 * xi] = r0[xi]; d[4 * xi + 1] = r1[xi]; d[4 * xi + 2] = r2[xi]; d[4 * xi + 3] = r3[xi]; xi += 1 }
+                } else {
+                    let (r0, r1) = (input(0), input(1))
+                    while xi + 8 <= w {
+                        let a = UnsafeRawPointer(r0 + xi).loadUnaligned(as: SIMD8<UInt32>.self), bb = UnsafeRawPointer(r1 + xi).loadUnaligned(as: SIMD8<UInt32>.self)
+                        let o = SIMD16<UInt32>(a[0], bb[0], a[1], bb[1], a[2], bb[2], a[3], bb[3], a[4], bb[4], a[5], bb[5], a[6], bb[6], a[7], bb[7])
+                        UnsafeMutableRawPointer(d + 2 * xi).storeBytes(of: o, as: SIMD16<UInt32>.self)
+                        xi += 8
+                    }
+                    while xi < w { d[2 * xi] = r0[xi]; d[2 * xi + 1] = r1[xi]; xi += 1 }
+                }
+            }
         }
     }
 }

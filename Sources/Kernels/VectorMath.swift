@@ -122,6 +122,18 @@ struct ResolvedEpilogue {
     let plane: Int
     var isEmpty: Bool { steps.isEmpty }
 
+    /// When the whole epilogue is `v < 0 ? v · s : v` with one slope per plane (leaky ReLU, PReLU),
+    /// the slope of plane `index` (image · channels + channel), which a kernel can apply in
+    /// registers; else nil.
+    func negativeSlope(plane index: Int) -> Float? {
+        guard steps.count == 1 else { return nil }
+        switch steps[0] {
+        case .leakyRelu(let a): return a
+        case .prelu(let p, let channels): return p[index % channels]
+        default: return nil
+        }
+    }
+
     /// `plane`: the output's H·W, for `addChannels` steps (convolutions).
     init(_ steps: [EpilogueStep], operands: [View], plane: Int = 0) {
         self.plane = plane

@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import KernelsAVX512
 #endif
 import Plan
 import Tensors
@@ -9,10 +10,13 @@ import Tensors
 /// a 6×6 input tile d, so the products become 36 GEMMs `M_ξ = U_ξ · V_ξ` (output channels × input
 /// channels × tiles) with 36/144 of the direct multiplies (F(2,3): 64/144), and the transformed
 /// input is 36/16 of the output's size (F(2,3): 16/4). The same organisation as `Winograd.run`
-/// (bands of tile rows, transformed sixteen tiles at a time into the GEMMs' B panels from a padded,
-/// normalised copy of the band's input rows; the output transform writes the band's rows, then bias
-/// and epilogue), for f32 packed weights only (`PackedMatrix.winogradWeights43`). Its error is a few
-/// times F(2,3)'s (the transforms' coefficients reach 8 and 1/24), still ~1e-6 of the output's scale.
+/// (bands of tile rows, transformed into the GEMMs' B panels from a padded, normalised copy of the
+/// band's input rows; the output transform writes the band's rows with the bias, then the epilogue),
+/// for f32 packed weights only (`PackedMatrix.winogradWeights43`). With AVX-512 GEMMs the transforms
+/// take sixteen tiles a vector (`winograd43InputAVX512`, `winograd43Output16AVX512`), read the input
+/// itself when there is no prologue (masked loads make the zero borders), and apply a lone PReLU or
+/// leaky ReLU epilogue in registers. Its error is a few times F(2,3)'s (the transforms'
+/// coefficients reach 8 and 1/24), still ~1e-6 of the output's scale.
 public enum Winograd43 {
     /// The transformed kernel u = G g Gᵀ (6×6, row-major) of one 3×3 kernel g (row-major).
     @inline(__always)
@@ -41,6 +45,11 @@ public enum Winograd43 {
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         let plane = oh * ow
         let (mr, nr) = (gemm.mr, gemm.nr)
+        // With AVX-512 GEMMs, the transforms take sixteen tiles a vector (masked at the ends of rows and
+        // panels), and the input's straight from it when there is no prologue to apply on the way.
+        let avx512 = gemm.isa == .avx512
+        // A PReLU or leaky ReLU epilogue applied by the output transform, in registers.
+        let fusedSlope = epilogue.negativeSlope(plane: 0) != nil
         let tilesWide = (ow + 3) / 4, tilesHigh = (oh + 3) / 4
         // Bands of whole tile rows, about 96 tiles each (V of a band: 36 × 96 × c floats), at least
         // four bands a thread when the image allows it.
@@ -77,11 +86,33 @@ public enum Winograd43 {
                 let ty0 = band * bandTiles, tr = min(bandTiles, tilesHigh - ty0)
                 let tiles = tr * tilesWide
                 let v = worker.floats(1, 36 * vStride)
-                let padded = worker.floats(0, c * paddedRows * paddedWidth + 64)
-                Winograd.copyBand(x.floats + b * c * h * w, channels: 0..<c, height: h, width: w, firstRow: 4 * ty0 - pt, left: pl, rows: paddedRows,
-                                  rowWidth: paddedWidth, affine: aff.isEmpty ? nil : UnsafePointer(aff.baseAddress! + b * c * 2), silu: silu, into: padded)
-                transformInput(padded, channels: c, paddedRows: paddedRows, paddedWidth: paddedWidth, tileRows: tr, tilesWide: tilesWide,
-                               nr: nr, into: v, vStride: vStride)
+                let xb = x.floats + b * c * h * w
+                /// V of the band's tiles.
+                func transformBand() {
+                    #if arch(x86_64)
+                    if avx512 && aff.isEmpty && !silu {
+                        // Straight from the input: the transform's masked loads give the zero borders.
+                        transformInputAVX512(channels: c, tileRows: tr, tilesWide: tilesWide, nr: nr, into: v, vStride: vStride) { ci, tyl in
+                            (UnsafePointer(xb + ci * h * w), h, w, 4 * (ty0 + tyl) - pt, -pl)
+                        }
+                        return
+                    }
+                    #endif
+                    let padded = worker.floats(0, c * paddedRows * paddedWidth + 64)
+                    Winograd.copyBand(xb, channels: 0..<c, height: h, width: w, firstRow: 4 * ty0 - pt, left: pl, rows: paddedRows,
+                                      rowWidth: paddedWidth, affine: aff.isEmpty ? nil : UnsafePointer(aff.baseAddress! + b * c * 2), silu: silu, into: padded)
+                    #if arch(x86_64)
+                    if avx512 {
+                        transformInputAVX512(channels: c, tileRows: tr, tilesWide: tilesWide, nr: nr, into: v, vStride: vStride) { ci, tyl in
+                            (UnsafePointer(padded + ci * paddedRows * paddedWidth), paddedRows, paddedWidth, 4 * tyl, 0)
+                        }
+                        return
+                    }
+                    #endif
+                    transformInput(padded, channels: c, paddedRows: paddedRows, paddedWidth: paddedWidth, tileRows: tr, tilesWide: tilesWide,
+                                   nr: nr, into: v, vStride: vStride)
+                }
+                transformBand()
                 let m = worker.floats(2, 36 * mStride)
                 let ob = out.floats + b * oc * plane
                 for block in 0..<blocks {
@@ -95,8 +126,10 @@ public enum Winograd43 {
                                  scratch: worker.gemm)
                     }
                     outputTransform(m, mStride: mStride, channels: orows, tileRows: tr, tilesWide: tilesWide, firstTileRow: ty0,
-                                    out: ob + o0 * plane, oh: oh, ow: ow, scratch: worker.floats(3, 4 * 64 + 16))
-                    Winograd.finishRows(epilogue, bias: bias, image: b, channels: o0..<(o0 + orows), outputChannels: oc, firstRow: 4 * ty0,
+                                    out: ob + o0 * plane, oh: oh, ow: ow, bias: bias.map { $0 + o0 }, scratch: worker.floats(3, 4 * 64 + 16),
+                                    avx512: avx512, slope: fusedSlope ? { epilogue.negativeSlope(plane: b * oc + o0 + $0)! } : nil)
+                    if fusedSlope { continue }
+                    Winograd.finishRows(epilogue, bias: nil, image: b, channels: o0..<(o0 + orows), outputChannels: oc, firstRow: 4 * ty0,
                                         rows: min(4 * tr, oh - 4 * ty0), width: ow, plane: plane, out: ob)
                 }
             }
@@ -175,10 +208,37 @@ public enum Winograd43 {
         }
     }
 
+    #if arch(x86_64)
+    /// `transformInput` with AVX-512, sixteen tiles at a time, each channel's input read from the plane
+    /// `source(channel, tileRow)` gives: its base, height and width, and the plane row and column of the
+    /// tile row's first tile's top-left corner (zeros outside the plane).
+    static func transformInputAVX512(channels: Int, tileRows: Int, tilesWide: Int, nr: Int, into v: UnsafeMutablePointer<Float>, vStride: Int,
+                                     source: (Int, Int) -> (UnsafePointer<Float>, Int, Int, Int, Int)) {
+        let tiles = tileRows * tilesWide
+        let panels = (tiles + nr - 1) / nr
+        for ci in 0..<channels {
+            for ty in 0..<tileRows {
+                let (plane, height, width, row, column) = source(ci, ty)
+                var tx0 = 0
+                while tx0 < tilesWide {
+                    winograd43InputAVX512(plane, height: height, width: width, firstRow: row, firstColumn: column + 4 * tx0,
+                                          count: min(16, tilesWide - tx0), v + ci * nr, xiStride: vStride, first: ty * tilesWide + tx0, nr: nr,
+                                          panelStride: channels * nr)
+                    tx0 += 16
+                }
+            }
+            for tt in tiles..<(panels * nr) {
+                for xi in 0..<36 { v[xi * vStride + ((tt / nr) * channels + ci) * nr + tt % nr] = 0 }
+            }
+        }
+    }
+    #endif
+
     /// Y = Aᵀ M A for each (channel, tile) of a band, sixteen tiles of a tile row at a time, into the
     /// output rows `4·firstTileRow ...` of `channels` channels from `out`.
     static func outputTransform(_ m: UnsafePointer<Float>, mStride: Int, channels: Int, tileRows tr: Int, tilesWide: Int, firstTileRow ty0: Int,
-                                out: UnsafeMutablePointer<Float>, oh: Int, ow: Int, scratch: UnsafeMutablePointer<Float>) {
+                                out: UnsafeMutablePointer<Float>, oh: Int, ow: Int, bias: UnsafePointer<Float>?, scratch: UnsafeMutablePointer<Float>,
+                                avx512: Bool = false, slope: ((Int) -> Float)? = nil) {
         typealias V = SIMD16<Float>
         let tiles = tr * tilesWide, plane = oh * ow
         let buffer = UnsafeMutableRawPointer(scratch).alignedUp(toMultipleOf: 64).bindMemory(to: Float.self, capacity: 4 * 64)
@@ -190,8 +250,18 @@ public enum Winograd43 {
             return (x0 + a + c, b + two * d, a + four * c, b + eight * d + x5)
         }
         for o in 0..<channels {
+            let b = bias?[o] ?? 0, bv = V(repeating: b)
+            let sl = slope?(o) ?? 1, sv = V(repeating: sl)
             for tyl in 0..<tr {
                 var tx0 = 0
+                #if arch(x86_64)
+                while avx512 && tx0 + 16 <= tilesWide && 4 * tx0 + 64 <= ow {
+                    let ty = ty0 + tyl
+                    winograd43Output16AVX512(m + o * tiles + tyl * tilesWide + tx0, mStride, out + o * plane + 4 * ty * ow + 4 * tx0, ow,
+                                             min(4, oh - 4 * ty), b, activate: slope != nil, slope: sl)
+                    tx0 += 16
+                }
+                #endif
                 while tx0 < tilesWide {
                     let count = min(16, tilesWide - tx0)
                     let t0 = tyl * tilesWide + tx0
@@ -211,7 +281,12 @@ public enum Winograd43 {
                     for i in 0..<4 {
                         let oy = 4 * ty + i
                         guard oy < oh else { continue }
-                        let (y0, y1, y2, y3) = at(s[6 * i], s[6 * i + 1], s[6 * i + 2], s[6 * i + 3], s[6 * i + 4], s[6 * i + 5])
+                        let y = at(s[6 * i], s[6 * i + 1], s[6 * i + 2], s[6 * i + 3], s[6 * i + 4], s[6 * i + 5])
+                        @inline(__always) func finish(_ v: V) -> V {
+                            let x = v + bv
+                            return slope == nil ? x : x.replacing(with: x * sv, where: x .< 0)
+                        }
+                        let (y0, y1, y2, y3) = (finish(y.0), finish(y.1), finish(y.2), finish(y.3))
                         let row = out + o * plane + oy * ow + 4 * tx0
                         let columns = min(4 * count, ow - 4 * tx0)
                         if columns == 64 {

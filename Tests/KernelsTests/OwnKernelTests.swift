@@ -148,6 +148,11 @@ import Testing
             operands += [random([c], seed + 3), random([c], seed + 4)]
         }
         var epilogue: [EpilogueStep] = [activation]
+        if case .preluChannels = activation {
+            // (Slopes of both signs.)
+            epilogue = [.preluChannels(operand: operands.count)]
+            operands.append(random([1, oc, 1, 1], seed + 7))
+        }
         if t.residual {
             epilogue.append(.addResidual(operand: operands.count))
             operands.append(random(outDims, seed + 5))
@@ -207,13 +212,17 @@ import Testing
     }
 
     /// Winograd F(4,3) (f32 weights) against the reference: partial 4×4 tiles at the right and
-    /// bottom, rows of tiles that are not whole groups of eight or cross a B panel, pads 0–2, the
-    /// group-norm prologue, the epilogue steps, several bands and channel blocks, 1 and 3 threads.
-    @Test(arguments: winogradCases + [ConvCase(x: [1, 32, 64, 130], w: [32, 32, 3, 3])])
-    func winograd43(_ t: ConvCase) throws {
+    /// bottom, rows of tiles that are not whole groups of eight or sixteen or cross a B panel, pads
+    /// 0–2, the group-norm prologue (the transforms read a padded copy) and none (they read the input),
+    /// the epilogue steps (a lone leaky ReLU or PReLU is applied by the output transform), several
+    /// bands and channel blocks, 1 and 3 threads.
+    @Test(arguments: winogradCases.map { ($0, false) } + [(ConvCase(x: [1, 32, 64, 130], w: [32, 32, 3, 3]), false),
+                                                           (ConvCase(x: [2, 16, 23, 75], w: [24, 16, 3, 3]), true),
+                                                           (ConvCase(x: [1, 8, 64, 64], w: [12, 8, 3, 3], prologue: true), true)])
+    func winograd43(_ t: ConvCase, prelu: Bool) throws {
         let oc = t.w[0], c = t.x[1]
-        let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 11, activation: .activation("leaky_relu", alpha: 0.2),
-                                                                          channelScale: 0.75, tile: 4)
+        let activation: EpilogueStep = prelu ? .preluChannels(operand: 0) : .activation("leaky_relu", alpha: 0.2)
+        let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 11, activation: activation, channelScale: 0.75, tile: 4)
         for isa in Self.sets {
             let gemm = Gemm(isa)
             let packed = PackedMatrix.winogradWeights43(Self.view(operands[1]).floats, oc: oc, ic: c, width: gemm.mr)
@@ -242,6 +251,35 @@ import Testing
             MovementKernels.run(.transpose(perm: perm), operands: [Self.view(x)], results: [Self.view(out)], threads: threads)
             #expect(out.floats() == expected.floats(), "\(dims) perm \(perm) threads \(threads)")
         }
+    }
+
+    /// DepthToSpace (the vector paths for blocks of 2 and 4, both channel orders, widths with a
+    /// remainder; block 3 the strided path) and nearest resizes by integer factors, against the
+    /// reference kernels, bit for bit.
+    @Test(arguments: [(2, true, 9), (2, false, 17), (4, true, 13), (4, false, 8), (3, true, 5)])
+    func depthToSpace(block: Int, crd: Bool, width: Int) throws {
+        let dims = [2, 3 * block * block, 5, width], outDims = [2, 3, 5 * block, width * block]
+        let x = Self.random(dims, 43)
+        let m = Movement.depthToSpace(blockSize: block, crd: crd)
+        let expected = try Reference.execute(.movement(m), [x], results: [(.f32, Shape(outDims))])[0]
+        for threads in [1, 3] {
+            let out = Tensor.zeros(.f32, Shape(outDims))
+            MovementKernels.run(m, operands: [Self.view(x)], results: [Self.view(out)], threads: threads)
+            #expect(out.floats() == expected.floats(), "block \(block) crd \(crd) width \(width) threads \(threads)")
+        }
+    }
+
+    @Test(arguments: [[1, 1, 2, 4], [1, 1, 4, 4], [1, 1, 3, 3], [1, 1, 2, 1]])
+    func nearestResize(scales: [Double]) throws {
+        let dims = [1, 3, 6, 7], outDims = zip(dims, scales).map { Int(Double($0) * $1) }
+        let x = Self.random(dims, 47)
+        let r = ResizeKernel(mode: "nearest", coordinateTransform: "asymmetric", nearestMode: "floor", cubicCoeffA: -0.75, excludeOutside: false,
+                             antialias: false, scales: scales, roi: [], extrapolationValue: 0)
+        #expect(MovementKernels.supports(.resize(r)))
+        let expected = try Reference.execute(.movement(.resize(r)), [x], results: [(.f32, Shape(outDims))])[0]
+        let out = Tensor.zeros(.f32, Shape(outDims))
+        MovementKernels.run(.resize(r), operands: [Self.view(x)], results: [Self.view(out)], threads: 2)
+        #expect(out.floats() == expected.floats(), "scales \(scales)")
     }
 
     struct AttentionCase: CustomTestStringConvertible, Sendable {

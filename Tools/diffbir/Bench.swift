@@ -23,7 +23,9 @@ struct Bench: ParsableCommand {
 
         The kernel set (--isa) and the OpenBLAS kernel in use (OPENBLAS_CORETYPE selects it) are \
         printed. --peer runs the same network on a peer in a separate process after ours, with the \
-        same inputs, thread count, warm-up and runs, and prints the ratio of the medians: \
+        same inputs, thread count, warm-up and runs, and prints the ratio of the medians (with \
+        --rounds N, ours and the peers take turns N times and the ratio is the median of the \
+        rounds' ratios, which the machine's drifting speed disturbs less): \
         onnxruntime (Tools/bench/ort_bench.py on --peer-dir/bench-NETWORK.onnx), onnxruntime-int8 \
         (the same model through onnxruntime's dynamic int8 quantisation with u8 weights, its fast \
         path here, made once as bench-NETWORK.int8u8.onnx; `ort_bench.py --int8 --int8-weights s8` \
@@ -69,6 +71,9 @@ struct Bench: ParsableCommand {
     @Option(help: "The Python interpreter with onnxruntime / torch (default: ~/venv/bin/python).")
     var python: String?
 
+    @Option(help: "Rounds of ours then each peer, interleaved (the machine's speed drifts: each round's ratio compares runs minutes apart at most); the ratio printed is the median of the rounds' ratios.")
+    var rounds: Int = 1
+
     @Flag(help: "Print the time per kernel kind and the slowest instructions of the last run (on stderr).")
     var profile = false
 
@@ -79,7 +84,9 @@ struct Bench: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if runs < 1 || warmup < 0 || threads < 1 { throw ValidationError("--runs and --threads must be at least 1, --warmup at least 0") }
+        if runs < 1 || warmup < 0 || threads < 1 || rounds < 1 {
+            throw ValidationError("--runs, --rounds and --threads must be at least 1, --warmup at least 0")
+        }
         for p in peer where !["onnxruntime", "onnxruntime-int8", "torch", "torch-bf16", "ncnn"].contains(p) {
             throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, onnxruntime-int8, torch, torch-bf16, ncnn)")
         }
@@ -103,6 +110,12 @@ struct Bench: ParsableCommand {
     }
 
     /// ‖a − b‖₂ / ‖b‖₂
+    static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let s = values.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
     static func relativeL2(_ a: Tensor, _ b: Tensor) -> Double {
         let x = a.converted(to: .f64).withElements(as: Double.self) { Array($0) }
         let y = b.converted(to: .f64).withElements(as: Double.self) { Array($0) }
@@ -199,23 +212,44 @@ struct Bench: ParsableCommand {
         }
         var times: [Double] = []
         var last: RunResult?
-        for i in 0..<(warmup + runs) {
-            let r: RunResult
-            var options = RunOptions()
-            options.profile = profile && i == warmup + runs - 1
-            options.profileInstructions = 400
-            do { r = try executor.run(entry: name, inputs: feed, options: options) } catch { throw ToolError("\(error)") }
-            if let p = r.profile { printError(p.formatted) }
-            if i >= warmup { times.append(r.seconds) }
-            last = r
-            if !json { printError(String(format: "%@ %@ %d: %.3f s", name, i < warmup ? "warm-up" : "run", i < warmup ? i + 1 : i - warmup + 1, r.seconds)) }
+        /// Our timed runs (after the warm-up, first round only).
+        func timeOurs(round: Int) throws -> [Double] {
+            var times: [Double] = []
+            let total = (round == 0 ? warmup : 0) + runs
+            for i in 0..<total {
+                let r: RunResult
+                var options = RunOptions()
+                let warming = i < total - runs
+                options.profile = profile && round == rounds - 1 && i == total - 1
+                options.profileInstructions = 400
+                do { r = try executor.run(entry: name, inputs: feed, options: options) } catch { throw ToolError("\(error)") }
+                if let p = r.profile { printError(p.formatted) }
+                if !warming { times.append(r.seconds) }
+                last = r
+                if !json {
+                    let label = rounds > 1 ? "round \(round + 1) " : ""
+                    printError(String(format: "%@ %@%@ %d: %.3f s", name, label, warming ? "warm-up" : "run", warming ? i + 1 : i - (total - runs) + 1, r.seconds))
+                }
+            }
+            return times
+        }
+        let network = peerNetwork ?? Self.network(of: name, metadata: file.program.metadata)
+        var roundMedians: [Double] = []
+        var peerRounds: [String: [[String: Any]]] = [:]
+        for round in 0..<rounds {
+            let t = try timeOurs(round: round)
+            times += t
+            roundMedians.append(Self.median(t))
+            for p in peer {
+                peerRounds[p, default: []].append(try runPeer(p, network: network, inputs: inputs!, planDirectory: FilePaths.directory(of: plan)))
+            }
         }
         if let f = last?.fallbacks, !f.isEmpty {
             printError("note: \(name): reference kernels ran (no fast kernel for these with --isa \(executor.gemm.isa)): "
                        + f.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
         let sorted = times.sorted()
-        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        let median = Self.median(times)
         let peak = Self.peakRSSBytes()
         let weightBytes = file.program.weights.reduce(0) { $0 + $1.byteCount }
         var errors: [(String, Double, Double)] = []
@@ -238,19 +272,33 @@ struct Bench: ParsableCommand {
             for (k, err, l2) in errors { print(String(format: "%@ vs ref.%@: relative error %.2e (max), %.2e (L2)", k, k, err, l2)) }
         }
         var peers: [(String, JSONValue)] = []
-        let network = peerNetwork ?? Self.network(of: name, metadata: file.program.metadata)
         for p in peer {
-            let r = try runPeer(p, network: network, inputs: inputs!, planDirectory: FilePaths.directory(of: plan))
-            let theirs = r["median_s"] as? Double ?? .nan
-            let peerPeak = r["peak_rss_bytes"] as? Int ?? 0
-            peers.append((p, .object([("median_s", .number(theirs)), ("min_s", .number(r["min_s"] as? Double ?? .nan)),
-                                      ("max_s", .number(r["max_s"] as? Double ?? .nan)), ("peak_rss_bytes", .integer(Int64(peerPeak))),
-                                      ("ratio", .number(median / theirs)),
-                                      ("relative_error", .number((r["relative_error"] as? [String: Double])?.values.first ?? .nan)),
-                                      ("relative_l2_error", .number((r["relative_l2_error"] as? [String: Double])?.values.first ?? .nan))])))
+            let rs = peerRounds[p] ?? []
+            let medians = rs.map { $0["median_s"] as? Double ?? .nan }, mins = rs.map { $0["min_s"] as? Double ?? .nan }
+            let theirs = Self.median(medians)
+            let ratios = zip(roundMedians, medians).map { $0 / $1 }
+            let ratio = rounds > 1 ? Self.median(ratios) : median / theirs
+            let peerPeak = rs.map { $0["peak_rss_bytes"] as? Int ?? 0 }.max() ?? 0
+            let r = rs.last ?? [:]
+            var object: [(String, JSONValue)] = [("median_s", .number(theirs)), ("min_s", .number(mins.min() ?? .nan)),
+                                                 ("max_s", .number(r["max_s"] as? Double ?? .nan)), ("peak_rss_bytes", .integer(Int64(peerPeak))),
+                                                 ("ratio", .number(ratio)),
+                                                 ("relative_error", .number((r["relative_error"] as? [String: Double])?.values.first ?? .nan)),
+                                                 ("relative_l2_error", .number((r["relative_l2_error"] as? [String: Double])?.values.first ?? .nan))]
+            if rounds > 1 {
+                object.append(("rounds", .array(zip(roundMedians, medians).map { .object([("ours_median_s", .number($0.0)), ("median_s", .number($0.1)),
+                                                                                            ("ratio", .number($0.0 / $0.1))]) })))
+            }
+            peers.append((p, .object(object)))
             if !json {
-                print(String(format: "peer %@ (%@): median %.3f s, min %.3f s, peak RSS %@; ours / theirs = %.2f×", p, network, theirs,
-                             r["min_s"] as? Double ?? .nan, formatBytes(peerPeak), median / theirs))
+                if rounds > 1 {
+                    for (i, (o, t)) in zip(roundMedians, medians).enumerated() {
+                        print(String(format: "round %d: ours median %.3f s, %@ median %.3f s: %.2f×", i + 1, o, p, t, o / t))
+                    }
+                }
+                let how = rounds > 1 ? String(format: "median of %d rounds' ratios", rounds) : "ratio of the medians"
+                print(String(format: "peer %@ (%@): median %.3f s, min %.3f s, peak RSS %@; ours / theirs = %.2f× (%@)", p, network, theirs,
+                             mins.min() ?? .nan, formatBytes(peerPeak), ratio, how))
             }
         }
         if !peers.isEmpty { fields.append(("peers", .object(peers))) }
