@@ -79,6 +79,10 @@ public struct Graph: Sendable {
 
     public func type(_ v: ValueID) -> TensorType { values[v].type }
 
+    /// The largest tensor a graph may hold (1 TB): sizes read from files are refused past it, and
+    /// the arithmetic on them never overflows.
+    public static let maxTensorBytes = 1 << 40
+
     /// Adds a graph input.
     @discardableResult
     public mutating func addInput(_ name: String, _ type: TensorType) -> ValueID {
@@ -127,6 +131,9 @@ public struct Graph: Sendable {
             throw IRError(node: name, "input value %\(i) does not exist")
         }
         let types = try op.inferTypes(inputs.map { values[$0].type }, node: name)
+        for t in types where t.checkedByteCount.map({ $0 > Self.maxTensorBytes }) ?? true {
+            throw IRError(node: name, "\(op.name): its result \(t) would take more than \(Self.maxTensorBytes >> 30) GB")
+        }
         let index = nodes.count
         var outs: [ValueID] = []
         for (k, t) in types.enumerated() {

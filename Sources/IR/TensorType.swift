@@ -13,6 +13,12 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
     public var rank: Int { shape.rank }
     public var dims: [Int] { shape.dims }
     public var count: Int { shape.count }
+    /// Bytes of its elements, or nil when a dimension is negative or the size overflows `Int`.
+    public var checkedByteCount: Int? {
+        guard let n = Shape.checkedCount(shape.dims) else { return nil }
+        let (b, overflow) = n.multipliedReportingOverflow(by: dtype.byteSize)
+        return overflow ? nil : b
+    }
 
     /// `f32[1,4,64,64]`
     public var description: String { "\(dtype)[" + shape.dims.map(String.init).joined(separator: ",") + "]" }

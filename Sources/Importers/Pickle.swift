@@ -20,8 +20,11 @@ struct PickleMachine {
     /// Resolves a persistent id (`BINPERSID`) to a value.
     private let persistentLoad: (PickleValue, Int) throws(Failure) -> PickleValue
 
-    /// Limits that keep a hostile pickle from exhausting memory through the machine itself.
+    /// Limits that keep a hostile pickle from exhausting memory through the machine itself, and
+    /// the walks of what it builds from recursing without bound (torch.save's trees are a few
+    /// levels deep).
     static let maxStack = 1 << 20
+    static let maxDepth = 1000
 
     init(_ bytes: UnsafeRawBufferPointer, persistentLoad: @escaping (PickleValue, Int) throws(Failure) -> PickleValue) {
         r = ByteReader(bytes)
@@ -125,23 +128,23 @@ struct PickleMachine {
             case 0x43: try push(.bytes(Array(try bytes(try u8()))))                      // SHORT_BINBYTES
             case 0x8E, 0x96: try push(.bytes(Array(try bytes(try length(UInt64.self))))) // BINBYTES8, BYTEARRAY8
             case 0x5D: try push(.list(PickleList()))                  // EMPTY_LIST
-            case 0x29: try push(.tuple([]))                           // EMPTY_TUPLE
+            case 0x29: try push(try tuple([]))                         // EMPTY_TUPLE
             case 0x7D: try push(.dict(PickleDict()))                  // EMPTY_DICT
             case 0x8F: try push(.set(PickleList()))                   // EMPTY_SET
-            case 0x74: try push(.tuple(try popMark()))                // TUPLE
-            case 0x85: try push(.tuple([try pop()]))                  // TUPLE1
+            case 0x74: try push(try tuple(try popMark()))              // TUPLE
+            case 0x85: try push(try tuple([try pop()]))                // TUPLE1
             case 0x86:                                                // TUPLE2
                 let b = try pop(), a = try pop()
-                try push(.tuple([a, b]))
+                try push(try tuple([a, b]))
             case 0x87:                                                // TUPLE3
                 let c = try pop(), b = try pop(), a = try pop()
-                try push(.tuple([a, b, c]))
-            case 0x6C: try push(.list(PickleList(try popMark())))     // LIST
+                try push(try tuple([a, b, c]))
+            case 0x6C: try push(.list(try list(try popMark())))        // LIST
             case 0x64:                                                // DICT
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw fail("DICT with an odd number of items") }
                 let d = PickleDict()
-                for i in stride(from: 0, to: items.count, by: 2) { d.items.append((items[i], items[i + 1])) }
+                try setItems(on: .dict(d), items)
                 try push(.dict(d))
             case 0x61:                                                // APPEND
                 let v = try pop()
@@ -151,9 +154,10 @@ struct PickleMachine {
                 try append(to: try top(), items)
             case 0x90:                                                // ADDITEMS
                 let items = try popMark()
-                guard case .set(let s) = try top() else { throw fail("ADDITEMS on \(try top().summary)") }
-                s.items += items
-            case 0x91: try push(.set(PickleList(try popMark())))      // FROZENSET
+                let target = try top()
+                guard case .set = target else { throw fail("ADDITEMS on \(target.summary)") }
+                try append(to: target, items)
+            case 0x91: try push(.set(try list(try popMark())))         // FROZENSET
             case 0x73:                                                // SETITEM
                 let v = try pop(), k = try pop()
                 try setItems(on: try top(), [k, v])
@@ -180,16 +184,16 @@ struct PickleMachine {
                 let args = try pop(), f = try pop()
                 guard case .global(let g) = f else { throw fail("REDUCE calls \(f.summary), which is not callable") }
                 guard case .tuple(let a) = args else { throw fail("REDUCE arguments are \(args.summary), not a tuple") }
-                try push(try call(g, a))
+                try push(try call(g, a.items))
             case 0x81:                                                // NEWOBJ
                 let args = try pop(), cls = try pop()
                 guard case .global(let g) = cls, case .tuple(let a) = args else { throw fail("NEWOBJ needs a class and a tuple") }
-                try push(try newObject(g, a))
+                try push(try newObject(g, a.items))
             case 0x92:                                                // NEWOBJ_EX
                 _ = try pop()
                 let args = try pop(), cls = try pop()
                 guard case .global(let g) = cls, case .tuple(let a) = args else { throw fail("NEWOBJ_EX needs a class and a tuple") }
-                try push(try newObject(g, a))
+                try push(try newObject(g, a.items))
             case 0x62:                                                // BUILD
                 _ = try pop()  // state: attributes of an object; nothing we keep depends on them
                 _ = try top()
@@ -235,9 +239,57 @@ struct PickleMachine {
         return .int(Int(Int64(bitPattern: v)))
     }
 
+    /// Marks the containers among `items` as placed in another one (they may not change after).
+    private func embed(_ items: [PickleValue]) {
+        for v in items {
+            switch v {
+            case .list(let l), .set(let l): l.embedded = true
+            case .dict(let d): d.embedded = true
+            default: break
+            }
+        }
+    }
+
+    /// The depth a container of `items` has (1 + the deepest item's), refused past `maxDepth`.
+    private func depth(of items: [PickleValue], atLeast current: Int = 1) throws(Failure) -> Int {
+        var d = current
+        for v in items { d = max(d, v.depth + 1) }
+        guard d <= Self.maxDepth else { throw fail("containers nested deeper than \(Self.maxDepth) levels") }
+        return d
+    }
+
+    private func tuple(_ items: [PickleValue]) throws(Failure) -> PickleValue {
+        let d = try depth(of: items)
+        embed(items)
+        return .tuple(PickleTuple(items: items, depth: d))
+    }
+
+    private func list(_ items: [PickleValue]) throws(Failure) -> PickleList {
+        let d = try depth(of: items)
+        embed(items)
+        return PickleList(items, depth: d)
+    }
+
+    /// Whether `v` is the container `target` itself.
+    private static func same(_ v: PickleValue, _ target: AnyObject) -> Bool {
+        switch v {
+        case .list(let l), .set(let l): return l === target
+        case .dict(let d): return d === target
+        default: return false
+        }
+    }
+
+    /// Adds to a list or set that is not yet inside another container (torch.save fills each one
+    /// before placing it): so depths stay exact and no container can come to contain itself.
     private func append(to target: PickleValue, _ items: [PickleValue]) throws(Failure) {
         switch target {
-        case .list(let l), .set(let l): l.items += items
+        case .list(let l), .set(let l):
+            guard !l.embedded, !items.contains(where: { Self.same($0, l) }) else {
+                throw fail("adds to a list already placed in another container or to itself (a self-referencing structure, which checkpoints never hold)")
+            }
+            l.depth = try depth(of: items, atLeast: l.depth)
+            embed(items)
+            l.items += items
         case .object: break  // e.g. a Lightning container object: ignored
         default: throw fail("APPEND to \(target.summary)")
         }
@@ -246,6 +298,11 @@ struct PickleMachine {
     private func setItems(on target: PickleValue, _ items: [PickleValue]) throws(Failure) {
         switch target {
         case .dict(let d):
+            guard !d.embedded, !items.contains(where: { Self.same($0, d) }) else {
+                throw fail("sets items of a dict already placed in another container or of itself (a self-referencing structure, which checkpoints never hold)")
+            }
+            d.depth = try depth(of: items, atLeast: d.depth)
+            embed(items)
             for i in stride(from: 0, to: items.count, by: 2) { d.items.append((items[i], items[i + 1])) }
         case .object: break
         default: throw fail("SETITEM on \(target.summary)")
@@ -325,7 +382,7 @@ struct PickleMachine {
     private func ints(_ v: PickleValue, _ what: String) throws(Failure) -> [Int] {
         guard case .tuple(let items) = v else { throw fail("\(what) is \(v.summary), not a tuple") }
         var out: [Int] = []
-        for i in items {
+        for i in items.items {
             guard case .int(let x) = i else { throw fail("\(what) holds \(i.summary)") }
             out.append(x)
         }
@@ -337,10 +394,12 @@ struct PickleMachine {
         case .orderedDict:
             let d = PickleDict()
             if let first = args.first, case .list(let pairs) = first {
+                var items: [PickleValue] = []
                 for p in pairs.items {
                     guard case .tuple(let kv) = p, kv.count == 2 else { throw fail("OrderedDict item is not a pair") }
-                    d.items.append((kv[0], kv[1]))
+                    items += [kv[0], kv[1]]
                 }
+                try setItems(on: .dict(d), items)
             }
             return .dict(d)
         case .rebuildTensorV2, .rebuildTensor:
@@ -365,7 +424,8 @@ struct PickleMachine {
             guard case .int(let offset) = args[1] else { throw fail("\(g.name): storage offset is \(args[1].summary)") }
             let size = try ints(args[2], "tensor size"), stride = try ints(args[3], "tensor stride")
             guard size.count == stride.count else { throw fail("tensor size \(size) and stride \(stride) differ in rank") }
-            let bytes = s.count * s.dtype.byteSize
+            let (bytes, overflow) = s.count.multipliedReportingOverflow(by: s.dtype.byteSize)
+            guard !overflow else { throw fail("storage of \(s.count) elements of \(s.dtype): its size overflows") }
             let typed = StorageRef(key: s.key, dtype: dtype, count: bytes / dtype.byteSize)
             return .tensor(TensorRef(storage: typed, offset: offset, size: size, stride: stride, pickleOffset: opOffset))
         case .rebuildParameter, .rebuildParameterWithState:
@@ -375,9 +435,9 @@ struct PickleMachine {
             guard args.count >= 3, case .global(let f) = args[0], case .tuple(let inner) = args[2] else {
                 throw fail("\(g.name) with unexpected arguments")
             }
-            return try call(f, inner)
+            return try call(f, inner.items)
         case .torchSize:
-            guard let first = args.first else { return .tuple([]) }
+            guard let first = args.first else { return try tuple([]) }
             return first
         case .codecsEncode:
             guard let first = args.first, case .string(let s) = first else { throw fail("_codecs.encode without a string") }

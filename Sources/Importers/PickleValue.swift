@@ -1,14 +1,29 @@
 import Tensors
 
-/// A mutable list or set built by the pickle machine (memoised values share it).
+/// A mutable list or set built by the pickle machine (memoised values share it). `depth` is its
+/// nesting (1 + its deepest item's); once `embedded` in another container it may not change (so
+/// that no container's depth goes stale and no cycle can form: `PickleMachine`).
 final class PickleList {
     var items: [PickleValue]
-    init(_ items: [PickleValue] = []) { self.items = items }
+    var depth: Int
+    var embedded = false
+    init(_ items: [PickleValue] = [], depth: Int = 1) { self.items = items; self.depth = depth }
 }
 
-/// A mutable dict built by the pickle machine, keys in insertion order.
+/// A mutable dict built by the pickle machine, keys in insertion order (`depth`, `embedded`: as
+/// `PickleList`'s).
 final class PickleDict {
     var items: [(PickleValue, PickleValue)] = []
+    var depth = 1
+    var embedded = false
+}
+
+/// An immutable tuple and its nesting depth (1 + its deepest item's).
+struct PickleTuple {
+    let items: [PickleValue]
+    let depth: Int
+    var count: Int { items.count }
+    subscript(i: Int) -> PickleValue { items[i] }
 }
 
 /// A storage named by a persistent id: `('storage', torch.FloatStorage, key, location, numel)`.
@@ -76,7 +91,7 @@ indirect enum PickleValue {
     case float(Double)
     case string(String)
     case bytes([UInt8])
-    case tuple([PickleValue])
+    case tuple(PickleTuple)
     case list(PickleList)
     case set(PickleList)
     case dict(PickleDict)
@@ -85,6 +100,16 @@ indirect enum PickleValue {
     case tensor(TensorRef)
     /// An object of an inert class, by class name.
     case object(String)
+
+    /// Nesting depth: 0 for a scalar, 1 + the deepest item's for a container.
+    var depth: Int {
+        switch self {
+        case .tuple(let t): return t.depth
+        case .list(let l), .set(let l): return l.depth
+        case .dict(let d): return d.depth
+        default: return 0
+        }
+    }
 
     /// A short description for listings of skipped entries.
     var summary: String {

@@ -11,6 +11,11 @@ enum TorchCheckpoint {
     /// number 0x1950a86a20f9469cfc6c as a LONG1.
     static let legacyMagic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
 
+    /// Limits of the walk over the unpickled tree.
+    static let maxNodes = 1 << 22, maxName = 4096
+    /// The most bytes a view that repeats its storage's elements may stand for.
+    static let maxRepeatedBytes = 1 << 30
+
     struct Contents {
         var tensors: [TensorEntry]
         var skipped: [SkippedEntry]
@@ -69,30 +74,38 @@ enum TorchCheckpoint {
             }
             start = sd.1
         }
+        // Iteratively, depth first in the tree's order. Shared (memoised) values are visited once per
+        // reference, so a tree of few bytes can stand for an exponential number of paths: the walk
+        // stops at `maxNodes` values, and names stop at `maxName` bytes.
         var names = Set<String>()
-        var failure: CheckpointError?
-        func visit(_ v: PickleValue, _ name: String) {
-            guard failure == nil else { return }
+        var pending: [(PickleValue, String)] = [(start, "")]
+        var visited = 0
+        while let (v, name) = pending.popLast() {
+            visited += 1
+            guard visited <= maxNodes else {
+                throw CheckpointError(path, at: pkl.name, "the object tree holds more than \(maxNodes) values once shared references are expanded")
+            }
+            guard name.utf8.count <= maxName else {
+                throw CheckpointError(path, at: pkl.name, "a nested entry's name is longer than \(maxName) bytes")
+            }
+            func child(_ key: String) -> String { name.isEmpty ? key : name + "." + key }
             switch v {
             case .dict(let d):
-                for (k, x) in d.items { visit(x, name.isEmpty ? keyName(k) : name + "." + keyName(k)) }
+                for (k, x) in d.items.reversed() { pending.append((x, child(keyName(k)))) }
             case .list(let l):
-                for (i, x) in l.items.enumerated() { visit(x, name.isEmpty ? String(i) : "\(name).\(i)") }
-            case .tuple(let items):
-                for (i, x) in items.enumerated() { visit(x, name.isEmpty ? String(i) : "\(name).\(i)") }
+                for (i, x) in l.items.enumerated().reversed() { pending.append((x, child(String(i)))) }
+            case .tuple(let t):
+                for (i, x) in t.items.enumerated().reversed() { pending.append((x, child(String(i)))) }
             case .tensor(let t):
                 let entryName = name.isEmpty ? "tensor" : name
                 guard names.insert(entryName).inserted else {
-                    failure = CheckpointError(path, "two tensors are named '\(entryName)' once nested names are joined with '.'")
-                    return
+                    throw CheckpointError(path, "two tensors are named '\(entryName)' once nested names are joined with '.'")
                 }
-                do { contents.tensors.append(try entry(t, entryName, root: root, zip: zip, file: file, pickle: pkl.name)) } catch { failure = error }
+                contents.tensors.append(try entry(t, entryName, root: root, zip: zip, file: file, pickle: pkl.name))
             default:
                 contents.skipped.append(SkippedEntry(name: name.isEmpty ? "(root)" : name, summary: v.summary))
             }
         }
-        visit(start, "")
-        if let failure { throw failure }
         return contents
     }
 
@@ -135,6 +148,13 @@ enum TorchCheckpoint {
             }
             guard last < t.storage.count else {
                 throw CheckpointError(path, at: at, "view (offset \(t.offset), size \(t.size), stride \(t.stride)) reaches element \(last) of a storage of \(t.storage.count) elements")
+            }
+            // A view with more elements than its storage repeats elements (zero or overlapping
+            // strides, as `expand` makes): converting it writes them all, so it may reach
+            // `maxRepeatedBytes` at most (a few bytes of storage must not become terabytes).
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
+            guard count <= t.storage.count || (!overflow && bytes <= maxRepeatedBytes) else {
+                throw CheckpointError(path, at: at, "view (size \(t.size), stride \(t.stride)) repeats the \(t.storage.count) elements of its storage as \(count): more than \(maxRepeatedBytes >> 20) MB once written out")
             }
         }
         return TensorEntry(name: name, dtype: dtype, shape: Shape(t.size), file: file,

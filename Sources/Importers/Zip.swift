@@ -126,6 +126,9 @@ struct ZipArchive {
                 guard compressed <= UInt64(Int.max), start <= bytes.count, Int(compressed) <= bytes.count - start else {
                     throw CheckpointError(path, at: where_, "data [\(start), +\(compressed)) runs past the end of the file (\(bytes.count) bytes): truncated")
                 }
+                // Readers differ on which of two same-named records counts (torch.load takes the
+                // last): refused, so that what `inspect` checks is what PyTorch would load.
+                guard byName[name] == nil else { throw CheckpointError(path, at: where_, "the zip holds two records of this name") }
                 byName[name] = records.count
                 records.append(Record(name: name, method: method, size: Int(clamping: size), data: start..<(start + Int(compressed))))
             }

@@ -8,9 +8,9 @@ import _Builtin_intrinsics.intel
 /// its columns `firstColumn + 4l ..< firstColumn + 4l + 6`, zeros outside the plane (masked loads:
 /// nothing outside it is touched). V_ξ (ξ = 6i + j: i the vertical, j the horizontal frequency) of
 /// tile `first + l` goes to the GEMMs' B panels, `dst + ξ·xiStride + ((first + l) / nr)·panelStride +
-/// (first + l) % nr` (`nr` ≥ 16, so sixteen tiles span at most two panels). The row transform (d B)
-/// is done first, then the column transform: the same operations as the portable
-/// `Winograd43.transformInput` in the other order.
+/// (first + l) % nr` (`nr` ≥ 16, so sixteen tiles span at most two panels). The same operations in
+/// the same order as the portable `Winograd43.transformInput` (Bᵀ over the rows, then B over the
+/// columns), so both give the same values.
 public func winograd43InputAVX512(_ plane: UnsafePointer<Float>, height: Int, width: Int, firstRow: Int, firstColumn: Int, count: Int,
                                   _ dst: UnsafeMutablePointer<Float>, xiStride: Int, first: Int, nr: Int, panelStride: Int) {
     let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0)
@@ -35,7 +35,7 @@ public func winograd43InputAVX512(_ plane: UnsafePointer<Float>, height: Int, wi
                 _mm512_add_ps(a, b), _mm512_sub_ps(a, b), _mm512_add_ps(e, f), _mm512_sub_ps(e, f),
                 _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, x1), _mm512_mul_ps(five, x3)), x5))
     }
-    /// Row r of the tiles, d B: the six horizontal frequencies (zeros for a row outside the plane).
+    /// Row r of the tiles: its six columns q (zeros for a row outside the plane).
     @inline(__always) func row(_ r: Int) -> (__m512, __m512, __m512, __m512, __m512, __m512) {
         let y = firstRow + r
         guard y >= 0 && y < height else {
@@ -51,9 +51,13 @@ public func winograd43InputAVX512(_ plane: UnsafePointer<Float>, height: Int, wi
         let q0 = _mm512_permutex2var_ps(e01, even, e23), q2 = _mm512_permutex2var_ps(e01, odd, e23)
         let q1 = _mm512_permutex2var_ps(o01, even, o23), q3 = _mm512_permutex2var_ps(o01, odd, o23)
         let q4 = _mm512_permutex2var_ps(q0, next0, tail), q5 = _mm512_permutex2var_ps(q1, next1, tail)
-        return bt(q0, q1, q2, q3, q4, q5)
+        return (q0, q1, q2, q3, q4, q5)
     }
-    let r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3), r4 = row(4), r5 = row(5)
+    let w0 = row(0), w1 = row(1), w2 = row(2), w3 = row(3), w4 = row(4), w5 = row(5)
+    // Bᵀ d over the rows, column by column (t_i[q]), as the portable transform does.
+    let c0t = bt(w0.0, w1.0, w2.0, w3.0, w4.0, w5.0), c1t = bt(w0.1, w1.1, w2.1, w3.1, w4.1, w5.1)
+    let c2t = bt(w0.2, w1.2, w2.2, w3.2, w4.2, w5.2), c3t = bt(w0.3, w1.3, w2.3, w3.3, w4.3, w5.3)
+    let c4t = bt(w0.4, w1.4, w2.4, w3.4, w4.4, w5.4), c5t = bt(w0.5, w1.5, w2.5, w3.5, w4.5, w5.5)
     // Lanes [0, split) into the first tile's panel, the rest into the next one.
     let offset = first % nr, split = min(count, nr - offset)
     let d0 = dst + (first / nr) * panelStride + offset, d1 = dst + (first / nr + 1) * panelStride - split
@@ -64,16 +68,17 @@ public func winograd43InputAVX512(_ plane: UnsafePointer<Float>, height: Int, wi
         _mm512_mask_storeu_ps(d0 + xi * xiStride, m0, v)
         if m1 != 0 { _mm512_mask_storeu_ps(d1 + xi * xiStride, m1, v) }
     }
-    @inline(__always) func column(_ j: Int, _ x0: __m512, _ x1: __m512, _ x2: __m512, _ x3: __m512, _ x4: __m512, _ x5: __m512) {
+    /// Row i of Bᵀ d, then times B: V_ξ for ξ = 6i ..< 6i + 6.
+    @inline(__always) func frequencies(_ i: Int, _ x0: __m512, _ x1: __m512, _ x2: __m512, _ x3: __m512, _ x4: __m512, _ x5: __m512) {
         let c = bt(x0, x1, x2, x3, x4, x5)
-        store(j, c.0); store(6 + j, c.1); store(12 + j, c.2); store(18 + j, c.3); store(24 + j, c.4); store(30 + j, c.5)
+        store(6 * i, c.0); store(6 * i + 1, c.1); store(6 * i + 2, c.2); store(6 * i + 3, c.3); store(6 * i + 4, c.4); store(6 * i + 5, c.5)
     }
-    column(0, r0.0, r1.0, r2.0, r3.0, r4.0, r5.0)
-    column(1, r0.1, r1.1, r2.1, r3.1, r4.1, r5.1)
-    column(2, r0.2, r1.2, r2.2, r3.2, r4.2, r5.2)
-    column(3, r0.3, r1.3, r2.3, r3.3, r4.3, r5.3)
-    column(4, r0.4, r1.4, r2.4, r3.4, r4.4, r5.4)
-    column(5, r0.5, r1.5, r2.5, r3.5, r4.5, r5.5)
+    frequencies(0, c0t.0, c1t.0, c2t.0, c3t.0, c4t.0, c5t.0)
+    frequencies(1, c0t.1, c1t.1, c2t.1, c3t.1, c4t.1, c5t.1)
+    frequencies(2, c0t.2, c1t.2, c2t.2, c3t.2, c4t.2, c5t.2)
+    frequencies(3, c0t.3, c1t.3, c2t.3, c3t.3, c4t.3, c5t.3)
+    frequencies(4, c0t.4, c1t.4, c2t.4, c3t.4, c4t.4, c5t.4)
+    frequencies(5, c0t.5, c1t.5, c2t.5, c3t.5, c4t.5, c5t.5)
 }
 
 /// Winograd F(4,3)'s output transform Y = Aᵀ M A of sixteen consecutive tiles (M_ξ's sixteen lanes

@@ -33,7 +33,8 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws(FileError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; it is refused below.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw FileError(path: path, message: FileError.systemMessage()) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {

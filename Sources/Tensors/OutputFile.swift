@@ -15,6 +15,8 @@ public final class OutputFile {
     private var buffered = 0
     public private(set) var bytesWritten = 0
     private var done = false
+    /// Its slot in `TemporaryFiles` (removed by a fatal signal until committed or discarded).
+    private var registration: Int?
 
     /// Opens a temporary file beside `path`. Unless `overwrite`, an existing `path` is an error.
     public init(path: String, overwrite: Bool, bufferSize: Int = 1 << 22) throws(FileError) {
@@ -26,9 +28,13 @@ public final class OutputFile {
         let dir = slash.map { String(path[..<$0]) } ?? "."
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
         temporaryPath = (dir.isEmpty ? "" : dir + "/") + ".\(name).tmp-\(getpid())"
+        TemporaryFiles.removeStale(besidePath: path)
+        registration = TemporaryFiles.register(temporaryPath)
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw FileError(path: path, message: "cannot create a file in '\(dir)': \(FileError.systemMessage())")
+            let message = FileError.systemMessage()
+            TemporaryFiles.unregister(registration)
+            throw FileError(path: path, message: "cannot create a file in '\(dir)': \(message)")
         }
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 64)
     }
@@ -110,6 +116,8 @@ public final class OutputFile {
             discard()
             throw FileError(path: path, message: "cannot rename into place: \(message)")
         }
+        TemporaryFiles.unregister(registration)
+        registration = nil
         done = true
     }
 
@@ -117,6 +125,8 @@ public final class OutputFile {
     public func discard() {
         if fd >= 0 { close(fd); fd = -1 }
         unlink(temporaryPath)
+        TemporaryFiles.unregister(registration)
+        registration = nil
         done = true
     }
 }

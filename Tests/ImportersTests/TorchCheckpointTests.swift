@@ -188,3 +188,109 @@ import TestSupport
         }
     }
 }
+
+/// Hostile checkpoints: structures that would crash, hang or exhaust memory a naive reader are
+/// refused with an error naming the file.
+@Suite struct HostileCheckpointTests {
+    /// A stored (uncompressed) zip of `records`, as torch.save lays them out (CRCs left at zero:
+    /// the reader does not check them).
+    static func zip(_ records: [(String, [UInt8])]) -> [UInt8] {
+        func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        var out: [UInt8] = [], cd: [UInt8] = []
+        for (name, data) in records {
+            let n = Array(name.utf8), offset = out.count
+            out += le(UInt32(0x0403_4B50)) + le(UInt16(20)) + [UInt8](repeating: 0, count: 8) + le(UInt32(0))
+            out += le(UInt32(data.count)) + le(UInt32(data.count)) + le(UInt16(n.count)) + le(UInt16(0)) + n + data
+            cd += le(UInt32(0x0201_4B50)) + le(UInt16(20)) + le(UInt16(20)) + [UInt8](repeating: 0, count: 8) + le(UInt32(0))
+            cd += le(UInt32(data.count)) + le(UInt32(data.count)) + le(UInt16(n.count)) + [UInt8](repeating: 0, count: 8)
+            cd += le(UInt32(0)) + le(UInt32(offset)) + n
+        }
+        let start = out.count
+        out += cd + le(UInt32(0x0605_4B50)) + le(UInt32(0)) + le(UInt16(records.count)) + le(UInt16(records.count))
+        out += le(UInt32(cd.count)) + le(UInt32(start)) + le(UInt16(0))
+        return out
+    }
+
+    /// Opens a checkpoint of `pickle` (and `extra` records) and returns the error's text.
+    static func refusal(_ pickle: [UInt8], extra: [(String, [UInt8])] = [], duplicatePickle: Bool = false) throws -> String {
+        let dir = TemporaryDirectory()
+        let path = dir.file("hostile.pt")
+        var records = [("archive/data.pkl", pickle)] + extra
+        if duplicatePickle { records.append(("archive/data.pkl", [0x4E, 0x2E])) }
+        try Data(zip(records)).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try Checkpoint.open(path)
+            return "accepted"
+        } catch {
+            #expect(error.description.hasPrefix(path), "\(error.description)")
+            return error.description
+        }
+    }
+
+    // Pickle pieces.
+    static func global(_ module: String, _ name: String) -> [UInt8] { [0x63] + Array("\(module)\n\(name)\n".utf8) }
+    static func long8(_ v: Int) -> [UInt8] { [0x8A, 8] + withUnsafeBytes(of: Int64(v).littleEndian) { Array($0) } }
+    static func string(_ s: String) -> [UInt8] { [0x8C, UInt8(s.utf8.count)] + Array(s.utf8) }
+    /// `_rebuild_tensor_v2(storage('0', FloatStorage, 6 elements), 0, size, stride, False, OrderedDict())`.
+    static func tensor(size: [Int], stride: [Int], storageElements: Int = 6) -> [UInt8] {
+        var p: [UInt8] = [0x80, 0x02] + global("torch._utils", "_rebuild_tensor_v2") + [0x28]
+        p += [0x28] + string("storage") + global("torch", "FloatStorage") + string("0") + string("cpu") + long8(storageElements) + [0x74, 0x51]
+        p += [0x4B, 0]
+        p += [0x28] + size.flatMap(long8) + [0x74]
+        p += [0x28] + stride.flatMap(long8) + [0x74]
+        p += [0x89] + global("collections", "OrderedDict") + [0x29, 0x52]
+        return p + [0x74, 0x52, 0x2E]
+    }
+    static let storage: [(String, [UInt8])] = [("archive/data/0", [UInt8](repeating: 0, count: 24))]
+
+    @Test func theFixtureTensorItselfIsRead() throws {
+        // (The hand-made tensor pickle is well formed: a 2 × 3 view of its 6 floats loads.)
+        #expect(try Self.refusal(Self.tensor(size: [2, 3], stride: [3, 1]), extra: Self.storage) == "accepted")
+    }
+
+    @Test func aListOrDictThatContainsItselfIsRefused() throws {
+        // l = []; l.append(l)      d = {}; d['a'] = d
+        let list: [UInt8] = [0x80, 0x02, 0x5D, 0x71, 0, 0x68, 0, 0x61, 0x2E]
+        let dict: [UInt8] = [0x80, 0x02, 0x7D, 0x71, 0] + Self.string("a") + [0x68, 0, 0x73, 0x2E]
+        // a = []; b = [a]; a.append(b): a is already inside b
+        let mutual: [UInt8] = [0x80, 0x02, 0x5D, 0x71, 0, 0x30, 0x5D, 0x71, 1, 0x68, 0, 0x61, 0x30, 0x68, 0, 0x68, 1, 0x61, 0x2E]
+        for p in [list, dict, mutual] {
+            let message = try Self.refusal(p)
+            #expect(message.contains("self-referencing"), "\(message)")
+        }
+    }
+
+    @Test func deepNestingIsRefused() throws {
+        // ((((…),),),) 100 000 levels deep: the reader would recurse (and so would freeing it).
+        let p: [UInt8] = [0x80, 0x02, 0x29] + [UInt8](repeating: 0x85, count: 100_000) + [0x2E]
+        let message = try Self.refusal(p)
+        #expect(message.contains("nested deeper than 1000"), "\(message)")
+    }
+
+    @Test func sharedReferencesAreCountedWhenExpanded() throws {
+        // x₀ = (); xᵢ = (xᵢ₋₁, xᵢ₋₁) through the memo, 60 levels: 2⁶⁰ paths in a few hundred bytes.
+        var p: [UInt8] = [0x80, 0x02, 0x29, 0x71, 0]
+        for i in 1...60 { p += [0x30, 0x68, UInt8(i - 1), 0x68, UInt8(i - 1), 0x86, 0x71, UInt8(i)] }
+        p.append(0x2E)
+        let message = try Self.refusal(p)
+        #expect(message.contains("more than \(TorchCheckpoint.maxNodes) values"), "\(message)")
+    }
+
+    @Test func twoRecordsOfTheSameNameAreRefused() throws {
+        // torch.load would read the last data.pkl, we the first: neither is trusted.
+        let message = try Self.refusal([0x80, 0x02, 0x7D, 0x2E], duplicatePickle: true)
+        #expect(message.contains("two records"), "\(message)")
+    }
+
+    @Test func viewsThatRepeatOrOverflowAreRefused() throws {
+        // 2⁴⁰ elements over a 6-element storage (stride 0): would be written out as 4 TB.
+        let repeating = try Self.refusal(Self.tensor(size: [1 << 40], stride: [0]), extra: Self.storage)
+        #expect(repeating.contains("repeats the 6 elements"), "\(repeating)")
+        // size × stride past Int.max.
+        let overflow = try Self.refusal(Self.tensor(size: [1 << 62, 4], stride: [4, 1]), extra: Self.storage)
+        #expect(overflow.contains("overflow") || overflow.contains("invalid size"), "\(overflow)")
+        // A storage whose byte size overflows.
+        let huge = try Self.refusal(Self.tensor(size: [2], stride: [1], storageElements: Int.max / 2), extra: Self.storage)
+        #expect(huge.contains("truncated") || huge.contains("overflow"), "\(huge)")
+    }
+}

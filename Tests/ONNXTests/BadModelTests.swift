@@ -161,3 +161,106 @@ import TestSupport
         #expect(throws: CheckpointError.self) { try ONNXImporter.load(dir.file("m.onnx"), options: ONNXImportOptions(evaluator: ReferenceEvaluator(), shapes: ["x": [5, 4]])) }
     }
 }
+
+/// Hostile ONNX files: sizes that would exhaust memory or overflow, nesting that would overflow
+/// protobuf-c's stack, external data that would block: refused with the file named.
+@Suite struct HostileModelTests {
+    /// `model` with int64 initializers (`values`), for shape inputs.
+    static func model(nodes: [(op: String, inputs: [String], outputs: [String], attributes: [(String, Int32, Int?, Float?)])],
+                      ints: [(String, [Int])] = [], floats: [(String, Float)] = [], input: [Int] = [2, 3]) -> [UInt8] {
+        var g = ProtobufWriter()
+        for (k, n) in nodes.enumerated() {
+            var p = ProtobufWriter()
+            for i in n.inputs { p.string(1, i) }
+            for o in n.outputs { p.string(2, o) }
+            p.string(3, "node\(k)")
+            p.string(4, n.op)
+            g.message(1, p)
+        }
+        g.string(2, "hostile")
+        for (name, values) in ints {
+            var p = ProtobufWriter()
+            p.packedInts(1, [values.count])
+            p.int(2, 7)  // INT64
+            p.string(8, name)
+            p.data(9, values.flatMap { v in withUnsafeBytes(of: Int64(v).littleEndian) { Array($0) } })
+            g.message(5, p)
+        }
+        for (name, value) in floats {
+            var p = ProtobufWriter()
+            p.int(2, 1)  // FLOAT, a scalar
+            p.string(8, name)
+            p.data(9, withUnsafeBytes(of: value.bitPattern.littleEndian) { Array($0) })
+            g.message(5, p)
+        }
+        g.message(11, ONNXWriter.valueInfo("x", TensorType(.f32, Shape(input))))
+        g.message(12, ONNXWriter.valueInfo("z", TensorType(.f32, [2, 3])))
+        var m = ProtobufWriter()
+        m.int(1, 9)
+        m.message(7, g)
+        var o = ProtobufWriter()
+        o.string(1, "")
+        o.int(2, 17)
+        m.message(8, o)
+        return m.bytes
+    }
+
+    @Test func constantsTooLargeToFoldAreRefused() {
+        // ConstantOfShape([2³⁰, 2³⁰]): 2⁶⁰ values.
+        BadModelTests.expectError(Self.model(nodes: [("ConstantOfShape", ["s"], ["z"], [])], ints: [("s", [1 << 30, 1 << 30])]),
+                                  "node 'node0' (ConstantOfShape)", "larger than")
+        // ConstantOfShape of a shape whose product overflows.
+        BadModelTests.expectError(Self.model(nodes: [("ConstantOfShape", ["s"], ["z"], [])], ints: [("s", [1 << 40, 1 << 40, 1 << 40])]),
+                                  "ConstantOfShape", "larger than")
+        // Range(0, 1e18, 1), and Range to infinity.
+        BadModelTests.expectError(Self.model(nodes: [("Range", ["a", "b", "c"], ["z"], [])], floats: [("a", 0), ("b", 1e18), ("c", 1)]),
+                                  "node 'node0' (Range)", "MB")
+        BadModelTests.expectError(Self.model(nodes: [("Range", ["a", "b", "c"], ["z"], [])], floats: [("a", 0), ("b", .infinity), ("c", 1)]),
+                                  "node 'node0' (Range)", "finite")
+    }
+
+    @Test func inputsWhoseSizeOverflowsAreRefused() {
+        BadModelTests.expectError(Self.model(nodes: [("Relu", ["x"], ["z"], [])], input: [1 << 31, 1 << 31, 1 << 31]),
+                                  "graph input 'x'", "larger than")
+    }
+
+    /// 20 000 If nodes, each holding the next in its then_branch: refused from the wire format before
+    /// protobuf-c (which recurses once per level) reads it.
+    @Test func deeplyNestedSubgraphsAreRefused() {
+        let levels = 20_000
+        func varint(_ v: Int) -> [UInt8] {
+            var out: [UInt8] = [], x = UInt64(v)
+            while x >= 0x80 { out.append(UInt8(x & 0x7F) | 0x80); x >>= 7 }
+            return out + [UInt8(x)]
+        }
+        let name: [UInt8] = [0x0A, 11] + Array("then_branch".utf8)  // AttributeProto.name
+        let op: [UInt8] = [0x22, 2] + Array("If".utf8)               // NodeProto.op_type
+        // Sizes from the innermost graph (empty) out: graph(k) = node{attr{name, g: graph(k-1)}, op}.
+        var graph = [0], attribute = [0], node = [0]
+        for k in 1...levels {
+            attribute.append(name.count + 1 + varint(graph[k - 1]).count + graph[k - 1])
+            node.append(1 + varint(attribute[k]).count + attribute[k] + op.count)
+            graph.append(1 + varint(node[k]).count + node[k])
+        }
+        var bytes: [UInt8] = [0x08, 9, 0x3A] + varint(graph[levels])  // ir_version, ModelProto.graph
+        bytes.reserveCapacity(graph[levels] + 16)
+        for k in stride(from: levels, through: 1, by: -1) {
+            bytes += [0x0A] + varint(node[k])                       // GraphProto.node
+            bytes += [0x2A] + varint(attribute[k]) + name            // NodeProto.attribute
+            bytes += [0x32] + varint(graph[k - 1])                   // AttributeProto.g
+        }
+        for _ in 1...levels { bytes += op }                          // each node's op_type, innermost first
+        BadModelTests.expectError(bytes, "nested more than \(ONNXNesting.maxDepth) deep")
+    }
+
+    /// External data naming a FIFO: refused at once rather than waiting for a writer.
+    @Test func externalDataThatIsAFIFOIsRefused() throws {
+        let dir = TemporaryDirectory()
+        try copyFile(Fixtures.path("networks/bsrnet.onnx"), dir.file("bsrnet.onnx"))
+        #expect(mkfifo(dir.file("bsrnet.weights.safetensors"), 0o600) == 0)
+        let error = #expect(throws: CheckpointError.self) {
+            try ONNXImporter.load(dir.file("bsrnet.onnx"), options: ONNXImportOptions(evaluator: ReferenceEvaluator()))
+        }
+        #expect(error?.description.contains("not a regular file") == true, "\(error?.description ?? "")")
+    }
+}

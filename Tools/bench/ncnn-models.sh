@@ -4,6 +4,7 @@
 # our f32, bf16 and int8-block32 plans against ncnn's CPU runtime (f32) and onnxruntime on the ONNX
 # our converter writes from the same files, all with `diffbir bench`, 2 threads; then parity with
 # PyTorch's RRDBNet on the converted weights.
+# (--rounds 5: ours and each peer take turns five times; the ratio is the median of the rounds' ratios.)
 #   Tools/bench/ncnn-models.sh [PYTHON]      (default ~/venv/bin/python, with Tools/requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,7 +25,7 @@ for net in realesrgan-x4plus realesr-animevideov3-x4; do
   "$bin" compile --ncnn $m/$net.param --shape data=1,3,128,128 -o out/$net.plan --overwrite --quiet | tail -1
   "$bin" compile --ncnn $m/$net.param --shape data=1,3,128,128 --precision bf16 -o out/$net-bf16.plan --overwrite --quiet | tail -1
   "$bin" compile --ncnn $m/$net.param --shape data=1,3,128,128 --weights-dtype int8-block32 -o out/$net-int8b32.plan --overwrite --quiet | tail -1
-  "$bin" bench --plan out/$net.plan --inputs out/bench-$net.io.safetensors --runs 5 --python "$py" \
+  "$bin" bench --plan out/$net.plan --inputs out/bench-$net.io.safetensors --runs 5 --rounds 5 --python "$py" \
     --peer ncnn --peer-model $m/$net.param --peer onnxruntime --peer-model out/$net.onnx
   for v in bf16 int8b32; do "$bin" bench --plan out/$net-$v.plan --inputs out/bench-$net.io.safetensors --runs 5; done
 done

@@ -104,7 +104,11 @@ public enum ONNXImporter {
                     }
                 }
             }
-            context.names[input.name] = context.graph.addInput(input.name, TensorType(dtype, Shape(dims)))
+            let type = TensorType(dtype, Shape(dims))
+            guard let bytes = type.checkedByteCount, bytes <= Graph.maxTensorBytes else {
+                throw CheckpointError(path, at: at, "shape \(dims) is larger than \(Graph.maxTensorBytes >> 30) GB")
+            }
+            context.names[input.name] = context.graph.addInput(input.name, type)
         }
         if let unknown = options.shapes.keys.sorted().first(where: { !bound.contains($0) }) {
             throw CheckpointError(path, "--shape names '\(unknown)', which is not a graph input (inputs: \(g.inputs.map(\.name).joined(separator: ", ")))")
@@ -156,6 +160,9 @@ struct ImportFailure: Error {
 
 /// State while converting nodes: the graph so far and the ONNX name of every value.
 struct ImportContext {
+    /// The largest constant folded at import (ConstantOfShape, Range, shape arithmetic): exporters'
+    /// are small; past it the model is refused rather than a huge allocation tried.
+    static let maxFoldedBytes = 1 << 30
     let path: String
     let directory: String
     let opset: Int
@@ -215,6 +222,9 @@ struct ImportContext {
         let allConstant = inputs.allSatisfy { graph.values[$0].isConstant }
         if allConstant {
             let types = try op.inferTypes(inputs.map { graph.type($0) }, node: name)
+            for t in types where t.checkedByteCount.map({ $0 > Self.maxFoldedBytes }) ?? true {
+                throw ImportFailure("folding it at import would make a constant \(t) of more than \(Self.maxFoldedBytes >> 20) MB")
+            }
             let results = try evaluator.evaluate(op, inputs.map { graph.values[$0].constant! }, outputTypes: types)
             return results.enumerated().map { graph.addConstant($1, name: types.count == 1 ? name : "\(name):\($0)") }
         }

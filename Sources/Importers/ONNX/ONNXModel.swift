@@ -88,6 +88,7 @@ enum ONNXProtobuf {
 
     static func model(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> ONNXModel {
         guard let base = bytes.baseAddress, bytes.count > 0 else { throw Failure(message: "empty file") }
+        do { try ONNXNesting.check(bytes) } catch { throw Failure(message: error.message) }
         guard let m = onnx__model_proto__unpack(nil, bytes.count, base.assumingMemoryBound(to: UInt8.self)) else {
             throw Failure(message: "not a valid ONNX protobuf (ModelProto could not be parsed: corrupt or truncated)")
         }

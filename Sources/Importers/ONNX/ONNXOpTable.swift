@@ -361,7 +361,9 @@ enum ONNXOps {
                 dtype = d
                 value = Reference64.values(try c.tensor(v, what: "value of \(n.name)")).first ?? 0
             }
-            let count = shape.reduce(1, *)
+            guard let count = Shape.checkedCount(shape), count <= ImportContext.maxFoldedBytes / max(dtype.byteSize, 8) else {
+                throw ImportFailure("shape \(shape) is negative or larger than \(ImportContext.maxFoldedBytes >> 20) MB")
+            }
             try c.bind1(n, c.constant([Double](repeating: value, count: count), dtype, Shape(shape), name: n.name))
         }
         t["Constant"] = ONNXOpRule(since: 13) { c, n in
@@ -385,8 +387,12 @@ enum ONNXOps {
         t["Range"] = ONNXOpRule(since: 11) { c, n in
             let start = try c.doubles(n.input(0) ?? "", "start")[0], limit = try c.doubles(n.input(1) ?? "", "limit")[0]
             let delta = try c.doubles(n.input(2) ?? "", "delta")[0]
-            guard delta != 0 else { throw ImportFailure("delta is 0") }
-            let count = max(0, Int(((limit - start) / delta).rounded(.up)))
+            guard delta != 0, start.isFinite, limit.isFinite, delta.isFinite else { throw ImportFailure("start, limit and delta must be finite, delta not 0") }
+            let steps = ((limit - start) / delta).rounded(.up)
+            guard steps.isFinite, steps <= Double(ImportContext.maxFoldedBytes / 8) else {
+                throw ImportFailure("\(steps) values is more than \(ImportContext.maxFoldedBytes >> 20) MB")
+            }
+            let count = max(0, Int(steps))
             let dtype = c.graph.type(try c.required(n, 0)).dtype
             try c.bind1(n, c.constant((0..<count).map { start + Double($0) * delta }, dtype, name: n.name))
         }
