@@ -134,12 +134,12 @@ public enum Winograd {
         let paddedRows = 2 * bandTiles + 2, paddedWidth = (2 * tilesWide + 2 + 31) / 32 * 32 + 2
         let maxTiles = bandTiles * tilesWide
         let tilePanels = (maxTiles + nr - 1) / nr
-        let vStride = tilePanels * steps * nr  // one ξ's B panels
+        let vStride = tilePanels * steps * nr + 16  // one ξ's B panels (+ 64 bytes: see Winograd43.run)
         // Output channels in blocks of whole A panels (at most 8); shared bands: a multiple of `threads` blocks.
         let aPanels = (oc + mr - 1) / mr
         let blocks = bandParallel ? (aPanels + 7) / 8 : min(aPanels, threads * max(1, (aPanels + 8 * threads - 1) / (8 * threads)))
         let blockRows = ((aPanels + blocks - 1) / blocks) * mr
-        let mStride = blockRows * tilePanels * nr  // one ξ's M block
+        let mStride = blockRows * tilePanels * nr + 16  // one ξ's M block
         // Quantised weights: input channels in chunks of about 384 (U for a block: 16 × blockRows ×
         // chunk floats, ~2.4 MB at 96 rows), the GEMMs accumulating over the chunks.
         let channelChunks = (c + 383) / 384, channelChunk = (c + channelChunks - 1) / channelChunks

@@ -74,11 +74,13 @@ public enum Winograd43 {
         let paddedRows = 4 * bandTiles + 2, paddedWidth = 32 * ((tilesWide + 7) / 8) + 8
         let maxTiles = bandTiles * tilesWide
         let tilePanels = (maxTiles + nr - 1) / nr
-        let vStride = tilePanels * c * nr
+        // (The 36 V_ξ and M_ξ blocks 64 bytes more than their size apart: at a multiple of 4 KB, the
+        // transforms' 36 streams of loads and stores would fall in the same L1 sets; 8% faster.)
+        let vStride = tilePanels * c * nr + 16
         let aPanels = (oc + mr - 1) / mr
         let blocks = (aPanels + 7) / 8
         let blockRows = ((aPanels + blocks - 1) / blocks) * mr
-        let mStride = blockRows * tilePanels * nr
+        let mStride = blockRows * tilePanels * nr + 16
         affine.withUnsafeBufferPointer { aff in
             let take = { ScratchPool.shared.take() }, give = { (s: WorkerScratch) in ScratchPool.shared.give(s) }
             Tiling.run(n * bands, threads: threads, setup: take, cleanup: give) { item, worker in
