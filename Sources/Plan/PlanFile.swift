@@ -232,47 +232,15 @@ public final class PlanFile: @unchecked Sendable {
         try validate()
     }
 
-    /// Every weight inside the weight section and aligned; every arena operand inside its entry's arena.
+    /// The program checked against itself and the weight section (`PlanVerifier`).
     private func validate() throws(PlanError) {
-        for (i, w) in program.weights.enumerated() where i > 0 {
-            guard w.offset % 64 == 0, w.offset >= 0, w.byteCount == w.shape.count * w.dtype.byteSize,
-                  w.offset + w.byteCount <= weightSection.count else {
-                throw PlanError(path, "weight \(i) (\(w.name)) lies outside the weight section or is misaligned")
+        do {
+            try PlanVerifier.verify(program, weightSectionBytes: weightSection.count) { [self] i in
+                let t = weight(i)
+                return t.withElements(as: Int32.self) { Array($0) }
             }
-            let format = WeightFormat(rawValue: w.format)
-            guard w.format == w.dtype.rawValue || format?.storageDType == w.dtype else {
-                throw PlanError(path, "weight \(i) (\(w.name)): format '\(w.format)' is not one this build reads or does not match its dtype \(w.dtype)")
-            }
-            if format?.isInt8 == true {
-                guard let s = w.scale, s > 0, s < program.weights.count, program.weights[s].dtype == .f32,
-                      program.weights[s].shape.count == (w.shape.dims.first ?? 1) else {
-                    throw PlanError(path, "weight \(i) (\(w.name)): \(w.format) without f32 scales of one per row")
-                }
-            }
-            if let format, format.hasBlockCodes {
-                let rows = max(1, w.shape.dims.first ?? 1)
-                let bytes = Quantization.codeBytes(k: w.shape.count / rows)
-                guard let c = w.blockCodes, c > 0, c < program.weights.count, program.weights[c].dtype == .u8,
-                      program.weights[c].shape.dims == [rows, bytes] else {
-                    throw PlanError(path, "weight \(i) (\(w.name)): \(w.format) without u8 block codes of shape [\(rows), \(bytes)]")
-                }
-            }
-        }
-        for e in program.entryPoints {
-            func check(_ o: Operand, _ what: String) throws(PlanError) {
-                switch o {
-                case .arena(let offset, let dtype, let shape):
-                    guard offset >= 0, offset + shape.count * dtype.byteSize <= e.arenaBytes else {
-                        throw PlanError(path, "entry \(e.name): \(what) lies outside the arena")
-                    }
-                case .weight(let i):
-                    guard i > 0, i < program.weights.count else { throw PlanError(path, "entry \(e.name): \(what) names no weight") }
-                }
-            }
-            for b in e.inputs + e.outputs { try check(.arena(offset: b.offset, dtype: b.dtype, shape: b.shape), "binding \(b.name)") }
-            for (k, ins) in e.instructions.enumerated() {
-                for o in ins.operands + ins.results { try check(o, "instruction \(k) (\(ins.name))") }
-            }
+        } catch {
+            throw PlanError(path, error.message)
         }
     }
 

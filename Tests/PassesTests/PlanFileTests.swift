@@ -140,3 +140,75 @@ import TestSupport
         #expect(Self.refusal(notPlan)?.contains("not a diffbir plan") == true)
     }
 }
+
+/// Plans whose checksums are right but whose program contradicts itself (an editing tool's bug or a
+/// hostile file): refused when opened, naming the instruction, before any kernel could read out of
+/// bounds.
+@Suite struct PlanVerifierTests {
+    /// The bsrnet fixture compiled, with `edit` applied to its program, written with fresh checksums.
+    static func edited(_ edit: (inout Program) -> Void) throws -> String? {
+        let f = try FixtureNetwork.load(1)
+        let compiled = try Compiler.compile([("bsrnet", f.graph)], options: CompileOptions())
+        var program = compiled.program
+        edit(&program)
+        let dir = TemporaryDirectory()
+        let path = dir.file("edited.plan")
+        try PlanWriter.write(path: path, program: program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+        return PlanFileTests.refusal(path)
+    }
+
+    /// The first convolution of the first entry point, edited.
+    static func editConvolution(_ change: @escaping (inout Conv2DKernel, inout Instruction) -> Void) -> (inout Program) -> Void {
+        { program in
+            let e = 0
+            guard let k = program.entryPoints[e].instructions.firstIndex(where: { if case .conv2d = $0.kernel { return true } else { return false } }),
+                  case .conv2d(var c) = program.entryPoints[e].instructions[k].kernel else { return }
+            var ins = program.entryPoints[e].instructions[k]
+            change(&c, &ins)
+            ins.kernel = .conv2d(c)
+            program.entryPoints[e].instructions[k] = ins
+        }
+    }
+
+    @Test func theCompiledPlanVerifies() throws {
+        #expect(try Self.edited { _ in } == nil)
+    }
+
+    @Test(arguments: [
+        ("groups", "groups 2 do not divide"),
+        ("groups0", "groups 0"),
+        ("stride0", "strides [0, 1]"),
+        ("dilation", "dilations [-1, 1]"),
+        ("missing", "names operand"),
+        ("output", "the convolution gives"),
+        ("hugeDims", "lies outside the arena"),
+        ("arena", "lies outside the arena"),
+        ("weight", "names no weight"),
+        ("overlap", "partly overlaps"),
+    ])
+    func inconsistentConvolutionsAreRefused(edit: String, phrase: String) throws {
+        let message = try Self.edited(Self.editConvolution { c, ins in
+            switch edit {
+            case "groups": c.groups = 2
+            case "groups0": c.groups = 0
+            case "stride0": c.strides = [0, 1]
+            case "dilation": c.dilations = [-1, 1]
+            case "missing": c.epilogue.append(.addResidual(operand: 40))
+            case "output":
+                if case .arena(let o, let d, var s) = ins.results[0] { s.dims[3] += 1; ins.results[0] = .arena(offset: o, dtype: d, shape: s) }
+            case "hugeDims":
+                if case .arena(let o, let d, _) = ins.operands[0] { ins.operands[0] = .arena(offset: o, dtype: d, shape: Shape([1 << 40, 1 << 40, 1 << 40, 2])) }
+            case "arena":
+                if case .arena(_, let d, let s) = ins.operands[0] { ins.operands[0] = .arena(offset: Int.max - 8, dtype: d, shape: s) }
+            case "weight": ins.operands[1] = .weight(100_000)
+            case "overlap":
+                // The input 64 bytes beside the output, so that they share all but 64 bytes.
+                if case .arena(let o, let d, let s) = ins.results[0] { ins.operands[0] = .arena(offset: o >= 64 ? o - 64 : o + 64, dtype: d, shape: s) }
+            default: break
+            }
+        })
+        let text = try #require(message, "\(edit): the edited plan was accepted")
+        #expect(text.contains(phrase), "\(edit): \(text)")
+        #expect(text.contains("instruction"), "\(edit): \(text)")
+    }
+}

@@ -35,6 +35,9 @@ struct Inspect: ParsableCommand {
     @Argument(help: "A .safetensors, .pt, .pth, .ckpt, .onnx, ncnn .param or plan file.")
     var file: String
 
+    @Flag(help: "For a plan: only check it (header, checksums, then the program against itself: every instruction's operands, shapes and parameters, every weight and arena slot in bounds) and print one line; exit 1 naming the first instruction at fault.")
+    var verify = false
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -192,6 +195,16 @@ extension Inspect {
         let plan: PlanFile
         do { plan = try PlanFile(path: file) } catch { throw ToolError(error.description) }
         let p = plan.program
+        if verify {
+            let instructions = p.entryPoints.reduce(0) { $0 + $1.instructions.count }
+            if json {
+                print(JSONValue.object([("path", .string(file)), ("verified", .bool(true)), ("entry_points", .integer(Int64(p.entryPoints.count))),
+                                        ("instructions", .integer(Int64(instructions))), ("weights", .integer(Int64(p.weights.count - 1)))]).serialized)
+            } else {
+                print("\(file): verified: \(p.entryPoints.count) entry point(s), \(instructions) instructions, \(p.weights.count - 1) weights")
+            }
+            return
+        }
         if json {
             func binding(_ b: Binding) -> JSONValue {
                 .object([("name", .string(b.name)), ("dtype", .string(b.dtype.rawValue)),

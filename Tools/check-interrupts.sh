@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# SIGINT (Ctrl-C) at random moments of `convert` and `compile` on a 1.4 GB checkpoint: after each,
+# no hidden temporary output (.NAME.tmp-PID) may be left in the output's folder, and the target
+# must not exist (it is only ever renamed into place when complete).
+#   Tools/check-interrupts.sh [DIR] [TIMES]     (default out/interrupts, 10)
+# Needs the release build (swift build -c release); writes ~3 GB into DIR.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=.build/release/diffbir
+dir=${1:-out/interrupts}
+times=${2:-10}
+mkdir -p "$dir"
+ckpt=$dir/controlnet.safetensors
+# DiffBIR's IRControlNet in its published layout (seeded values): 1.44 GB of f32.
+[ -f "$ckpt" ] || "$bin" synth --layout controlnet -o "$ckpt" || exit 1
+ls -l "$ckpt"
+failures=0
+run() {  # $1: label, $2: output, rest: the command
+  local label=$1 output=$2; shift 2
+  for i in $(seq "$times"); do
+    rm -f "$output"
+    "$@" > /dev/null 2>&1 &
+    local pid=$!
+    # A random moment in the first 2 s (both commands take longer than that here).
+    local delay; delay=$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.05 + rand() * 1.95 }')
+    sleep "$delay"
+    kill -INT "$pid" 2>/dev/null
+    wait "$pid"
+    local status=$?
+    local left; left=$(find "$dir" -maxdepth 1 -name ".*.tmp-*" | wc -l)
+    local target=absent
+    [ -e "$output" ] && target=present
+    echo "$label #$i: SIGINT after ${delay}s, exit $status, temporary files left: $left, target $target"
+    if [ "$left" -ne 0 ]; then failures=$((failures + 1)); find "$dir" -maxdepth 1 -name ".*.tmp-*" -delete; fi
+    # A target may exist only if the command finished before the signal (exit 0).
+    if [ "$target" = present ] && [ "$status" -ne 0 ]; then failures=$((failures + 1)); fi
+  done
+}
+run convert "$dir/out.safetensors" "$bin" convert "$ckpt" --dtype f16 -o "$dir/out.safetensors"
+run compile "$dir/out.plan" "$bin" compile --model controlnet --weights "$ckpt" -o "$dir/out.plan" --quiet
+echo "failures: $failures"
+[ "$failures" -eq 0 ]
