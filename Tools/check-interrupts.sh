@@ -5,6 +5,9 @@
 #   Tools/check-interrupts.sh [DIR] [TIMES]     (default out/interrupts, 10)
 # Needs the release build (swift build -c release); writes ~3 GB into DIR.
 set -uo pipefail
+# Job control: background jobs get SIGINT as a foreground one would (a non-interactive shell
+# otherwise starts them ignoring it, and diffbir keeps a signal it was started ignoring).
+set -m
 cd "$(dirname "$0")/.."
 bin=.build/release/diffbir
 dir=${1:-out/interrupts}
@@ -25,7 +28,7 @@ run() {  # $1: label, $2: output, rest: the command
     local delay; delay=$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.05 + rand() * 1.95 }')
     sleep "$delay"
     kill -INT "$pid" 2>/dev/null
-    wait "$pid"
+    wait "$pid" 2>/dev/null
     local status=$?
     local left; left=$(find "$dir" -maxdepth 1 -name ".*.tmp-*" | wc -l)
     local target=absent

@@ -16,7 +16,6 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable {
     }
 
     public var description: String {
-        if let location { return "\(path): \(location): \(message)" }
-        return "\(path): \(message)"
+        (location.map { "\(path): \($0): \(message)" } ?? "\(path): \(message)").escapingControlCharacters
     }
 }

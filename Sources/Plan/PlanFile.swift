@@ -68,7 +68,7 @@ public struct PlanError: Error, CustomStringConvertible, Sendable {
         self.path = path
         self.message = message
     }
-    public var description: String { "\(path): \(message)" }
+    public var description: String { "\(path): \(message)".escapingControlCharacters }
 }
 
 /// zlib's crc32.

@@ -12,7 +12,7 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
         self.path = path
         self.message = message
     }
-    public var description: String { "\(path): \(message)" }
+    public var description: String { "\(path): \(message)".escapingControlCharacters }
 
     /// The text of the current `errno`.
     public static func systemMessage(_ code: Int32 = errno) -> String {

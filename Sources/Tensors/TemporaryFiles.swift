@@ -45,6 +45,11 @@ public enum TemporaryFiles {
     }
 
     private static func installHandler(_ signal: Int32) {
+        // A signal the process was started ignoring (`nohup`, a shell's background job) stays ignored.
+        var old = sigaction()
+        if sigaction(signal, nil, &old) == 0, unsafeBitCast(old.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) {
+            return
+        }
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { sig in
             for i in 0..<TemporaryFiles.capacity {

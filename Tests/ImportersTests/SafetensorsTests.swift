@@ -79,6 +79,11 @@ import TestSupport
         ("{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, nil, "has no \"data_offsets\""),
         ("{\"__metadata__\":{\"k\":1}}", 0, nil, "not a string"),
         ("[]", 0, nil, "does not start with '{'"),
+        // Two entries of one name: readers differ on which counts.
+        ("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, nil,
+         "duplicate key \"a\""),
+        // A name with control characters is shown escaped in the one-line error.
+        ("{\"\\u001b[2J\\n\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, nil, "\\u{1B}[2J\\u{A}"),
     ])
     func malformedHeaders(header: String, dataBytes: Int, length: UInt64?, phrase: String) throws {
         let dir = TemporaryDirectory()

@@ -1,6 +1,7 @@
 import Foundation
 import ArgumentParser
 import Kernels
+import Tensors
 
 /// Human-readable byte counts: 1.5 KB, 5.21 GB (powers of 1000, as file sizes are quoted).
 func formatBytes(_ n: Int) -> String {
@@ -38,7 +39,8 @@ func column(_ s: String, _ width: Int) -> String {
 /// A tool error: printed as `diffbir: error: message` with exit code 1.
 struct ToolError: Error, CustomStringConvertible {
     let description: String
-    init(_ description: String) { self.description = description }
+    /// (Control characters from file names or file contents shown escaped: one line, terminal untouched.)
+    init(_ description: String) { self.description = description.escapingControlCharacters }
 }
 
 extension ISA: ExpressibleByArgument {}
