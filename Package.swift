@@ -75,6 +75,9 @@ let package = Package(
         ),
 
         // Test-only helpers: fixture paths, checksums, error-budget assertions.
+        // Fuzz targets of the readers: a corpus replayer in normal builds, libFuzzer's with Tools/fuzz.sh.
+        .executableTarget(name: "diffbir-fuzz", dependencies: ["Importers", "IR", "Passes", "Pipeline", "Plan", "Tensors"],
+                          path: "Tests/Fuzz/Sources"),
         .target(name: "TestSupport", dependencies: ["Tensors", "CPNG"], path: "Sources/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),

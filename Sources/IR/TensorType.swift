@@ -14,11 +14,7 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
     public var dims: [Int] { shape.dims }
     public var count: Int { shape.count }
     /// Bytes of its elements, or nil when a dimension is negative or the size overflows `Int`.
-    public var checkedByteCount: Int? {
-        guard let n = Shape.checkedCount(shape.dims) else { return nil }
-        let (b, overflow) = n.multipliedReportingOverflow(by: dtype.byteSize)
-        return overflow ? nil : b
-    }
+    public var checkedByteCount: Int? { Checked.bytes(shape.dims, elementSize: dtype.byteSize, limit: .max) }
 
     /// `f32[1,4,64,64]`
     public var description: String { "\(dtype)[" + shape.dims.map(String.init).joined(separator: ",") + "]" }

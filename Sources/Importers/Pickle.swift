@@ -424,8 +424,9 @@ struct PickleMachine {
             guard case .int(let offset) = args[1] else { throw fail("\(g.name): storage offset is \(args[1].summary)") }
             let size = try ints(args[2], "tensor size"), stride = try ints(args[3], "tensor stride")
             guard size.count == stride.count else { throw fail("tensor size \(size) and stride \(stride) differ in rank") }
-            let (bytes, overflow) = s.count.multipliedReportingOverflow(by: s.dtype.byteSize)
-            guard !overflow else { throw fail("storage of \(s.count) elements of \(s.dtype): its size overflows") }
+            guard let bytes = Checked.product(s.count, s.dtype.byteSize, limit: Checked.maxBytes) else {
+                throw fail("storage of \(s.count) elements of \(s.dtype): larger than \(Checked.maxBytes >> 30) GB")
+            }
             let typed = StorageRef(key: s.key, dtype: dtype, count: bytes / dtype.byteSize)
             return .tensor(TensorRef(storage: typed, offset: offset, size: size, stride: stride, pickleOffset: opOffset))
         case .rebuildParameter, .rebuildParameterWithState:

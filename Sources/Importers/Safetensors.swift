@@ -81,7 +81,7 @@ public struct SafetensorsFile: Sendable {
                 guard case .integer(let v) = d, v >= 0 else { throw bad("\"shape\" has an entry that is not a non-negative integer") }
                 dims.append(Int(v))
             }
-            guard let count = Shape.checkedCount(dims), !count.multipliedReportingOverflow(by: dtype.byteSize).overflow else {
+            guard let size = Checked.bytes(dims, elementSize: dtype.byteSize) else {
                 throw bad("shape \(Shape(dims)) is too large")
             }
             guard case .array(let offsets) = try field("data_offsets"), offsets.count == 2,
@@ -89,8 +89,8 @@ public struct SafetensorsFile: Sendable {
                 throw bad("\"data_offsets\" is not a pair of non-negative integers")
             }
             guard b <= e else { throw bad("data_offsets [\(b), \(e)] are misordered (begin after end)") }
-            guard e - b == Int64(count * dtype.byteSize) else {
-                throw bad("data_offsets [\(b), \(e)] hold \(e - b) bytes but \(dtype.safetensorsName)\(Shape(dims)) needs \(count * dtype.byteSize)")
+            guard e - b == Int64(size) else {
+                throw bad("data_offsets [\(b), \(e)] hold \(e - b) bytes but \(dtype.safetensorsName)\(Shape(dims)) needs \(size)")
             }
             guard e <= Int64(dataSize) else {
                 throw bad("data_offsets [\(b), \(e)] run past the end of the data section (\(dataSize) bytes): the file is truncated")

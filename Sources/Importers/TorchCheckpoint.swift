@@ -129,22 +129,20 @@ enum TorchCheckpoint {
             throw CheckpointError(path, at: "zip record '\(recordName)'", "compressed record (method \(record.method)); torch.save writes stored records")
         }
         let dtype = t.storage.dtype
-        let (needed, overflow) = t.storage.count.multipliedReportingOverflow(by: dtype.byteSize)
-        guard !overflow, record.data.count >= needed else {
+        guard let needed = Checked.product(t.storage.count, dtype.byteSize, limit: Checked.maxBytes) else {
+            throw CheckpointError(path, at: "zip record '\(recordName)'", "storage '\(t.storage.key)' declares \(t.storage.count) elements of \(dtype): larger than \(Checked.maxBytes >> 30) GB")
+        }
+        guard record.data.count >= needed else {
             throw CheckpointError(path, at: "zip record '\(recordName)'", "holds \(record.data.count) bytes, but storage '\(t.storage.key)' declares \(t.storage.count) elements of \(dtype) (\(needed) bytes): truncated")
         }
-        guard let count = Shape.checkedCount(t.size) else { throw CheckpointError(path, at: at, "invalid size \(t.size)") }
+        guard let count = Checked.count(t.size) else { throw CheckpointError(path, at: at, "invalid size \(t.size)") }
         guard t.offset >= 0, t.stride.allSatisfy({ $0 >= 0 }) else {
             throw CheckpointError(path, at: at, "negative storage offset \(t.offset) or stride \(t.stride)")
         }
         if count > 0 {
             // The last element reached must lie inside the storage.
-            var last = t.offset
-            for (s, st) in Swift.zip(t.size, t.stride) {
-                let (p, o1) = (s - 1).multipliedReportingOverflow(by: st)
-                let (sum, o2) = last.addingReportingOverflow(p)
-                guard !o1, !o2 else { throw CheckpointError(path, at: at, "size \(t.size) with stride \(t.stride) overflows") }
-                last = sum
+            guard let last = Checked.lastElement(offset: t.offset, sizes: t.size, strides: t.stride) else {
+                throw CheckpointError(path, at: at, "size \(t.size) with stride \(t.stride) overflows")
             }
             guard last < t.storage.count else {
                 throw CheckpointError(path, at: at, "view (offset \(t.offset), size \(t.size), stride \(t.stride)) reaches element \(last) of a storage of \(t.storage.count) elements")
@@ -152,8 +150,7 @@ enum TorchCheckpoint {
             // A view with more elements than its storage repeats elements (zero or overlapping
             // strides, as `expand` makes): converting it writes them all, so it may reach
             // `maxRepeatedBytes` at most (a few bytes of storage must not become terabytes).
-            let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
-            guard count <= t.storage.count || (!overflow && bytes <= maxRepeatedBytes) else {
+            guard count <= t.storage.count || Checked.product(count, dtype.byteSize, limit: maxRepeatedBytes) != nil else {
                 throw CheckpointError(path, at: at, "view (size \(t.size), stride \(t.stride)) repeats the \(t.storage.count) elements of its storage as \(count): more than \(maxRepeatedBytes >> 20) MB once written out")
             }
         }

@@ -19,11 +19,7 @@ public enum PlanVerifier {
     }
 
     /// Bytes of `count(shape)` elements of `dtype`, or nil on a negative dimension or overflow.
-    static func bytes(_ dtype: DType, _ shape: Shape) -> Int? {
-        guard let n = Shape.checkedCount(shape.dims) else { return nil }
-        let (b, o) = n.multipliedReportingOverflow(by: dtype.byteSize)
-        return o || b > maxBytes ? nil : b
-    }
+    static func bytes(_ dtype: DType, _ shape: Shape) -> Int? { Checked.bytes(shape.dims, elementSize: dtype.byteSize, limit: maxBytes) }
 
     /// `tableValues` reads an i32 weight's values, for the layout tables' bounds (nil: not checked).
     public static func verify(_ program: Program, weightSectionBytes: Int, tableValues: ((Int) -> [Int32])? = nil) throws(Failure) {
@@ -34,7 +30,7 @@ public enum PlanVerifier {
             guard let size = bytes(w.dtype, w.shape), size == w.byteCount else {
                 throw fail("\(what): \(w.byteCount) bytes recorded for \(w.dtype)\(w.shape)")
             }
-            guard w.offset >= 0, w.offset % 64 == 0, w.offset <= weightSectionBytes, w.byteCount <= weightSectionBytes - w.offset else {
+            guard w.offset % 64 == 0, Checked.range(offset: w.offset, length: w.byteCount, within: weightSectionBytes) != nil else {
                 throw fail("\(what) lies outside the weight section or is misaligned")
             }
             let format = WeightFormat(rawValue: w.format)
@@ -60,10 +56,10 @@ public enum PlanVerifier {
             guard e.arenaBytes >= 0, e.arenaBytes <= maxBytes else { throw fail("entry \(e.name): arena of \(e.arenaBytes) bytes") }
             /// The byte range of an arena slot, checked against the arena.
             func range(_ offset: Int, _ dtype: DType, _ shape: Shape, _ what: String) throws(Failure) -> Range<Int> {
-                guard let size = bytes(dtype, shape), offset >= 0, offset <= e.arenaBytes, size <= e.arenaBytes - offset else {
+                guard let size = bytes(dtype, shape), let slot = Checked.range(offset: offset, length: size, within: e.arenaBytes) else {
                     throw fail("entry \(e.name): \(what) (\(dtype)\(shape) at \(offset)) lies outside the arena of \(e.arenaBytes) bytes")
                 }
-                return offset..<(offset + size)
+                return slot
             }
             var names = Set<String>()
             for b in e.inputs + e.outputs {

@@ -11,16 +11,7 @@ public struct Shape: Hashable, Sendable, Codable, CustomStringConvertible, Expre
     public var count: Int { dims.reduce(1, *) }
 
     /// Number of elements, or nil when a dimension is negative or the product overflows `Int`.
-    public static func checkedCount(_ dims: [Int]) -> Int? {
-        var n = 1
-        for d in dims {
-            guard d >= 0 else { return nil }
-            let (p, overflow) = n.multipliedReportingOverflow(by: d)
-            if overflow { return nil }
-            n = p
-        }
-        return n
-    }
+    public static func checkedCount(_ dims: [Int]) -> Int? { Checked.count(dims) }
 
     /// Row-major strides in elements.
     public var contiguousStrides: [Int] {

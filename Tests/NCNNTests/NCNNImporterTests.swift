@@ -158,5 +158,11 @@ import TestSupport
         #expect(refusal(param: Self.header(2, 2) + "Input input 0 1 data\n" + "ReLU relu 1 1 data out\n").contains("--shape data="))
         #expect(refusal(param: Self.header(2, 2) + Self.input + "ReLU relu 1 1 data out\n", shapes: ["x": [1, 3, 4, 4]]).contains("no input blob"))
         #expect(refusal(param: Self.header(2, 2) + Self.input + "ReLU relu 1 1 data out\n", shapes: ["data": [1, 3, Int.max, 4]]).contains("positive dimensions"))
+        // (Found by fuzzing: a scale whose output size does not fit an Int trapped the conversion.)
+        for scale in ["2.000000e+20", "3.0e38"] {
+            let message = refusal(param: Self.header(2, 2) + Self.input + "Interp up 1 1 data out 0=1 1=2.0 2=\(scale)\n")
+            #expect(message.contains("layer 'up'") || message.contains("up"), "\(message)")
+            #expect(message.contains("more than 2²⁰"), "\(message)")
+        }
     }
 }

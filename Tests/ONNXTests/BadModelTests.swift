@@ -219,6 +219,28 @@ import TestSupport
                                   "node 'node0' (Range)", "finite")
     }
 
+    /// An initializer declaring 2³⁶ floats (256 GB) with no data: refused before anything is allocated.
+    @Test func hugeInitializersWithoutDataAreRefused() {
+        var g = ProtobufWriter()
+        var n = ProtobufWriter()
+        n.string(1, "x"); n.string(1, "w"); n.string(2, "z"); n.string(3, "node0"); n.string(4, "Add")
+        g.message(1, n)
+        var w = ProtobufWriter()
+        w.packedInts(1, [1 << 36])
+        w.int(2, 1)
+        w.string(8, "w")
+        g.message(5, w)
+        g.message(11, ONNXWriter.valueInfo("x", TensorType(.f32, [2, 3])))
+        g.message(12, ONNXWriter.valueInfo("z", TensorType(.f32, [2, 3])))
+        var m = ProtobufWriter()
+        m.int(1, 9)
+        m.message(7, g)
+        var o = ProtobufWriter()
+        o.string(1, ""); o.int(2, 17)
+        m.message(8, o)
+        BadModelTests.expectError(m.bytes, "initializer 'w'", "float_data holds 0 values")
+    }
+
     @Test func inputsWhoseSizeOverflowsAreRefused() {
         BadModelTests.expectError(Self.model(nodes: [("Relu", ["x"], ["z"], [])], input: [1 << 31, 1 << 31, 1 << 31]),
                                   "graph input 'x'", "larger than")

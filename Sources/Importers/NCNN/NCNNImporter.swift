@@ -479,7 +479,12 @@ public enum NCNNImporter {
             let alignCorner = try l.int(6, 0) != 0
             guard hs.isFinite, ws.isFinite, hs > 0, ws > 0 else { throw l.error("scales must be positive") }
             let given = oh == 0 || ow == 0
-            if given { (oh, ow) = (Int(Float(d[2]) * hs), Int(Float(d[3]) * ws)) }
+            if given {
+                // (In Float, as ncnn computes it; out-of-range products refused before they become Ints.)
+                let (fh, fw) = (Float(d[2]) * hs, Float(d[3]) * ws)
+                guard fh < Float(1 << 21), fw < Float(1 << 21) else { throw l.error("scales \(hs)×\(ws) give an output of more than 2²⁰ rows or columns") }
+                (oh, ow) = (Int(fh), Int(fw))
+            }
             guard (1...(1 << 20)).contains(oh), (1...(1 << 20)).contains(ow) else { throw l.error("output size \(oh)×\(ow) is out of range") }
             let sizes = [d[0], d[1], oh, ow]
             let scales: [Double] = [1, 1, given ? Double(hs) : Double(oh) / Double(d[2]), given ? Double(ws) : Double(ow) / Double(d[3])]

@@ -245,9 +245,10 @@ struct ImportContext {
         guard let dtype = ONNXType.toDType[t.dataType] else {
             throw CheckpointError(path, at: what, "element type \(ONNXType.name(t.dataType)) is not supported")
         }
-        guard let count = Shape.checkedCount(t.dims) else { throw CheckpointError(path, at: what, "invalid dimensions \(t.dims)") }
+        guard let bytes = Checked.bytes(t.dims, elementSize: dtype.byteSize) else {
+            throw CheckpointError(path, at: what, "dimensions \(t.dims) are negative or larger than \(Checked.maxBytes >> 30) GB")
+        }
         let shape = Shape(t.dims)
-        let bytes = count * dtype.byteSize
         if let external = t.external {
             guard let location = external["location"], !location.isEmpty else { throw CheckpointError(path, at: what, "external data without a location") }
             guard !location.hasPrefix("/"), !location.split(separator: "/").contains("..") else {
@@ -265,10 +266,10 @@ struct ImportContext {
             guard length == bytes else {
                 throw CheckpointError(path, at: what, "external data holds \(length) bytes, but \(dtype)\(shape) needs \(bytes)")
             }
-            guard offset <= file.size, length <= file.size - offset else {
+            guard let range = Checked.range(offset: offset, length: length, within: file.size) else {
                 throw CheckpointError(path, at: what, "external data [\(offset), +\(length)) runs past the end of \(filePath) (\(file.size) bytes): missing or short file")
             }
-            return Tensor(dtype: dtype, shape: shape, storage: TensorStorage(file: file, range: offset..<(offset + length)))
+            return Tensor(dtype: dtype, shape: shape, storage: TensorStorage(file: file, range: range))
         }
         if let raw = t.raw {
             guard raw.count == bytes else {
@@ -279,27 +280,31 @@ struct ImportContext {
             return Tensor(dtype: dtype, shape: shape, storage: storage)
         }
         // Typed fields: float_data (f32), int32_data (i32, i16, i8, u8, bool, and f16/bf16 bits),
-        // int64_data, double_data.
-        func check(_ n: Int, _ field: String) throws(CheckpointError) {
-            guard n == count else { throw CheckpointError(path, at: what, "\(field) holds \(n) values, but \(dtype)\(shape) has \(count) elements") }
+        // int64_data, double_data. Their count is checked before the tensor is allocated: a huge
+        // shape with no data is refused, not allocated.
+        let count = bytes / dtype.byteSize
+        let (field, values): (String, Int)
+        switch dtype {
+        case .f32: (field, values) = ("float_data", t.floats.count)
+        case .f64: (field, values) = ("double_data", t.doubles.count)
+        case .i64: (field, values) = ("int64_data", t.int64s.count)
+        case .i32, .i16, .i8, .u8, .bool, .f16, .bf16: (field, values) = ("int32_data", t.int32s.count)
+        }
+        guard values == count else {
+            throw CheckpointError(path, at: what, "\(field) holds \(values) values, but \(dtype)\(shape) has \(count) elements")
         }
         let out = Tensor.zeros(dtype, shape)
         let dst = out.storage.mutableBytes!
         switch dtype {
         case .f32:
-            try check(t.floats.count, "float_data")
             t.floats.withUnsafeBytes { dst.copyMemory(from: $0) }
         case .f64:
-            try check(t.doubles.count, "double_data")
             t.doubles.withUnsafeBytes { dst.copyMemory(from: $0) }
         case .i64:
-            try check(t.int64s.count, "int64_data")
             t.int64s.withUnsafeBytes { dst.copyMemory(from: $0) }
         case .i32:
-            try check(t.int32s.count, "int32_data")
             t.int32s.withUnsafeBytes { dst.copyMemory(from: $0) }
         case .i16, .i8, .u8, .bool, .f16, .bf16:
-            try check(t.int32s.count, "int32_data")
             for (i, v) in t.int32s.enumerated() {
                 switch dtype.byteSize {
                 case 1: dst.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: i, as: UInt8.self)

@@ -222,7 +222,10 @@ extension ONNXOps {
             guard given.count == axes.count else { throw ImportFailure("\(given.count) scales for \(axes.count) axes") }
             for (k, a) in axes.enumerated() {
                 scales[a] = given[k]
-                sizes[a] = Int((Double(dims[a]) * Double(Float(given[k]))).rounded(.down))
+                guard let size = Checked.size((Double(dims[a]) * Double(Float(given[k]))).rounded(.down)) else {
+                    throw ImportFailure("scale \(given[k]) of an axis of \(dims[a]) gives no valid size")
+                }
+                sizes[a] = size
             }
         } else if let name = n.input(3) {
             let given = try c.ints(name, "sizes")
@@ -232,7 +235,13 @@ extension ONNXOps {
             if policy != "stretch" {
                 let s = policy == "not_larger" ? perAxis.min()! : perAxis.max()!
                 perAxis = [Double](repeating: s, count: axes.count)
-                for (k, a) in axes.enumerated() { sizes[a] = Int((s * Double(dims[a])).rounded(.toNearestOrAwayFromZero)); scales[a] = perAxis[k] }
+                for (k, a) in axes.enumerated() {
+                    guard let size = Checked.size((s * Double(dims[a])).rounded(.toNearestOrAwayFromZero)) else {
+                        throw ImportFailure("sizes \(given) for \(dims) give no valid size")
+                    }
+                    sizes[a] = size
+                    scales[a] = perAxis[k]
+                }
             } else {
                 for (k, a) in axes.enumerated() { sizes[a] = given[k]; scales[a] = perAxis[k] }
             }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Makes the fuzz targets' seed corpora (Tests/Fuzz/corpus/TARGET/) from the test fixtures: small
+# valid (and some refused) files of each format, so that fuzzing starts from inputs that reach deep
+# into each reader. The result is committed; rerun after adding fixtures.
+#   Tools/fuzz-corpus.sh          (needs the debug build: swift build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.build/debug/diffbir
+c=Tests/Fuzz/corpus
+rm -rf "$c"
+mkdir -p "$c"/{safetensors,torch,onnx,png,ncnn,plan}
+f=Tests/Fixtures
+cp $f/checkpoints/{python_written,swift_written,swift_written_f16}.safetensors "$c/safetensors/"
+cp $f/checkpoints/{dtypes,small,views,rebuild_v3,uint16,evil_eval,legacy,short_record}.pt $f/checkpoints/{lightning,fp16_dataparallel}.ckpt "$c/torch/"
+for t in test_conv_with_strides_padding test_resize_upsample_scales_nearest test_range_float_type_positive_delta_expanded \
+         test_constantofshape_int_zeros test_if test_loop11 test_reshape_reordered_all_dims test_matmul_3d test_gather_0; do
+  [ -f $f/onnx-node/$t/model.onnx ] && cp $f/onnx-node/$t/model.onnx "$c/onnx/$t.onnx"
+done
+cp $f/png/*.png "$c/png/"
+# ncnn: the .param text, a NUL byte, the .bin.
+for m in activation conv deconv elementwise int8 resize; do
+  { cat $f/ncnn/$m.param; printf '\0'; cat $f/ncnn/$m.bin; } > "$c/ncnn/$m"
+done
+# A plan: the ncnn convolution fixture compiled.
+"$bin" compile --ncnn $f/ncnn/conv.param -o "$c/plan/conv.plan" --quiet --overwrite > /dev/null
+du -sh "$c"/*
