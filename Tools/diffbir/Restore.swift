@@ -35,19 +35,34 @@ struct Restore: ParsableCommand {
         so any size works. The noise comes from a seeded generator: the same --seed gives the same \
         output, bit for bit, on any thread count (not the same numbers as PyTorch's generator).
 
-        Outputs are written atomically; an existing output is kept unless --overwrite. With several \
-        inputs, -o names a directory and each output is named after its input.
+        Inputs are PNG files, folders of them (--recursive: their subfolders too, the layout kept \
+        under -o), or - to read one path a line from standard input. With several images, or when -o \
+        ends in / or is a folder, -o is a folder (created if missing) and each output is named after \
+        its input with .png; two inputs of one name get -2, -3, ... Every name is settled before any \
+        image is read: an existing output stops the batch before it starts unless --overwrite or \
+        --skip-existing. Outputs are written atomically (nothing half-written, even on Ctrl-C). A \
+        failing image stops the batch, or with --keep-going is reported and the rest done; the exit \
+        code is then 1.
         """
     )
 
     @Option(help: "The DiffBIR plan (diffbir compile --model diffbir-v2.1 ...).")
     var plan: String
 
-    @Argument(help: "Input PNG images.")
+    @Argument(help: "Input PNG images, folders of them, or - (paths from standard input).")
     var inputs: [String]
 
-    @Option(name: .shortAndLong, help: "Output PNG, or a directory (required with several inputs).")
+    @Option(name: .shortAndLong, help: "Output PNG, or a folder (created if missing; required with several images).")
     var output: String
+
+    @Flag(help: "Also read the images in the input folders' subfolders (their layout kept under -o).")
+    var recursive = false
+
+    @Flag(name: .customLong("skip-existing"), help: "Leave images whose output exists (instead of stopping before the batch).")
+    var skipExisting = false
+
+    @Flag(name: .customLong("keep-going"), help: "On a failing image, report it and go on with the rest (exit code 1 at the end).")
+    var keepGoing = false
 
     @Option(help: "The task the plan was compiled for (sr, face, denoise); checked against the plan.")
     var task: String?
@@ -135,22 +150,47 @@ struct Restore: ParsableCommand {
         if !(guidanceScale.isFinite && guidanceScale >= 0) { throw ValidationError("--guidance-scale \(guidanceScale): must be a finite number ≥ 0") }
     }
 
-    /// Where each output goes: `output` itself, or a file named after the input in the directory `output`.
-    func targets() throws -> [String] {
-        var isDirectory: ObjCBool = false
-        let outputIsDirectory = inputs.count > 1 || (FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue)
-        if inputs.count > 1 && !(FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) && isDirectory.boolValue) {
-            throw ToolError("\(output): with several inputs, -o must be an existing directory")
+    /// The batch: inputs expanded, outputs named and checked, folders created (before any work).
+    func batch() throws -> [BatchItem] {
+        if overwrite && skipExisting { throw ToolError("--overwrite and --skip-existing contradict each other") }
+        var notes: [String] = []
+        let items: [BatchItem]
+        do {
+            let expanded = try Batch.expand(inputs, recursive: recursive) {
+                var lines: [String] = []
+                while let line = readLine() { lines.append(line.trimmingCharacters(in: .whitespaces)) }
+                return lines
+            }
+            items = try Batch.plan(expanded, output: output, overwrite: overwrite, skipExisting: skipExisting, notes: &notes)
+        } catch { throw ToolError(error.description) }
+        if !quiet { for n in notes { printError("note: " + n) } }
+        return items
+    }
+
+    /// Runs the batch: `body` per image (not skipped), progress labelled i/N, failures per
+    /// --keep-going; a summary line when anything was skipped or failed, exit code 1 on failures.
+    func runBatch(_ items: [BatchItem], _ body: (BatchItem, String) throws -> Void) throws {
+        let outcome = Batch.run(items, keepGoing: keepGoing, report: { item, i, result in
+            switch result {
+            case nil:
+                if json { print(JSONValue.object([("input", .string(item.input)), ("output", .string(item.output)), ("status", .string("skipped"))]).serialized) }
+                else if !quiet { printError("\(item.input): skipped, \(item.output) exists") }
+            case .failure(let error)?:
+                if json {
+                    print(JSONValue.object([("input", .string(item.input)), ("output", .string(item.output)), ("status", .string("failed")),
+                                            ("error", .string("\(error)"))]).serialized)
+                }
+                printError("diffbir: error: \(error)")
+            case .success?: break
+            }
+        }) { item, i in
+            try body(item, items.count > 1 ? "\(i + 1)/\(items.count) \(FilePaths.fileName(of: item.input))" : FilePaths.fileName(of: item.input))
         }
-        let targets = inputs.map { input -> String in
-            outputIsDirectory ? FilePaths.join(output, FilePaths.stem(of: input) + ".png") : output
+        if items.count > 1 && !quiet && !json {
+            printError("\(outcome.done.count) restored, \(outcome.skipped.count) skipped, \(outcome.failed.count) failed"
+                       + (outcome.done.count + outcome.skipped.count + outcome.failed.count < items.count ? ", the rest not started (no --keep-going)" : ""))
         }
-        for t in targets {
-            let d = FilePaths.directory(of: t)
-            guard FileManager.default.isWritableFile(atPath: d) else { throw ToolError("\(t): the directory \(d) is not writable") }
-            if !overwrite && FileManager.default.fileExists(atPath: t) { throw ToolError("\(t) exists; pass --overwrite to replace it") }
-        }
-        return targets
+        if !outcome.failed.isEmpty { throw ExitCode.failure }
     }
 
     /// An input image as 8-bit RGB (a note on what was dropped goes to standard error).
@@ -164,9 +204,9 @@ struct Restore: ParsableCommand {
         return (pixels, w, h)
     }
 
-    /// Runs `body` with a progress bar for `input`; errors name the input.
-    func withProgress<T>(_ input: String, _ body: (ProgressBar) throws -> T) throws -> T {
-        let bar = ProgressBar(enabled: !quiet, label: FilePaths.fileName(of: input))
+    /// Runs `body` with a progress bar labelled `label`; errors name the input.
+    func withProgress<T>(_ input: String, label: String, _ body: (ProgressBar) throws -> T) throws -> T {
+        let bar = ProgressBar(enabled: !quiet, label: label)
         defer { bar.finish() }
         do { return try body(bar) } catch { throw ToolError("\(input): \(error)") }
     }
@@ -187,15 +227,16 @@ struct Restore: ParsableCommand {
         if let given = diffusionOptions.first(where: { $0.1 }) {
             throw ToolError("\(given.0) is for DiffBIR plans; \(plan) holds one image-to-image network (entry '\(restorer.info.entry)', ×\(restorer.info.scale))")
         }
-        let targets = try targets()
+        let items = try batch()
         var options = ImageRestoreOptions()
         options.upscale = upscale
         options.overlap = overlap
         options.memoryBudget = maxMemory.flatMap(Self.parseBytes)
-        for (input, target) in zip(inputs, targets) {
+        try runBatch(items) { item, label in
+            let (input, target) = (item.input, item.output)
             let start = Date()
             let (pixels, w, h) = try load(input)
-            let result = try withProgress(input) { bar in
+            let result = try withProgress(input, label: label) { bar in
                 try restorer.restore(rgb8: pixels, height: h, width: w, options: options) { done, total in bar.update("tiles", done, total) }
             }
             try write(result, to: target)
@@ -203,7 +244,7 @@ struct Restore: ParsableCommand {
             let rss = Self.peakRSS()
             if json {
                 print(JSONValue.object([
-                    ("input", .string(input)), ("output", .string(target)),
+                    ("input", .string(input)), ("output", .string(target)), ("status", .string("restored")),
                     ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
                     ("output_size", .array([.integer(Int64(result.width)), .integer(Int64(result.height))])),
                     ("plan", .string(plan)), ("entry", .string(restorer.info.entry)), ("scale", .integer(Int64(restorer.info.scale))),
@@ -256,7 +297,7 @@ struct Restore: ParsableCommand {
         if let task, task != info.task {
             throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
         }
-        let targets = try targets()
+        let items = try batch()
         var options = RestoreOptions(defaultsOf: info)
         if let upscale { options.upscale = upscale }
         if let sampler { options.sampler = SamplerKind(rawValue: sampler)! }
@@ -274,7 +315,8 @@ struct Restore: ParsableCommand {
             guard options.sampler == .spaced else { throw ToolError("--guidance-scale works with --sampler spaced (as in DiffBIR)") }
             options.guidance = LatentGuidance(scale: guidanceScale, start: guidanceStart, stop: guidanceStop, repeats: guidanceRepeat)
         }
-        for (input, target) in zip(inputs, targets) {
+        try runBatch(items) { item, label in
+            let (input, target) = (item.input, item.output)
             let start = Date()
             let (pixels, w, h) = try load(input)
             if let budget = options.memoryBudget, !quiet {
@@ -285,7 +327,7 @@ struct Restore: ParsableCommand {
                 }
             }
             var noise = SeededNoise(seed: seed)
-            let result = try withProgress(input) { bar in
+            let result = try withProgress(input, label: label) { bar in
                 try restorer.restore(rgb8: pixels, height: h, width: w, options: options, noise: &noise) { stage, done, total in
                     bar.update(stage.rawValue, done, total)
                 }
@@ -296,7 +338,7 @@ struct Restore: ParsableCommand {
             let rss = Self.peakRSS()
             if json {
                 print(JSONValue.object([
-                    ("input", .string(input)), ("output", .string(target)),
+                    ("input", .string(input)), ("output", .string(target)), ("status", .string("restored")),
                     ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
                     ("output_size", .array([.integer(Int64(result.width)), .integer(Int64(result.height))])),
                     ("version", .string(info.version)), ("sampler", .string(options.sampler.rawValue)), ("steps", .integer(Int64(options.steps))),
