@@ -70,7 +70,7 @@ struct ZipArchive {
                 }
                 var l = ByteReader(bytes, offset: eocd - 20 + 8)
                 let z = try l.le(UInt64.self)
-                guard z < UInt64(bytes.count - 56), bytes.loadUnaligned(fromByteOffset: Int(z), as: UInt32.self) == 0x0606_4B50 else {
+                guard bytes.count >= 56, z <= UInt64(bytes.count - 56), bytes.loadUnaligned(fromByteOffset: Int(z), as: UInt32.self) == 0x0606_4B50 else {
                     throw fail(eocd - 20, "zip64 locator points to \(z), where there is no zip64 end record")
                 }
                 var e = ByteReader(bytes, offset: Int(z) + 32)
@@ -116,7 +116,7 @@ struct ZipArchive {
                 c.offset += commentLength
 
                 let where_ = "zip record '\(name)'"
-                guard local <= UInt64(bytes.count) - 30, bytes.loadUnaligned(fromByteOffset: Int(local), as: UInt32.self) == 0x0403_4B50 else {
+                guard bytes.count >= 30, local <= UInt64(bytes.count - 30), bytes.loadUnaligned(fromByteOffset: Int(local), as: UInt32.self) == 0x0403_4B50 else {
                     throw CheckpointError(path, at: where_, "local header at byte \(local) is missing or damaged")
                 }
                 var h = ByteReader(bytes, offset: Int(local) + 26)

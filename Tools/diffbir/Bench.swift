@@ -53,8 +53,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed runs before them.")
     var warmup: Int = 1
 
-    @Option(help: "Threads for the kernels.")
-    var threads: Int = 2
+    @Option(help: "Threads for the kernels (default: the physical cores).")
+    var threads: Int = physicalCores
 
     @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, onnxruntime-int8 (its dynamic int8 quantisation), torch, torch-bf16, ncnn.")
     var peer: [String] = []

@@ -22,7 +22,7 @@ struct BenchGemm: ParsableCommand {
     var shapes = "320x4096x2880,640x1024x5760,1280x256x11520,4096x320x320,2048x2048x2048"
 
     @Option(help: "Threads.")
-    var threads: Int = 2
+    var threads: Int = physicalCores
 
     @Option(help: "Timed runs per shape (the median is printed).")
     var runs: Int = 5

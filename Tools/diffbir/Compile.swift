@@ -223,7 +223,7 @@ struct Compile: ParsableCommand {
             let reference = try Compiler.compile(entries, options: f32Options, constants: baked, metadata: metadata)
             try PlanWriter.write(path: referencePath, program: reference.program, summary: reference.report, weights: reference.weights, overwrite: true)
         } catch let e as IRError { throw ToolError("calibration: \(e)") }
-        let threads = ProcessInfo.processInfo.activeProcessorCount
+        let threads = physicalCores
         func measure(perLayer: Bool) throws -> Calibration {
             do {
                 return try Calibration.run(quantized: try PlanFile(path: output), reference: try PlanFile(path: referencePath), count: count,

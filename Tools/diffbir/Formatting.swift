@@ -53,3 +53,17 @@ func kernelSet(_ asked: ISA?) throws -> ISA {
 }
 
 let isaHelp = ArgumentHelp("GEMM kernels: avx512, avx2 or openblas (default: the best this processor runs).")
+
+/// The default of every `--threads`: the physical cores this process may run on (hyper-threads
+/// share a core's FMA units, so more threads only contend), from sysfs; all processors otherwise.
+let physicalCores: Int = {
+    var cores = Set<String>()
+    let online = ProcessInfo.processInfo.activeProcessorCount
+    for cpu in 0..<max(online, 1) {
+        let base = "/sys/devices/system/cpu/cpu\(cpu)/topology/"
+        guard let core = try? String(contentsOfFile: base + "core_id", encoding: .utf8),
+              let package = try? String(contentsOfFile: base + "physical_package_id", encoding: .utf8) else { return online }
+        cores.insert(package.trimmingCharacters(in: .whitespacesAndNewlines) + ":" + core.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+    return max(1, min(cores.count, online))
+}()

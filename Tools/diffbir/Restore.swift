@@ -109,8 +109,8 @@ struct Restore: ParsableCommand {
     @Option(name: .customLong("color-fix"), help: "Colour correction: wavelet, adain, none.")
     var colorFix: String = "wavelet"
 
-    @Option(help: "Threads for the kernels.")
-    var threads: Int = 2
+    @Option(help: "Threads for the kernels (default: the physical cores).")
+    var threads: Int = physicalCores
 
     @Option(name: .customLong("max-memory"), help: "Peak memory to stay under, e.g. 3G or 500M (default: the memory the machine has available). Below the weights plus the working memory, weights are streamed from the page cache instead of kept resident.")
     var maxMemory: String?

@@ -55,8 +55,8 @@ struct Run: ParsableCommand {
     @Option(help: isaHelp)
     var isa: ISA?
 
-    @Option(help: "Threads for the plan's kernels (OpenBLAS and our own).")
-    var threads: Int = 2
+    @Option(help: "Threads for the plan's kernels, OpenBLAS and our own (default: the physical cores).")
+    var threads: Int = physicalCores
 
     @Flag(name: .customLong("validate"), help: "Check every instruction of the plan against the reference kernels; report the first divergence.")
     var validateKernels = false
