@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bin=.build/debug/diffbir
 c=Tests/Fuzz/corpus
 rm -rf "$c"
-mkdir -p "$c"/{safetensors,torch,onnx,png,ncnn,plan}
+mkdir -p "$c"/{safetensors,torch,onnx,png,ncnn,plan,program}
 f=Tests/Fixtures
 cp $f/checkpoints/{python_written,swift_written,swift_written_f16}.safetensors "$c/safetensors/"
 cp $f/checkpoints/{dtypes,small,views,rebuild_v3,uint16,evil_eval,legacy,short_record}.pt $f/checkpoints/{lightning,fp16_dataparallel}.ckpt "$c/torch/"
@@ -23,4 +23,18 @@ for m in activation conv deconv elementwise int8 resize; do
 done
 # A plan: the ncnn convolution fixture compiled.
 "$bin" compile --ncnn $f/ncnn/conv.param -o "$c/plan/conv.plan" --quiet --overwrite > /dev/null
+# The program target: that plan's program JSON, and the resize and deconvolution fixtures'.
+for m in conv resize deconv; do
+  "$bin" compile --ncnn $f/ncnn/$m.param -o /tmp/fuzz-seed-$$.plan --quiet --overwrite > /dev/null
+  python3 - /tmp/fuzz-seed-$$.plan "$c/program/$m.json" <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+table, count = struct.unpack_from("<QI", b, 24)
+for i in range(count):
+    kind, _, offset, size = struct.unpack_from("<IIQQ", b, table + 32 * i)
+    if kind == 2:
+        open(sys.argv[2], "wb").write(b[offset:offset + size])
+PY
+  rm -f /tmp/fuzz-seed-$$.plan
+done
 du -sh "$c"/*

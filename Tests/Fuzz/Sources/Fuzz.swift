@@ -17,6 +17,9 @@ import Tensors
 
 enum Target: String, CaseIterable {
     case safetensors, torch, onnx, png, ncnn, plan
+    /// A plan's program JSON, wrapped in a plan with right checksums and a zero weight section: the
+    /// verifier's own target (a mutated plan file mostly fails its checksums first).
+    case program
 
     /// The file name an input is written to (the readers recognise formats by content, the ncnn
     /// reader by name).
@@ -27,7 +30,7 @@ enum Target: String, CaseIterable {
         case .onnx: return "input.onnx"
         case .png: return "input.png"
         case .ncnn: return "input.param"
-        case .plan: return "input.plan"
+        case .plan, .program: return "input.plan"
         }
     }
 }
@@ -90,7 +93,39 @@ func run(_ target: Target, _ bytes: UnsafeRawBufferPointer) {
     case .plan:
         write(bytes, to: path)
         _ = try? PlanFile(path: path)
+    case .program:
+        let plan = wrapProgram(bytes)
+        plan.withUnsafeBytes { write($0, to: path) }
+        _ = try? PlanFile(path: path)
     }
+}
+
+/// A plan file around `program` (JSON bytes): header, an empty summary, the program, 64 KB of zero
+/// weights, the section table, every checksum right (the layout of `Plan/PlanFile.swift`).
+func wrapProgram(_ program: UnsafeRawBufferPointer) -> [UInt8] {
+    func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+    func pad(_ b: inout [UInt8], _ alignment: Int) { b += [UInt8](repeating: 0, count: (alignment - b.count % alignment) % alignment) }
+    var file = [UInt8](repeating: 0, count: PlanFormat.headerSize)
+    var table: [(UInt32, Int, Int, UInt32)] = []
+    table.append((PlanFormat.SectionKind.summary.rawValue, file.count, 0, 0))
+    let programOffset = file.count
+    file += Array(program)
+    table.append((PlanFormat.SectionKind.program.rawValue, programOffset, program.count, planCRC32(program)))
+    pad(&file, 4096)
+    let weights = [UInt8](repeating: 0, count: 1 << 16)
+    table.append((PlanFormat.SectionKind.weights.rawValue, file.count, weights.count, weights.withUnsafeBytes { planCRC32($0) }))
+    file += weights
+    pad(&file, 64)
+    let tableOffset = file.count
+    var tableBytes: [UInt8] = []
+    for (kind, offset, size, crc) in table { tableBytes += le(kind) + le(UInt32(0)) + le(UInt64(offset)) + le(UInt64(size)) + le(crc) + le(UInt32(0)) }
+    file += tableBytes
+    var header = PlanFormat.magic + le(PlanFormat.version) + le(UInt32(0)) + le(UInt64(file.count)) + le(UInt64(tableOffset)) + le(UInt32(table.count))
+    header += le(tableBytes.withUnsafeBytes { planCRC32($0) })
+    header += [UInt8](repeating: 0, count: 60 - header.count)
+    header += le(header.withUnsafeBytes { planCRC32($0) })
+    file.replaceSubrange(0..<64, with: header)
+    return file
 }
 
 #if FUZZING
