@@ -35,6 +35,8 @@ let package = Package(
             path: "Sources/CPNG",
             linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("z")]
         ),
+        // libjpeg(-turbo) and libwebp, for JPEG and WebP images (Debian: libjpeg62-turbo-dev, libwebp-dev).
+        .target(name: "CImageCodecs", path: "Sources/CImageCodecs", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("webp")]),
         // C code generated once from onnx.proto by protoc-c (see Tools/gen-onnx-proto.sh).
         .target(name: "ONNXProto", dependencies: ["CProtobufC"], path: "Sources/ONNXProto",
                 linkerSettings: [.linkedLibrary("protobuf-c")]),
@@ -62,7 +64,7 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS", "CKernels", "KernelsAVX2", "KernelsAVX512", "KernelsVNNI"],
                 swiftSettings: optimized),
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),
-        .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG"],
+        .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs"],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 
         .executableTarget(

@@ -2,13 +2,15 @@
 # Makes the fuzz targets' seed corpora (Tests/Fuzz/corpus/TARGET/) from the test fixtures: small
 # valid (and some refused) files of each format, so that fuzzing starts from inputs that reach deep
 # into each reader. The result is committed; rerun after adding fixtures.
-#   Tools/fuzz-corpus.sh          (needs the debug build: swift build)
+#   Tools/fuzz-corpus.sh [PYTHON]     (needs the debug build, swift build; PYTHON with Pillow,
+#                                      default ~/venv/bin/python, for the JPEG and WebP seeds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.build/debug/diffbir
 c=Tests/Fuzz/corpus
 rm -rf "$c"
-mkdir -p "$c"/{safetensors,torch,onnx,png,ncnn,plan,program}
+py=${1:-$HOME/venv/bin/python}
+mkdir -p "$c"/{safetensors,torch,onnx,png,jpeg,webp,ncnn,plan,program}
 f=Tests/Fixtures
 cp $f/checkpoints/{python_written,swift_written,swift_written_f16}.safetensors "$c/safetensors/"
 cp $f/checkpoints/{dtypes,small,views,rebuild_v3,uint16,evil_eval,legacy,short_record}.pt $f/checkpoints/{lightning,fp16_dataparallel}.ckpt "$c/torch/"
@@ -17,6 +19,21 @@ for t in test_conv_with_strides_padding test_resize_upsample_scales_nearest test
   [ -f $f/onnx-node/$t/model.onnx ] && cp $f/onnx-node/$t/model.onnx "$c/onnx/$t.onnx"
 done
 cp $f/png/*.png "$c/png/"
+# JPEG and WebP: 24×16 crops of the bundled photo in the variants the decoders branch on.
+"$py" - "$f/photos/astronaut-lq.png" "$c" <<'PY'
+import sys
+from PIL import Image
+src, out = sys.argv[1], sys.argv[2]
+im = Image.open(src).convert("RGB").crop((40, 40, 64, 56))
+im.save(f"{out}/jpeg/baseline.jpg", quality=90)
+im.save(f"{out}/jpeg/progressive.jpg", quality=75, progressive=True)
+im.convert("L").save(f"{out}/jpeg/gray.jpg", quality=90)
+im.save(f"{out}/jpeg/subsampled-444.jpg", quality=95, subsampling=0)
+im.save(f"{out}/webp/lossy.webp", quality=80)
+im.save(f"{out}/webp/lossless.webp", lossless=True)
+rgba = im.convert("RGBA"); rgba.putalpha(128)
+rgba.save(f"{out}/webp/alpha.webp", quality=80)
+PY
 # ncnn: the .param text, a NUL byte, the .bin.
 for m in activation conv deconv elementwise int8 resize; do
   { cat $f/ncnn/$m.param; printf '\0'; cat $f/ncnn/$m.bin; } > "$c/ncnn/$m"

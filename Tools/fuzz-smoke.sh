@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 mkdir -p out
-for t in safetensors torch onnx png ncnn plan program; do
+for t in safetensors torch onnx png jpeg webp ncnn plan program; do
   Tools/fuzz.sh "$t" "$seconds" 2> "out/fuzz-smoke-$t.log" || { tail -40 "out/fuzz-smoke-$t.log"; echo "fuzz target $t failed" >&2; exit 1; }
   grep -E "^Done" "out/fuzz-smoke-$t.log" | sed "s/^/$t: /"
 done

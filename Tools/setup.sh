@@ -3,7 +3,7 @@
 #   Tools/setup.sh
 # Swift itself (6.0 or later) must already be installed.
 set -euo pipefail
-packages=(libopenblas-dev libpng-dev zlib1g-dev libprotobuf-c-dev)
+packages=(libopenblas-dev libpng-dev zlib1g-dev libprotobuf-c-dev libjpeg62-turbo-dev libwebp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

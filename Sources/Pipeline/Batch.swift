@@ -7,6 +7,8 @@ public struct BatchItem: Sendable, Equatable {
     public var output: String
     /// The output exists and `skipExisting` was asked: nothing is done.
     public var skip: Bool
+    /// The format it is written in.
+    public var format: ImageFormat = .png
 }
 
 public struct BatchError: Error, CustomStringConvertible, Sendable {
@@ -18,9 +20,7 @@ public struct BatchError: Error, CustomStringConvertible, Sendable {
 /// checked, all before any image is read, so that a batch never fails half-way on a name.
 public enum Batch {
     /// Extensions of the images read (lower case).
-    public static let inputExtensions: Set<String> = ["png"]
-    /// Extensions of the images written.
-    public static let outputExtensions: Set<String> = ["png"]
+    public static let inputExtensions: Set<String> = ["png", "jpg", "jpeg", "webp"]
 
     /// Lowercased extension of a path ("" without one).
     static func extensionOf(_ path: String) -> String {
@@ -75,35 +75,40 @@ public enum Batch {
     }
 
     /// Names every output: `output` itself for one input (unless it is, or ends like, a folder),
-    /// else `output/RELATIVE` with the extension changed to `.png` (folders created). Two inputs
-    /// that would write one file get `-2`, `-3`, ... (in `notes`). An existing output is an error
-    /// unless `overwrite` or `skipExisting`. A directory that cannot be written, an unknown output
-    /// extension: errors. Nothing is read or written but the output folders.
-    public static func plan(_ inputs: [(path: String, relative: String)], output: String, overwrite: Bool, skipExisting: Bool,
-                            notes: inout [String]) throws(BatchError) -> [BatchItem] {
+    /// else `output/RELATIVE` with the extension of `format` (default PNG; folders created). A
+    /// single output's format is `format`, else its extension's (an unknown one refused). Two
+    /// inputs that would write one file get `-2`, `-3`, ... (in `notes`). An existing output is an
+    /// error unless `overwrite` or `skipExisting`. A directory that cannot be written: an error.
+    /// Nothing is read or written but the output folders.
+    public static func plan(_ inputs: [(path: String, relative: String)], output: String, format: ImageFormat? = nil, overwrite: Bool,
+                            skipExisting: Bool, notes: inout [String]) throws(BatchError) -> [BatchItem] {
         guard !inputs.isEmpty else { throw BatchError("no input images") }
         let toFolder = inputs.count > 1 || output.hasSuffix("/") || isDirectory(output)
         var items: [BatchItem] = []
         var taken = Set<String>()
         for (path, relative) in inputs {
             var target: String
+            let written: ImageFormat
             if toFolder {
+                written = format ?? .png
                 let stem = relative.lowercased().hasSuffix("." + extensionOf(relative)) && !extensionOf(relative).isEmpty
                     ? String(relative.dropLast(extensionOf(relative).count + 1)) : relative
-                target = FilePaths.join(output.hasSuffix("/") && output.count > 1 ? String(output.dropLast()) : output, stem + ".png")
+                target = FilePaths.join(output.hasSuffix("/") && output.count > 1 ? String(output.dropLast()) : output, stem + "." + written.fileExtension)
             } else {
                 target = output
                 let ext = extensionOf(target)
-                guard outputExtensions.contains(ext) else {
-                    throw BatchError("\(target): output format '\(ext.isEmpty ? "(none)" : ext)' is not one this build writes (\(outputExtensions.sorted().map { "." + $0 }.joined(separator: ", ")))")
+                guard let f = format ?? ImageFormat(extension: ext) else {
+                    throw BatchError("\(target): output format '\(ext.isEmpty ? "(none)" : ext)' is not one this build writes (.png, .jpg, .jpeg, .webp; --format forces one)")
                 }
+                written = f
             }
             if taken.contains(target) {
-                let base = String(target.dropLast(4))
+                let ext = extensionOf(target)
+                let base = String(target.dropLast(ext.count + 1))
                 var k = 2
-                while taken.contains("\(base)-\(k).png") { k += 1 }
-                notes.append("\(path) and an earlier input both make \(target): writing \(base)-\(k).png")
-                target = "\(base)-\(k).png"
+                while taken.contains("\(base)-\(k).\(ext)") { k += 1 }
+                notes.append("\(path) and an earlier input both make \(target): writing \(base)-\(k).\(ext)")
+                target = "\(base)-\(k).\(ext)"
             }
             taken.insert(target)
             var skip = false
@@ -111,7 +116,7 @@ public enum Batch {
                 if skipExisting { skip = true }
                 else if !overwrite { throw BatchError("\(target) exists; pass --overwrite to replace it or --skip-existing to leave it") }
             }
-            items.append(BatchItem(input: path, output: target, skip: skip))
+            items.append(BatchItem(input: path, output: target, skip: skip, format: written))
         }
         // The folders, created now; each must be writable.
         for dir in Set(items.map { FilePaths.directory(of: $0.output) }) {

@@ -380,7 +380,7 @@ public final class Restorer {
 
 /// Inputs of `restore`.
 public enum InputImage {
-    /// A PNG as 8-bit RGB the way DiffBIR's `Image.open(path).convert("RGB")` gives it: gray
+    /// A PNG, JPEG or WebP as 8-bit RGB the way DiffBIR's `Image.open(path).convert("RGB")` gives it: gray
     /// replicated, alpha dropped, 16-bit samples reduced to their high byte (as PIL reads them); the
     /// note says what was changed.
     /// `maxDecodedBytes`: the most the decoded samples may take, checked from the PNG's header before
@@ -388,7 +388,7 @@ public enum InputImage {
     public static func loadRGB8(_ path: String, maxDecodedBytes: Int = PNG.defaultMaxBytes) throws -> (pixels: [UInt8], width: Int, height: Int, note: String?) {
         guard FileManager.default.fileExists(atPath: path) else { throw RestoreError("\(path): no such file") }
         let image: Image
-        do { image = try PNG.read(path, maxBytes: maxDecodedBytes) } catch {
+        do { image = try ImageFile.read(path, maxBytes: maxDecodedBytes) } catch {
             if error.message.contains("exceed the memory limit") {
                 throw RestoreError(String(format: "%@: its decoded samples would take more than %.1f MB, more than the memory limit allows (--max-memory)",
                                           path, Double(maxDecodedBytes) / 1e6))

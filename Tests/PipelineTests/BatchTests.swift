@@ -76,8 +76,11 @@ import TestSupport
         let png = dir.file("x.png")
         try copyFile(Fixtures.path("photos/astronaut-lq.png"), png)
         var notes: [String] = []
-        let jpeg = #expect(throws: BatchError.self) { try Batch.plan([(png, "x.png")], output: dir.file("y.jpg"), overwrite: false, skipExisting: false, notes: &notes) }
-        #expect(jpeg?.description.contains("output format 'jpg' is not one this build writes") == true)
+        let bmp = #expect(throws: BatchError.self) { try Batch.plan([(png, "x.png")], output: dir.file("y.bmp"), overwrite: false, skipExisting: false, notes: &notes) }
+        #expect(bmp?.description.contains("output format 'bmp' is not one this build writes") == true)
+        // A folder's outputs in the forced format.
+        let webp = try Batch.plan([(png, "x.png")], output: dir.file("w") + "/", format: .webp, overwrite: false, skipExisting: false, notes: &notes)
+        #expect(webp.first?.output == dir.file("w") + "/x.webp" && webp.first?.format == .webp)
         let missing = #expect(throws: BatchError.self) { try Batch.expand([dir.file("nope.png")], recursive: false) }
         #expect(missing?.description.contains("no such file or folder") == true)
         // One input and -o ending in /: a folder, created.

@@ -119,7 +119,7 @@ struct Compile: ParsableCommand {
     @Flag(help: "Replace the output if it exists.")
     var overwrite = false
 
-    @Flag(help: "Print only the report, not each pass as it runs.")
+    @Flag(name: .shortAndLong, help: "Print only the report, not each pass as it runs.")
     var quiet = false
 
     func validate() throws {

@@ -35,10 +35,12 @@ struct Restore: ParsableCommand {
         so any size works. The noise comes from a seeded generator: the same --seed gives the same \
         output, bit for bit, on any thread count (not the same numbers as PyTorch's generator).
 
-        Inputs are PNG files, folders of them (--recursive: their subfolders too, the layout kept \
-        under -o), or - to read one path a line from standard input. With several images, or when -o \
-        ends in / or is a folder, -o is a folder (created if missing) and each output is named after \
-        its input with .png; two inputs of one name get -2, -3, ... Every name is settled before any \
+        Inputs are PNG, JPEG or WebP files, folders of them (--recursive: their subfolders too, the \
+        layout kept under -o), or - to read one path a line from standard input. The output's format \
+        follows its extension (.png, .jpg/.jpeg, .webp; --format forces one; JPEG and WebP at \
+        --quality 95); a JPEG carries a comment naming the plan and the settings. With several \
+        images, or when -o ends in / or is a folder, -o is a folder (created if missing) and each \
+        output is named after its input (.png unless --format); two inputs of one name get -2, -3, ... Every name is settled before any \
         image is read: an existing output stops the batch before it starts unless --overwrite or \
         --skip-existing. Outputs are written atomically (nothing half-written, even on Ctrl-C). A \
         failing image stops the batch, or with --keep-going is reported and the rest done; the exit \
@@ -49,11 +51,17 @@ struct Restore: ParsableCommand {
     @Option(help: "The DiffBIR plan (diffbir compile --model diffbir-v2.1 ...).")
     var plan: String
 
-    @Argument(help: "Input PNG images, folders of them, or - (paths from standard input).")
+    @Argument(help: "Input images (PNG, JPEG, WebP), folders of them, or - (paths from standard input).")
     var inputs: [String]
 
     @Option(name: .shortAndLong, help: "Output PNG, or a folder (created if missing; required with several images).")
     var output: String
+
+    @Option(help: "Output format: png, jpeg or webp (default: the output's extension; PNG in a folder).")
+    var format: String?
+
+    @Option(help: "JPEG and WebP quality, 1...100.")
+    var quality: Int = 95
 
     @Flag(help: "Also read the images in the input folders' subfolders (their layout kept under -o).")
     var recursive = false
@@ -127,14 +135,18 @@ struct Restore: ParsableCommand {
     @Flag(help: "Replace outputs that exist.")
     var overwrite = false
 
-    @Flag(help: "No progress output.")
+    @Flag(name: .shortAndLong, help: "No progress output.")
     var quiet = false
 
     @Flag(help: "Print a JSON summary (one object per image) on standard output.")
     var json = false
 
     func validate() throws {
-        if inputs.isEmpty { throw ValidationError("give at least one input PNG") }
+        if inputs.isEmpty { throw ValidationError("give at least one input image") }
+        if let format, ImageFormat(rawValue: format) == nil && ImageFormat(extension: format) == nil {
+            throw ValidationError("--format \(format): one of png, jpeg, webp")
+        }
+        if !(1...100).contains(quality) { throw ValidationError("--quality must be in 1...100") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let steps, steps < 1 || steps > 1000 { throw ValidationError("--steps must be in 1...1000") }
         if let upscale, !(upscale > 0 && upscale <= 16) { throw ValidationError("--upscale must be in (0, 16]") }
@@ -161,7 +173,8 @@ struct Restore: ParsableCommand {
                 while let line = readLine() { lines.append(line.trimmingCharacters(in: .whitespaces)) }
                 return lines
             }
-            items = try Batch.plan(expanded, output: output, overwrite: overwrite, skipExisting: skipExisting, notes: &notes)
+            let forced = format.flatMap { ImageFormat(rawValue: $0) ?? ImageFormat(extension: $0) }
+            items = try Batch.plan(expanded, output: output, format: forced, overwrite: overwrite, skipExisting: skipExisting, notes: &notes)
         } catch { throw ToolError(error.description) }
         if !quiet { for n in notes { printError("note: " + n) } }
         return items
@@ -211,10 +224,13 @@ struct Restore: ParsableCommand {
         do { return try body(bar) } catch { throw ToolError("\(input): \(error)") }
     }
 
-    /// Writes 8-bit RGB pixels as a PNG (atomically; kept unless --overwrite).
-    func write(_ result: (pixels: [UInt8], height: Int, width: Int), to target: String) throws {
+    /// Writes 8-bit RGB pixels in the item's format (atomically; kept unless --overwrite); a JPEG
+    /// gets `comment`.
+    func write(_ result: (pixels: [UInt8], height: Int, width: Int), to item: BatchItem, comment: String) throws {
         let image = Pipeline.Image(width: result.width, height: result.height, channels: 3, bitDepth: 8, samples: result.pixels.map { UInt16($0) })
-        do { try PNG.write(image, to: target, overwrite: overwrite) } catch { throw ToolError(error.description) }
+        do {
+            try ImageFile.write(image, to: item.output, format: item.format, quality: quality, comment: comment, overwrite: overwrite)
+        } catch { throw ToolError(error.description) }
     }
 
     /// A plan of one image-to-image network: tiled, blended, rounded.
@@ -239,7 +255,7 @@ struct Restore: ParsableCommand {
             let result = try withProgress(input, label: label) { bar in
                 try restorer.restore(rgb8: pixels, height: h, width: w, options: options) { done, total in bar.update("tiles", done, total) }
             }
-            try write(result, to: target)
+            try write(result, to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); entry \(restorer.info.entry); x\(restorer.info.scale)")
             let total = Date().timeIntervalSince(start)
             let rss = Self.peakRSS()
             if json {
@@ -332,7 +348,7 @@ struct Restore: ParsableCommand {
                     bar.update(stage.rawValue, done, total)
                 }
             }
-            try write(result, to: target)
+            try write(result, to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); DiffBIR \(info.version); sampler \(options.sampler.rawValue); steps \(options.steps); cfg \(options.cfgScale); seed \(seed)")
             let total = Date().timeIntervalSince(start)
             let stages: [(RestoreStage, Double)] = [.stage1, .text, .encode, .sampling, .decode, .finish].compactMap { s in restorer.seconds[s].map { (s, $0) } }
             let rss = Self.peakRSS()

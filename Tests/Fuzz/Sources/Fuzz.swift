@@ -16,7 +16,7 @@ import Plan
 import Tensors
 
 enum Target: String, CaseIterable {
-    case safetensors, torch, onnx, png, ncnn, plan
+    case safetensors, torch, onnx, png, jpeg, webp, ncnn, plan
     /// A plan's program JSON, wrapped in a plan with right checksums and a zero weight section: the
     /// verifier's own target (a mutated plan file mostly fails its checksums first).
     case program
@@ -29,6 +29,8 @@ enum Target: String, CaseIterable {
         case .torch: return "input.pt"
         case .onnx: return "input.onnx"
         case .png: return "input.png"
+        case .jpeg: return "input.jpg"
+        case .webp: return "input.webp"
         case .ncnn: return "input.param"
         case .plan, .program: return "input.plan"
         }
@@ -77,6 +79,8 @@ func run(_ target: Target, _ bytes: UnsafeRawBufferPointer) {
     switch target {
     case .png:
         _ = try? PNG.decode(bytes, path: "input.png", maxBytes: 64 << 20)
+    case .jpeg, .webp:
+        _ = try? ImageFile.decode(bytes, path: target.fileName, maxBytes: 64 << 20)
     case .safetensors, .torch:
         write(bytes, to: path)
         if let c = try? Checkpoint.open(path) { touch(c) }

@@ -1,0 +1,115 @@
+import CImageCodecs
+import Tensors
+
+/// Image file formats `restore` reads and writes.
+public enum ImageFormat: String, CaseIterable, Sendable {
+    case png, jpeg, webp
+
+    /// The format of an output path's extension (`.png`, `.jpg`/`.jpeg`, `.webp`, any case).
+    public init?(extension ext: String) {
+        switch ext.lowercased() {
+        case "png": self = .png
+        case "jpg", "jpeg": self = .jpeg
+        case "webp": self = .webp
+        default: return nil
+        }
+    }
+
+    /// The format of a file's first bytes.
+    public init?(signature b: UnsafeRawBufferPointer) {
+        if b.count >= 8, Array(b[0..<8]) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] { self = .png }
+        else if b.count >= 3, b[0] == 0xFF, b[1] == 0xD8, b[2] == 0xFF { self = .jpeg }
+        else if b.count >= 12, Array(b[0..<4]) == Array("RIFF".utf8), Array(b[8..<12]) == Array("WEBP".utf8) { self = .webp }
+        else { return nil }
+    }
+
+    /// The extension written for the format.
+    public var fileExtension: String { self == .jpeg ? "jpg" : rawValue }
+}
+
+/// Reading and writing PNG, JPEG and WebP files as `Image`s (8-bit, or 16-bit for PNG).
+public enum ImageFile {
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public let path: String
+        public let message: String
+        public var description: String { "\(path): \(message)".escapingControlCharacters }
+    }
+
+    /// Decodes `path` by its first bytes; the decoded samples may take at most `maxBytes`, checked
+    /// from the file's header before anything is decoded.
+    public static func read(_ path: String, maxBytes: Int = PNG.defaultMaxBytes) throws(Failure) -> Image {
+        let file: MappedFile
+        do { file = try MappedFile(path: path) } catch { throw Failure(path: path, message: error.message) }
+        return try decode(file.bytes, path: path, maxBytes: maxBytes)
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer, path: String, maxBytes: Int = PNG.defaultMaxBytes) throws(Failure) -> Image {
+        guard let format = ImageFormat(signature: bytes) else {
+            throw Failure(path: path, message: "not a PNG, JPEG or WebP file (its first bytes are none of theirs)")
+        }
+        switch format {
+        case .png:
+            do { return try PNG.decode(bytes, path: path, maxBytes: maxBytes) } catch { throw Failure(path: path, message: error.message) }
+        case .jpeg, .webp:
+            var image = cic_image()
+            var message = [CChar](repeating: 0, count: 512)
+            let status = format == .jpeg
+                ? cic_jpeg_decode(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, max(0, maxBytes), &image, &message, message.count)
+                : cic_webp_decode(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, max(0, maxBytes), &image, &message, message.count)
+            guard status == 0, let pixels = image.pixels else {
+                let text = String(cString: message)
+                throw Failure(path: path, message: text.contains("more than the limit") ? "the decoded image would exceed the memory limit: \(text)"
+                                                                                         : "\(format == .jpeg ? "JPEG" : "WebP"): \(text)")
+            }
+            defer { cic_free(pixels) }
+            let samples = UnsafeBufferPointer(start: pixels, count: image.size).map { UInt16($0) }
+            return Image(width: Int(image.width), height: Int(image.height), channels: Int(image.channels), bitDepth: 8, samples: samples)
+        }
+    }
+
+    /// Encodes `image` (8-bit RGB or RGBA for JPEG and WebP; JPEG drops alpha) in `format`.
+    /// `comment`: a JPEG COM marker (PNG and WebP: not stored). `quality` for JPEG and lossy WebP.
+    public static func encode(_ image: Image, format: ImageFormat, quality: Int = 95, comment: String? = nil) throws(Failure) -> [UInt8] {
+        switch format {
+        case .png:
+            do { return try PNG.encode(image) } catch { throw Failure(path: "", message: error.message) }
+        case .jpeg, .webp:
+            guard image.bitDepth == 8, image.channels == 3 || image.channels == 4 else {
+                throw Failure(path: "", message: "\(format.rawValue) takes 8-bit RGB or RGBA, not \(image.channels) channels of \(image.bitDepth) bits")
+            }
+            let keep = format == .jpeg ? 3 : image.channels
+            var pixels = [UInt8](repeating: 0, count: image.width * image.height * keep)
+            for p in 0..<(image.width * image.height) {
+                for k in 0..<keep { pixels[p * keep + k] = UInt8(truncatingIfNeeded: image.samples[p * image.channels + k]) }
+            }
+            var out: UnsafeMutablePointer<UInt8>?
+            var length = 0
+            var message = [CChar](repeating: 0, count: 512)
+            let status = format == .jpeg
+                ? cic_jpeg_encode(pixels, UInt32(image.width), UInt32(image.height), Int32(quality), comment, &out, &length, &message, message.count)
+                : cic_webp_encode(pixels, UInt32(image.width), UInt32(image.height), Int32(keep), Float(quality), &out, &length, &message, message.count)
+            guard status == 0, let out else { throw Failure(path: "", message: String(cString: message)) }
+            defer { cic_free(out) }
+            return Array(UnsafeBufferPointer(start: out, count: length))
+        }
+    }
+
+    /// Writes atomically in the format of the path's extension (or `format`); an existing file is
+    /// kept unless `overwrite`.
+    public static func write(_ image: Image, to path: String, format: ImageFormat? = nil, quality: Int = 95, comment: String? = nil,
+                             overwrite: Bool = false) throws(Failure) {
+        let ext = FilePaths.fileName(of: path).split(separator: ".", omittingEmptySubsequences: false).last.map(String.init) ?? ""
+        guard let f = format ?? ImageFormat(extension: ext) else {
+            throw Failure(path: path, message: "'.\(ext)' is not an image format this build writes (.png, .jpg, .jpeg, .webp)")
+        }
+        let bytes: [UInt8]
+        do { bytes = try encode(image, format: f, quality: quality, comment: comment) } catch { throw Failure(path: path, message: error.message) }
+        do {
+            let out = try OutputFile(path: path, overwrite: overwrite)
+            try out.write(bytes)
+            try out.commit()
+        } catch {
+            throw Failure(path: path, message: error.message)
+        }
+    }
+}
