@@ -115,7 +115,7 @@ static void write_bytes(png_structp png, png_bytep in, png_size_t n) {
 static void flush_nothing(png_structp png) { (void)png; }
 
 int cpng_encode(const void *pixels, uint32_t width, uint32_t height, int channels, int bit_depth,
-                int compression_level, uint8_t **out, size_t *out_length, char *error, size_t error_length) {
+                int compression_level, const char *comment, uint8_t **out, size_t *out_length, char *error, size_t error_length) {
     static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
     *out = NULL;
     *out_length = 0;
@@ -137,6 +137,15 @@ int cpng_encode(const void *pixels, uint32_t width, uint32_t height, int channel
     png_set_compression_level(png, compression_level);
     png_set_IHDR(png, info, width, height, bit_depth, types[channels], PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (comment) {
+        png_text text;
+        memset(&text, 0, sizeof text);
+        text.compression = PNG_TEXT_COMPRESSION_NONE;
+        text.key = (png_charp)"Comment";
+        text.text = (png_charp)comment;
+        text.text_length = strlen(comment);
+        png_set_text(png, info, &text, 1);
+    }
     png_write_info(png, info);
     if (bit_depth == 16) png_set_swap(png);
     size_t rowbytes = (size_t)width * channels * (bit_depth / 8);

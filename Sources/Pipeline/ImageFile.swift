@@ -68,11 +68,12 @@ public enum ImageFile {
     }
 
     /// Encodes `image` (8-bit RGB or RGBA for JPEG and WebP; JPEG drops alpha) in `format`.
-    /// `comment`: a JPEG COM marker (PNG and WebP: not stored). `quality` for JPEG and lossy WebP.
+    /// `comment`: a PNG `Comment` tEXt chunk or a JPEG COM marker (WebP: not stored). `quality` for
+    /// JPEG and lossy WebP.
     public static func encode(_ image: Image, format: ImageFormat, quality: Int = 95, comment: String? = nil) throws(Failure) -> [UInt8] {
         switch format {
         case .png:
-            do { return try PNG.encode(image) } catch { throw Failure(path: "", message: error.message) }
+            do { return try PNG.encode(image, comment: comment) } catch { throw Failure(path: "", message: error.message) }
         case .jpeg, .webp:
             guard image.bitDepth == 8, image.channels == 3 || image.channels == 4 else {
                 throw Failure(path: "", message: "\(format.rawValue) takes 8-bit RGB or RGBA, not \(image.channels) channels of \(image.bitDepth) bits")
@@ -111,5 +112,34 @@ public enum ImageFile {
         } catch {
             throw Failure(path: path, message: error.message)
         }
+    }
+}
+
+/// The image `restore` writes.
+public enum OutputImage {
+    /// The restored RGB (8-bit pixels, or `precise`: the network's output at full precision, for
+    /// 16-bit inputs) with the input's alpha enlarged by bicubic to the output size, as Real-ESRGAN
+    /// does; 16 bits only in PNG, alpha not in JPEG. `notes` says what could not be kept.
+    public static func compose(rgb8: [UInt8], precise: Planar?, width: Int, height: Int, input: LoadedImage,
+                               format: ImageFormat) -> (image: Image, notes: [String]) {
+        var notes: [String] = []
+        var bits = precise != nil ? 16 : 8
+        if bits == 16 && format != .png { bits = 8; notes.append("\(format.rawValue) keeps 8 bits; the 16-bit input is written at 8") }
+        if input.bitDepth == 16 && precise == nil { notes.append("restored at 8 bits (as DiffBIR does); the 16-bit input is written at 8") }
+        var alpha: [UInt16]?
+        if let a = input.alpha {
+            if format == .jpeg {
+                notes.append("JPEG has no alpha; the input's alpha channel is dropped")
+            } else {
+                alpha = Resample.bicubicAntialias(a, height: height, width: width).samples(bits: bits)
+            }
+        }
+        let rgb: [UInt16] = bits == 16 ? precise!.samples(bits: 16) : (precise.map { $0.samples(bits: 8) } ?? rgb8.map { UInt16($0) })
+        guard let alpha else { return (Image(width: width, height: height, channels: 3, bitDepth: bits, samples: rgb), notes) }
+        var rgba = [UInt16](repeating: 0, count: width * height * 4)
+        for p in 0..<(width * height) {
+            rgba[p * 4] = rgb[p * 3]; rgba[p * 4 + 1] = rgb[p * 3 + 1]; rgba[p * 4 + 2] = rgb[p * 3 + 2]; rgba[p * 4 + 3] = alpha[p]
+        }
+        return (Image(width: width, height: height, channels: 4, bitDepth: bits, samples: rgba), notes)
     }
 }

@@ -100,6 +100,15 @@ public final class ImageRestorer {
     /// Restores an 8-bit RGB image (interleaved); returns the output pixels and size.
     public func restore(rgb8: [UInt8], height: Int, width: Int, options: ImageRestoreOptions = ImageRestoreOptions(),
                         progress: (Int, Int) -> Void = { _, _ in }) throws -> (pixels: [UInt8], height: Int, width: Int) {
+        let result = try restore(Planar(rgb8: rgb8, height: height, width: width), options: options, progress: progress)
+        return (result.rgb8Rounded(), result.height, result.width)
+    }
+
+    /// Restores an RGB image in [0, 1] (any precision: 16-bit files keep theirs); returns the
+    /// network's output in [0, 1] (not clamped).
+    public func restore(_ x: Planar, options: ImageRestoreOptions = ImageRestoreOptions(),
+                        progress: (Int, Int) -> Void = { _, _ in }) throws -> Planar {
+        let (height, width) = (x.height, x.width)
         let start = DispatchTime.now().uptimeNanoseconds
         defer { seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
         if let budget = options.memoryBudget {
@@ -112,7 +121,6 @@ public final class ImageRestorer {
         let (th, tw, s) = (info.tileHeight, info.tileWidth, info.scale)
         let overlap = options.overlap ?? min(th, tw) / 4
         guard overlap >= 0, overlap < min(th, tw) else { throw RestoreError("the tile overlap \(overlap) must be in 0..<\(min(th, tw)) (the plan's tile is \(tw)×\(th))") }
-        let x = Planar(rgb8: rgb8, height: height, width: width)
         // Pad (replicating edges) up to a tile where the image is smaller.
         let (ph, pw) = (max(height, th), max(width, tw))
         let source = x.edgePadded(height: ph, width: pw)
@@ -154,7 +162,7 @@ public final class ImageRestorer {
             guard h2 > 0, w2 > 0 else { throw RestoreError("an upscale of \(upscale) makes the \(width)×\(height) image empty") }
             result = Resample.bicubicAntialias(result, height: h2, width: w2)
         }
-        return (result.rgb8Rounded(), result.height, result.width)
+        return result
     }
 }
 
@@ -167,6 +175,20 @@ extension Planar {
             for y in 0..<h {
                 let src = (c * height + min(y, height - 1)) * width, dst = (c * h + y) * w
                 for x in 0..<w { out.data[dst + x] = data[src + min(x, width - 1)] }
+            }
+        }
+        return out
+    }
+
+    /// [0, 1] → `bits`-bit samples (8 or 16) of every channel, interleaved, rounded to nearest and
+    /// clamped (as Real-ESRGAN writes 8- and 16-bit outputs).
+    public func samples(bits: Int) -> [UInt16] {
+        let plane = height * width, top = Float((1 << bits) - 1)
+        var out = [UInt16](repeating: 0, count: plane * channels)
+        for i in 0..<plane {
+            for c in 0..<channels {
+                let v = (data[c * plane + i] * top).rounded()
+                out[i * channels + c] = v.isNaN ? 0 : UInt16(min(max(v, 0), top))
             }
         }
         return out

@@ -108,7 +108,8 @@ public enum PNG {
                      bitDepth: Int(image.bit_depth), samples: samples)
     }
 
-    public static func encode(_ image: Image, compressionLevel: Int = 6) throws(PNGError) -> [UInt8] {
+    /// `comment`: a `Comment` tEXt chunk (PIL: `im.text["Comment"]`).
+    public static func encode(_ image: Image, compressionLevel: Int = 6, comment: String? = nil) throws(PNGError) -> [UInt8] {
         var message = [CChar](repeating: 0, count: 256)
         var out: UnsafeMutablePointer<UInt8>?
         var length = 0
@@ -116,13 +117,13 @@ public enum PNG {
         if image.bitDepth == 16 {
             status = image.samples.withUnsafeBytes { b in
                 cpng_encode(b.baseAddress, UInt32(image.width), UInt32(image.height), Int32(image.channels), 16,
-                            Int32(compressionLevel), &out, &length, &message, message.count)
+                            Int32(compressionLevel), comment, &out, &length, &message, message.count)
             }
         } else {
             let bytes = image.samples.map { UInt8(truncatingIfNeeded: $0) }
             status = bytes.withUnsafeBytes { b in
                 cpng_encode(b.baseAddress, UInt32(image.width), UInt32(image.height), Int32(image.channels), 8,
-                            Int32(compressionLevel), &out, &length, &message, message.count)
+                            Int32(compressionLevel), comment, &out, &length, &message, message.count)
             }
         }
         guard status == 0, let out else {

@@ -378,8 +378,52 @@ public final class Restorer {
     }
 }
 
+/// An input image as `restore` uses it: RGB for the networks (8-bit, and for 16-bit files the
+/// samples at full precision), alpha apart.
+public struct LoadedImage: Sendable {
+    public var width: Int
+    public var height: Int
+    /// 8-bit RGB, interleaved (16-bit samples reduced to their high byte, as PIL reads them).
+    public var rgb8: [UInt8]
+    /// The file's bits per sample (8, or 16 for 16-bit PNGs).
+    public var bitDepth: Int
+    /// For 16-bit files: RGB in [0, 1] at full precision (`sample / 65535`).
+    public var rgb16: Planar?
+    /// The alpha channel in [0, 1], when the file has one.
+    public var alpha: Planar?
+}
+
 /// Inputs of `restore`.
 public enum InputImage {
+    /// Any PNG, JPEG or WebP: RGB (gray replicated) and, apart, alpha and 16-bit precision.
+    public static func load(_ path: String, maxDecodedBytes: Int = PNG.defaultMaxBytes) throws -> LoadedImage {
+        guard FileManager.default.fileExists(atPath: path) else { throw RestoreError("\(path): no such file") }
+        let image: Image
+        do { image = try ImageFile.read(path, maxBytes: maxDecodedBytes) } catch {
+            if error.message.contains("exceed the memory limit") {
+                throw RestoreError(String(format: "%@: its decoded samples would take more than %.1f MB, more than the memory limit allows (--max-memory)",
+                                          path, Double(maxDecodedBytes) / 1e6))
+            }
+            throw RestoreError(error.description)
+        }
+        guard image.width > 0 && image.height > 0 else { throw RestoreError("\(path): the image is \(image.width)×\(image.height); nothing to restore") }
+        let c = image.channels, plane = image.width * image.height
+        let scale: Float = image.bitDepth == 16 ? 65535 : 255
+        var rgb = [UInt8](repeating: 0, count: plane * 3)
+        var precise = image.bitDepth == 16 ? Planar(channels: 3, height: image.height, width: image.width) : nil
+        var alpha = c == 2 || c == 4 ? Planar(channels: 1, height: image.height, width: image.width) : nil
+        for p in 0..<plane {
+            for k in 0..<3 {
+                let v = image.samples[p * c + (c >= 3 ? k : 0)]
+                rgb[p * 3 + k] = UInt8(image.bitDepth == 16 ? v >> 8 : v)
+                precise?.data[k * plane + p] = Float(v) / scale
+            }
+            alpha?.data[p] = Float(image.samples[p * c + c - 1]) / scale
+        }
+        return LoadedImage(width: image.width, height: image.height, rgb8: rgb, bitDepth: image.bitDepth, rgb16: precise, alpha: alpha)
+    }
+
+
     /// A PNG, JPEG or WebP as 8-bit RGB the way DiffBIR's `Image.open(path).convert("RGB")` gives it: gray
     /// replicated, alpha dropped, 16-bit samples reduced to their high byte (as PIL reads them); the
     /// note says what was changed.

@@ -56,6 +56,54 @@ import TestSupport
         #expect(worst <= 1, "largest difference \(worst) levels")
     }
 
+    /// A 16-bit RGBA PNG: restored at 16-bit precision, alpha enlarged beside it, written as a 16-bit
+    /// RGBA PNG with its comment; as JPEG, 8-bit RGB with notes saying what was dropped.
+    @Test func sixteenBitsAndAlphaAreKept() throws {
+        let dir = TemporaryDirectory()
+        let (plan, weight, bias) = try Self.pointwisePlan(tile: 16, in: dir)
+        let restorer = try ImageRestorer(plan: plan, threads: 2)
+        let (w, h) = (20, 12)
+        var samples = [UInt16](repeating: 0, count: w * h * 4)
+        for p in 0..<(w * h) {
+            samples[p * 4] = UInt16(p * 211 % 65536); samples[p * 4 + 1] = UInt16(p * 97 % 65536); samples[p * 4 + 2] = UInt16(40000)
+            samples[p * 4 + 3] = UInt16((p % w) * 3000)  // alpha: a ramp along x
+        }
+        let input = dir.file("in16.png")
+        try PNG.write(Image(width: w, height: h, channels: 4, bitDepth: 16, samples: samples), to: input)
+        let loaded = try InputImage.load(input)
+        #expect(loaded.bitDepth == 16 && loaded.alpha != nil && loaded.rgb16 != nil)
+        let restored = try restorer.restore(loaded.rgb16!)
+        let (image, notes) = OutputImage.compose(rgb8: [], precise: restored, width: restored.width, height: restored.height, input: loaded, format: .png)
+        #expect(notes.isEmpty)
+        #expect(image.width == 2 * w && image.height == 2 * h && image.channels == 4 && image.bitDepth == 16)
+        // RGB at 16-bit precision: the 1×1 convolution of the nearest-enlarged 16-bit input.
+        var worst = 0
+        for y in 0..<image.height {
+            for x in 0..<image.width {
+                let p = (y / 2) * w + x / 2
+                for c in 0..<3 {
+                    var v = bias[c]
+                    for k in 0..<3 { v += weight[c * 3 + k] * Float(samples[p * 4 + k]) / 65535 }
+                    let expected = Int(min(max((v * 65535).rounded(), 0), 65535))
+                    worst = max(worst, abs(expected - Int(image.samples[(y * image.width + x) * 4 + c])))
+                }
+            }
+        }
+        #expect(worst <= 2, "largest difference \(worst) of 65535")
+        // Alpha: enlarged, still a ramp along x.
+        let alphaRow = (0..<image.width).map { Int(image.samples[(5 * image.width + $0) * 4 + 3]) }
+        #expect(alphaRow.first! < 3000 && alphaRow.last! > 50000)
+        #expect(zip(alphaRow, alphaRow.dropFirst()).allSatisfy { $0.0 <= $0.1 + 16 })
+        // Written with its comment, read back as 16-bit RGBA.
+        try ImageFile.write(image, to: dir.file("out.png"), comment: "diffbir test")
+        let back = try PNG.read(dir.file("out.png"))
+        #expect(back.bitDepth == 16 && back.channels == 4 && back.samples == image.samples)
+        #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: dir.file("out.png"))), as: UTF8.self).contains("Comment\u{0}diffbir test"))
+        // As JPEG: 8-bit RGB, and notes for the bits and the alpha.
+        let jpeg = OutputImage.compose(rgb8: [], precise: restored, width: restored.width, height: restored.height, input: loaded, format: .jpeg)
+        #expect(jpeg.image.channels == 3 && jpeg.image.bitDepth == 8 && jpeg.notes.count == 2)
+    }
+
     @Test func upscaleAndBudget() throws {
         let dir = TemporaryDirectory()
         let (plan, _, _) = try Self.pointwisePlan(tile: 16, in: dir)

@@ -207,14 +207,18 @@ struct Restore: ParsableCommand {
     }
 
     /// An input image as 8-bit RGB (a note on what was dropped goes to standard error).
-    func load(_ input: String) throws -> (pixels: [UInt8], width: Int, height: Int) {
-        let (pixels, w, h, note): ([UInt8], Int, Int, String?)
+    func load(_ input: String) throws -> LoadedImage {
         // Under --max-memory, the decoded samples get a sixteenth of it (the restore holds several
         // float copies of the image, at 4 bytes a sample and larger), checked before decoding.
         let limit = maxMemory.flatMap(Self.parseBytes).map { max($0 / 16, 1) } ?? PNG.defaultMaxBytes
-        do { (pixels, w, h, note) = try InputImage.loadRGB8(input, maxDecodedBytes: min(limit, PNG.defaultMaxBytes)) } catch { throw ToolError("\(error)") }
-        if let note, !quiet { printError("note: " + note) }
-        return (pixels, w, h)
+        do { return try InputImage.load(input, maxDecodedBytes: min(limit, PNG.defaultMaxBytes)) } catch { throw ToolError("\(error)") }
+    }
+
+    /// The output image (`OutputImage.compose`), its notes printed.
+    func compose(_ rgb8: [UInt8], precise: Planar?, width: Int, height: Int, input: LoadedImage, item: BatchItem) -> Pipeline.Image {
+        let (image, notes) = OutputImage.compose(rgb8: rgb8, precise: precise, width: width, height: height, input: input, format: item.format)
+        if !quiet { for n in notes { printError("note: \(item.input): " + n) } }
+        return image
     }
 
     /// Runs `body` with a progress bar labelled `label`; errors name the input.
@@ -224,10 +228,9 @@ struct Restore: ParsableCommand {
         do { return try body(bar) } catch { throw ToolError("\(input): \(error)") }
     }
 
-    /// Writes 8-bit RGB pixels in the item's format (atomically; kept unless --overwrite); a JPEG
-    /// gets `comment`.
-    func write(_ result: (pixels: [UInt8], height: Int, width: Int), to item: BatchItem, comment: String) throws {
-        let image = Pipeline.Image(width: result.width, height: result.height, channels: 3, bitDepth: 8, samples: result.pixels.map { UInt16($0) })
+    /// Writes the image in the item's format (atomically; kept unless --overwrite), with `comment`
+    /// (PNG tEXt, JPEG COM).
+    func write(_ image: Pipeline.Image, to item: BatchItem, comment: String) throws {
         do {
             try ImageFile.write(image, to: item.output, format: item.format, quality: quality, comment: comment, overwrite: overwrite)
         } catch { throw ToolError(error.description) }
@@ -251,11 +254,19 @@ struct Restore: ParsableCommand {
         try runBatch(items) { item, label in
             let (input, target) = (item.input, item.output)
             let start = Date()
-            let (pixels, w, h) = try load(input)
-            let result = try withProgress(input, label: label) { bar in
-                try restorer.restore(rgb8: pixels, height: h, width: w, options: options) { done, total in bar.update("tiles", done, total) }
+            let loaded = try load(input)
+            let (w, h) = (loaded.width, loaded.height)
+            // 16-bit inputs at full precision (Real-ESRGAN's behaviour), 8-bit ones as 8-bit.
+            let restored = try withProgress(input, label: label) { bar in
+                try restorer.restore(loaded.rgb16 ?? Planar(rgb8: loaded.rgb8, height: h, width: w), options: options) { done, total in
+                    bar.update("tiles", done, total)
+                }
             }
-            try write(result, to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); entry \(restorer.info.entry); x\(restorer.info.scale)")
+            let result = (height: restored.height, width: restored.width)
+            let image = loaded.rgb16 != nil
+                ? compose([], precise: restored, width: restored.width, height: restored.height, input: loaded, item: item)
+                : compose(restored.rgb8Rounded(), precise: nil, width: restored.width, height: restored.height, input: loaded, item: item)
+            try write(image, to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); entry \(restorer.info.entry); x\(restorer.info.scale)")
             let total = Date().timeIntervalSince(start)
             let rss = Self.peakRSS()
             if json {
@@ -334,7 +345,8 @@ struct Restore: ParsableCommand {
         try runBatch(items) { item, label in
             let (input, target) = (item.input, item.output)
             let start = Date()
-            let (pixels, w, h) = try load(input)
+            let loaded = try load(input)
+            let (pixels, w, h) = (loaded.rgb8, loaded.width, loaded.height)
             if let budget = options.memoryBudget, !quiet {
                 let need = restorer.memoryNeeds(height: h, width: w, upscale: options.upscale)
                 if need.fixed + need.weights > budget {
@@ -348,7 +360,8 @@ struct Restore: ParsableCommand {
                     bar.update(stage.rawValue, done, total)
                 }
             }
-            try write(result, to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); DiffBIR \(info.version); sampler \(options.sampler.rawValue); steps \(options.steps); cfg \(options.cfgScale); seed \(seed)")
+            try write(compose(result.pixels, precise: nil, width: result.width, height: result.height, input: loaded, item: item),
+                      to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); DiffBIR \(info.version); sampler \(options.sampler.rawValue); steps \(options.steps); cfg \(options.cfgScale); seed \(seed)")
             let total = Date().timeIntervalSince(start)
             let stages: [(RestoreStage, Double)] = [.stage1, .text, .encode, .sampling, .decode, .finish].compactMap { s in restorer.seconds[s].map { (s, $0) } }
             let rss = Self.peakRSS()

@@ -25,10 +25,11 @@ typedef struct {
 /// Images whose decoded size would exceed `max_bytes` are refused before allocation.
 int cpng_decode(const uint8_t *data, size_t length, size_t max_bytes, cpng_image *out, char *error, size_t error_length);
 
-/// Encodes interleaved samples (8-bit bytes or native-endian uint16) as a PNG in memory.
-/// `channels` 1..4 as in cpng_image. On success `*out` is malloc'ed (free with cpng_free).
+/// Encodes interleaved samples (8-bit bytes or native-endian uint16) as a PNG in memory, with a
+/// `Comment` tEXt chunk when `comment` is not NULL. `channels` 1..4 as in cpng_image. On success
+/// `*out` is malloc'ed (free with cpng_free).
 int cpng_encode(const void *pixels, uint32_t width, uint32_t height, int channels, int bit_depth,
-                int compression_level, uint8_t **out, size_t *out_length, char *error, size_t error_length);
+                int compression_level, const char *comment, uint8_t **out, size_t *out_length, char *error, size_t error_length);
 
 void cpng_free(void *p);
 
