@@ -32,6 +32,17 @@ extension Op {
                 throw fail("takes \(range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)") inputs, got \(inputs.count)")
             }
         }
+        // Arithmetic on sizes taken from files: an overflow is an error, not a trap.
+        func mul(_ a: Int, _ b: Int) throws(IRError) -> Int {
+            let (r, o) = a.multipliedReportingOverflow(by: b)
+            guard !o else { throw fail("sizes \(a) × \(b) overflow") }
+            return r
+        }
+        func add(_ a: Int, _ b: Int) throws(IRError) -> Int {
+            let (r, o) = a.addingReportingOverflow(b)
+            guard !o else { throw fail("sizes \(a) + \(b) overflow") }
+            return r
+        }
         func float(_ t: TensorType, _ what: String) throws(IRError) {
             guard t.dtype.isFloatingPoint else { throw fail("\(what) must be floating-point, got \(t.dtype)") }
         }
@@ -151,15 +162,15 @@ extension Op {
             let x = inputs[0], w = inputs[1]
             try same(x, w, "input and weight")
             guard x.rank == 4, w.rank == 4 else { throw fail("input and weight must be 4-D, got \(x.shape), \(w.shape)") }
-            guard c.groups > 0, x.dims[1] == w.dims[1] * c.groups, w.dims[0] % c.groups == 0 else {
+            guard c.groups > 0, x.dims[1] == (try mul(w.dims[1], c.groups)), w.dims[0] % c.groups == 0 else {
                 throw fail("weight \(w.shape) with \(c.groups) groups does not match \(x.dims[1]) input channels")
             }
             if inputs.count == 3, inputs[2].dims != [w.dims[0]] { throw fail("bias must be [\(w.dims[0])], got \(inputs[2].shape)") }
             guard c.strides.count == 2, c.dilations.count == 2, c.pads.count == 4, c.strides.allSatisfy({ $0 > 0 }), c.dilations.allSatisfy({ $0 > 0 }) else { throw fail("bad strides, dilations or pads") }
             var out = [x.dims[0], w.dims[0]]
             for i in 0..<2 {
-                let span = c.dilations[i] * (w.dims[2 + i] - 1) + 1
-                let padded = x.dims[2 + i] + c.pads[i] + c.pads[i + 2]
+                let span = try add(try mul(c.dilations[i], w.dims[2 + i] - 1), 1)
+                let padded = try add(try add(x.dims[2 + i], c.pads[i]), c.pads[i + 2])
                 guard padded >= span else { throw fail("kernel \(span) larger than the padded input \(padded)") }
                 out.append((padded - span) / c.strides[i] + 1)
             }
@@ -171,11 +182,12 @@ extension Op {
             guard x.rank == 4, w.rank == 4, c.groups > 0, x.dims[1] == w.dims[0], w.dims[0] % c.groups == 0 else {
                 throw fail("weight \(w.shape) does not match input \(x.shape) with \(c.groups) groups")
             }
-            let outChannels = w.dims[1] * c.groups
+            let outChannels = try mul(w.dims[1], c.groups)
             if inputs.count == 3, inputs[2].dims != [outChannels] { throw fail("bias must be [\(outChannels)], got \(inputs[2].shape)") }
             var out = [x.dims[0], outChannels]
             for i in 0..<2 {
-                let size = c.strides[i] * (x.dims[2 + i] - 1) + c.outputPadding[i] + c.dilations[i] * (w.dims[2 + i] - 1) + 1 - c.pads[i] - c.pads[i + 2]
+                let size = try add(try add(try add(try mul(c.strides[i], x.dims[2 + i] - 1), c.outputPadding[i]),
+                                           try add(try mul(c.dilations[i], w.dims[2 + i] - 1), 1)), try add(-c.pads[i], -c.pads[i + 2]))
                 guard size > 0 else { throw fail("empty output") }
                 out.append(size)
             }
@@ -232,8 +244,10 @@ extension Op {
             var dims: [Int] = []
             for i in 0..<x.rank {
                 let (b, e, st) = (s.starts[i], s.ends[i], s.steps[i])
-                let n = st > 0 ? max(0, (e - b + st - 1) / st) : max(0, (b - e - st - 1) / (-st))
-                let inRange = n == 0 || (b >= 0 && b < x.dims[i] && b + (n - 1) * st >= 0 && b + (n - 1) * st < x.dims[i])
+                guard st != Int.min else { throw fail("axis \(i): step \(st) out of range") }
+                let n = st > 0 ? max(0, (try add(try add(e, -b), st - 1)) / st) : max(0, (try add(try add(b, -e), -st - 1)) / (-st))
+                let last = n == 0 ? b : try add(b, try mul(n - 1, st))
+                let inRange = n == 0 || (b >= 0 && b < x.dims[i] && last >= 0 && last < x.dims[i])
                 guard inRange else { throw fail("axis \(i): \(b)..<\(e) by \(st) leaves the range 0..<\(x.dims[i])") }
                 dims.append(n)
             }
@@ -242,7 +256,8 @@ extension Op {
             try arity(1...1)
             let x = inputs[0]
             guard pads.count == 2 * x.rank else { throw fail("needs \(2 * x.rank) pads, got \(pads.count)") }
-            let dims = (0..<x.rank).map { x.dims[$0] + pads[$0] + pads[$0 + x.rank] }
+            var dims: [Int] = []
+            for a in 0..<x.rank { dims.append(try add(try add(x.dims[a], pads[a]), pads[a + x.rank])) }
             guard dims.allSatisfy({ $0 >= 0 }) else { throw fail("negative padded size") }
             return [TensorType(x.dtype, Shape(dims))]
         case .gather(let a):
@@ -258,7 +273,9 @@ extension Op {
         case .tile(let repeats):
             try arity(1...1)
             guard repeats.count == inputs[0].rank, repeats.allSatisfy({ $0 >= 0 }) else { throw fail("needs one repeat count per axis") }
-            return [TensorType(inputs[0].dtype, Shape(zip(inputs[0].dims, repeats).map(*)))]
+            var dims: [Int] = []
+            for (d, r) in zip(inputs[0].dims, repeats) { dims.append(try mul(d, r)) }
+            return [TensorType(inputs[0].dtype, Shape(dims))]
         case .resize(let r):
             try arity(1...1)
             let x = inputs[0]
@@ -270,13 +287,13 @@ extension Op {
         case .depthToSpace(let b, _):
             try arity(1...1)
             let x = inputs[0]
-            guard x.rank == 4, b > 0, x.dims[1] % (b * b) == 0 else { throw fail("\(x.shape) cannot go depth-to-space by \(b)") }
-            return [TensorType(x.dtype, [x.dims[0], x.dims[1] / (b * b), x.dims[2] * b, x.dims[3] * b])]
+            guard x.rank == 4, b > 0, x.dims[1] % (try mul(b, b)) == 0 else { throw fail("\(x.shape) cannot go depth-to-space by \(b)") }
+            return [TensorType(x.dtype, [x.dims[0], x.dims[1] / (b * b), try mul(x.dims[2], b), try mul(x.dims[3], b)])]
         case .spaceToDepth(let b, _):
             try arity(1...1)
             let x = inputs[0]
             guard x.rank == 4, b > 0, x.dims[2] % b == 0, x.dims[3] % b == 0 else { throw fail("\(x.shape) cannot go space-to-depth by \(b)") }
-            return [TensorType(x.dtype, [x.dims[0], x.dims[1] * b * b, x.dims[2] / b, x.dims[3] / b])]
+            return [TensorType(x.dtype, [x.dims[0], try mul(try mul(x.dims[1], b), b), x.dims[2] / b, x.dims[3] / b])]
         case .reduce(_, let axes, let keep):
             try arity(1...1)
             let x = inputs[0]

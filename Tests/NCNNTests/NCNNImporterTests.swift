@@ -158,6 +158,9 @@ import TestSupport
         #expect(refusal(param: Self.header(2, 2) + "Input input 0 1 data\n" + "ReLU relu 1 1 data out\n").contains("--shape data="))
         #expect(refusal(param: Self.header(2, 2) + Self.input + "ReLU relu 1 1 data out\n", shapes: ["x": [1, 3, 4, 4]]).contains("no input blob"))
         #expect(refusal(param: Self.header(2, 2) + Self.input + "ReLU relu 1 1 data out\n", shapes: ["data": [1, 3, Int.max, 4]]).contains("positive dimensions"))
+        // (Found by fuzzing: a block factor whose square overflows trapped type inference.)
+        let shuffle = refusal(param: Self.header(2, 2) + Self.input + "PixelShuffle ps 1 1 data out 0=77777777772\n")
+        #expect(shuffle.contains("overflow"), "\(shuffle)")
         // (Found by fuzzing: a scale whose output size does not fit an Int trapped the conversion.)
         for scale in ["2.000000e+20", "3.0e38"] {
             let message = refusal(param: Self.header(2, 2) + Self.input + "Interp up 1 1 data out 0=1 1=2.0 2=\(scale)\n")
