@@ -23,6 +23,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // DiffBIR's own yaml configurations (--config cldm.yaml, swinir.yaml, ...).
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // System-library shims: a module map and one header each.
@@ -47,7 +49,7 @@ let package = Package(
         .target(name: "ReferenceKernels", dependencies: ["Tensors", "Plan"]),
         .target(name: "Passes", dependencies: ["IR", "Tensors", "Plan", "ReferenceKernels"]),
         // Model definitions, one folder per network (folder Graphs/).
-        .target(name: "ModelGraphs", dependencies: ["IR", "Tensors"], path: "Graphs"),
+        .target(name: "ModelGraphs", dependencies: ["IR", "Tensors", .product(name: "Yams", package: "Yams")], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         // The kernels and the pipeline's pixel loops are optimised in every build (also `swift build`'s
         // debug one), so that the tests run real sizes in seconds, and built for x86-64 with AVX2 and

@@ -12,10 +12,20 @@ func weightFile(_ path: String) throws -> WeightFile {
     return WeightFile(path: path, entries: entries, firstKey: c.tensors.first?.name)
 }
 
-/// The configuration of `network` with `--config FILE.json` applied.
+/// The configuration of `network` with `--config FILE` applied: DiffBIR's own yaml files as
+/// published (`cldm.yaml`, `swinir.yaml`, ...; ignored keys noted on standard error), or JSON.
 func networkConfig(_ network: Network, _ path: String?) throws -> NetworkConfig {
     guard let path else { return NetworkConfig() }
     guard let data = FileManager.default.contents(atPath: path) else { throw ToolError("\(path): cannot read the configuration") }
+    let lower = path.lowercased()
+    if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
+        var notes: [String] = []
+        do {
+            let config = try NetworkConfig.load(network, yaml: String(decoding: data, as: UTF8.self), notes: &notes)
+            for n in notes { printError("note: \(path) (\(network.rawValue)): \(n)") }
+            return config
+        } catch { throw ToolError("\(path): \(error)") }
+    }
     do { return try NetworkConfig.load(network, json: data) } catch { throw ToolError("\(path): \(error)") }
 }
 
