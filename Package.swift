@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "NCNNTests", dependencies: ["Importers", "IR", "Passes", "Plan", "Executor", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Tensors", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Plan", "Tensors", "TestSupport"]),
         .testTarget(name: "RestoreTests", dependencies: ["Pipeline", "Executor", "Plan", "Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ReferenceKernels", "Plan", "Tensors", "TestSupport"]),
     ]

@@ -43,6 +43,40 @@ public struct RunOptions: Sendable {
 }
 
 /// Time spent per kernel kind.
+/// Records every instruction an executor runs (entry, index, kernel, shapes, start and duration)
+/// for a Chrome / Perfetto trace (`chrome://tracing`, ui.perfetto.dev). Set on `Executor.trace`;
+/// runs are sequential, so one recorder serves one executor.
+public final class TraceRecorder: @unchecked Sendable {
+    public struct Event: Codable, Sendable {
+        public var name: String
+        public var cat: String
+        public var ph = "X"
+        /// Microseconds since the recorder was made.
+        public var ts: Double
+        public var dur: Double
+        public var pid = 1
+        public var tid = 1
+        public var args: [String: String]
+    }
+    let origin = DispatchTime.now().uptimeNanoseconds
+    public private(set) var events: [Event] = []
+    public init() {}
+
+    func record(entry: String, index: Int, instruction: Instruction, shapes: String, start: UInt64, end: UInt64) {
+        events.append(Event(name: instruction.name.isEmpty ? instruction.kernel.kindName : instruction.name, cat: instruction.kernel.kindName,
+                            ts: Double(start &- origin) / 1000, dur: Double(end &- start) / 1000,
+                            args: ["entry": entry, "instruction": String(index), "shapes": shapes]))
+    }
+
+    /// The trace as Chrome's JSON object format.
+    public func chromeJSON() throws -> Data {
+        struct File: Codable { var traceEvents: [Event]; var displayTimeUnit = "ms" }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(File(traceEvents: events))
+    }
+}
+
 public struct Profile: Sendable {
     public struct Row: Sendable {
         public var kind: String
@@ -109,6 +143,8 @@ public final class Executor: @unchecked Sendable {
     private let weightBase: UnsafeMutableRawPointer
     /// The GEMM kernels in use (`ISA.best` unless forced).
     public let gemm: Gemm
+    /// When set, every instruction run is recorded (`run --trace`, `restore --trace`).
+    public var trace: TraceRecorder?
     /// Weights packed for the GEMM micro-kernels, made when an instruction first uses them (A panels
     /// for convolutions, B panels for linear layers); their mapped pages are released after packing.
     private var packed: [Int: PackedMatrix] = [:]
@@ -214,13 +250,17 @@ public final class Executor: @unchecked Sendable {
                                             weightShape: plan.program.weights[w].shape) {
                 for (rows, x) in groups { sink(w, rows, x) }
             }
-            let t0 = options.profile ? DispatchTime.now().uptimeNanoseconds : 0
+            let t0 = options.profile || trace != nil ? DispatchTime.now().uptimeNanoseconds : 0
             if !runFast(ins.kernel, operands, results, weights: ins.operands, stream: options.streamWeights) {
                 fallbacks[ins.kernel.kindName, default: 0] += 1
                 try runReference(ins, ins.operands.map(referenceOperand), results)
             }
             if let shadow = options.shadow {
                 try compareShadow(shadow, index: index, ins, entry: name, operands: operands, results: results, report: options.layerError)
+            }
+            if let trace {
+                let shapes = ins.operands.map { "\(view($0).dims)" }.joined(separator: " ") + " -> " + ins.results.map { "\(view($0).dims)" }.joined(separator: " ")
+                trace.record(entry: name, index: index, instruction: ins, shapes: shapes, start: t0, end: DispatchTime.now().uptimeNanoseconds)
             }
             if options.profile {
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9

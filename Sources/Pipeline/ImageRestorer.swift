@@ -61,6 +61,11 @@ public final class ImageRestorer {
     public let plan: PlanFile
     public let info: ImagePlanInfo
     let executor: Executor
+    /// Records every instruction the restores run (Chrome / Perfetto trace).
+    public var trace: TraceRecorder? {
+        get { executor.trace }
+        set { executor.trace = newValue }
+    }
     public private(set) var seconds: Double = 0
 
     public init(plan: PlanFile, threads: Int) throws {

@@ -116,6 +116,11 @@ public final class Restorer {
     public let plan: PlanFile
     public let info: DiffBIRPlanInfo
     let executor: Executor
+    /// Records every instruction the restores run (Chrome / Perfetto trace).
+    public var trace: TraceRecorder? {
+        get { executor.trace }
+        set { executor.trace = newValue }
+    }
     public private(set) var seconds: [RestoreStage: Double] = [:]
     var runOptions = RunOptions()
     /// Whether the restore under way has a memory budget.

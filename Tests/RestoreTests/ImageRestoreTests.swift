@@ -1,3 +1,4 @@
+import Executor
 import Foundation
 import IR
 import Importers
@@ -102,6 +103,22 @@ import TestSupport
         // As JPEG: 8-bit RGB, and notes for the bits and the alpha.
         let jpeg = OutputImage.compose(rgb8: [], precise: restored, width: restored.width, height: restored.height, input: loaded, format: .jpeg)
         #expect(jpeg.image.channels == 3 && jpeg.image.bitDepth == 8 && jpeg.notes.count == 2)
+    }
+
+    /// A trace records every instruction of every tile's run, in Chrome's JSON format.
+    @Test func traceRecordsEveryInstruction() throws {
+        let dir = TemporaryDirectory()
+        let (plan, _, _) = try Self.pointwisePlan(tile: 16, in: dir)
+        let restorer = try ImageRestorer(plan: plan, threads: 2)
+        restorer.trace = TraceRecorder()
+        let pixels = [UInt8](repeating: 100, count: 30 * 20 * 3)
+        _ = try restorer.restore(rgb8: pixels, height: 20, width: 30)
+        let perRun = plan.program.entryPoints[0].instructions.count
+        let events = try #require(restorer.trace).events
+        #expect(events.count % perRun == 0 && events.count >= 2 * perRun, "\(events.count) events, \(perRun) instructions a run")
+        #expect(zip(events, events.dropFirst()).allSatisfy { $0.0.ts <= $0.1.ts } && events.allSatisfy { $0.dur >= 0 })
+        let json = try JSONSerialization.jsonObject(with: try #require(restorer.trace).chromeJSON()) as? [String: Any]
+        #expect((json?["traceEvents"] as? [[String: Any]])?.count == events.count)
     }
 
     @Test func upscaleAndBudget() throws {

@@ -56,6 +56,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for the kernels (default: the physical cores).")
     var threads: Int = physicalCores
 
+    @Option(help: traceHelp)
+    var trace: String?
+
     @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, onnxruntime-int8 (its dynamic int8 quantisation), torch, torch-bf16, ncnn.")
     var peer: [String] = []
 
@@ -177,6 +180,8 @@ struct Bench: ParsableCommand {
         }
         if !peer.isEmpty && inputs == nil { throw ToolError("--peer needs --inputs (the same inputs for both; Tools/bench/export_full_onnx.py writes them)") }
         let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
+        if trace != nil { executor.trace = TraceRecorder() }
+        defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace, quiet: json) } }
         var results: [JSONValue] = []
         for name in entry.map({ [$0] }) ?? names {
             results.append(try bench(entry: name, file: file, executor: executor))

@@ -1,5 +1,6 @@
 import Foundation
 import ArgumentParser
+import Executor
 import Kernels
 import Tensors
 
@@ -67,3 +68,16 @@ let physicalCores: Int = {
     }
     return max(1, min(cores.count, online))
 }()
+
+let traceHelp: ArgumentHelp = "Write a Chrome/Perfetto trace of every instruction run (kernel, shapes, time) to this JSON file (open it in ui.perfetto.dev or chrome://tracing)."
+
+/// Writes `trace` as a Chrome trace (atomically).
+func writeTrace(_ trace: TraceRecorder, to path: String, quiet: Bool = false) throws {
+    do {
+        let data = try trace.chromeJSON()
+        let out = try OutputFile(path: path, overwrite: true)
+        try out.write(Array(data))
+        try out.commit()
+        if !quiet { printError("wrote \(path): \(trace.events.count) instructions traced") }
+    } catch { throw ToolError("\(path): \(error)") }
+}

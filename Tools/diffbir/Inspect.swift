@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Importers
+import Pipeline
 import Plan
 import Tensors
 
@@ -37,6 +38,9 @@ struct Inspect: ParsableCommand {
 
     @Flag(help: "For a plan: only check it (header, checksums, then the program against itself: every instruction's operands, shapes and parameters, every weight and arena slot in bounds) and print one line; exit 1 naming the first instruction at fault.")
     var verify = false
+
+    @Option(name: .customLong("memory-svg"), help: "For a plan: draw each entry point's arena (every intermediate over the instructions that make and read it, and the weights each reads) into this SVG file.")
+    var memorySVG: String?
 
     @Flag(help: "Print JSON instead of a table.")
     var json = false
@@ -195,6 +199,15 @@ extension Inspect {
         let plan: PlanFile
         do { plan = try PlanFile(path: file) } catch { throw ToolError(error.description) }
         let p = plan.program
+        if let memorySVG {
+            do {
+                let out = try OutputFile(path: memorySVG, overwrite: true)
+                try out.write(Array(MemoryPicture.svg(p).utf8))
+                try out.commit()
+            } catch { throw ToolError("\(memorySVG): \(error)") }
+            if !json { print("wrote \(memorySVG): \(p.entryPoints.count) entry point(s)") }
+            return
+        }
         if verify {
             let instructions = p.entryPoints.reduce(0) { $0 + $1.instructions.count }
             if json {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Executor
 import Foundation
 import Importers
 import Pipeline
@@ -120,6 +121,9 @@ struct Restore: ParsableCommand {
     @Option(help: "Threads for the kernels (default: the physical cores).")
     var threads: Int = physicalCores
 
+    @Option(help: traceHelp)
+    var trace: String?
+
     @Option(name: .customLong("max-memory"), help: "Peak memory to stay under, e.g. 3G or 500M (default: the memory the machine has available). Below the weights plus the working memory, weights are streamed from the page cache instead of kept resident.")
     var maxMemory: String?
 
@@ -240,6 +244,8 @@ struct Restore: ParsableCommand {
     func runImagePlan(_ file: PlanFile) throws {
         let restorer: ImageRestorer
         do { restorer = try ImageRestorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
+        if trace != nil { restorer.trace = TraceRecorder() }
+        defer { if let trace, let recorder = restorer.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
         let diffusionOptions: [(String, Bool)] = [("--sampler", sampler != nil), ("--steps", steps != nil), ("--cfg", cfg != nil), ("--prompt", prompt != nil),
                                                   ("--negative-prompt", negativePrompt != nil), ("--task", task != nil), ("--tile", tile != nil),
                                                   ("--guidance-scale", guidanceScale != 0), ("--stage1-only", stage1Only)]
@@ -317,6 +323,8 @@ struct Restore: ParsableCommand {
         if file.program.metadata?["diffbir.version"] == nil { return try runImagePlan(file) }
         let restorer: Restorer
         do { restorer = try Restorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
+        if trace != nil { restorer.trace = TraceRecorder() }
+        defer { if let trace, let recorder = restorer.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
         let info = restorer.info
         if let tile, tile != info.tile {
             throw ToolError("--tile \(tile): \(plan) was compiled for \(info.tile)-pixel tiles; compile another plan with --size \(tile)x\(tile)")

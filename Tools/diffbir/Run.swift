@@ -58,6 +58,9 @@ struct Run: ParsableCommand {
     @Option(help: "Threads for the plan's kernels, OpenBLAS and our own (default: the physical cores).")
     var threads: Int = physicalCores
 
+    @Option(help: traceHelp)
+    var trace: String?
+
     @Flag(name: .customLong("validate"), help: "Check every instruction of the plan against the reference kernels; report the first divergence.")
     var validateKernels = false
 
@@ -139,6 +142,8 @@ struct Run: ParsableCommand {
             throw ToolError("\(path) has \(entries.count) entry points (\(entries.joined(separator: ", "))): choose one with --entry")
         }
         let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
+        if trace != nil { executor.trace = TraceRecorder() }
+        defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace) } }
         var options = RunOptions()
         options.validate = validateKernels
         options.tolerance = tolerance
