@@ -178,6 +178,11 @@ struct Run: ParsableCommand {
         let cfg = try networkConfig(network, config)
         var tensors = given
         var types: [String: TensorType] = [:]
+        // Every input of these networks is floating-point; integers (DiffBIR passes its timesteps
+        // as int64 and the UNet casts them) are converted, as the networks do.
+        for (name, t) in tensors where !t.dtype.isFloatingPoint && network.inputNames(cfg).contains(name) {
+            tensors[name] = t.converted(to: .f32)
+        }
         for name in network.inputNames(cfg) {
             if let t = tensors[name] { types[name] = TensorType(t.dtype, t.shape) }
             else if !network.isOptionalInput(name) { throw ToolError("\(inputs): no tensor for input '\(name)' of \(network.rawValue)") }
