@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // DiffBIR's own yaml configurations (--config cldm.yaml, swinir.yaml, ...).
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // SHA-256 of downloaded weights (diffbir fetch).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // System-library shims: a module map and one header each.
@@ -66,7 +68,7 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS", "CKernels", "KernelsAVX2", "KernelsAVX512", "KernelsVNNI"],
                 swiftSettings: optimized),
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),
-        .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs"],
+        .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs", .product(name: "Crypto", package: "swift-crypto")],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 
         .executableTarget(

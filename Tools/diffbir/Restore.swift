@@ -393,7 +393,7 @@ struct Restore: ParsableCommand {
 }
 
 /// A one-line progress bar on standard error: stage, step i/N, elapsed, remaining.
-final class ProgressBar {
+final class ProgressBar: @unchecked Sendable {
     let enabled: Bool
     let label: String
     let start = Date()
