@@ -90,6 +90,19 @@ public struct BindingReport: Sendable {
 }
 
 extension Network {
+    /// The published files (DiffBIR's `pretrained_models.py` names) that hold a part, for errors.
+    public static func publishedSources(ofPart part: String) -> String {
+        switch part {
+        case "unet", "vae-encoder", "vae-decoder", "clip-text":
+            return "v2-1_512-ema-pruned.ckpt or sd2.1-base-zsnr-laionaes5.ckpt (diffbir fetch sd_v2.1 / sd_v2.1_zsnr)"
+        case "controlnet": return "DiffBIR_v2.1.pt, v2.pth or v1_general.pth (diffbir fetch v2.1 / v2 / v1_general)"
+        case "swinir": return "realesrgan_s4_swinir_100k.pth or general_swinir_v1.ckpt (diffbir fetch swinir_realesrgan / swinir_general)"
+        case "bsrnet": return "BSRNet.pth (diffbir fetch bsrnet)"
+        case "scunet": return "scunet_color_real_psnr.pth (diffbir fetch scunet_psnr)"
+        default: return "its published checkpoint"
+        }
+    }
+
     /// Binds every weight of `graph` from `files`, strictly: a missing key, a claimed key the graph
     /// does not use, and a shape mismatch are errors, all reported together; float weights of another
     /// precision are converted to the graph's dtype.
@@ -108,7 +121,8 @@ extension Network {
             }
             guard let (file, prefix) = source else {
                 let looked = part.prefixes.map { "'\($0)\(part.signature)'" }.joined(separator: " or ")
-                problems.append("no weights file has the \(part.name) (looked for \(looked) in \(files.map(\.path).joined(separator: ", ")))")
+                problems.append("no weights file has the \(part.name): it is in \(Self.publishedSources(ofPart: part.name)) "
+                                + "(looked for \(looked) in \(files.map(\.path).joined(separator: ", ")))")
                 continue
             }
             report.sources.append((part.name, file.path, prefix))

@@ -86,6 +86,17 @@ import TestSupport
         }
     }
 
+    /// A network whose weights are in none of the files: the error names the published file that
+    /// holds them and the fetch command that gets it.
+    @Test func missingNetworksNameThePublishedFile() throws {
+        let config = try NetworkConfig.load(.scunet, json: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("networks/scunet.config.json"))))
+        var graph = try Network.scunet.graph(config, inputs: ["image": TensorType(.f32, [1, 3, 64, 64])])
+        let error = #expect(throws: WeightBindingError.self) {
+            try Network.scunet.bind(&graph, config: config, files: [weightFile(Fixtures.path("networks/bsrnet.weights.safetensors"))])
+        }
+        #expect(error?.description.contains("scunet_color_real_psnr.pth (diffbir fetch scunet_psnr)") == true, "\(error?.description ?? "")")
+    }
+
     /// Published wrappings: Lightning's `state_dict`, the `module.` prefix, SD-style prefixes, f16 weights.
     @Test func loadsPrefixedWrappedAndHalfCheckpoints() throws {
         let dir = TemporaryDirectory()

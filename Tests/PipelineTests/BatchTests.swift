@@ -7,14 +7,16 @@ import TestSupport
 /// `restore`'s batches: inputs expanded, outputs named before any work, failures per --keep-going.
 @Suite struct BatchTests {
     /// A folder of six inputs: four PNGs (one in a subfolder with the name of another), one corrupt
-    /// PNG, one text file (not an image, ignored); one output exists already.
+    /// JPEG, one text file (not an image, ignored); one output exists already.
     static func folder() throws -> (TemporaryDirectory, String, String) {
         let dir = TemporaryDirectory()
         let input = dir.file("in"), output = dir.file("out")
         for d in [input, input + "/sub", output] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
         let png = Fixtures.path("photos/astronaut-lq.png")
         for name in ["a.png", "b.PNG", "sub/a.png", "c.png"] { try copyFile(png, input + "/" + name) }
-        FileManager.default.createFile(atPath: input + "/bad.png", contents: Data("not a png".utf8))
+        // A JPEG cut short: its header reads, its data does not.
+        let jpeg = try ImageFile.encode(Image(width: 16, height: 16, channels: 3, bitDepth: 8, samples: [UInt16](repeating: 90, count: 768)), format: .jpeg)
+        FileManager.default.createFile(atPath: input + "/bad.jpg", contents: Data(jpeg.prefix(jpeg.count / 2)))
         FileManager.default.createFile(atPath: input + "/notes.txt", contents: Data("text".utf8))
         FileManager.default.createFile(atPath: output + "/c.png", contents: Data("old".utf8))
         return (dir, input, output)
@@ -24,9 +26,9 @@ import TestSupport
         let (dir, input, output) = try Self.folder()
         _ = dir
         let flat = try Batch.expand([input], recursive: false)
-        #expect(flat.map(\.relative) == ["a.png", "b.PNG", "bad.png", "c.png"])
+        #expect(flat.map(\.relative) == ["a.png", "b.PNG", "bad.jpg", "c.png"])
         let all = try Batch.expand([input], recursive: true)
-        #expect(all.map(\.relative) == ["a.png", "b.PNG", "bad.png", "c.png", "sub/a.png"])
+        #expect(all.map(\.relative) == ["a.png", "b.PNG", "bad.jpg", "c.png", "sub/a.png"])
         // An existing output stops the batch before it starts, naming the file and the ways out.
         var notes: [String] = []
         let refusal = #expect(throws: BatchError.self) { try Batch.plan(flat, output: output, overwrite: false, skipExisting: false, notes: &notes) }
@@ -53,11 +55,11 @@ import TestSupport
         let items = try Batch.plan(try Batch.expand([input], recursive: true), output: output, overwrite: false, skipExisting: true, notes: &notes)
         let outcome = Batch.run(items, keepGoing: keepGoing) { item, _ in
             // The work of a restore: decode (the corrupt file throws here), then write atomically.
-            let image = try PNG.read(item.input)
-            try PNG.write(image, to: item.output, overwrite: false)
+            let image = try ImageFile.read(item.input)
+            try ImageFile.write(image, to: item.output, format: item.format)
         }
-        #expect(outcome.failed.map { FilePaths.fileName(of: $0.item.input) } == ["bad.png"])
-        #expect(outcome.failed.first?.error.contains("not a PNG") == true)
+        #expect(outcome.failed.map { FilePaths.fileName(of: $0.item.input) } == ["bad.jpg"])
+        #expect(outcome.failed.first?.error.contains("JPEG") == true, "\(outcome.failed.first?.error ?? "")")
         let written = (try FileManager.default.subpathsOfDirectory(atPath: output)).filter { $0.hasSuffix(".png") }.sorted()
         if keepGoing {
             #expect(outcome.done.count == 3 && outcome.skipped.count == 1)
