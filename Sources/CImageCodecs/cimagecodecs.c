@@ -34,7 +34,7 @@ static void jpeg_quiet(j_common_ptr cinfo, int level) { (void)cinfo; (void)level
 int cic_jpeg_decode(const uint8_t *data, size_t length, size_t max_bytes, cic_image *out, char *error, size_t error_length) {
     struct jpeg_decompress_struct cinfo;
     jpeg_error err;
-    volatile uint8_t *pixels = NULL;
+    uint8_t *volatile pixels = NULL;  // (the pointer volatile: longjmp must see the allocation)
     memset(out, 0, sizeof *out);
     cinfo.err = jpeg_std_error(&err.base);
     err.base.error_exit = jpeg_fail;
