@@ -286,3 +286,43 @@ import TestSupport
         #expect(error?.description.contains("not a regular file") == true, "\(error?.description ?? "")")
     }
 }
+
+/// Convolutions whose weight rank, strides, dilations or pads disagree with the input's rank:
+/// refused before any attribute is indexed (found by fuzzing: a 1-D Conv with a rank-2 weight).
+@Suite struct MismatchedConvolutionTests {
+    static func conv(_ op: String, input: [Int], weight: [Int], ints: [(String, [Int])]) -> [UInt8] {
+        var g = ProtobufWriter()
+        var n = ProtobufWriter()
+        n.string(1, "x"); n.string(1, "w"); n.string(2, "z"); n.string(3, "node0"); n.string(4, op)
+        for (name, values) in ints {
+            var a = ProtobufWriter()
+            a.string(1, name)
+            for v in values { a.int(8, v) }
+            a.int(20, 7)  // INTS
+            n.message(5, a)
+        }
+        g.message(1, n)
+        g.string(2, "conv")
+        g.message(11, ONNXWriter.valueInfo("x", TensorType(.f32, Shape(input))))
+        g.message(11, ONNXWriter.valueInfo("w", TensorType(.f32, Shape(weight))))
+        g.message(12, ONNXWriter.valueInfo("z", TensorType(.f32, Shape(input))))
+        var m = ProtobufWriter()
+        m.int(1, 9)
+        m.message(7, g)
+        var o = ProtobufWriter()
+        o.string(1, ""); o.int(2, 17)
+        m.message(8, o)
+        return m.bytes
+    }
+
+    @Test func mismatchedAttributesAreRefused() {
+        for op in ["Conv", "ConvTranspose"] {
+            BadModelTests.expectError(Self.conv(op, input: [1, 1, 5], weight: [1, 1], ints: []), "node0", "spatial dims")
+            BadModelTests.expectError(Self.conv(op, input: [1, 1, 5, 5], weight: [1, 1, 3, 3], ints: [("strides", [1])]), "strides [1]")
+            BadModelTests.expectError(Self.conv(op, input: [1, 1, 5, 5], weight: [1, 1, 3, 3], ints: [("strides", [0, 1])]), "strides [0, 1]")
+            BadModelTests.expectError(Self.conv(op, input: [1, 1, 5], weight: [1, 1, 3], ints: [("dilations", [1, 1, 1])]), "dilations")
+            BadModelTests.expectError(Self.conv(op, input: [1, 1, 5], weight: [1, 1, 3], ints: [("pads", [1])]), "1 pads")
+        }
+        BadModelTests.expectError(Self.conv("ConvTranspose", input: [1, 1, 5], weight: [1, 1, 3], ints: [("output_padding", [1, 1])]), "output_padding")
+    }
+}

@@ -58,6 +58,17 @@ extension ONNXOps {
         try c.bind1(n, y)
     }
 
+    /// The attributes of a convolution checked against its spatial rank before any is indexed: as many
+    /// kernel dims, strides and dilations as spatial axes, twice as many pads, strides and dilations positive.
+    static func checkSpatial(_ n: ONNXNode, spatial: Int, kernel: [Int], strides: [Int], dilations: [Int],
+                             pads: [Int]? = nil, outputPadding: [Int]? = nil) throws(ImportFailure) {
+        guard kernel.count == spatial else { throw ImportFailure("a weight of \(kernel.count) spatial dims for \(spatial)-D input") }
+        guard strides.count == spatial, strides.allSatisfy({ $0 > 0 }) else { throw ImportFailure("strides \(strides) for \(spatial)-D input") }
+        guard dilations.count == spatial, dilations.allSatisfy({ $0 > 0 }) else { throw ImportFailure("dilations \(dilations) for \(spatial)-D input") }
+        if let pads, pads.count != 2 * spatial { throw ImportFailure("\(pads.count) pads for \(spatial)-D input") }
+        if let outputPadding, outputPadding.count != spatial { throw ImportFailure("output_padding \(outputPadding) for \(spatial)-D input") }
+    }
+
     /// The pads of `auto_pad` SAME_UPPER/SAME_LOWER/VALID, or the explicit `pads`, as [top, left, bottom, right].
     static func convPads(_ n: ONNXNode, input: [Int], kernel: [Int], strides: [Int], dilations: [Int]) throws(ImportFailure) -> [Int] {
         let autoPad = try n.string("auto_pad", "NOTSET")
@@ -93,7 +104,9 @@ extension ONNXOps {
         let kernel = Array(c.graph.type(w).dims.dropFirst(2))
         let strides = try n.ints("strides") ?? [Int](repeating: 1, count: spatial)
         let dilations = try n.ints("dilations") ?? [Int](repeating: 1, count: spatial)
+        try checkSpatial(n, spatial: spatial, kernel: kernel, strides: strides, dilations: dilations)
         var pads = try convPads(n, input: Array(c.graph.type(x).dims.dropFirst(2)), kernel: kernel, strides: strides, dilations: dilations)
+        try checkSpatial(n, spatial: spatial, kernel: kernel, strides: strides, dilations: dilations, pads: pads)
         var attrs = Conv2D(strides: strides, pads: pads, dilations: dilations, groups: try n.int("group", 1))
         if spatial == 1 {
             x = try as2D(&c, x, name: n.name + ":x2d")
@@ -120,8 +133,10 @@ extension ONNXOps {
         var outputPadding = try n.ints("output_padding") ?? [Int](repeating: 0, count: spatial)
         var pads = try n.ints("pads") ?? [Int](repeating: 0, count: 2 * spatial)
         let autoPad = try n.string("auto_pad", "NOTSET")
+        try checkSpatial(n, spatial: spatial, kernel: kernel, strides: strides, dilations: dilations, pads: pads, outputPadding: outputPadding)
         if let outputShape = try n.ints("output_shape") {
             let target = Array(outputShape.suffix(spatial))
+            guard target.count == spatial else { throw ImportFailure("output_shape \(outputShape) for \(spatial)-D input") }
             var begin: [Int] = [], end: [Int] = []
             for i in 0..<spatial {
                 let total = strides[i] * (input[i] - 1) + outputPadding[i] + (kernel[i] - 1) * dilations[i] + 1 - target[i]
