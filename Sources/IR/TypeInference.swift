@@ -50,6 +50,11 @@ extension Op {
             guard let n = normalizeAxis(a, rank: rank) else { throw fail("axis \(a) out of range for rank \(rank)") }
             return n
         }
+        /// An axis of a tensor that has one: indexing ops (concat, split, gather, arg-extremes) refuse scalars.
+        func dimensionAxis(_ a: Int, _ rank: Int) throws(IRError) -> Int {
+            guard rank >= 1 else { throw fail("needs an input of rank ≥ 1, not a scalar") }
+            return try axis(a, rank)
+        }
         func same(_ a: TensorType, _ b: TensorType, _ what: String) throws(IRError) {
             guard a.dtype == b.dtype else { throw fail("\(what): dtypes \(a.dtype) and \(b.dtype) differ") }
         }
@@ -213,7 +218,7 @@ extension Op {
         case .concat(let a):
             guard !inputs.isEmpty else { throw fail("needs inputs") }
             let r = inputs[0].rank
-            let ax = try axis(a, r)
+            let ax = try dimensionAxis(a, r)
             var dims = inputs[0].dims
             dims[ax] = 0
             for t in inputs {
@@ -221,13 +226,13 @@ extension Op {
                 guard t.rank == r, (0..<r).allSatisfy({ $0 == ax || t.dims[$0] == inputs[0].dims[$0] }) else {
                     throw fail("shapes \(inputs.map { $0.shape.description }.joined(separator: ", ")) differ off axis \(ax)")
                 }
-                dims[ax] += t.dims[ax]
+                dims[ax] = try add(dims[ax], t.dims[ax])
             }
             return [TensorType(inputs[0].dtype, Shape(dims))]
         case .split(let a, let sizes):
             try arity(1...1)
-            let ax = try axis(a, inputs[0].rank)
-            guard sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == inputs[0].dims[ax] else {
+            let ax = try dimensionAxis(a, inputs[0].rank)
+            guard sizes.allSatisfy({ $0 >= 0 }), Checked.sum(sizes) == inputs[0].dims[ax] else {
                 throw fail("sizes \(sizes) do not sum to \(inputs[0].dims[ax])")
             }
             return sizes.map { s in
@@ -264,7 +269,7 @@ extension Op {
             try arity(2...2)
             let x = inputs[0], idx = inputs[1]
             guard [.i64, .i32].contains(idx.dtype) else { throw fail("indices must be int32 or int64, got \(idx.dtype)") }
-            let ax = try axis(a, x.rank)
+            let ax = try dimensionAxis(a, x.rank)
             return [TensorType(x.dtype, Shape(Array(x.dims[..<ax]) + idx.dims + Array(x.dims[(ax + 1)...])))]
         case .expand(let s):
             try arity(1...1)
@@ -308,7 +313,7 @@ extension Op {
         case .argExtreme(_, let a, let keep, _):
             try arity(1...1)
             let x = inputs[0]
-            let ax = try axis(a, x.rank)
+            let ax = try dimensionAxis(a, x.rank)
             var dims = x.dims
             if keep { dims[ax] = 1 } else { dims.remove(at: ax) }
             return [TensorType(.i64, Shape(dims))]

@@ -80,14 +80,14 @@ public enum Fetcher {
                 throw FetchError("\(target) exists but its SHA-256 is \(digest), not the published \(pinned): remove it and fetch again")
             }
             let size = (try? FileManager.default.attributesOfItem(atPath: target)[.size] as? Int) ?? 0
-            return Result(path: target, bytes: size ?? 0, sha256: digest, resumedFrom: 0, alreadyPresent: true)
+            return Result(path: target, bytes: size, sha256: digest, resumedFrom: 0, alreadyPresent: true)
         }
         let have = (try? FileManager.default.attributesOfItem(atPath: part)[.size] as? Int) ?? 0
         guard let url = URL(string: file.url) else { throw FetchError("\(file.name): '\(file.url)' is not a URL") }
-        let download = Download(url: url, part: part, offset: have ?? 0, progress: progress)
+        let download = Download(url: url, part: part, offset: have, progress: progress)
         try download.run()
         let got = (try? FileManager.default.attributesOfItem(atPath: part)[.size] as? Int) ?? 0
-        let size = got ?? 0
+        let size = got
         if let total = download.total, size != total {
             throw FetchError("\(file.url): got \(size) bytes of \(total) (the connection ended early); run the same command again to resume")
         }
@@ -165,7 +165,7 @@ public enum Fetcher {
             case 200:
                 // From the start (no resume, or the server ignores Range).
                 total = length
-                FileManager.default.createFile(atPath: part, contents: nil)
+                _ = FileManager.default.createFile(atPath: part, contents: nil)
                 handle = FileHandle(forWritingAtPath: part)
             case 416 where offset > 0:
                 // The part already holds everything.

@@ -144,12 +144,9 @@ public enum PlanWriter {
             header += le(header.withUnsafeBytes { planCRC32($0) })
             try out.patch(at: 0, header)
             try out.commit()
-        } catch let e as FileError {
-            out.discard()
-            throw PlanError(path, e.message)
         } catch {
             out.discard()
-            throw PlanError(path, "\(error)")
+            throw PlanError(path, error.message)
         }
     }
 }

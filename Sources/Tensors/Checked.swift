@@ -20,6 +20,16 @@ public enum Checked {
         return o || s > limit ? nil : s
     }
 
+    /// The sum of `values`, every one non-negative.
+    public static func sum(_ values: [Int], limit: Int = .max) -> Int? {
+        var total = 0
+        for v in values {
+            guard let t = sum(total, v, limit: limit) else { return nil }
+            total = t
+        }
+        return total
+    }
+
     /// a · b.
     public static func product(_ a: Int, _ b: Int, limit: Int = .max) -> Int? {
         guard a >= 0, b >= 0 else { return nil }

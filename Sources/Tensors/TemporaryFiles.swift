@@ -74,7 +74,11 @@ public enum TemporaryFiles {
         guard let d = opendir(dir.isEmpty ? "/" : dir) else { return }
         defer { closedir(d) }
         while let entry = readdir(d) {
-            let file = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // The name read in place up to its NUL: a dirent is only `d_reclen` bytes, so copying the whole
+            // 256-byte `d_name` reads past the last entry of readdir's buffer (valgrind).
+            let file = withUnsafeMutablePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 1) { String(cString: $0) }
+            }
             guard file.hasPrefix(prefix), let pid = Int32(file.dropFirst(prefix.count)), pid > 0, pid != getpid() else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH {
                 unlink((dir.isEmpty ? "" : dir + "/") + file)

@@ -52,6 +52,23 @@ import Testing
         #expect(throws: IRError.self) { try g.add(.binary(.add), [x, g.addConstant(Tensor.zeros(.f32, [3, 7]), name: "c")], name: "b") }
     }
 
+    /// Found by fuzzing the ONNX importer: a Concat of scalars indexed a dimension that is not there.
+    /// Indexing ops refuse scalars, and sizes that would overflow are errors, not traps.
+    @Test func scalarsAndOverflowingSizesAreRefused() throws {
+        var g = Graph()
+        let s = g.addInput("s", TensorType(.f32, []))
+        let idx = g.addInput("i", TensorType(.i64, [2]))
+        let big = g.addInput("big", TensorType(.f32, [1 << 62, 1]))
+        for (op, operands) in [(Op.concat(axis: 0), [s, s]), (.split(axis: 0, sizes: [1]), [s]), (.gather(axis: 0), [s, idx]),
+                               (.argExtreme(max: true, axis: 0, keepDims: true, selectLastIndex: false), [s])] {
+            let error = #expect(throws: IRError.self) { try g.add(op, operands, name: "scalar_op") }
+            #expect(error?.description.contains("not a scalar") == true, "\(String(describing: error))")
+        }
+        let error = #expect(throws: IRError.self) { try g.add(.concat(axis: 0), [big, big], name: "huge_concat") }
+        #expect(error?.description.contains("overflow") == true, "\(String(describing: error))")
+        #expect(throws: IRError.self) { try g.add(.split(axis: 0, sizes: [Int.max, Int.max, 2]), [big], name: "huge_split") }
+    }
+
     @Test func verifierCatchesBrokenGraphs() throws {
         // A node reading a value produced after it (out of order, as a cycle would be).
         var g = try Self.small()

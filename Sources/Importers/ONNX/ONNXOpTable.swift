@@ -207,7 +207,7 @@ enum ONNXOps {
         t["Reshape"] = ONNXOpRule(since: 13) { c, n in
             let x = try c.required(n, 0)
             let dims = c.graph.type(x).dims
-            var target = try c.ints(try n.input(1) ?? "", "shape")
+            var target = try c.ints(n.input(1) ?? "", "shape")
             let allowZero = try n.int("allowzero", 0) == 1
             for i in target.indices where target[i] == 0 && !allowZero {
                 guard i < dims.count else { throw ImportFailure("shape entry \(i) is 0 (copy) but the input has rank \(dims.count)") }
@@ -239,7 +239,7 @@ enum ONNXOps {
         t["Unsqueeze"] = ONNXOpRule(since: 13) { c, n in
             let x = try c.required(n, 0)
             let dims = c.graph.type(x).dims
-            let raw = try c.ints(try n.input(1) ?? "", "axes")
+            let raw = try c.ints(n.input(1) ?? "", "axes")
             let axes = try c.normalize(raw, rank: dims.count + raw.count)
             var out: [Int] = []
             var it = dims.makeIterator()
