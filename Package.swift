@@ -86,6 +86,8 @@ let package = Package(
                           path: "Tests/Fuzz/Sources"),
         .target(name: "TestSupport", dependencies: ["Tensors", "CPNG"], path: "Sources/TestSupport"),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+        // Runs the built `diffbir` (Tool.path); depending on it builds it first.
+        .testTarget(name: "CLITests", dependencies: ["diffbir", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Passes", "Tensors"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraphs", "Importers", "IR", "Plan", "Executor", "Tensors", "TestSupport"]),

@@ -83,6 +83,11 @@ public enum Batch {
     public static func plan(_ inputs: [(path: String, relative: String)], output: String, format: ImageFormat? = nil, overwrite: Bool,
                             skipExisting: Bool, notes: inout [String]) throws(BatchError) -> [BatchItem] {
         guard !inputs.isEmpty else { throw BatchError("no input images") }
+        // `-o -`: one image to standard output, PNG unless --format says otherwise.
+        if output == "-" {
+            guard inputs.count == 1 else { throw BatchError("-o -: standard output takes one image, not \(inputs.count)") }
+            return [BatchItem(input: inputs[0].path, output: "-", skip: false, format: format ?? .png)]
+        }
         let toFolder = inputs.count > 1 || output.hasSuffix("/") || isDirectory(output)
         var items: [BatchItem] = []
         var taken = Set<String>()

@@ -67,14 +67,16 @@ public enum Fetcher {
     }
 
     /// Fetches `file` into `directory` (created when missing). `progress(done, total)` as bytes
-    /// arrive (total nil when the server does not say).
-    public static func fetch(_ file: PublishedFile, into directory: String, progress: @escaping @Sendable (Int, Int?) -> Void = { _, _ in })
-        throws(FetchError) -> Result {
+    /// arrive (total nil when the server does not say). `replace`: download afresh (no resume) even
+    /// when the file is there; the file there is replaced only once the new one is complete and checked.
+    public static func fetch(_ file: PublishedFile, into directory: String, replace: Bool = false,
+                             progress: @escaping @Sendable (Int, Int?) -> Void = { _, _ in }) throws(FetchError) -> Result {
         let target = FilePaths.join(directory, file.fileName), part = target + ".part"
         do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
             throw FetchError("\(directory): cannot create the folder: \(error.localizedDescription)")
         }
-        if FileManager.default.fileExists(atPath: target) {
+        if replace { try? FileManager.default.removeItem(atPath: part) }
+        if !replace, FileManager.default.fileExists(atPath: target) {
             let digest = try sha256(of: target)
             if let pinned = file.sha256, pinned != digest {
                 throw FetchError("\(target) exists but its SHA-256 is \(digest), not the published \(pinned): remove it and fetch again")

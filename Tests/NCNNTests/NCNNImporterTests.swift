@@ -102,8 +102,8 @@ import TestSupport
     func refusal(param: String, bin: [UInt8] = [], shapes: [String: [Int]] = [:]) -> String {
         let dir = TemporaryDirectory()
         let p = dir.file("m.param"), b = dir.file("m.bin")
-        FileManager.default.createFile(atPath: p, contents: Data(param.utf8))
-        FileManager.default.createFile(atPath: b, contents: Data(bin))
+        _ = FileManager.default.createFile(atPath: p, contents: Data(param.utf8))
+        _ = FileManager.default.createFile(atPath: b, contents: Data(bin))
         do {
             _ = try NCNNImporter.load(param: p, bin: b, shapes: shapes)
             return "accepted"

@@ -16,9 +16,9 @@ import TestSupport
         for name in ["a.png", "b.PNG", "sub/a.png", "c.png"] { try copyFile(png, input + "/" + name) }
         // A JPEG cut short: its header reads, its data does not.
         let jpeg = try ImageFile.encode(Image(width: 16, height: 16, channels: 3, bitDepth: 8, samples: [UInt16](repeating: 90, count: 768)), format: .jpeg)
-        FileManager.default.createFile(atPath: input + "/bad.jpg", contents: Data(jpeg.prefix(jpeg.count / 2)))
-        FileManager.default.createFile(atPath: input + "/notes.txt", contents: Data("text".utf8))
-        FileManager.default.createFile(atPath: output + "/c.png", contents: Data("old".utf8))
+        _ = FileManager.default.createFile(atPath: input + "/bad.jpg", contents: Data(jpeg.prefix(jpeg.count / 2)))
+        _ = FileManager.default.createFile(atPath: input + "/notes.txt", contents: Data("text".utf8))
+        _ = FileManager.default.createFile(atPath: output + "/c.png", contents: Data("old".utf8))
         return (dir, input, output)
     }
 

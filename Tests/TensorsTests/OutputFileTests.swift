@@ -12,7 +12,7 @@ import TestSupport
         // A PID above the kernel's limit (4194304 at most) names no process; our parent is alive.
         let dead = dir.file(".model.safetensors.tmp-4194305"), alive = dir.file(".model.safetensors.tmp-\(getppid())")
         let other = dir.file(".other.safetensors.tmp-4194305")
-        for f in [dead, alive, other] { FileManager.default.createFile(atPath: f, contents: Data([1, 2, 3])) }
+        for f in [dead, alive, other] { _ = FileManager.default.createFile(atPath: f, contents: Data([1, 2, 3])) }
         let out = try OutputFile(path: target, overwrite: false)
         #expect(!FileManager.default.fileExists(atPath: dead))
         #expect(FileManager.default.fileExists(atPath: alive))

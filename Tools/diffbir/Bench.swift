@@ -53,8 +53,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed runs before them.")
     var warmup: Int = 1
 
-    @Option(help: "Threads for the kernels (default: the physical cores).")
-    var threads: Int = physicalCores
+    @OptionGroup(title: "Threads")
+    var threading: ThreadOptions
+    var threads: Int { threading.threads }
 
     @Option(help: traceHelp)
     var trace: String?
@@ -83,12 +84,13 @@ struct Bench: ParsableCommand {
     @Option(help: isaHelp)
     var isa: ISA?
 
-    @Flag(help: "Print one JSON object instead of text.")
-    var json = false
+    @OptionGroup(title: "Output")
+    var report: ReportOptions
+    var json: Bool { report.json }
 
     func validate() throws {
-        if runs < 1 || warmup < 0 || threads < 1 || rounds < 1 {
-            throw ValidationError("--runs, --rounds and --threads must be at least 1, --warmup at least 0")
+        if runs < 1 || warmup < 0 || rounds < 1 {
+            throw ValidationError("--runs and --rounds must be at least 1, --warmup at least 0")
         }
         for p in peer where !["onnxruntime", "onnxruntime-int8", "torch", "torch-bf16", "ncnn"].contains(p) {
             throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, onnxruntime-int8, torch, torch-bf16, ncnn)")
@@ -181,7 +183,7 @@ struct Bench: ParsableCommand {
         if !peer.isEmpty && inputs == nil { throw ToolError("--peer needs --inputs (the same inputs for both; Tools/bench/export_full_onnx.py writes them)") }
         let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
         if trace != nil { executor.trace = TraceRecorder() }
-        defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace, quiet: json) } }
+        defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace, quiet: json || report.quiet) } }
         var results: [JSONValue] = []
         for name in entry.map({ [$0] }) ?? names {
             results.append(try bench(entry: name, file: file, executor: executor))
@@ -231,7 +233,7 @@ struct Bench: ParsableCommand {
                 if let p = r.profile { printError(p.formatted) }
                 if !warming { times.append(r.seconds) }
                 last = r
-                if !json {
+                if !json && !report.quiet {
                     let label = rounds > 1 ? "round \(round + 1) " : ""
                     printError(String(format: "%@ %@%@ %d: %.3f s", name, label, warming ? "warm-up" : "run", warming ? i + 1 : i - (total - runs) + 1, r.seconds))
                 }

@@ -21,8 +21,9 @@ struct BenchGemm: ParsableCommand {
     @Option(help: "Comma-separated shapes MxNxK.")
     var shapes = "320x4096x2880,640x1024x5760,1280x256x11520,4096x320x320,2048x2048x2048"
 
-    @Option(help: "Threads.")
-    var threads: Int = physicalCores
+    @OptionGroup(title: "Threads")
+    var threading: ThreadOptions
+    var threads: Int { threading.threads }
 
     @Option(help: "Timed runs per shape (the median is printed).")
     var runs: Int = 5
@@ -36,8 +37,9 @@ struct BenchGemm: ParsableCommand {
     @Flag(help: "Also time the int8 micro-kernels this processor runs (VNNI, AVX2) on packed panels (packing not timed), plain and blocked as int8 x int8 convolutions run them (-blk64: a scale per 64 activations, the convolutions' block), and their peaks.")
     var int8 = false
 
-    @Flag(help: "Print one JSON object instead of text.")
-    var json = false
+    @OptionGroup(title: "Output")
+    var report: ReportOptions
+    var json: Bool { report.json }
 
     func run() throws {
         let sets: [ISA] = try isa.map { s in

@@ -27,19 +27,18 @@ struct Compare: ParsableCommand {
     @Option(name: .shortAndLong, help: "The picture to write (PNG).")
     var output: String
 
-    @Flag(help: "Replace the output if it exists.")
-    var overwrite = false
-
-    @Flag(help: "Print a JSON object.")
-    var json = false
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
+    var overwrite: Bool { out.overwrite }
+    var json: Bool { out.json }
 
     func run() throws {
         func load(_ p: String) throws -> (pixels: [UInt8], width: Int, height: Int) {
             do { let i = try InputImage.loadRGB8(p); return (i.pixels, i.width, i.height) } catch { throw ToolError("\(error)") }
         }
-        let lq = try load(input), out = try load(restored)
+        let lq = try load(input), restoredImage = try load(restored)
         let gt = try reference.map(load)
-        let (h, w) = (out.height, out.width)
+        let (h, w) = (restoredImage.height, restoredImage.width)
         if let gt, gt.width != w || gt.height != h {
             throw ToolError("\(reference!) is \(gt.width)×\(gt.height), \(restored) is \(w)×\(h): the ground truth must have the restored image's size")
         }
@@ -52,7 +51,7 @@ struct Compare: ParsableCommand {
             }
         }
         let bicubic = Resample.pilBicubic(lq.pixels, height: lq.height, width: lq.width, channels: 3, toHeight: h, toWidth: w)
-        let panels = [nearest, bicubic, out.pixels] + (gt.map { [$0.pixels] } ?? [])
+        let panels = [nearest, bicubic, restoredImage.pixels] + (gt.map { [$0.pixels] } ?? [])
         let gap = 8
         let total = panels.count * w + (panels.count - 1) * gap
         var samples = [UInt16](repeating: 255, count: h * total * 3)
@@ -66,19 +65,20 @@ struct Compare: ParsableCommand {
             throw ToolError(error.description)
         }
         guard let gt else {
-            if !json { print("wrote \(output): input (nearest), bicubic, restored, \(total)×\(h)") }
+            out.result("wrote \(output): input (nearest), bicubic, restored, \(total)×\(h)",
+                       json: .object([("output", .string(output)), ("width", .int(total)), ("height", .int(h))]))
             return
         }
         let b: ImageMetrics.Report, r: ImageMetrics.Report
         do {
             b = try ImageMetrics.compare(bicubic, gt.pixels, height: h, width: w)
-            r = try ImageMetrics.compare(out.pixels, gt.pixels, height: h, width: w)
+            r = try ImageMetrics.compare(restoredImage.pixels, gt.pixels, height: h, width: w)
         } catch { throw ToolError("\(error)") }
         if json {
             func report(_ m: ImageMetrics.Report) -> JSONValue {
                 .object([("psnr_rgb", m.psnrRGB.isFinite ? .number(m.psnrRGB) : .null), ("psnr_y", m.psnrY.isFinite ? .number(m.psnrY) : .null), ("ssim", .number(m.ssim))])
             }
-            print(JSONValue.object([("output", .string(output)), ("bicubic", report(b)), ("restored", report(r))]).serialized)
+            print(JSONValue.object([("output", .string(output)), ("width", .int(total)), ("height", .int(h)), ("bicubic", report(b)), ("restored", report(r))]).serialized)
             return
         }
         print("wrote \(output): input (nearest), bicubic, restored, ground truth, \(total)×\(h)")

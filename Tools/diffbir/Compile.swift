@@ -116,11 +116,20 @@ struct Compile: ParsableCommand {
     @Option(name: .shortAndLong, help: "The plan file to write.")
     var output: String
 
-    @Flag(help: "Replace the output if it exists.")
-    var overwrite = false
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
+    var overwrite: Bool { out.overwrite }
+    /// (-q: only the report, not each pass as it runs.)
+    var quiet: Bool { out.quiet }
 
-    @Flag(name: .shortAndLong, help: "Print only the report, not each pass as it runs.")
-    var quiet = false
+    @OptionGroup(title: "Threads (calibration and error compensation run the plans)")
+    var threading: ThreadOptions
+
+    /// The report and calibration results: on standard output, or on standard error with --json
+    /// (standard output then holds the JSON object alone).
+    func say(_ text: String, terminator: String = "\n") {
+        if !out.json { print(text, terminator: terminator) } else if !quiet { printError(text, terminator: terminator) }
+    }
 
     func validate() throws {
         if model.isEmpty && onnx.isEmpty && ncnn.isEmpty { throw ValidationError("give at least one --model NAME, --onnx FILE or --ncnn FILE.param") }
@@ -197,12 +206,18 @@ struct Compile: ParsableCommand {
                 printError("writing weights \(i)/\(n)\r", terminator: "")
             }
         })
-        print(compiled.report, terminator: "")
+        say(compiled.report, terminator: "")
         if calibrate > 0 || autoKeep > 0 || calibrateInputs != nil || gptq {
             try calibrateAndKeep(entries: entries, baked: baked, metadata: metadata, options: options)
         }
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
-        print("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", Date().timeIntervalSince(start)))
+        let seconds = Date().timeIntervalSince(start)
+        let entryPoints = compiled.program.entryPoints.map { e in
+            JSONValue.object([("name", .string(e.name)), ("instructions", .int(e.instructions.count)), ("arenaBytes", .int(e.arenaBytes))])
+        }
+        out.result("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", seconds),
+                   json: .object([("output", .string(output)), ("bytes", .int(bytes)), ("seconds", .seconds(seconds)),
+                                  ("entryPoints", .array(entryPoints)), ("report", .string(compiled.report))]))
     }
 
     /// `--calibrate`, `--auto-keep`: the f32 plan of the same graphs beside the output (removed after),
@@ -223,7 +238,7 @@ struct Compile: ParsableCommand {
             let reference = try Compiler.compile(entries, options: f32Options, constants: baked, metadata: metadata)
             try PlanWriter.write(path: referencePath, program: reference.program, summary: reference.report, weights: reference.weights, overwrite: true)
         } catch let e as IRError { throw ToolError("calibration: \(e)") }
-        let threads = physicalCores
+        let threads = threading.threads
         func measure(perLayer: Bool) throws -> Calibration {
             do {
                 return try Calibration.run(quantized: try PlanFile(path: output), reference: try PlanFile(path: referencePath), count: count,
@@ -249,16 +264,16 @@ struct Compile: ParsableCommand {
             let compiled: CompiledPlan
             do { compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata) } catch let e as IRError { throw ToolError("compile: \(e)") }
             try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
-            print("error compensation (GPTQ, damping \(gptqDamping)\(gptqActOrder ? ", act-order" : "")): \(c.compensated) int8 layers compensated, \(c.plain) rounded plainly (fewer than "
+            say("error compensation (GPTQ, damping \(gptqDamping)\(gptqActOrder ? ", act-order" : "")): \(c.compensated) int8 layers compensated, \(c.plain) rounded plainly (fewer than "
                   + "\(gptqMinSamples) × k calibration inputs), \(c.passes) pass\(c.passes == 1 ? "" : "es") over \(count) input set\(count == 1 ? "" : "s"), "
                   + String(format: "%.1f s", Date().timeIntervalSince(started)))
-            for f in c.failed { print("  \(f.name): rounded plainly: \(f.reason)") }
+            for f in c.failed { say("  \(f.name): rounded plainly: \(f.reason)") }
             for o in plain.outputs {
-                print("  entry \(o.entry), output \(o.output): relative L2 error before compensation " + String(format: "%.3e", o.relativeL2))
+                say("  entry \(o.entry), output \(o.output): relative L2 error before compensation " + String(format: "%.3e", o.relativeL2))
             }
         }
         let first = try measure(perLayer: true)
-        print(first.report(suggest: autoKeep > 0 ? autoKeep : 10), terminator: "")
+        say(first.report(suggest: autoKeep > 0 ? autoKeep : 10), terminator: "")
         guard autoKeep > 0 else { return }
         let keep = first.worstWeights(autoKeep)
         var kept = options
@@ -269,10 +284,10 @@ struct Compile: ParsableCommand {
         try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
         let second = try measure(perLayer: false)
         let weightsLine = compiled.report.split(separator: "\n").first { $0.hasPrefix("weights:") } ?? ""
-        print("auto-keep: \(keep.count) layers kept in f16; \(weightsLine)")
+        say("auto-keep: \(keep.count) layers kept in f16; \(weightsLine)")
         for o in second.outputs {
             let before = first.outputs.first { $0.entry == o.entry && $0.output == o.output }?.relativeL2 ?? .nan
-            print("  entry \(o.entry), output \(o.output): relative L2 error " + String(format: "%.3e (was %.3e)", o.relativeL2, before))
+            say("  entry \(o.entry), output \(o.output): relative L2 error " + String(format: "%.3e (was %.3e)", o.relativeL2, before))
         }
     }
 

@@ -42,11 +42,10 @@ struct Convert: ParsableCommand {
     @Option(help: "Remove this prefix from tensor names (repeatable; the first that matches).")
     var stripPrefix: [String] = []
 
-    @Flag(help: "Replace the output if it exists.")
-    var overwrite = false
-
-    @Flag(name: .shortAndLong, help: "No progress on standard error.")
-    var quiet = false
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
+    var overwrite: Bool { out.overwrite }
+    var quiet: Bool { out.quiet }
 
     func validate() throws {
         guard !inputs.isEmpty else { throw ValidationError("give at least one input checkpoint") }
@@ -95,8 +94,11 @@ struct Convert: ParsableCommand {
         }
         if showProgress { printError("") }
         let seconds = Date().timeIntervalSince(start)
-        print("wrote \(output): \(report.tensors) tensors (\(report.retyped) converted to \(options.dtype?.rawValue ?? "-")), "
-              + "\(formatBytes(report.bytesWritten)) from \(formatBytes(report.bytesRead)) in \(String(format: "%.2f", seconds)) s")
+        out.result("wrote \(output): \(report.tensors) tensors (\(report.retyped) converted to \(options.dtype?.rawValue ?? "-")), "
+                   + "\(formatBytes(report.bytesWritten)) from \(formatBytes(report.bytesRead)) in \(String(format: "%.2f", seconds)) s",
+                   json: .object([("output", .string(output)), ("format", .string("safetensors")), ("tensors", .int(report.tensors)),
+                                  ("converted", .int(report.retyped)), ("bytesWritten", .int(report.bytesWritten)),
+                                  ("bytesRead", .int(report.bytesRead)), ("seconds", .seconds(seconds))]))
     }
 
     /// .onnx → .onnx through the IR (imported, decompositions raised, written back at opset 21),
@@ -107,7 +109,9 @@ struct Convert: ParsableCommand {
             var options = ONNXWriter.Options()
             options.overwrite = overwrite
             try ONNXWriter.write(imported.graph, to: output, options: options)
-            print("wrote \(output): \(imported.graph.nodes.count) IR nodes, opset \(ONNXWriter.opset)")
+            out.result("wrote \(output): \(imported.graph.nodes.count) IR nodes, opset \(ONNXWriter.opset)",
+                       json: .object([("output", .string(output)), ("format", .string("onnx")), ("nodes", .int(imported.graph.nodes.count)),
+                                      ("opset", .int(ONNXWriter.opset))]))
             return
         }
         let g = imported.graph
@@ -120,7 +124,8 @@ struct Convert: ParsableCommand {
             tensors.append((v.name, t))
         }
         try SafetensorsWriter.write(path: output, tensors: tensors, metadata: [("format", "pt")], overwrite: overwrite)
-        print("wrote \(output): \(tensors.count) tensors")
+        out.result("wrote \(output): \(tensors.count) tensors",
+                   json: .object([("output", .string(output)), ("format", .string("safetensors")), ("tensors", .int(tensors.count))]))
     }
 
     /// ncnn → .onnx (the graph) or .safetensors (the weights, optionally under a published layout).
@@ -131,7 +136,9 @@ struct Convert: ParsableCommand {
             var options = ONNXWriter.Options()
             options.overwrite = overwrite
             try ONNXWriter.write(imported.graph, to: output, options: options)
-            print("wrote \(output): \(imported.params.layers.count) ncnn layers as \(imported.graph.nodes.count) IR nodes, opset \(ONNXWriter.opset)")
+            out.result("wrote \(output): \(imported.params.layers.count) ncnn layers as \(imported.graph.nodes.count) IR nodes, opset \(ONNXWriter.opset)",
+                       json: .object([("output", .string(output)), ("format", .string("onnx")), ("layers", .int(imported.params.layers.count)),
+                                      ("nodes", .int(imported.graph.nodes.count)), ("opset", .int(ONNXWriter.opset))]))
             return
         }
         guard output.hasSuffix(".safetensors") else { throw ToolError("\(output): an ncnn model converts to .onnx or .safetensors") }
@@ -148,7 +155,9 @@ struct Convert: ParsableCommand {
         }
         if let d = dtype.flatMap({ DType(name: $0) }) { tensors = tensors.map { ($0.0, $0.1.converted(to: d)) } }
         try SafetensorsWriter.write(path: output, tensors: tensors, metadata: [("format", "pt")], overwrite: overwrite)
-        print("wrote \(output): \(tensors.count) tensors\(note)")
+        out.result("wrote \(output): \(tensors.count) tensors\(note)",
+                   json: .object([("output", .string(output)), ("format", .string("safetensors")), ("tensors", .int(tensors.count)),
+                                  ("layout", layout.map { .string($0.rawValue) } ?? .null)]))
     }
 }
 

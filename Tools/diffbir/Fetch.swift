@@ -29,11 +29,10 @@ struct Fetch: ParsableCommand {
     @Flag(help: "List the published files and exit.")
     var list = false
 
-    @Flag(name: .shortAndLong, help: "No progress output.")
-    var quiet = false
-
-    @Flag(help: "Print one JSON object per file.")
-    var json = false
+    @OptionGroup(title: "Output (--overwrite downloads afresh a file that is there; it is replaced once the new one is complete and checked)")
+    var out: OutputOptions
+    var quiet: Bool { out.quiet }
+    var json: Bool { out.json }
 
     func validate() throws {
         if !list && names.isEmpty { throw ValidationError("give the names to fetch (diffbir fetch --list shows them)") }
@@ -61,7 +60,7 @@ struct Fetch: ParsableCommand {
             let bar = ProgressBar(enabled: !quiet, label: file.fileName)
             let result: Fetcher.Result
             do {
-                result = try Fetcher.fetch(file, into: dir) { done, total in
+                result = try Fetcher.fetch(file, into: dir, replace: out.overwrite) { done, total in
                     bar.update("download", done >> 20, (total ?? max(done, 1)) >> 20)
                 }
             } catch {

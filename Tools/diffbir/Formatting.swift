@@ -69,7 +69,7 @@ let physicalCores: Int = {
     return max(1, min(cores.count, online))
 }()
 
-let traceHelp: ArgumentHelp = "Write a Chrome/Perfetto trace of every instruction run (kernel, shapes, time) to this JSON file (open it in ui.perfetto.dev or chrome://tracing)."
+let traceHelp: ArgumentHelp = "Write a Chrome/Perfetto trace of every instruction run (kernel, shapes, time) to this JSON file, replacing it (open it in ui.perfetto.dev or chrome://tracing)."
 
 /// Writes `trace` as a Chrome trace (atomically).
 func writeTrace(_ trace: TraceRecorder, to path: String, quiet: Bool = false) throws {

@@ -42,8 +42,9 @@ struct Inspect: ParsableCommand {
     @Option(name: .customLong("memory-svg"), help: "For a plan: draw each entry point's arena (every intermediate over the instructions that make and read it, and the weights each reads) into this SVG file.")
     var memorySVG: String?
 
-    @Flag(help: "Print JSON instead of a table.")
-    var json = false
+    @OptionGroup(title: "Output (--overwrite: for --memory-svg)")
+    var out: OutputOptions
+    var json: Bool { out.json }
 
     @Option(help: "List at most this many tensors in the table (totals still count all).")
     var limit: Int?
@@ -201,11 +202,12 @@ extension Inspect {
         let p = plan.program
         if let memorySVG {
             do {
-                let out = try OutputFile(path: memorySVG, overwrite: true)
-                try out.write(Array(MemoryPicture.svg(p).utf8))
-                try out.commit()
+                let svg = try OutputFile(path: memorySVG, overwrite: out.overwrite)
+                try svg.write(Array(MemoryPicture.svg(p).utf8))
+                try svg.commit()
             } catch { throw ToolError("\(memorySVG): \(error)") }
-            if !json { print("wrote \(memorySVG): \(p.entryPoints.count) entry point(s)") }
+            out.result("wrote \(memorySVG): \(p.entryPoints.count) entry point(s)",
+                       json: .object([("output", .string(memorySVG)), ("entryPoints", .int(p.entryPoints.count))]))
             return
         }
         if verify {

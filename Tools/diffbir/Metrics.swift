@@ -25,8 +25,9 @@ struct Metrics: ParsableCommand {
     @Option(help: "Pixels left out at each border before measuring.")
     var crop = 0
 
-    @Flag(help: "Print a JSON object.")
-    var json = false
+    @OptionGroup(title: "Output")
+    var report: ReportOptions
+    var json: Bool { report.json }
 
     func validate() throws {
         if crop < 0 { throw ValidationError("--crop must be at least 0") }

@@ -55,7 +55,7 @@ struct Restore: ParsableCommand {
     @Argument(help: "Input images (PNG, JPEG, WebP), folders of them, or - (paths from standard input).")
     var inputs: [String]
 
-    @Option(name: .shortAndLong, help: "Output PNG, or a folder (created if missing; required with several images).")
+    @Option(name: .shortAndLong, help: "The output image (.png, .jpg, .webp), a folder (created if missing; required with several inputs), or - for standard output (one image; PNG unless --format).")
     var output: String
 
     @Option(help: "Output format: png, jpeg or webp (default: the output's extension; PNG in a folder).")
@@ -118,8 +118,9 @@ struct Restore: ParsableCommand {
     @Option(name: .customLong("color-fix"), help: "Colour correction: wavelet, adain, none.")
     var colorFix: String = "wavelet"
 
-    @Option(help: "Threads for the kernels (default: the physical cores).")
-    var threads: Int = physicalCores
+    @OptionGroup(title: "Threads")
+    var threading: ThreadOptions
+    var threads: Int { threading.threads }
 
     @Option(help: traceHelp)
     var trace: String?
@@ -136,22 +137,19 @@ struct Restore: ParsableCommand {
     @Option(help: "With an image-to-image plan: pixels of input by which neighbouring tiles overlap (default: a quarter of the tile).")
     var overlap: Int?
 
-    @Flag(help: "Replace outputs that exist.")
-    var overwrite = false
-
-    @Flag(name: .shortAndLong, help: "No progress output.")
-    var quiet = false
-
-    @Flag(help: "Print a JSON summary (one object per image) on standard output.")
-    var json = false
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
+    var overwrite: Bool { out.overwrite }
+    var quiet: Bool { out.quiet }
+    var json: Bool { out.json }
 
     func validate() throws {
         if inputs.isEmpty { throw ValidationError("give at least one input image") }
+        if output == "-" && json { throw ValidationError("-o - writes the image to standard output: --json cannot share it") }
         if let format, ImageFormat(rawValue: format) == nil && ImageFormat(extension: format) == nil {
             throw ValidationError("--format \(format): one of png, jpeg, webp")
         }
         if !(1...100).contains(quality) { throw ValidationError("--quality must be in 1...100") }
-        if threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let steps, steps < 1 || steps > 1000 { throw ValidationError("--steps must be in 1...1000") }
         if let upscale, !(upscale > 0 && upscale <= 16) { throw ValidationError("--upscale must be in (0, 16]") }
         if let sampler, SamplerKind(rawValue: sampler) == nil {
@@ -236,8 +234,18 @@ struct Restore: ParsableCommand {
     /// (PNG tEXt, JPEG COM).
     func write(_ image: Pipeline.Image, to item: BatchItem, comment: String) throws {
         do {
+            if item.output == "-" {
+                FileHandle.standardOutput.write(Data(try ImageFile.encode(image, format: item.format, quality: quality, comment: comment)))
+                return
+            }
             try ImageFile.write(image, to: item.output, format: item.format, quality: quality, comment: comment, overwrite: overwrite)
         } catch { throw ToolError(error.description) }
+    }
+
+    /// A restored image's summary line: on standard output, or on standard error (unless --quiet)
+    /// when standard output carries the image (`-o -`).
+    func summary(_ text: String) {
+        if output == "-" { if !quiet { printError(text) } } else { print(text) }
     }
 
     /// A plan of one image-to-image network: tiled, blended, rounded.
@@ -285,7 +293,7 @@ struct Restore: ParsableCommand {
                     ("network_seconds", .number(restorer.seconds)), ("total_seconds", .number(total)), ("peak_rss_bytes", .integer(Int64(rss))),
                 ]).serialized)
             } else {
-                print("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
+                summary("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
                       + String(format: "network %.2f s; total %.2f s; peak RSS %@", restorer.seconds, total, formatBytes(rss)))
             }
         }
@@ -384,7 +392,7 @@ struct Restore: ParsableCommand {
                     ("peak_rss_bytes", .integer(Int64(rss))),
                 ]).serialized)
             } else {
-                print("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
+                summary("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
                       + stages.map { String(format: "%@ %.1f s", $0.0.rawValue, $0.1) }.joined(separator: ", ")
                       + String(format: "; total %.1f s; peak RSS %@", total, formatBytes(rss)))
             }

@@ -55,8 +55,9 @@ struct Run: ParsableCommand {
     @Option(help: isaHelp)
     var isa: ISA?
 
-    @Option(help: "Threads for the plan's kernels, OpenBLAS and our own (default: the physical cores).")
-    var threads: Int = physicalCores
+    @OptionGroup(title: "Threads")
+    var threading: ThreadOptions
+    var threads: Int { threading.threads }
 
     @Option(help: traceHelp)
     var trace: String?
@@ -91,8 +92,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("const"), help: "Fix a graph input at import: NAME=FILE (repeatable).")
     var constants: [String] = []
 
-    @Flag(help: "Replace the output if it exists.")
-    var overwrite = false
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
+    var overwrite: Bool { out.overwrite }
 
     @Flag(help: "Run convolutions and matrix products on OpenBLAS instead of the reference kernels.")
     var fast = false
@@ -100,7 +102,6 @@ struct Run: ParsableCommand {
     func validate() throws {
         if (plan == nil) == (model == nil) { throw ValidationError("give either --plan PLAN or --model MODEL") }
         if plan == nil && (entry != nil || validateKernels || profile) { throw ValidationError("--entry, --validate and --profile are for --plan") }
-        if threads < 1 { throw ValidationError("--threads must be at least 1") }
         if !overwrite && FileManager.default.fileExists(atPath: output) { throw ValidationError("\(output) exists; pass --overwrite to replace it") }
     }
 
@@ -130,8 +131,11 @@ struct Run: ParsableCommand {
         } catch { throw ToolError("\(model): \(error)") }
         let ordered = graph.outputs.map { ($0.name, results[$0.name]!) }
         try SafetensorsWriter.write(path: output, tensors: ordered, metadata: [("format", "pt")], overwrite: overwrite)
-        print("wrote \(output): " + ordered.map { "\($0.0) \($0.1.dtype)\($0.1.shape)" }.joined(separator: ", ")
-              + String(format: " (%d nodes, %.2f s)", graph.nodes.count, Date().timeIntervalSince(start)))
+        let seconds = Date().timeIntervalSince(start)
+        out.result("wrote \(output): " + ordered.map { "\($0.0) \($0.1.dtype)\($0.1.shape)" }.joined(separator: ", ")
+                   + String(format: " (%d nodes, %.2f s)", graph.nodes.count, seconds),
+                   json: .object([("output", .string(output)), ("outputs", Self.tensorsJSON(ordered)), ("nodes", .int(graph.nodes.count)),
+                                  ("seconds", .seconds(seconds))]))
     }
 
     func runPlan(_ path: String, _ tensors: [String: Tensor], start: Date) throws {
@@ -143,7 +147,7 @@ struct Run: ParsableCommand {
         }
         let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
         if trace != nil { executor.trace = TraceRecorder() }
-        defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace) } }
+        defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace, quiet: out.quiet) } }
         var options = RunOptions()
         options.validate = validateKernels
         options.tolerance = tolerance
@@ -153,10 +157,27 @@ struct Run: ParsableCommand {
         let wanted = Set(file.program.entry(name)?.inputs.map(\.name) ?? [])
         do { result = try executor.run(entry: name, inputs: tensors.filter { wanted.contains($0.key) }, options: options) } catch { throw ToolError("\(inputs): \(error)") }
         try SafetensorsWriter.write(path: output, tensors: result.outputs.map { ($0.name, $0.tensor) }, metadata: [("format", "pt")], overwrite: overwrite)
-        print("wrote \(output): " + result.outputs.map { "\($0.name) \($0.tensor.dtype)\($0.tensor.shape)" }.joined(separator: ", ")
-              + String(format: " (entry %@, %d instructions, arena %@, run %.3f s, total %.2f s, %d threads, kernels %@, OpenBLAS %@)",
-                       name, file.program.entry(name)!.instructions.count, formatBytes(executor.arenaBytes), result.seconds,
-                       Date().timeIntervalSince(start), threads, executor.gemm.isa.rawValue, BLAS.coreName))
+        let instructions = file.program.entry(name)?.instructions.count ?? 0
+        let total = Date().timeIntervalSince(start)
+        var fields: [(String, JSONValue)] = [
+            ("output", .string(output)), ("outputs", Self.tensorsJSON(result.outputs.map { ($0.name, $0.tensor) })), ("entry", .string(name)),
+            ("instructions", .int(instructions)), ("arenaBytes", .int(executor.arenaBytes)), ("runSeconds", .seconds(result.seconds)),
+            ("totalSeconds", .seconds(total)), ("threads", .int(threads)), ("kernels", .string(executor.gemm.isa.rawValue)),
+            ("openblas", .string(BLAS.coreName)), ("processor", .string(CPU.summary)),
+        ]
+        if let v = result.validation {
+            fields.append(("validation", .object([("instructions", .int(v.instructions)), ("tolerance", .number(tolerance)),
+                                                  ("firstDivergence", v.first.map { .string("\($0.index) \($0.name)") } ?? .null)])))
+        }
+        out.result("wrote \(output): " + result.outputs.map { "\($0.name) \($0.tensor.dtype)\($0.tensor.shape)" }.joined(separator: ", ")
+                   + String(format: " (entry %@, %d instructions, arena %@, run %.3f s, total %.2f s, %d threads, kernels %@, OpenBLAS %@)",
+                            name, instructions, formatBytes(executor.arenaBytes), result.seconds,
+                            total, threads, executor.gemm.isa.rawValue, BLAS.coreName),
+                   json: .object(fields))
+        if out.json {
+            if let v = result.validation, v.first != nil { throw ExitCode(2) }
+            return
+        }
         if !result.fallbacks.isEmpty {
             print("reference kernels ran: " + result.fallbacks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
@@ -170,6 +191,13 @@ struct Run: ParsableCommand {
             }
             print(String(format: "validate: all %d instructions within %.1e of the reference kernels; worst by kind: ", v.instructions, tolerance) + worst)
         }
+    }
+
+    /// Output tensors as JSON: name, dtype, shape.
+    static func tensorsJSON(_ tensors: [(String, Tensor)]) -> JSONValue {
+        .array(tensors.map { name, t in
+            .object([("name", .string(name)), ("dtype", .string(t.dtype.rawValue)), ("shape", .array(t.shape.dims.map { .int($0) }))])
+        })
     }
 
     /// Builds a network for the shapes of the given tensors and binds its weights.

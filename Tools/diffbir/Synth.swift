@@ -43,11 +43,10 @@ struct Synth: ParsableCommand {
     @Option(help: "safetensors or ckpt (torch.save zip).")
     var format: String = "safetensors"
 
-    @Flag(help: "Replace the output if it exists.")
-    var overwrite = false
-
-    @Flag(name: .shortAndLong, help: "No progress on standard error.")
-    var quiet = false
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
+    var overwrite: Bool { out.overwrite }
+    var quiet: Bool { out.quiet }
 
     func validate() throws {
         guard SynthLayout(rawValue: layout) != nil else {
@@ -102,6 +101,9 @@ struct Synth: ParsableCommand {
         }
         if showProgress { printError("") }
         let parameters = tensors.filter(\.isParameter).reduce(0) { $0 + $1.shape.count }
-        print("wrote \(output): \(layout), \(tensors.count) tensors, \(formatCount(parameters)) parameters, \(formatBytes(total)) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        let seconds = Date().timeIntervalSince(start)
+        out.result("wrote \(output): \(layout), \(tensors.count) tensors, \(formatCount(parameters)) parameters, \(formatBytes(total)) in \(String(format: "%.1f", seconds)) s",
+                   json: .object([("output", .string(output)), ("layout", .string(layout)), ("tensors", .int(tensors.count)),
+                                  ("parameters", .int(parameters)), ("bytes", .int(total)), ("seconds", .seconds(seconds))]))
     }
 }

@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The command line itself, run as a user runs it: one grammar of shared options, JSON results that
+/// parse, outputs kept unless --overwrite, and output names at their edges.
+@Suite struct CommandLineTests {
+    static let networks = Fixtures.path("networks")
+
+    /// A small image plan (the bsrnet fixture, 16×16 tiles, ×4) in `dir`.
+    static func plan(in dir: TemporaryDirectory) throws -> String {
+        let path = dir.file("bsrnet.plan")
+        let r = Tool.run(["compile", "--model", "bsrnet", "--weights", networks + "/bsrnet.weights.safetensors",
+                          "--config", networks + "/bsrnet.config.json", "--size", "16x16", "-o", path, "-q", "--json"])
+        try #require(r.status == 0, "\(r)")
+        let json = try #require(r.json(), "\(r)")
+        #expect(json["output"] as? String == path)
+        let entries = try #require(json["entryPoints"] as? [[String: Any]])
+        #expect(entries.first?["name"] as? String == "bsrnet")
+        #expect((entries.first?["instructions"] as? Int ?? 0) > 0)
+        return path
+    }
+
+    @Test func everySubcommandThatWorksSharesTheOptions() {
+        let writers = ["convert", "compile", "run", "restore", "synth", "compare", "fetch", "inspect"]
+        let readers = ["bench", "bench-gemm", "metrics"]
+        for command in writers + readers {
+            let r = Tool.run([command, "--help"])
+            #expect(r.status == 0, "\(command): \(r)")
+            for option in ["--quiet", "--json"] + (writers.contains(command) ? ["--overwrite"] : []) {
+                #expect(r.stdout.contains(option), "\(command) --help lacks \(option)")
+            }
+        }
+        for command in ["compile", "run", "restore", "bench", "bench-gemm"] {
+            let r = Tool.run([command, "--help"])
+            #expect(r.stdout.contains("--threads") && r.stdout.contains("(default: the physical cores"), "\(command): \(r.stdout)")
+        }
+        let r = Tool.run(["run", "--plan", "x.plan", "--inputs", "i.safetensors", "-o", "o.safetensors", "--threads", "0"])
+        #expect(r.status != 0 && r.stderr.contains("--threads must be at least 1"), "\(r)")
+    }
+
+    @Test func convertReportsJSONAndKeepsWhatExists() throws {
+        let dir = TemporaryDirectory()
+        let out = dir.file("c.safetensors")
+        let args = ["convert", Fixtures.path("checkpoints/swift_written.safetensors"), "-o", out, "--json"]
+        let first = Tool.run(args)
+        #expect(first.status == 0, "\(first)")
+        let json = try #require(first.json(), "\(first)")
+        #expect(json["output"] as? String == out)
+        #expect((json["tensors"] as? Int ?? 0) > 0)
+        let size = try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int
+        let again = Tool.run(args)
+        #expect(again.status != 0 && again.stderr.contains(out) && again.stderr.contains("--overwrite"), "\(again)")
+        #expect(again.stdout.isEmpty)
+        let replaced = Tool.run(args + ["--overwrite"])
+        #expect(replaced.status == 0, "\(replaced)")
+        #expect(try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int == size)
+        #expect(dir.contents == ["c.safetensors"])
+    }
+
+    @Test func compileRunAndInspectSpeakJSON() throws {
+        let dir = TemporaryDirectory()
+        let plan = try Self.plan(in: dir)
+        let verify = Tool.run(["inspect", "--verify", plan, "--json"])
+        #expect(verify.json()?["verified"] as? Bool == true, "\(verify)")
+        let out = dir.file("out.safetensors")
+        let run = Tool.run(["run", "--plan", plan, "--inputs", Self.networks + "/bsrnet.io.safetensors", "-o", out, "--json", "--threads", "1"])
+        let json = try #require(run.json(), "\(run)")
+        #expect(json["entry"] as? String == "bsrnet")
+        #expect(json["threads"] as? Int == 1)
+        let outputs = try #require(json["outputs"] as? [[String: Any]])
+        #expect(outputs.first?["shape"] as? [Int] == [1, 3, 64, 64])
+        let svg = dir.file("memory.svg")
+        #expect(Tool.run(["inspect", plan, "--memory-svg", svg, "-q"]).status == 0)
+        let kept = Tool.run(["inspect", plan, "--memory-svg", svg])
+        #expect(kept.status != 0 && kept.stderr.contains("exists"), "\(kept)")
+        #expect(Tool.run(["inspect", plan, "--memory-svg", svg, "--overwrite", "--json"]).json()?["output"] as? String == svg)
+    }
+
+    /// Output names at their edges, run in the output's folder: one character with no extension
+    /// (refused, or written with --format), no directory part, a trailing slash (a folder, created),
+    /// and `-` (standard output).
+    @Test func outputNamesAtTheirEdges() throws {
+        let dir = TemporaryDirectory()
+        let plan = try Self.plan(in: dir)
+        let input = Fixtures.path("pipeline/lq64.png")
+        func restore(_ args: String...) -> Tool.Result { Tool.run(["restore", "--plan", plan, input, "-q"] + args, in: dir.path) }
+
+        let bare = restore("-o", "a")
+        #expect(bare.status == 1 && bare.stderr.contains("a: output format '(none)'"), "\(bare)")
+        #expect(!dir.contents.contains("a"))
+        #expect(restore("-o", "a", "--format", "png").status == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("a"))).prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
+
+        #expect(restore("-o", "b.jpg").status == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("b.jpg"))).prefix(2) == Data([0xFF, 0xD8]))
+
+        let folder = restore("-o", "new/", "--json")
+        #expect(folder.json()?["output"] as? String == "new/lq64.png", "\(folder)")
+        #expect(FileManager.default.fileExists(atPath: dir.file("new/lq64.png")))
+
+        let piped = restore("-o", "-")
+        #expect(piped.status == 0, "\(piped)")
+        #expect(piped.output.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]) && piped.output.count > 1000)
+        #expect(!dir.contents.contains("-"))
+        let pipedJSON = restore("-o", "-", "--json")
+        #expect(pipedJSON.status != 0 && pipedJSON.stderr.contains("standard output"), "\(pipedJSON)")
+        #expect(dir.contents.allSatisfy { !$0.contains(".tmp-") })
+    }
+}
