@@ -46,7 +46,7 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("protobuf-c")]),
 
         .target(name: "Tensors"),
-        .target(name: "IR", dependencies: ["Tensors"]),
+        .target(name: "IR", dependencies: ["Tensors", "Plan"]),
         .target(name: "Plan", dependencies: ["Tensors"], linkerSettings: [.linkedLibrary("z")]),
         .target(name: "ReferenceKernels", dependencies: ["Tensors", "Plan"]),
         .target(name: "Passes", dependencies: ["IR", "Tensors", "Plan", "ReferenceKernels"]),

@@ -36,7 +36,7 @@ public struct Compensation: Sendable {
                            minSamples: Double, memoryBudget: Int, log: (String) -> Void = { _ in }) throws -> Compensation {
         var result = Compensation()
         var formats: [String: WeightFormat] = [:]
-        for w in quantized.program.weights { if let f = WeightFormat(rawValue: w.format), f.isInt8 { formats[w.name] = f } }
+        for w in quantized.program.weights { if let f = w.format, f.isInt8 { formats[w.name] = f } }
         let int8 = Set(formats.keys)
         var candidates: [Int: Candidate] = [:]
         for e in reference.program.entryPoints {
@@ -44,7 +44,7 @@ public struct Compensation: Sendable {
             for ins in e.instructions {
                 guard ins.operands.count > 1, case .weight(let w) = ins.operands[1], case .arena(_, _, let out) = ins.results[0] else { continue }
                 let rec = reference.program.weights[w]
-                guard rec.format == WeightFormat.f32.rawValue, int8.contains(rec.name), let rows = rec.shape.dims.first, rows > 0 else { continue }
+                guard rec.format == .f32, int8.contains(rec.name), let rows = rec.shape.dims.first, rows > 0 else { continue }
                 // Vectors per row group and run: output values per output channel of the group.
                 var perGroup = out.count / rows
                 var rowGroups = [0..<rows]

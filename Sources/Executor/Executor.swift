@@ -153,7 +153,7 @@ public final class Executor: @unchecked Sendable {
     private var int8Packed: [Int: Int8WeightPanels] = [:]
     private var int8Conv: [Int: Int8ConvWeights] = [:]
     /// Whether the plan runs its int8-weight linear layers on int8 activations.
-    private var int8Activations: Bool { plan.program.targetFeatures.contains("int8") }
+    private var int8Activations: Bool { plan.program.activations == .int8 }
 
     /// Drops the packed forms of the weights that entry point `entry` does not use, and the kernels'
     /// idle scratch (memory budgets: the pipeline runs one network at a time).
@@ -202,7 +202,7 @@ public final class Executor: @unchecked Sendable {
     func referenceOperand(_ o: Operand) -> Tensor {
         let t = Self.tensor(copying: view(o))
         if case .weight(let i) = o, let s = plan.program.weights[i].scale, t.dtype == .i8 {
-            if let c = plan.program.weights[i].blockCodes, let format = WeightFormat(rawValue: plan.program.weights[i].format) {
+            if let c = plan.program.weights[i].blockCodes, let format = plan.program.weights[i].format {
                 return Quantization.dequantizeInt8Blocks(t, scales: Self.tensor(copying: view(.weight(s))), codes: Self.tensor(copying: view(.weight(c))),
                                                          format: format)
             }
@@ -428,7 +428,7 @@ public final class Executor: @unchecked Sendable {
         switch w.dtype {
         case .i8:
             guard let s = scales(of: operand) else { return nil }
-            if let c = blockCodes(of: operand), case .weight(let i) = operand, let format = WeightFormat(rawValue: plan.program.weights[i].format) {
+            if let c = blockCodes(of: operand), case .weight(let i) = operand, let format = plan.program.weights[i].format {
                 return PackedMatrix.int8BlockRows(w.pointer.assumingMemoryBound(to: Int8.self), scales: s, codes: c, format: format, rows: rows, k: k,
                                                   groups: groups, width: width, threads: threads)
             }
@@ -547,7 +547,7 @@ public final class Executor: @unchecked Sendable {
         case .attention(let a):
             guard allF32 else { return false }
             // bf16 plans (`--precision bf16`) also take attention's products in bf16.
-            let g = !gemm.usesBLAS && plan.program.targetFeatures.contains("bf16") ? gemm.with(.bf16) : gemm
+            let g = !gemm.usesBLAS && plan.program.bf16Products ? gemm.with(.bf16) : gemm
             // Plans with int8 activations also take the scores in int8 (VNNI).
             Attention.run(a, q: x[0], key: x[1], v: x[2], biases: Array(x.dropFirst(3)), out: r[0], gemm: g, threads: threads,
                           int8Scores: int8Activations)

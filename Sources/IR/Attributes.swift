@@ -1,3 +1,4 @@
+import Plan
 /// Typed attributes of the IR ops. Every field is static: shapes, axes and sizes are resolved by
 /// the importers (which evaluate exporters' shape arithmetic), never carried as runtime tensors.
 
@@ -37,42 +38,18 @@ public struct ConvTranspose2D: Hashable, Sendable {
     }
 }
 
-public enum UnaryOp: String, Hashable, Sendable, CaseIterable {
-    case abs, neg, sqrt, reciprocal, exp, log, sin, cos, tan, tanh, erf, sigmoid, relu, silu
-    case floor, ceil, round, sign, not, softplus, softsign, mish, isNaN, isInf
-    case asin, acos, atan, sinh, cosh, asinh, acosh, atanh
-}
-
-public enum BinaryOp: String, Hashable, Sendable, CaseIterable {
-    case add, sub, mul, div, pow, max, min
-    /// C `fmod` (sign of the dividend).
-    case fmod
-    /// Python-style modulo (sign of the divisor), for integers.
-    case mod
-    case equal, less, lessOrEqual, greater, greaterOrEqual, and, or, xor
-
-    /// Comparisons and logical ops produce bool.
-    public var producesBool: Bool {
-        switch self {
-        case .equal, .less, .lessOrEqual, .greater, .greaterOrEqual, .and, .or, .xor: return true
-        default: return false
-        }
-    }
-}
+// The vocabularies shared with the plan (defined in `Plan`, used here under the same names).
+public typealias UnaryOp = Plan.UnaryOp
+public typealias BinaryOp = Plan.BinaryOp
+public typealias ReduceOp = Plan.ReduceOp
+public typealias PadMode = Plan.PadMode
+public typealias ScatterReduction = Plan.ScatterReduction
 
 public enum GeluApproximation: String, Hashable, Sendable {
     /// `x/2 (1 + erf(x/√2))`
     case none
     /// `x/2 (1 + tanh(√(2/π)(x + 0.044715 x³)))`
     case tanh
-}
-
-public enum ReduceOp: String, Hashable, Sendable, CaseIterable {
-    case sum, mean, max, min, prod, sumSquare, l1, l2, logSum, logSumExp
-}
-
-public enum PadMode: String, Hashable, Sendable {
-    case constant, reflect, edge, wrap
 }
 
 /// Channel order of depth-to-space / space-to-depth.
@@ -85,14 +62,9 @@ public enum BlockOrder: String, Hashable, Sendable {
 
 /// Resize (N-D, usually NCHW), with every ONNX option that changes the result.
 public struct Resize: Hashable, Sendable {
-    public enum Mode: String, Hashable, Sendable { case nearest, linear, cubic }
-    public enum CoordinateTransform: String, Hashable, Sendable {
-        case halfPixel = "half_pixel", halfPixelSymmetric = "half_pixel_symmetric", pytorchHalfPixel = "pytorch_half_pixel"
-        case alignCorners = "align_corners", asymmetric, tfCropAndResize = "tf_crop_and_resize"
-    }
-    public enum NearestMode: String, Hashable, Sendable {
-        case roundPreferFloor = "round_prefer_floor", roundPreferCeil = "round_prefer_ceil", floor, ceil
-    }
+    public typealias Mode = ResizeMode
+    public typealias CoordinateTransform = Plan.CoordinateTransform
+    public typealias NearestMode = Plan.NearestMode
 
     public var mode: Mode
     public var coordinateTransform: CoordinateTransform
@@ -139,6 +111,3 @@ public struct SliceSpec: Hashable, Sendable {
     }
 }
 
-public enum ScatterReduction: String, Hashable, Sendable {
-    case none, add, mul, max, min
-}

@@ -1,3 +1,4 @@
+import Plan
 /// Attributes of the fused ops the compiler's fusion passes produce.
 
 /// An activation applied by an epilogue.
@@ -5,16 +6,19 @@ public enum Activation: Hashable, Sendable {
     case silu, gelu, geluTanh, relu, sigmoid
     case leakyRelu(Float)
 
-    public var name: String {
+    /// The plan's name for it (leaky ReLU's slope travels beside it).
+    public var kind: ActivationKind {
         switch self {
-        case .silu: return "silu"
-        case .gelu: return "gelu"
-        case .geluTanh: return "gelu_tanh"
-        case .relu: return "relu"
-        case .sigmoid: return "sigmoid"
-        case .leakyRelu: return "leaky_relu"
+        case .silu: return .silu
+        case .gelu: return .gelu
+        case .geluTanh: return .geluTanh
+        case .relu: return .relu
+        case .sigmoid: return .sigmoid
+        case .leakyRelu: return .leakyRelu
         }
     }
+
+    public var name: String { kind.rawValue }
 }
 
 /// One step of an epilogue, applied to every output element in order.

@@ -4,37 +4,37 @@ import Tensors
 
 /// Elementwise kernels on f32 views with NumPy broadcasting (fast paths for equal shapes and scalars).
 public enum ElementwiseKernels {
-    /// A unary function by its IR name, or nil when it has no fast f32 form here.
-    static func unary(_ name: String) -> ((Float) -> Float)? {
-        switch name {
-        case "abs": return { Swift.abs($0) }
-        case "neg": return { -$0 }
-        case "sqrt": return { $0.squareRoot() }
-        case "reciprocal": return { 1 / $0 }
-        case "exp": return { expf($0) }
-        case "log": return { logf($0) }
-        case "sin": return { sinf($0) }
-        case "cos": return { cosf($0) }
-        case "tanh": return { tanhf($0) }
-        case "erf": return { erff($0) }
-        case "sigmoid": return { 1 / (1 + expf(-$0)) }
-        case "relu": return { max($0, 0) }
-        case "silu": return { $0 / (1 + expf(-$0)) }
-        case "floor": return { $0.rounded(.down) }
-        case "ceil": return { $0.rounded(.up) }
+    /// A unary function's fast f32 form, or nil when it has none here.
+    static func unary(_ op: UnaryOp) -> ((Float) -> Float)? {
+        switch op {
+        case .abs: return { Swift.abs($0) }
+        case .neg: return { -$0 }
+        case .sqrt: return { $0.squareRoot() }
+        case .reciprocal: return { 1 / $0 }
+        case .exp: return { expf($0) }
+        case .log: return { logf($0) }
+        case .sin: return { sinf($0) }
+        case .cos: return { cosf($0) }
+        case .tanh: return { tanhf($0) }
+        case .erf: return { erff($0) }
+        case .sigmoid: return { 1 / (1 + expf(-$0)) }
+        case .relu: return { max($0, 0) }
+        case .silu: return { $0 / (1 + expf(-$0)) }
+        case .floor: return { $0.rounded(.down) }
+        case .ceil: return { $0.rounded(.up) }
         default: return nil
         }
     }
 
-    static func binary(_ name: String) -> ((Float, Float) -> Float)? {
-        switch name {
-        case "add": return { $0 + $1 }
-        case "sub": return { $0 - $1 }
-        case "mul": return { $0 * $1 }
-        case "div": return { $0 / $1 }
-        case "max": return { $0.isNaN || $1.isNaN ? .nan : Swift.max($0, $1) }
-        case "min": return { $0.isNaN || $1.isNaN ? .nan : Swift.min($0, $1) }
-        case "pow": return { powf($0, $1) }
+    static func binary(_ op: BinaryOp) -> ((Float, Float) -> Float)? {
+        switch op {
+        case .add: return { $0 + $1 }
+        case .sub: return { $0 - $1 }
+        case .mul: return { $0 * $1 }
+        case .div: return { $0 / $1 }
+        case .max: return { $0.isNaN || $1.isNaN ? .nan : Swift.max($0, $1) }
+        case .min: return { $0.isNaN || $1.isNaN ? .nan : Swift.min($0, $1) }
+        case .pow: return { powf($0, $1) }
         default: return nil
         }
     }
@@ -66,18 +66,18 @@ public enum ElementwiseKernels {
         let n = out.count
         let o = out.floats
         switch e {
-        case .unary(let name) where ["silu", "sigmoid", "exp"].contains(name):
+        case .unary(let op) where op == .silu || op == .sigmoid || op == .exp:
             let x = operands[0].floats
             Parallel.forRanges((n + 1023) / 1024, threads: threads, minimumPerThread: 16) { r in
                 let lo = r.lowerBound * 1024, hi = min(n, r.upperBound * 1024)
-                switch name {
-                case "silu": VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.silu)
-                case "sigmoid": VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.sigmoid)
+                switch op {
+                case .silu: VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.silu)
+                case .sigmoid: VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.sigmoid)
                 default: VectorMath.map(x + lo, o + lo, hi - lo, VectorMath.exp)
                 }
             }
-        case .unary(let name):
-            let f = unary(name)!
+        case .unary(let op):
+            guard let f = unary(op) else { return }  // (`supports` said no: the executor runs the reference kernel)
             let x = operands[0].floats
             Parallel.forRanges(n, threads: threads, minimumPerThread: 1 << 15) { r in for i in r { o[i] = f(x[i]) } }
         case .leakyRelu(let alpha):
@@ -103,14 +103,16 @@ public enum ElementwiseKernels {
                     for j in 0..<half { dst[j] *= src[j] }
                 }
             }
-        case .binary(let name):
+        case .binary(let op):
             // Each operator gets its own copy of the loops (the closure is inlined, the loops vectorise).
-            switch name {
-            case "add": binaryLoops(operands, out, threads) { $0 + $1 }
-            case "sub": binaryLoops(operands, out, threads) { $0 - $1 }
-            case "mul": binaryLoops(operands, out, threads) { $0 * $1 }
-            case "div": binaryLoops(operands, out, threads) { $0 / $1 }
-            default: binaryLoops(operands, out, threads, binary(name)!)
+            switch op {
+            case .add: binaryLoops(operands, out, threads) { $0 + $1 }
+            case .sub: binaryLoops(operands, out, threads) { $0 - $1 }
+            case .mul: binaryLoops(operands, out, threads) { $0 * $1 }
+            case .div: binaryLoops(operands, out, threads) { $0 / $1 }
+            default:
+                guard let f = binary(op) else { return }
+                binaryLoops(operands, out, threads, f)
             }
         default: break
         }

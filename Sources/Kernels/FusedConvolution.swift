@@ -570,17 +570,17 @@ public enum TransposedConvolution {
     }
 }
 
-/// Scalar activations by name (elementwise kernels' tails and rare paths).
+/// Scalar activations (elementwise kernels' tails and rare paths).
 enum Activations {
     @inline(__always)
-    static func apply(_ name: String, _ v: Float, _ alpha: Float) -> Float {
-        switch name {
-        case "silu": return v / (1 + expf(-v))
-        case "gelu": return 0.5 * v * (1 + erff(v * 0.70710678118654752))
-        case "gelu_tanh": return 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
-        case "relu": return max(v, 0)
-        case "sigmoid": return 1 / (1 + expf(-v))
-        default: return v >= 0 ? v : alpha * v
+    static func apply(_ kind: ActivationKind, _ v: Float, _ alpha: Float) -> Float {
+        switch kind {
+        case .silu: return v / (1 + expf(-v))
+        case .gelu: return 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        case .geluTanh: return 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+        case .relu: return max(v, 0)
+        case .sigmoid: return 1 / (1 + expf(-v))
+        case .leakyRelu: return v >= 0 ? v : alpha * v
         }
     }
 }

@@ -7,7 +7,7 @@ public enum MovementKernels {
     public static func supports(_ m: Movement) -> Bool {
         switch m {
         case .transpose, .concat, .split, .slice, .pad, .expand: return true
-        case .resize(let r): return r.mode == "nearest" && r.coordinateTransform == "asymmetric" && r.nearestMode == "floor"
+        case .resize(let r): return r.mode == .nearest && r.coordinateTransform == .asymmetric && r.nearestMode == .floor
         case .depthToSpace, .spaceToDepth: return true
         case .gather, .tile, .trilu: return false
         }
@@ -166,13 +166,13 @@ public enum MovementKernels {
                             let n = x.dims[d]
                             if s < 0 || s >= n {
                                 switch mode {
-                                case "edge": s = min(max(s, 0), n - 1)
-                                case "reflect":
+                                case .edge: s = min(max(s, 0), n - 1)
+                                case .reflect:
                                     let period = max(2 * (n - 1), 1)
                                     s = ((s % period) + period) % period
                                     if s >= n { s = period - s }
-                                case "wrap": s = ((s % n) + n) % n
-                                default: outside = true
+                                case .wrap: s = ((s % n) + n) % n
+                                case .constant: outside = true
                                 }
                             }
                             off += s * st[d]

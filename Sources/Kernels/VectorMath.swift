@@ -139,14 +139,14 @@ struct ResolvedEpilogue {
         self.plane = plane
         self.steps = steps.map { s in
             switch s {
-            case .activation(let name, let alpha):
-                switch name {
-                case "silu": return .silu
-                case "gelu": return .gelu
-                case "gelu_tanh": return .geluTanh
-                case "relu": return .relu
-                case "sigmoid": return .sigmoid
-                default: return .leakyRelu(alpha)
+            case .activation(let kind, let alpha):
+                switch kind {
+                case .silu: return .silu
+                case .gelu: return .gelu
+                case .geluTanh: return .geluTanh
+                case .relu: return .relu
+                case .sigmoid: return .sigmoid
+                case .leakyRelu: return .leakyRelu(alpha)
                 }
             case .scale(let f): return .scale(f)
             case .scaleBy(let i): return .scale(operands[i].floats[0])

@@ -90,7 +90,7 @@ public enum Compiler {
         let tile4 = lowering.entries.flatMap(\.instructions).filter { if case .conv2d(let c) = $0.kernel { return c.winogradTile == 4 } else { return false } }.count
         line("winograd: \(options.disabled.contains("winograd") ? "disabled" : "\(winograd - tile4) convolutions as F(2,3), \(tile4) as F(4,3)")")
         line("arena for all entry points: \(bytes(lowering.entries.map(\.arenaBytes).max() ?? 0))")
-        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, targetFeatures: ["f32"] + (options.bf16Activations || options.int8Activations ? ["bf16"] : []) + (options.int8Activations ? ["int8"] : []), report: report, metadata: metadata)
+        let program = Program(entryPoints: lowering.entries, weights: lowering.weights, activations: options.int8Activations ? .int8 : options.bf16Activations ? .bf16 : .f32, report: report, metadata: metadata)
         return CompiledPlan(program: program, weights: lowering.weightData, report: report, entryReports: lowering.reports, passRecords: records)
     }
 

@@ -10,8 +10,8 @@ extension Lowering {
             return steps.map { s in
                 switch s {
                 case .activation(let a):
-                    if case .leakyRelu(let alpha) = a { return .activation("leaky_relu", alpha: alpha) }
-                    return .activation(a.name, alpha: 0)
+                    if case .leakyRelu(let alpha) = a { return .activation(.leakyRelu, alpha: alpha) }
+                    return .activation(a.kind, alpha: 0)
                 case .scale(let v): return .scale(v)
                 case .addResidual:
                     defer { next += 1 }
@@ -63,8 +63,8 @@ extension Lowering {
         case .batchNorm(let eps): return .batchNorm(epsilon: eps)
         case .softmax(let axis): return .softmax(axis: axis, log: false)
         case .logSoftmax(let axis): return .softmax(axis: axis, log: true)
-        case .unary(let u): return .elementwise(.unary(u.rawValue))
-        case .binary(let b): return .elementwise(.binary(b.rawValue))
+        case .unary(let u): return .elementwise(.unary(u))
+        case .binary(let b): return .elementwise(.binary(b))
         case .leakyRelu(let a): return .elementwise(.leakyRelu(alpha: a))
         case .gelu(let a): return .elementwise(.gelu(tanh: a == .tanh))
         case .clip(let lo, let hi): return .elementwise(.clip(min: lo, max: hi))
@@ -73,24 +73,24 @@ extension Lowering {
         case .select: return .elementwise(.select)
         case .cast(let d): return .elementwise(.cast(d))
         case .geglu: return .elementwise(.geglu)
-        case .reduce(let r, let axes, let keep): return .reduce(kind: r.rawValue, axes: axes, keepDims: keep)
+        case .reduce(let r, let axes, let keep): return .reduce(kind: r, axes: axes, keepDims: keep)
         case .argExtreme(let max, let axis, let keep, let last): return .argExtreme(max: max, axis: axis, keepDims: keep, selectLastIndex: last)
         case .cumsum(let a, let ex, let rev): return .cumsum(axis: a, exclusive: ex, reverse: rev)
         case .einsum(let equation):
             guard let spec = EinsumSpec.parse(equation, ranks: n.inputs.map { g.type($0).rank }) else { throw IRError(node: n.name, "bad einsum") }
             return .einsum(operands: spec.operands, output: spec.output)
-        case .scatterND(let r): return .scatterND(reduction: r.rawValue)
+        case .scatterND(let r): return .scatterND(reduction: r)
         case .reshape: return .copy
         case .transpose(let p): return .movement(.transpose(perm: p))
         case .concat(let a): return .movement(.concat(axis: a))
         case .split(let a, let s): return .movement(.split(axis: a, sizes: s))
         case .slice(let s): return .movement(.slice(starts: s.starts, ends: s.ends, steps: s.steps))
-        case .pad(let m, let p, let v): return .movement(.pad(mode: m.rawValue, pads: p, value: v))
+        case .pad(let m, let p, let v): return .movement(.pad(mode: m, pads: p, value: v))
         case .gather(let a): return .movement(.gather(axis: a))
         case .expand: return .movement(.expand)
         case .tile(let r): return .movement(.tile(repeats: r))
         case .resize(let r):
-            return .movement(.resize(ResizeKernel(mode: r.mode.rawValue, coordinateTransform: r.coordinateTransform.rawValue, nearestMode: r.nearestMode.rawValue,
+            return .movement(.resize(ResizeKernel(mode: r.mode, coordinateTransform: r.coordinateTransform, nearestMode: r.nearestMode,
                                                   cubicCoeffA: r.cubicCoeffA, excludeOutside: r.excludeOutside, antialias: r.antialias, scales: r.scales,
                                                   roi: r.roi, extrapolationValue: r.extrapolationValue)))
         case .depthToSpace(let b, let o): return .movement(.depthToSpace(blockSize: b, crd: o == .crd))

@@ -19,7 +19,7 @@ public struct Lowering {
         public var inPlace: Int
     }
 
-    public private(set) var weights: [WeightRecord] = [WeightRecord(name: "", dtype: .u8, shape: [0], offset: 0, byteCount: 0, format: "none")]
+    public private(set) var weights: [WeightRecord] = [WeightRecord(name: "", dtype: .u8, shape: [0], offset: 0, byteCount: 0, format: nil)]
     public private(set) var weightData: [Tensor?] = [nil]
     private var weightIndex: [String: Int] = [:]
     private var sectionEnd = 0
@@ -34,7 +34,7 @@ public struct Lowering {
         let key = v.weightKey.map { "w:" + $0 } ?? "c:\(ObjectIdentifier(t.storage).hashValue):\(t.shape):\(t.dtype)"
         if let i = weightIndex[key] { return .weight(i) }
         let offset = (sectionEnd + 63) / 64 * 64
-        weights.append(WeightRecord(name: v.name, dtype: t.dtype, shape: t.shape, offset: offset, byteCount: t.byteCount, format: t.dtype.rawValue))
+        weights.append(WeightRecord(name: v.name, dtype: t.dtype, shape: t.shape, offset: offset, byteCount: t.byteCount, format: WeightFormat(rawValue: t.dtype.rawValue)))
         weightData.append(t)
         sectionEnd = offset + t.byteCount
         weightIndex[key] = weights.count - 1
@@ -154,17 +154,17 @@ public struct Lowering {
             guard q.format != .f32 else { continue }
             weightData[i] = q.values
             weights[i].dtype = q.values.dtype
-            weights[i].format = q.format.rawValue
+            weights[i].format = q.format
             weights[i].byteCount = q.values.byteCount
             if let scales = q.scales {
                 weights.append(WeightRecord(name: weights[i].name + "#scale", dtype: .f32, shape: scales.shape, offset: 0,
-                                            byteCount: scales.byteCount, format: "f32"))
+                                            byteCount: scales.byteCount, format: .f32))
                 weightData.append(scales)
                 weights[i].scale = weights.count - 1
             }
             if let codes = q.blockCodes {
                 weights.append(WeightRecord(name: weights[i].name + "#codes", dtype: .u8, shape: codes.shape, offset: 0,
-                                            byteCount: codes.byteCount, format: "u8"))
+                                            byteCount: codes.byteCount, format: nil))
                 weightData.append(codes)
                 weights[i].blockCodes = weights.count - 1
             }
@@ -182,7 +182,7 @@ public struct Lowering {
     @discardableResult
     public mutating func addNamedConstant(_ name: String, _ t: Tensor) -> Int {
         let offset = (sectionEnd + 63) / 64 * 64
-        weights.append(WeightRecord(name: name, dtype: t.dtype, shape: t.shape, offset: offset, byteCount: t.byteCount, format: t.dtype.rawValue))
+        weights.append(WeightRecord(name: name, dtype: t.dtype, shape: t.shape, offset: offset, byteCount: t.byteCount, format: WeightFormat(rawValue: t.dtype.rawValue)))
         weightData.append(t)
         sectionEnd = offset + t.byteCount
         weightIndex["n:" + name] = weights.count - 1

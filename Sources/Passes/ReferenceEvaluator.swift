@@ -55,8 +55,8 @@ public struct ReferenceEvaluator: ConstantEvaluator {
         case .tile(let r): return [Reference.tile(inputs[0], repeats: r)]
         case .resize(let r):
             let options = Reference.ResizeOptions(
-                mode: Reference.ResizeOptions.Mode(rawValue: r.mode.rawValue)!, coordinateTransform: r.coordinateTransform.rawValue,
-                nearestMode: r.nearestMode.rawValue, cubicCoeffA: Double(r.cubicCoeffA), excludeOutside: r.excludeOutside,
+                mode: r.mode, coordinateTransform: r.coordinateTransform,
+                nearestMode: r.nearestMode, cubicCoeffA: Double(r.cubicCoeffA), excludeOutside: r.excludeOutside,
                 antialias: r.antialias, sizes: r.sizes, scales: r.scales, roi: r.roi, extrapolationValue: Double(r.extrapolationValue))
             return [Reference.resize(inputs[0], options)]
         case .depthToSpace(let b, let order): return [Reference.depthToSpace(inputs[0], blockSize: b, crd: order == .crd)]

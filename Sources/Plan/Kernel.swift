@@ -23,14 +23,14 @@ public enum Kernel: Codable, Sendable, Equatable {
     case softmax(axis: Int, log: Bool)
     /// Elementwise functions, broadcasting their inputs to the output shape.
     case elementwise(Elementwise)
-    case reduce(kind: String, axes: [Int], keepDims: Bool)
+    case reduce(kind: ReduceOp, axes: [Int], keepDims: Bool)
     case argExtreme(max: Bool, axis: Int, keepDims: Bool, selectLastIndex: Bool)
     case cumsum(axis: Int, exclusive: Bool, reverse: Bool)
     /// Data movement (any dtype).
     case movement(Movement)
     /// `operands` → einsum with labels per operand and for the output.
     case einsum(operands: [[Int]], output: [Int])
-    case scatterND(reduction: String)
+    case scatterND(reduction: ScatterReduction)
     /// A view: the output is the input's bytes under another shape (no instruction is emitted for
     /// reshapes; this kernel exists for an output that must be a copy).
     case copy
@@ -38,8 +38,8 @@ public enum Kernel: Codable, Sendable, Equatable {
 
 /// One step applied to every output element after a convolution or a linear, in order.
 public enum EpilogueStep: Codable, Sendable, Equatable {
-    /// An activation function (`silu`, `gelu`, `gelu_tanh`, `relu`, `sigmoid`, `leaky_relu`).
-    case activation(String, alpha: Float)
+    /// An activation function (`alpha`: leaky ReLU's slope).
+    case activation(ActivationKind, alpha: Float)
     /// Multiply by a constant.
     case scale(Float)
     /// Add the extra input at this operand index (same shape as the output).
@@ -184,10 +184,10 @@ public struct AttentionKernel: Codable, Sendable, Equatable {
     }
 }
 
-/// Elementwise kernels. Names are the IR's (`add`, `silu`, ...).
+/// Elementwise kernels.
 public enum Elementwise: Codable, Sendable, Equatable {
-    case unary(String)
-    case binary(String)
+    case unary(UnaryOp)
+    case binary(BinaryOp)
     case leakyRelu(alpha: Float)
     case gelu(tanh: Bool)
     case clip(min: Float, max: Float)
@@ -206,7 +206,7 @@ public enum Movement: Codable, Sendable, Equatable {
     case concat(axis: Int)
     case split(axis: Int, sizes: [Int])
     case slice(starts: [Int], ends: [Int], steps: [Int])
-    case pad(mode: String, pads: [Int], value: Float)
+    case pad(mode: PadMode, pads: [Int], value: Float)
     case gather(axis: Int)
     case expand
     case tile(repeats: [Int])
@@ -217,16 +217,16 @@ public enum Movement: Codable, Sendable, Equatable {
 }
 
 public struct ResizeKernel: Codable, Sendable, Equatable {
-    public var mode: String
-    public var coordinateTransform: String
-    public var nearestMode: String
+    public var mode: ResizeMode
+    public var coordinateTransform: CoordinateTransform
+    public var nearestMode: NearestMode
     public var cubicCoeffA: Float
     public var excludeOutside: Bool
     public var antialias: Bool
     public var scales: [Double]
     public var roi: [Double]
     public var extrapolationValue: Float
-    public init(mode: String, coordinateTransform: String, nearestMode: String, cubicCoeffA: Float, excludeOutside: Bool, antialias: Bool,
+    public init(mode: ResizeMode, coordinateTransform: CoordinateTransform, nearestMode: NearestMode, cubicCoeffA: Float, excludeOutside: Bool, antialias: Bool,
                 scales: [Double], roi: [Double], extrapolationValue: Float) {
         self.mode = mode
         self.coordinateTransform = coordinateTransform
@@ -255,7 +255,8 @@ extension Kernel {
         case .softmax: return "softmax"
         case .elementwise(let e):
             switch e {
-            case .unary(let n), .binary(let n): return "elementwise." + n
+            case .unary(let u): return "elementwise." + u.rawValue
+            case .binary(let b): return "elementwise." + b.rawValue
             case .geglu: return "geglu"
             default: return "elementwise"
             }

@@ -33,14 +33,14 @@ public enum PlanVerifier {
             guard w.offset % 64 == 0, Checked.range(offset: w.offset, length: w.byteCount, within: weightSectionBytes) != nil else {
                 throw fail("\(what) lies outside the weight section or is misaligned")
             }
-            let format = WeightFormat(rawValue: w.format)
-            guard w.format == w.dtype.rawValue || format?.storageDType == w.dtype else {
-                throw fail("\(what): format '\(w.format)' is not one this build reads or does not match its dtype \(w.dtype)")
+            let format = w.format
+            guard format == nil || format?.storageDType == w.dtype else {
+                throw fail("\(what): format '\(format?.rawValue ?? "")' does not match its dtype \(w.dtype)")
             }
             if format?.isInt8 == true {
                 guard let s = w.scale, s > 0, s < program.weights.count, program.weights[s].dtype == .f32,
                       Shape.checkedCount(program.weights[s].shape.dims) == (w.shape.dims.first ?? 1) else {
-                    throw fail("\(what): \(w.format) without f32 scales of one per row")
+                    throw fail("\(what): \(format?.rawValue ?? "") without f32 scales of one per row")
                 }
             }
             if let format, format.hasBlockCodes {
@@ -48,7 +48,7 @@ public enum PlanVerifier {
                 let bytes = Quantization.codeBytes(k: (Shape.checkedCount(w.shape.dims) ?? 0) / rows)
                 guard let c = w.blockCodes, c > 0, c < program.weights.count, program.weights[c].dtype == .u8,
                       program.weights[c].shape.dims == [rows, bytes] else {
-                    throw fail("\(what): \(w.format) without u8 block codes of shape [\(rows), \(bytes)]")
+                    throw fail("\(what): \(format.rawValue) without u8 block codes of shape [\(rows), \(bytes)]")
                 }
             }
         }
@@ -383,7 +383,7 @@ public enum PlanVerifier {
             }
             guard total == r[0].1.dims[a] else { throw fail("concat parts along \(axis) sum to \(total), the result has \(r[0].1.dims[a])") }
         case .split(let axis, let sizes):
-            guard let a = normalized(axis, xs.count), sizes.count == r.count, sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == xs[a] else {
+            guard let a = normalized(axis, xs.count), sizes.count == r.count, sizes.allSatisfy({ $0 >= 0 }), Checked.sum(sizes) == xs[a] else {
                 throw fail("split of \(x[0].1) along \(axis) into \(sizes)")
             }
             for (t, s) in zip(r, sizes) {

@@ -87,17 +87,18 @@ public struct WeightRecord: Codable, Sendable, Equatable {
     /// Byte offset in the weight section (a multiple of 64).
     public var offset: Int
     public var byteCount: Int
-    /// How the weight is stored (`WeightFormat`): "f32", "f16", "bf16", "int8-channel" (dtype i8,
-    /// symmetric per output channel, with `scale` naming the f32 `[dims[0]]` scales) or
-    /// "int8-block32" / "int8-block16" (the same, and `blockCodes` naming the u8 block codes: a code
-    /// per 32 values of a row, or two 4-bit codes a byte for blocks of 16).
-    public var format: String
+    /// How the weight is stored: f32, f16, bf16, int8-channel (dtype i8, symmetric per output
+    /// channel, with `scale` naming the f32 `[dims[0]]` scales) or int8-block32 / int8-block16 (the
+    /// same, and `blockCodes` naming the u8 block codes: a code per 32 values of a row, or two 4-bit
+    /// codes a byte for blocks of 16); nil for a constant kept as its dtype (integers, bools).
+    /// Stored as the format's name, or the dtype's for nil; any other name refuses the plan.
+    public var format: WeightFormat?
     /// For the int8 formats: the index of the weight holding the per-row scales.
     public var scale: Int?
     /// For "int8-block32" and "int8-block16": the index of the weight holding the u8 block codes
     /// `[dims[0], ceil(k / 32)]`.
     public var blockCodes: Int?
-    public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: String, scale: Int? = nil, blockCodes: Int? = nil) {
+    public init(name: String, dtype: DType, shape: Shape, offset: Int, byteCount: Int, format: WeightFormat?, scale: Int? = nil, blockCodes: Int? = nil) {
         self.name = name
         self.dtype = dtype
         self.shape = shape
@@ -107,6 +108,39 @@ public struct WeightRecord: Codable, Sendable, Equatable {
         self.scale = scale
         self.blockCodes = blockCodes
     }
+
+    private enum Keys: String, CodingKey { case name, dtype, shape, offset, byteCount, format, scale, blockCodes }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        name = try c.decode(String.self, forKey: .name)
+        dtype = try c.decode(DType.self, forKey: .dtype)
+        shape = try c.decode(Shape.self, forKey: .shape)
+        offset = try c.decode(Int.self, forKey: .offset)
+        byteCount = try c.decode(Int.self, forKey: .byteCount)
+        scale = try c.decodeIfPresent(Int.self, forKey: .scale)
+        blockCodes = try c.decodeIfPresent(Int.self, forKey: .blockCodes)
+        let stored = try c.decode(String.self, forKey: .format)
+        if let f = WeightFormat(rawValue: stored) {
+            format = f
+        } else if stored == dtype.rawValue || (stored == "none" && byteCount == 0) {  // (weight 0, the placeholder, in older plans)
+            format = nil
+        } else {
+            throw DecodingError.dataCorruptedError(forKey: .format, in: c, debugDescription: "weight '\(name)': format '\(stored)' is not one this build reads")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(dtype, forKey: .dtype)
+        try c.encode(shape, forKey: .shape)
+        try c.encode(offset, forKey: .offset)
+        try c.encode(byteCount, forKey: .byteCount)
+        try c.encode(format?.rawValue ?? dtype.rawValue, forKey: .format)
+        try c.encodeIfPresent(scale, forKey: .scale)
+        try c.encodeIfPresent(blockCodes, forKey: .blockCodes)
+    }
 }
 
 /// A compiled plan: entry points sharing one weight section and one arena.
@@ -114,20 +148,50 @@ public struct Program: Codable, Sendable, Equatable {
     public var entryPoints: [EntryPoint]
     /// Index 0 is a placeholder, so that 0 never names a weight.
     public var weights: [WeightRecord]
-    /// CPU features the kernels were chosen for (`avx2`, `fma`, `avx512f`, ...).
-    public var targetFeatures: [String]
+    /// The precision of the activations into the GEMMs (bf16 and int8 plans also run attention's
+    /// products in bf16). Plans written before it stored `targetFeatures` (`["f32", "bf16", "int8"]`),
+    /// read as the same.
+    public var activations: ActivationPrecision
     /// The compile report, human-readable.
     public var report: String
     /// What the plan is for, as key–value pairs (`diffbir.version`, `diffbir.tile`, ...): read by the
     /// pipeline. Absent in plans that are single networks.
     public var metadata: [String: String]?
-    public init(entryPoints: [EntryPoint], weights: [WeightRecord], targetFeatures: [String], report: String, metadata: [String: String]? = nil) {
+    public init(entryPoints: [EntryPoint], weights: [WeightRecord], activations: ActivationPrecision, report: String, metadata: [String: String]? = nil) {
         self.entryPoints = entryPoints
         self.weights = weights
-        self.targetFeatures = targetFeatures
+        self.activations = activations
         self.report = report
         self.metadata = metadata
     }
+
+    private enum Keys: String, CodingKey { case entryPoints, weights, activations, targetFeatures, report, metadata }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        entryPoints = try c.decode([EntryPoint].self, forKey: .entryPoints)
+        weights = try c.decode([WeightRecord].self, forKey: .weights)
+        report = try c.decode(String.self, forKey: .report)
+        metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
+        if let a = try c.decodeIfPresent(ActivationPrecision.self, forKey: .activations) {
+            activations = a
+        } else {
+            let features = try c.decodeIfPresent([String].self, forKey: .targetFeatures) ?? []
+            activations = features.contains("int8") ? .int8 : features.contains("bf16") ? .bf16 : .f32
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(entryPoints, forKey: .entryPoints)
+        try c.encode(weights, forKey: .weights)
+        try c.encode(activations, forKey: .activations)
+        try c.encode(report, forKey: .report)
+        try c.encodeIfPresent(metadata, forKey: .metadata)
+    }
+
+    /// Whether attention's products (and, with bf16 activations, the GEMMs) run in bf16.
+    public var bf16Products: Bool { activations != .f32 }
 
     /// The index of the weight named `name` (baked constants such as prompt embeddings).
     public func weightIndex(named name: String) -> Int? { weights.indices.dropFirst().first { weights[$0].name == name } }

@@ -1,13 +1,14 @@
 import Foundation
+import Plan
 import Tensors
 
 extension Reference {
-    /// Unary functions, by the names the IR and the plan use.
-    public enum Unary: String, Sendable, CaseIterable {
-        case abs, neg, sqrt, reciprocal, exp, log, sin, cos, tan, tanh, erf, sigmoid, relu, silu
-        case floor, ceil, round, sign, not, softplus, softsign, mish, isNaN, isInf
-        case asin, acos, atan, sinh, cosh, asinh, acosh, atanh
+    public typealias Unary = UnaryOp
+    public typealias Binary = BinaryOp
+}
 
+extension UnaryOp {
+        /// The function in float64 (the reference kernels' arithmetic).
         public func apply(_ x: Double) -> Double {
             switch self {
             case .abs: return Swift.abs(x)
@@ -44,13 +45,9 @@ extension Reference {
             case .atanh: return Foundation.atanh(x)
             }
         }
-    }
+}
 
-    /// Binary functions, by the names the IR and the plan use.
-    public enum Binary: String, Sendable, CaseIterable {
-        case add, sub, mul, div, pow, max, min, fmod, mod
-        case equal, less, lessOrEqual, greater, greaterOrEqual, and, or, xor
-
+extension BinaryOp {
         /// `integer`: the operands are integers, so `div` truncates and `mod` follows the divisor's sign.
         public func apply(_ a: Double, _ b: Double, integer: Bool) -> Double {
             switch self {
@@ -80,8 +77,9 @@ extension Reference {
             case .xor: return (a != 0) != (b != 0) ? 1 : 0
             }
         }
-    }
+}
 
+extension Reference {
     /// `f(x)` elementwise into `dtype` (default: the input's).
     public static func map(_ x: Tensor, to dtype: DType? = nil, _ f: (Double) -> Double) -> Tensor {
         tensor(doubles(x).map(f), dtype ?? x.dtype, x.shape)

@@ -1,3 +1,4 @@
+import Plan
 import Tensors
 
 extension Reference {
@@ -159,7 +160,7 @@ extension Reference {
         return gather(x, sources: sources, outShape: Shape(outDims))
     }
 
-    public enum PadMode: String, Sendable { case constant, reflect, edge, wrap }
+    public typealias PadMode = Plan.PadMode
 
     /// Pads (or, with negative pads, crops); `pads` = `[begin per axis..., end per axis...]`.
     public static func pad(_ x: Tensor, mode: PadMode, pads: [Int], value: Double) -> Tensor {
@@ -270,7 +271,7 @@ extension Reference {
 }
 
 extension Reference {
-    public enum ScatterReduction: String, Sendable { case none, add, mul, max, min }
+    public typealias ScatterReduction = Plan.ScatterReduction
 
     /// ONNX ScatterND: for each index tuple (the last axis of `indices`, k ≤ rank), the slice of
     /// `data` it names is replaced by (or combined with) the matching slice of `updates`, in order.

@@ -71,12 +71,8 @@ extension Reference {
         case .softmax(let axis, let log): return [softmax(x[0], axis: axis, log: log)]
         case .elementwise(let e):
             switch e {
-            case .unary(let name):
-                guard let f = Unary(rawValue: name) else { throw KernelError(description: "unknown unary '\(name)'") }
-                return [unary(f, x[0])]
-            case .binary(let name):
-                guard let f = Binary(rawValue: name) else { throw KernelError(description: "unknown binary '\(name)'") }
-                return [binary(f, x[0], x[1], outShape: out!.1, outType: out!.0)]
+            case .unary(let f): return [unary(f, x[0])]
+            case .binary(let f): return [binary(f, x[0], x[1], outShape: out!.1, outType: out!.0)]
             case .leakyRelu(let a): return [leakyRelu(x[0], alpha: Double(a))]
             case .gelu(let t): return [gelu(x[0], tanhApproximation: t)]
             case .clip(let lo, let hi): return [clip(x[0], min: Double(lo), max: Double(hi))]
@@ -86,15 +82,11 @@ extension Reference {
             case .cast(let d): return [cast(x[0], to: d)]
             case .geglu: return [geglu(x[0])]
             }
-        case .reduce(let kind, let axes, let keep):
-            guard let r = Reduction(rawValue: kind) else { throw KernelError(description: "unknown reduction '\(kind)'") }
-            return [reduce(x[0], r, axes: axes, keepDims: keep)]
+        case .reduce(let kind, let axes, let keep): return [reduce(x[0], kind, axes: axes, keepDims: keep)]
         case .argExtreme(let max, let axis, let keep, let last): return [argExtreme(x[0], max: max, axis: axis, keepDims: keep, selectLastIndex: last)]
         case .cumsum(let a, let ex, let rev): return [cumsum(x[0], axis: a, exclusive: ex, reverse: rev)]
         case .einsum(let operands, let output): return [einsum(x, labels: operands, outputLabels: output, outShape: out!.1)]
-        case .scatterND(let r):
-            guard let red = ScatterReduction(rawValue: r) else { throw KernelError(description: "unknown reduction '\(r)'") }
-            return [scatterND(x[0], x[1], x[2], reduction: red)]
+        case .scatterND(let r): return [scatterND(x[0], x[1], x[2], reduction: r)]
         case .copy: return [reshape(x[0], to: out!.1)]
         case .movement(let m):
             switch m {
@@ -102,15 +94,12 @@ extension Reference {
             case .concat(let a): return [concat(x, axis: a)]
             case .split(let a, let s): return split(x[0], axis: a, sizes: s)
             case .slice(let s, let e, let st): return [slice(x[0], starts: s, ends: e, steps: st)]
-            case .pad(let mode, let pads, let v):
-                guard let m = PadMode(rawValue: mode) else { throw KernelError(description: "unknown pad mode '\(mode)'") }
-                return [pad(x[0], mode: m, pads: pads, value: Double(v))]
+            case .pad(let mode, let pads, let v): return [pad(x[0], mode: mode, pads: pads, value: Double(v))]
             case .gather(let a): return [gather(x[0], indices: x[1], axis: a)]
             case .expand: return [expand(x[0], to: out!.1)]
             case .tile(let r): return [tile(x[0], repeats: r)]
             case .resize(let r):
-                guard let mode = ResizeOptions.Mode(rawValue: r.mode) else { throw KernelError(description: "unknown resize mode '\(r.mode)'") }
-                return [resize(x[0], ResizeOptions(mode: mode, coordinateTransform: r.coordinateTransform, nearestMode: r.nearestMode,
+                return [resize(x[0], ResizeOptions(mode: r.mode, coordinateTransform: r.coordinateTransform, nearestMode: r.nearestMode,
                                                    cubicCoeffA: Double(r.cubicCoeffA), excludeOutside: r.excludeOutside, antialias: r.antialias,
                                                    sizes: out!.1.dims, scales: r.scales, roi: r.roi, extrapolationValue: Double(r.extrapolationValue)))]
             case .depthToSpace(let b, let crd): return [depthToSpace(x[0], blockSize: b, crd: crd)]
@@ -126,14 +115,14 @@ extension Reference {
         return transpose(t, perm: perm)
     }
 
-    static func activation(_ t: Tensor, _ name: String, _ alpha: Float) -> Tensor {
-        switch name {
-        case "silu": return unary(.silu, t)
-        case "gelu": return gelu(t, tanhApproximation: false)
-        case "gelu_tanh": return gelu(t, tanhApproximation: true)
-        case "relu": return unary(.relu, t)
-        case "sigmoid": return unary(.sigmoid, t)
-        default: return leakyRelu(t, alpha: Double(alpha))
+    static func activation(_ t: Tensor, _ kind: ActivationKind, _ alpha: Float) -> Tensor {
+        switch kind {
+        case .silu: return unary(.silu, t)
+        case .gelu: return gelu(t, tanhApproximation: false)
+        case .geluTanh: return gelu(t, tanhApproximation: true)
+        case .relu: return unary(.relu, t)
+        case .sigmoid: return unary(.sigmoid, t)
+        case .leakyRelu: return leakyRelu(t, alpha: Double(alpha))
         }
     }
 }

@@ -1,10 +1,9 @@
 import Foundation
+import Plan
 import Tensors
 
 extension Reference {
-    public enum Reduction: String, Sendable, CaseIterable {
-        case sum, mean, max, min, prod, sumSquare, l1, l2, logSum, logSumExp
-    }
+    public typealias Reduction = ReduceOp
 
     /// Reduces over `axes` (empty: all), keeping them as size 1 when `keepDims`.
     public static func reduce(_ x: Tensor, _ kind: Reduction, axes: [Int], keepDims: Bool) -> Tensor {

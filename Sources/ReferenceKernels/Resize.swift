@@ -1,15 +1,14 @@
 import Foundation
+import Plan
 import Tensors
 
 extension Reference {
     /// Resize options; the meaning of each field is ONNX Resize's (opset 19 and later).
     public struct ResizeOptions: Sendable {
-        public enum Mode: String, Sendable { case nearest, linear, cubic }
+        public typealias Mode = ResizeMode
         public var mode: Mode
-        /// `half_pixel`, `half_pixel_symmetric`, `pytorch_half_pixel`, `align_corners`, `asymmetric`, `tf_crop_and_resize`
-        public var coordinateTransform: String
-        /// `round_prefer_floor`, `round_prefer_ceil`, `floor`, `ceil`
-        public var nearestMode: String
+        public var coordinateTransform: CoordinateTransform
+        public var nearestMode: NearestMode
         public var cubicCoeffA: Double
         public var excludeOutside: Bool
         public var antialias: Bool
@@ -18,7 +17,7 @@ extension Reference {
         public var roi: [Double]
         public var extrapolationValue: Double
 
-        public init(mode: Mode, coordinateTransform: String, nearestMode: String, cubicCoeffA: Double, excludeOutside: Bool,
+        public init(mode: Mode, coordinateTransform: CoordinateTransform, nearestMode: NearestMode, cubicCoeffA: Double, excludeOutside: Bool,
                     antialias: Bool, sizes: [Int], scales: [Double], roi: [Double], extrapolationValue: Double) {
             self.mode = mode
             self.coordinateTransform = coordinateTransform
@@ -41,7 +40,7 @@ extension Reference {
         let rank = dims.count
         for axis in stride(from: rank - 1, through: 0, by: -1) {
             let outLength = o.sizes[axis]
-            if outLength == dims[axis], o.scales[axis] == 1, o.coordinateTransform != "tf_crop_and_resize" { continue }
+            if outLength == dims[axis], o.scales[axis] == 1, o.coordinateTransform != .tfCropAndResize { continue }
             let roi = o.roi.count == 2 * rank ? (o.roi[axis], o.roi[axis + rank]) : (0.0, 1.0)
             let taps = (0..<outLength).map { i in
                 weights(output: i, inLength: dims[axis], outLength: outLength, scale: o.scales[axis], roi: roi, o)
@@ -77,18 +76,18 @@ extension Reference {
         let width = scale * Double(inLength)
         let x: Double
         switch o.coordinateTransform {
-        case "asymmetric": x = fi / scale
-        case "align_corners": x = width == 1 ? 0 : fi * Double(inLength - 1) / (width - 1)
-        case "pytorch_half_pixel": x = width == 1 ? -0.5 : (fi + 0.5) / scale - 0.5
-        case "half_pixel_symmetric":
+        case .asymmetric: x = fi / scale
+        case .alignCorners: x = width == 1 ? 0 : fi * Double(inLength - 1) / (width - 1)
+        case .pytorchHalfPixel: x = width == 1 ? -0.5 : (fi + 0.5) / scale - 0.5
+        case .halfPixelSymmetric:
             let adjustment = Double(outLength) / width
             let center = Double(inLength) / 2
             x = center * (1 - adjustment) + (fi + 0.5) / scale - 0.5
-        case "tf_crop_and_resize":
+        case .tfCropAndResize:
             let span = Double(inLength - 1)
             x = width == 1 ? (roi.1 - roi.0) * span / 2 + roi.0 * span : fi * (roi.1 - roi.0) * span / (width - 1) + roi.0 * span
             if x < 0 || x > span { return nil }
-        default: x = (fi + 0.5) / scale - 0.5  // half_pixel
+        case .halfPixel: x = (fi + 0.5) / scale - 0.5
         }
         // The ONNX reference takes `ratio` in (0, 1]: an integral coordinate counts as ratio 1 on
         // the pixel to its left.
@@ -104,10 +103,10 @@ extension Reference {
                 coeffs = [0, 1]
             } else {
                 switch o.nearestMode {
-                case "round_prefer_ceil": coeffs = ratio < 0.5 ? [1, 0] : [0, 1]
-                case "floor": coeffs = [1, 0]
-                case "ceil": coeffs = [0, 1]
-                default: coeffs = ratio <= 0.5 ? [1, 0] : [0, 1]
+                case .roundPreferCeil: coeffs = ratio < 0.5 ? [1, 0] : [0, 1]
+                case .floor: coeffs = [1, 0]
+                case .ceil: coeffs = [0, 1]
+                case .roundPreferFloor: coeffs = ratio <= 0.5 ? [1, 0] : [0, 1]
                 }
             }
         case .linear:

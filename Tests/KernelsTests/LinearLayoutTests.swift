@@ -87,7 +87,7 @@ import Testing
             operands += [Self.int32s(outRowsDense), Self.int32s(outColsDense)]
         }
         let residual = GemmTests.values(outShape.count, seed: 29)
-        let epilogue: [EpilogueStep] = [.activation("gelu", alpha: 0), .addResidual(operand: operands.count)]
+        let epilogue: [EpilogueStep] = [.activation(.gelu, alpha: 0), .addResidual(operand: operands.count)]
         operands.append(Tensor(residual, shape: outShape))
         if !t.gather { operands[0] = Tensor(x, shape: Shape([t.rows, t.k])) }
         let kernel = LinearKernel(hasBias: true, prologue: prologue, epilogue: epilogue, inputOffsets: inputOffsets, outputOffsets: outputOffsets)

@@ -74,7 +74,7 @@ import Testing
             prologue = NormPrologue(groups: c % 2 == 0 ? 2 : 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
             operands += [Self.random([c], 4), Self.random([c], 5)]
         }
-        var epilogue: [EpilogueStep] = [.activation("silu", alpha: 0)]
+        var epilogue: [EpilogueStep] = [.activation(.silu, alpha: 0)]
         if t.residual {
             epilogue.append(.addResidual(operand: operands.count))
             operands.append(Self.random(outDims, 6))
@@ -174,7 +174,7 @@ import Testing
     @Test(arguments: winogradCases)
     func winograd(_ t: ConvCase) throws {
         let oc = t.w[0], c = t.x[1]
-        let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 1, activation: .activation("silu", alpha: 0), channelScale: -1.75)
+        let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 1, activation: .activation(.silu, alpha: 0), channelScale: -1.75)
         #expect(Winograd.eligible(kernel, weight: t.w))
         for isa in Self.sets {
             let gemm = Gemm(isa)
@@ -221,7 +221,7 @@ import Testing
                                                            (ConvCase(x: [1, 8, 64, 64], w: [12, 8, 3, 3], prologue: true), true)])
     func winograd43(_ t: ConvCase, prelu: Bool) throws {
         let oc = t.w[0], c = t.x[1]
-        let activation: EpilogueStep = prelu ? .preluChannels(operand: 0) : .activation("leaky_relu", alpha: 0.2)
+        let activation: EpilogueStep = prelu ? .preluChannels(operand: 0) : .activation(.leakyRelu, alpha: 0.2)
         let (operands, kernel, outDims, expected) = try Self.winogradCase(t, seed: 11, activation: activation, channelScale: 0.75, tile: 4)
         for isa in Self.sets {
             let gemm = Gemm(isa)
@@ -273,7 +273,7 @@ import Testing
     func nearestResize(scales: [Double]) throws {
         let dims = [1, 3, 6, 7], outDims = zip(dims, scales).map { Int(Double($0) * $1) }
         let x = Self.random(dims, 47)
-        let r = ResizeKernel(mode: "nearest", coordinateTransform: "asymmetric", nearestMode: "floor", cubicCoeffA: -0.75, excludeOutside: false,
+        let r = ResizeKernel(mode: .nearest, coordinateTransform: .asymmetric, nearestMode: .floor, cubicCoeffA: -0.75, excludeOutside: false,
                              antialias: false, scales: scales, roi: [], extrapolationValue: 0)
         #expect(MovementKernels.supports(.resize(r)))
         let expected = try Reference.execute(.movement(.resize(r)), [x], results: [(.f32, Shape(outDims))])[0]
@@ -366,7 +366,7 @@ import Testing
             prologue = LayerNormPrologue(epsilon: 1e-5, scaleOperand: 3, biasOperand: 4)
             operands += [Self.random([k], 24), Self.random([k], 25)]
         }
-        let kernel = LinearKernel(hasBias: true, prologue: prologue, epilogue: [.activation("gelu", alpha: 0)])
+        let kernel = LinearKernel(hasBias: true, prologue: prologue, epilogue: [.activation(.gelu, alpha: 0)])
         let expected = try Reference.execute(.linear(kernel), operands, results: [(.f32, Shape([rows, out]))])[0]
         for isa in Self.sets {
             let gemm = Gemm(isa)

@@ -96,7 +96,7 @@ import Testing
             prologue = NormPrologue(groups: 1, epsilon: 1e-5, silu: true, scaleOperand: operands.count, biasOperand: operands.count + 1)
             operands += [OwnKernelTests.random([c], 4), OwnKernelTests.random([c], 5)]
         }
-        let epilogue: [EpilogueStep] = [.activation("silu", alpha: 0), .addResidual(operand: operands.count)]
+        let epilogue: [EpilogueStep] = [.activation(.silu, alpha: 0), .addResidual(operand: operands.count)]
         operands.append(OwnKernelTests.random(outDims, 6))
         let kernel = Conv2DKernel(strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1, hasBias: true, prologue: prologue,
                                   epilogue: epilogue, winograd: true)
@@ -225,7 +225,7 @@ import Testing
         let width = 4 * Int8Gemm.activationBlockSteps((k + 3) / 4)
         for layerNorm in [false, true] {
             let kernel = LinearKernel(hasBias: true, prologue: layerNorm ? LayerNormPrologue(epsilon: 1e-5, scaleOperand: 3, biasOperand: 4) : nil,
-                                      epilogue: [.activation("relu", alpha: 0)])
+                                      epilogue: [.activation(.relu, alpha: 0)])
             // The expected numbers: the prologue, each row quantised per block, sums in double, scaled back.
             let wq = q.values.withElements(as: Int8.self) { Array($0) }, ws = q.scales!.floats()
             var expected = [Float](repeating: 0, count: rows * out)

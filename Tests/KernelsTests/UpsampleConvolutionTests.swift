@@ -17,7 +17,7 @@ import Testing
         let residual = GemmTests.values(n * oc * 4 * h * w, seed: 73)
         let perChannel = GemmTests.values(n * oc, seed: 79)
         let kernel = Conv2DKernel(strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1], groups: 1, hasBias: true,
-                                  epilogue: [.addChannels(operand: 4), .activation("leaky_relu", alpha: 0.2), .addResidual(operand: 3)],
+                                  epilogue: [.addChannels(operand: 4), .activation(.leakyRelu, alpha: 0.2), .addResidual(operand: 3)],
                                   upsample: true)
         var plain = kernel
         plain.upsample = nil

@@ -72,7 +72,7 @@ import TestSupport
                 return nil
             }.flatMap { $0 }
             #expect(steps.contains { if case .preluChannels = $0 { return true } else { return false } }, "\(steps)")
-            #expect(steps.contains(.activation("leaky_relu", alpha: 0.1)), "\(steps)")
+            #expect(steps.contains(.activation(.leakyRelu, alpha: 0.1)), "\(steps)")
         }
         let inputNames = imported.graph.inputs.map { imported.graph.values[$0].name }
         let result = try Executor(plan: plan, threads: 2).run(entry: name, inputs: io.filter { inputNames.contains($0.key) })

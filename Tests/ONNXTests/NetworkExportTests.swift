@@ -83,13 +83,13 @@ import TestSupport
         options.keepFirstAndLast = ["bsrnet"]
         let plan = try Compiler.compile([("bsrnet", imported.graph)], options: options)
         let convs = plan.program.weights.filter { $0.shape.dims.count == 4 }
-        let kept = convs.filter { $0.format == "f32" }.map(\.name).sorted()
+        let kept = convs.filter { $0.format == .f32 }.map(\.name).sorted()
         #expect(kept == ["module.conv_first.weight", "module.conv_last.weight"])
-        #expect(convs.filter { $0.format == "int8-channel" }.count == convs.count - 2)
+        #expect(convs.filter { $0.format == .int8Channel }.count == convs.count - 2)
         #expect(plan.report.contains("first or last layer of its graph"))
         // Without the option (or with a rule naming them) they are quantised too.
         options.keepFirstAndLast = []
         let all = try Compiler.compile([("bsrnet", imported.graph)], options: options)
-        #expect(all.program.weights.filter { $0.shape.dims.count == 4 && $0.format == "f32" }.isEmpty)
+        #expect(all.program.weights.filter { $0.shape.dims.count == 4 && $0.format == .f32 }.isEmpty)
     }
 }

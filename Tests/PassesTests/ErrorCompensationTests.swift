@@ -268,7 +268,7 @@ import TestSupport
         for (name, q) in c.overrides {
             let i = try #require(planG.program.weights.firstIndex { $0.name == name })
             #expect(planG.weight(i).withElements(as: Int8.self) { Array($0) } == q.values.withElements(as: Int8.self) { Array($0) })
-            #expect(planG.program.weights[i].format == format.rawValue && (planG.program.weights[i].blockCodes != nil) == format.hasBlockCodes)
+            #expect(planG.program.weights[i].format == format && (planG.program.weights[i].blockCodes != nil) == format.hasBlockCodes)
         }
         let exact = try Executor(plan: plan32, threads: 2).run(entry: entry.name, inputs: f.inputs).outputs[0].tensor
         func error(_ p: PlanFile) throws -> Double {

@@ -65,7 +65,7 @@ import TestSupport
             o.int8Activations = int8Activations
             let sub = TemporaryDirectory()
             let (plan, compiled) = try Self.compile(f, into: sub, options: o)
-            let gemmWeights = plan.program.weights.filter { $0.format == format.rawValue }
+            let gemmWeights = plan.program.weights.filter { $0.format == format }
             #expect(!gemmWeights.isEmpty, "\(f.network.rawValue): no weight stored as \(format)")
             #expect(compiled.report.contains("quantisation of convolution and linear weights"))
             let ratio = Double(gemmWeights.reduce(0) { $0 + $1.byteCount + ($1.scale.map { plan.program.weights[$0].byteCount } ?? 0) + ($1.blockCodes.map { plan.program.weights[$0].byteCount } ?? 0) })
@@ -119,7 +119,7 @@ import TestSupport
         let plain = try executor.run(entry: "swinir", inputs: f.inputs)
         #expect(shadowed.outputs[0].tensor.floats() == plain.outputs[0].tensor.floats())
         let quantised = plan8.program.entryPoints[0].instructions.filter {
-            if case .weight(let w) = $0.operands.count > 1 ? $0.operands[1] : .weight(0) { return plan8.program.weights[w].format == "int8-channel" }
+            if case .weight(let w) = $0.operands.count > 1 ? $0.operands[1] : .weight(0) { return plan8.program.weights[w].format == .int8Channel }
             return false
         }
         #expect(sink.rows.count == quantised.count && !quantised.isEmpty)

@@ -38,11 +38,11 @@ import TestSupport
         let good = dir.file("int8.plan")
         try PlanWriter.write(path: good, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: false)
         #expect(Self.refusal(good) == nil)
-        let i = compiled.program.weights.firstIndex { $0.format == "int8-channel" }!
+        let i = compiled.program.weights.firstIndex { $0.format == .int8Channel }!
         var noScale = compiled.program
         noScale.weights[i].scale = nil
         var wrongDType = compiled.program
-        wrongDType.weights[i].format = "f16"
+        wrongDType.weights[i].format = .f16
         var cases: [(String, Program, CompiledPlan, String)] = [("noscale", noScale, compiled, "without f32 scales"),
                                                                 ("dtype", wrongDType, compiled, "does not match its dtype")]
         // The block formats: their codes are named, u8, [rows, ceil(k/32)] bytes.
@@ -52,7 +52,7 @@ import TestSupport
             let goodBlocked = dir.file("\(format.rawValue).plan")
             try PlanWriter.write(path: goodBlocked, program: blocked.program, summary: blocked.report, weights: blocked.weights, overwrite: false)
             #expect(Self.refusal(goodBlocked) == nil)
-            let j = blocked.program.weights.firstIndex { $0.format == format.rawValue }!
+            let j = blocked.program.weights.firstIndex { $0.format == format }!
             var noCodes = blocked.program
             noCodes.weights[j].blockCodes = nil
             var wrongCodes = blocked.program
@@ -121,6 +121,48 @@ import TestSupport
             #expect(message != nil, "\(length) bytes opened")
             #expect(message?.contains("truncated") == true || message?.contains("not a diffbir plan") == true, "\(length): \(message ?? "")")
         }
+    }
+
+    /// `path` with `old` replaced by `new` (as long) in its program section, every checksum recomputed:
+    /// what a tool's bug or a hand edit makes.
+    static func editProgram(_ path: String, _ old: String, _ new: String) throws -> String {
+        var b = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        func put(_ v: UInt32, _ o: Int) { for k in 0..<4 { b[o + k] = UInt8(truncatingIfNeeded: v >> (8 * k)) } }
+        let table = u64(b, 24), count = u32(b, 32)
+        for i in 0..<count where u32(b, table + 32 * i) == Int(PlanFormat.SectionKind.program.rawValue) {
+            let start = u64(b, table + 32 * i + 8), size = u64(b, table + 32 * i + 16)
+            var text = String(decoding: b[start..<(start + size)], as: UTF8.self)
+            guard let r = text.range(of: old) else { throw PlanError(path, "'\(old)' is not in the program") }
+            text.replaceSubrange(r, with: new)
+            b.replaceSubrange(start..<(start + size), with: Array(text.utf8))
+            put(b[start..<(start + size)].withUnsafeBytes { planCRC32($0) }, table + 32 * i + 24)
+        }
+        put(b[table..<(table + 32 * count)].withUnsafeBytes { planCRC32($0) }, 36)
+        put(b[0..<60].withUnsafeBytes { planCRC32($0) }, 60)
+        let edited = path + ".edited"
+        try Data(b).write(to: URL(fileURLWithPath: edited))
+        return edited
+    }
+
+    /// The plan stores its vocabularies typed: an activation, an elementwise op, a weight format or an
+    /// activation precision this build does not know refuses the plan when it is opened.
+    @Test(arguments: [
+        ("\"leaky_relu\"", "\"leaky_reLX\""),
+        ("\"format\":\"f32\"", "\"format\":\"f31\""),
+        ("\"activations\":\"f32\"", "\"activations\":\"f99\""),
+        ("\"unary\":{\"_0\":\"", "\"unary\":{\"_0\":\"X"),
+    ])
+    func unknownVocabularyIsRefusedAtOpen(old: String, new: String) throws {
+        let dir = TemporaryDirectory()
+        let good = try Self.makePlan(dir)
+        #expect(Self.refusal(good) == nil)
+        guard let edited = try? Self.editProgram(good, old, new) else {
+            // (A plan of this fixture without that field: nothing to edit.)
+            #expect(!old.contains("leaky") && !old.contains("format") && !old.contains("activations"), "\(old) not in the plan")
+            return
+        }
+        let message = try #require(Self.refusal(edited), "\(new) was accepted")
+        #expect(message.contains("program"), "\(message)")
     }
 
     @Test func otherFormatVersionNamesTheReadableOnes() throws {

@@ -111,7 +111,7 @@ import TestSupport
         let c = Self.cases.first { $0.name == "v21-edm" }!
         let dir = TemporaryDirectory()
         let plan = try Self.plan(version: c.version, task: c.task, weights: format, int8Activations: int8Activations, in: dir)
-        #expect(plan.program.weights.contains { $0.format == format.rawValue })
+        #expect(plan.program.weights.contains { $0.format == format })
         let ours = try Self.restore(c, plan: plan)
         let theirs = try Self.rgb("pipeline/" + c.output)
         let p = Self.psnr(ours, theirs.pixels)

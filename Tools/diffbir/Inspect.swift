@@ -239,7 +239,7 @@ extension Inspect {
                 ("path", .string(file)), ("format", .string("plan")), ("version", .integer(Int64(PlanFormat.version))),
                 ("file_bytes", .integer(Int64(plan.file.size))), ("entry_points", .array(entries)),
                 ("weight_count", .integer(Int64(p.weights.count - 1))), ("weight_bytes", .integer(Int64(weightBytes))),
-                ("arena_bytes", .integer(Int64(p.arenaBytes))), ("target_features", .array(p.targetFeatures.map { .string($0) })),
+                ("arena_bytes", .integer(Int64(p.arenaBytes))), ("activations", .string(p.activations.rawValue)),
                 ("report", .string(plan.summary)),
             ]).serialized)
             return
@@ -252,7 +252,7 @@ extension Inspect {
         }
         if let limit, limit > 0 {
             for (i, w) in p.weights.enumerated().dropFirst().prefix(limit) {
-                let format = w.format == w.dtype.rawValue ? "" : " (\(w.format)" + (w.scale.map { ", scales in weight \($0)" } ?? "") + (w.blockCodes.map { ", block codes in weight \($0)" } ?? "") + ")"
+                let format = w.format == nil || w.format?.rawValue == w.dtype.rawValue ? "" : " (\(w.format?.rawValue ?? "")" + (w.scale.map { ", scales in weight \($0)" } ?? "") + (w.blockCodes.map { ", block codes in weight \($0)" } ?? "") + ")"
                 print("  weight \(i): \(w.name) \(w.dtype)\(w.shape)\(format) at \(w.offset), \(formatBytes(w.byteCount))")
             }
         }

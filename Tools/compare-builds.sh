@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Shows that two builds of diffbir compute the same bits: each compiles the fixture plans itself
+# (plan files may differ between versions), runs them, restores a photo with one of them, and the
+# outputs are compared byte for byte.
+#   Tools/compare-builds.sh BEFORE_BINARY AFTER_BINARY
+# e.g. after a refactor: git stash; swift build -c release; cp .build/release/diffbir /tmp/before;
+# git stash pop; swift build -c release; Tools/compare-builds.sh /tmp/before .build/release/diffbir
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 2 ] || { sed -n '2,7p' "$0" >&2; exit 2; }
+f=Tests/Fixtures
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+run_all() {  # BINARY DIR
+  local bin=$1 out=$2
+  mkdir -p "$out"
+  for precision in "" "--precision bf16" "--weights-dtype int8 --activations int8" "--weights-dtype int8-block32"; do
+    local tag=${precision// /}; tag=${tag:-f32}
+    "$bin" compile --model bsrnet --weights $f/networks/bsrnet.weights.safetensors --config $f/networks/bsrnet.config.json \
+      --size 16x16 $precision -o "$out/bsrnet$tag.plan" -q > /dev/null
+    "$bin" run --plan "$out/bsrnet$tag.plan" --inputs $f/networks/bsrnet.io.safetensors -o "$out/bsrnet$tag.out.safetensors" > /dev/null
+  done
+  "$bin" restore --plan "$out/bsrnetf32.plan" $f/pipeline/lq64.png -o "$out/restored.png" -q > /dev/null
+  for p in $f/ncnn/*.param; do
+    local name; name=$(basename "$p" .param)
+    [ -f $f/ncnn/$name.io.safetensors ] || continue
+    "$bin" compile --ncnn "$p" -o "$out/$name.plan" -q > /dev/null
+    "$bin" run --plan "$out/$name.plan" --inputs $f/ncnn/$name.io.safetensors -o "$out/$name.out.safetensors" > /dev/null
+  done
+  "$bin" compile --onnx $f/networks/swinir.onnx -o "$out/swinir.plan" -q > /dev/null
+  "$bin" run --plan "$out/swinir.plan" --inputs $f/networks/swinir.io.safetensors -o "$out/swinir.out.safetensors" > /dev/null
+}
+run_all "$1" "$work/before"
+run_all "$2" "$work/after"
+same=0 differ=0
+for a in "$work"/before/*.safetensors "$work"/before/*.png; do
+  b="$work/after/$(basename "$a")"
+  if cmp -s "$a" "$b"; then same=$((same + 1)); else echo "differs: $(basename "$a")"; differ=$((differ + 1)); fi
+done
+echo "$same outputs identical, $differ differ"
+[ "$differ" -eq 0 ]
