@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "ReferenceKernels", dependencies: ["Tensors", "Plan"]),
         .target(name: "Passes", dependencies: ["IR", "Tensors", "Plan", "ReferenceKernels"]),
         // Model definitions, one folder per network (folder Graphs/).
-        .target(name: "ModelGraphs", dependencies: ["IR", "Tensors", .product(name: "Yams", package: "Yams")], path: "Graphs"),
+        .target(name: "ModelGraphs", dependencies: ["IR", "Plan", "Tensors", .product(name: "Yams", package: "Yams")], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         // The kernels and the pipeline's pixel loops are optimised in every build (also `swift build`'s
         // debug one), so that the tests run real sizes in seconds, and built for x86-64 with AVX2 and

@@ -1,3 +1,4 @@
+import Plan
 import Foundation
 import IR
 import Tensors
@@ -24,7 +25,7 @@ public enum DiffBIRVersion: String, CaseIterable, Sendable {
         }
     }
 
-    public var parameterization: String { self == .v21 ? "v" : "eps" }
+    public var parameterization: Parameterization { self == .v21 ? .v : .eps }
     public var zeroTerminalSNR: Bool { self == .v21 }
 
     /// Prompts baked in by default: v1 "" / ""; v2 the paper's; v2.1 its CLI defaults.
@@ -38,11 +39,11 @@ public enum DiffBIRVersion: String, CaseIterable, Sendable {
 
     /// (sampler, steps, cfg) of the version's recommended settings: v1 `inference.py` (spaced, 50,
     /// cfg 1), v2 paper settings (spaced, 50, cfg 4), v2.1 CLI (edm_dpm++_3m_sde, 10, cfg 6).
-    public var sampling: (sampler: String, steps: Int, cfg: Double) {
+    public var sampling: (sampler: SamplerKind, steps: Int, cfg: Double) {
         switch self {
-        case .v1: return ("spaced", 50, 1)
-        case .v2: return ("spaced", 50, 4)
-        case .v21: return ("edm_dpm++_3m_sde", 10, 6)
+        case .v1: return (.spaced, 50, 1)
+        case .v2: return (.spaced, 50, 4)
+        case .v21: return (.edmDpmpp3mSDE, 10, 6)
         }
     }
 
@@ -80,7 +81,7 @@ public struct DiffBIRPlanSpec {
     public var entries: [(name: String, graph: Graph)]
     /// The text encoder, when asked for.
     public var text: Graph?
-    public var metadata: [String: String]
+    public var metadata: DiffBIRPlanMetadata
 }
 
 extension DiffBIRVersion {
@@ -113,14 +114,13 @@ extension DiffBIRVersion {
         ]
         let text = textEncoder ? try bound(.clipText, Network.clipText.inputs(cfg, height: tile, width: tile), "CLIP text encoder") : nil
         let s = sampling
-        let metadata: [String: String] = [
-            "diffbir.version": short, "diffbir.task": task, "diffbir.cleaner": cleaner.rawValue,
-            "diffbir.parameterization": parameterization, "diffbir.zero_snr": zeroTerminalSNR ? "true" : "false",
-            "diffbir.tile": "\(tile)", "diffbir.latent_factor": "\(f)", "diffbir.minimum_side": "512",
-            "diffbir.prompt.positive": prompts.positive, "diffbir.prompt.negative": prompts.negative,
-            "diffbir.default.sampler": s.sampler, "diffbir.default.steps": "\(s.steps)",
-            "diffbir.default.cfg": "\(s.cfg)", "diffbir.default.upscale": "\(upscale(task: task))",
-        ]
+        guard let planTask = DiffBIRPlanMetadata.Task(rawValue: task), let stageOne = DiffBIRPlanMetadata.StageOne(rawValue: cleaner.rawValue) else {
+            throw ModelError("task '\(task)' with stage 1 \(cleaner.rawValue): not a DiffBIR plan's")
+        }
+        let metadata = DiffBIRPlanMetadata(
+            version: short, task: planTask, cleaner: stageOne, parameterization: parameterization, zeroTerminalSNR: zeroTerminalSNR,
+            tile: tile, latentFactor: f, minimumSide: 512, positivePrompt: prompts.positive, negativePrompt: prompts.negative,
+            defaults: .init(sampler: s.sampler, steps: s.steps, cfg: s.cfg, upscale: upscale(task: task)))
         return DiffBIRPlanSpec(entries: entries, text: text, metadata: metadata)
     }
 }

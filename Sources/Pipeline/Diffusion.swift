@@ -1,4 +1,5 @@
 import Foundation
+import Plan
 
 /// The training noise schedule of Stable Diffusion 2.1 (docs/diffbir.md §4.1): β linear in √ from 0.00085
 /// to 0.012 over 1000 steps (float64), optionally rescaled to zero terminal SNR (v2.1).
@@ -33,17 +34,7 @@ public struct NoiseSchedule: Sendable {
     public var count: Int { betas.count }
 }
 
-/// What the network predicts: noise (v1, v2) or velocity (v2.1).
-public enum Parameterization: String, Sendable, Codable {
-    case eps, v
-}
-
-public enum SamplerKind: String, Sendable, CaseIterable, Codable {
-    case spaced
-    case ddim
-    case dpmppM2 = "dpm++_m2"
-    case edmDpmpp3mSDE = "edm_dpm++_3m_sde"
-}
+// (Parameterization and SamplerKind are the plan's vocabulary: Plan/DiffBIRPlanMetadata.swift.)
 
 /// Standard normal samples, drawn in a fixed order (the initial latent, then each step's noise).
 public protocol NoiseSource {

@@ -3,68 +3,47 @@ import Foundation
 import Plan
 import Tensors
 
-/// What a DiffBIR plan holds (its metadata, written by `diffbir compile --model diffbir-…`).
+/// What a DiffBIR plan holds: its typed metadata (`DiffBIRPlanMetadata`), checked against the entry
+/// points this restorer calls.
 public struct DiffBIRPlanInfo: Sendable {
-    public var version: String
-    public var task: String
-    /// `swinir`, `bsrnet` or `scunet`.
-    public var cleaner: String
-    public var parameterization: Parameterization
-    public var zeroTerminalSNR: Bool
+    public var metadata: DiffBIRPlanMetadata
+    public var version: String { metadata.version }
+    public var task: DiffBIRPlanMetadata.Task { metadata.task }
+    public var cleaner: DiffBIRPlanMetadata.StageOne { metadata.cleaner }
+    public var parameterization: Parameterization { metadata.parameterization }
+    public var zeroTerminalSNR: Bool { metadata.zeroTerminalSNR }
     /// Tile size in pixels the entry points were compiled for (latent tiles are tile/8).
-    public var tile: Int
-    public var latentFactor: Int
+    public var tile: Int { metadata.tile }
+    public var latentFactor: Int { metadata.latentFactor }
     /// The smallest side the stage-1 output is brought to (512 in DiffBIR).
-    public var minimumSide: Int
-    public var positivePrompt: String?
-    public var negativePrompt: String?
+    public var minimumSide: Int { metadata.minimumSide }
+    public var positivePrompt: String? { metadata.positivePrompt }
+    public var negativePrompt: String? { metadata.negativePrompt }
     /// Defaults of the version (docs/diffbir.md §5).
-    public var defaultSampler: SamplerKind
-    public var defaultSteps: Int
-    public var defaultCFG: Double
-    public var defaultUpscale: Double
+    public var defaultSampler: SamplerKind { metadata.defaults.sampler }
+    public var defaultSteps: Int { metadata.defaults.steps }
+    public var defaultCFG: Double { metadata.defaults.cfg }
+    public var defaultUpscale: Double { metadata.defaults.upscale }
 
     public struct Invalid: Error, CustomStringConvertible {
         public let description: String
     }
 
     public init(_ plan: PlanFile) throws {
-        guard let m = plan.program.metadata, m["diffbir.version"] != nil else {
+        let parsed: DiffBIRPlanMetadata?
+        do { parsed = try plan.program.diffbir() } catch { throw Invalid(description: "\(plan.path): \(error)") }
+        guard let parsed else {
             throw Invalid(description: "\(plan.path) is not a DiffBIR plan (compile it with --model diffbir-v1|diffbir-v2|diffbir-v2.1)")
         }
-        func get(_ k: String) throws -> String {
-            guard let v = m["diffbir." + k] else { throw Invalid(description: "\(plan.path): metadata diffbir.\(k) is missing") }
-            return v
-        }
-        func int(_ k: String) throws -> Int {
-            guard let v = Int(try get(k)) else { throw Invalid(description: "\(plan.path): metadata diffbir.\(k) is not an integer") }
-            return v
-        }
-        version = try get("version")
-        task = try get("task")
-        cleaner = try get("cleaner")
-        guard let p = Parameterization(rawValue: try get("parameterization")) else { throw Invalid(description: "\(plan.path): unknown parameterization") }
-        parameterization = p
-        zeroTerminalSNR = try get("zero_snr") == "true"
-        tile = try int("tile")
-        latentFactor = try int("latent_factor")
-        minimumSide = try int("minimum_side")
-        positivePrompt = m["diffbir.prompt.positive"]
-        negativePrompt = m["diffbir.prompt.negative"]
-        guard let s = SamplerKind(rawValue: try get("default.sampler")) else { throw Invalid(description: "\(plan.path): unknown default sampler") }
-        defaultSampler = s
-        defaultSteps = try int("default.steps")
-        defaultCFG = Double(try get("default.cfg")) ?? 1
-        defaultUpscale = Double(try get("default.upscale")) ?? 1
-        for e in ["stage1", "encode", "denoise", "decode"] where plan.program.entry(e) == nil {
-            throw Invalid(description: "\(plan.path): no entry point '\(e)'")
+        metadata = parsed
+        for e in [DiffBIREntryPoints.Entry.stage1, .encode, .denoise, .decode] where plan.program.entry(e.rawValue) == nil {
+            throw Invalid(description: "\(plan.path): no entry point '\(e.rawValue)'")
         }
         // The entry points' interfaces this restorer calls (a plan compiled by an older version may lack some).
-        let expected: [(String, String)] = [("stage1", "image"), ("encode", "latent"), ("encode", "std"), ("denoise", "out"), ("decode", "image")]
-        for (e, output) in expected where !(plan.program.entry(e)!.outputs.contains { $0.name == output }) {
-            throw Invalid(description: "\(plan.path): entry point '\(e)' has no output '\(output)' (compiled by an older version? compile the plan again)")
+        for (e, output) in DiffBIREntryPoints.requiredOutputs where !(plan.program.entry(e.rawValue)?.outputs.contains { $0.name == output } ?? false) {
+            throw Invalid(description: "\(plan.path): entry point '\(e.rawValue)' has no output '\(output)' (compiled by an older version? compile the plan again)")
         }
-        if positivePrompt == nil && plan.program.entry("text") == nil {
+        if positivePrompt == nil && plan.program.entry(DiffBIREntryPoints.Entry.text.rawValue) == nil {
             throw Invalid(description: "\(plan.path): neither baked prompt embeddings nor a text entry point")
         }
     }
@@ -132,7 +111,7 @@ public final class Restorer {
     /// holds at once (about ten float planes of the stage-1 output), the weights of the largest entry
     /// point, and the largest single weight (the least that streaming keeps resident).
     public func memoryNeeds(height: Int, width: Int, upscale: Double) -> (fixed: Int, weights: Int, largestWeight: Int) {
-        let scale = info.cleaner == "bsrnet" ? 4.0 : upscale
+        let scale = info.cleaner == .bsrnet ? 4.0 : upscale
         var (h, w) = (Double(height) * scale, Double(width) * scale)
         let side = Double(info.minimumSide)
         if min(h, w) < side { let f = side / min(h, w); h *= f; w *= f }
@@ -156,7 +135,7 @@ public final class Restorer {
     func timed<T>(_ stage: RestoreStage, _ body: () throws -> T) rethrows -> T {
         // Under a memory budget, only the weights of the stage's network stay packed: the packed
         // weights of the others are dropped (packed again if a later image needs them).
-        if budgeted, let entry = [RestoreStage.stage1: "stage1", .encode: "encode", .sampling: "denoise", .decode: "decode", .text: "text"][stage] {
+        if budgeted, let entry = [RestoreStage.stage1: DiffBIREntryPoints.Entry.stage1, .encode: .encode, .sampling: .denoise, .decode: .decode, .text: .text][stage]?.rawValue {
             executor.releasePacked(keepingWeightsOf: entry)
         }
         let start = DispatchTime.now().uptimeNanoseconds
@@ -164,9 +143,12 @@ public final class Restorer {
         return try body()
     }
 
-    func run(_ entry: String, _ inputs: [String: Tensor]) throws -> [String: Tensor] {
-        let r = try executor.run(entry: entry, inputs: inputs, options: runOptions)
-        return Dictionary(uniqueKeysWithValues: r.outputs.map { ($0.name, $0.tensor) })
+    /// The plan's entry points, typed.
+    var entries: DiffBIREntryPoints {
+        DiffBIREntryPoints(program: plan.program) { entry, inputs in
+            let r = try self.executor.run(entry: entry.rawValue, inputs: inputs, options: self.runOptions)
+            return Dictionary(uniqueKeysWithValues: r.outputs.map { ($0.name, $0.tensor) })
+        }
     }
 
     static func tensor(_ p: Planar) -> Tensor { Tensor(p.data, shape: Shape(p.shape)) }
@@ -175,31 +157,17 @@ public final class Restorer {
         return Planar(channels: d[1], height: d[2], width: d[3], data: t.floats())
     }
 
-    func entryShape(_ entry: String, input: String) -> [Int] {
-        plan.program.entry(entry)!.inputs.first { $0.name == input }!.shape.dims
-    }
-
     // MARK: networks on any size
 
-    /// An image network (`stage1`, `encode`, `decode`) on `x`: once when `x` has the entry's size,
-    /// else on tiles of that size with stride half of it.
-    func image(_ entry: String, input: String, _ x: Planar, scale: Int, divide: Int, outChannels: Int,
-               outputs: [String] = [], progress: (Int, Int) -> Void) throws -> Planar {
-        let dims = entryShape(entry, input: input)
-        let size = dims[2]
-        precondition(dims[3] == size, "square tiles")
+    /// An image network (`network` on one tile of `size`) on `x`: once when `x` has that size, else
+    /// on tiles of it with stride half of it.
+    func image(size: Int, _ x: Planar, scale: Int, divide: Int, outChannels: Int, progress: (Int, Int) -> Void,
+               _ network: @escaping (Tensor) throws -> Planar) throws -> Planar {
         var source = x
         // Smaller than a tile in a dimension: pad with zeros up to it, crop after.
         let (h, w) = (x.height, x.width)
         if h < size || w < size { source = x.padded(height: max(h, size), width: max(w, size)) }
-        // The outputs named (channels concatenated in that order), or the entry's only output.
-        let run1: (Planar) throws -> Planar = { tile in
-            let out = try self.run(entry, [input: Self.tensor(tile)])
-            if outputs.isEmpty { return Self.planar(out.values.first!) }
-            let parts = outputs.map { Self.planar(out[$0]!) }
-            return Planar(channels: parts.reduce(0) { $0 + $1.channels }, height: parts[0].height, width: parts[0].width,
-                          data: parts.flatMap(\.data))
-        }
+        let run1: (Planar) throws -> Planar = { tile in try network(Self.tensor(tile)) }
         var y: Planar
         if source.height == size && source.width == size {
             progress(0, 1)
@@ -237,7 +205,7 @@ public final class Restorer {
                 streamedWeights = true
             }
         }
-        let bsrnet = info.cleaner == "bsrnet"
+        let bsrnet = info.cleaner == .bsrnet
         // Pre-resize (PIL bicubic), except for BSRNet which upsamples ×4 itself.
         var (h, w) = (height, width)
         var pixels = rgb8
@@ -269,19 +237,19 @@ public final class Restorer {
     func stage1(_ x: Planar, outputSize: (Int, Int), progress: (Int, Int) -> Void) throws -> Planar {
         let side = info.minimumSide
         switch info.cleaner {
-        case "bsrnet":
-            let y = try image("stage1", input: "image", x, scale: 4, divide: 1, outChannels: 3, progress: progress)
+        case .bsrnet:
+            let y = try image(size: entries.tileSize(.stage1), x, scale: 4, divide: 1, outChannels: 3, progress: progress) { Self.planar(try self.entries.stage1(image: $0)) }
             if min(outputSize.0, outputSize.1) < side { return Resample.shortEdge(y, to: side) }
             return Resample.bicubicAntialias(y, height: outputSize.0, width: outputSize.1)
-        case "scunet":
-            let y = try image("stage1", input: "image", x, scale: 1, divide: 1, outChannels: 3, progress: progress)
+        case .scunet:
+            let y = try image(size: entries.tileSize(.stage1), x, scale: 1, divide: 1, outChannels: 3, progress: progress) { Self.planar(try self.entries.stage1(image: $0)) }
             return min(y.height, y.width) < side ? Resample.shortEdge(y, to: side) : y
-        default:
+        case .swinir:
             // SwinIR: resize first, pad to 64, run, crop.
             var input = x
             if min(x.height, x.width) < side { input = Resample.shortEdge(x, to: side) }
             let padded = input.padded(toMultipleOf: 64)
-            let y = try image("stage1", input: "image", padded, scale: 1, divide: 1, outChannels: 3, progress: progress)
+            let y = try image(size: entries.tileSize(.stage1), padded, scale: 1, divide: 1, outChannels: 3, progress: progress) { Self.planar(try self.entries.stage1(image: $0)) }
             return y.crop(y: 0, x: 0, height: input.height, width: input.width)
         }
     }
@@ -292,7 +260,7 @@ public final class Restorer {
            let n = plan.program.weightIndex(named: "diffbir.text.negative") {
             return (plan.weight(p).converted(to: .f32), plan.weight(n).converted(to: .f32))
         }
-        guard plan.program.entry("text") != nil else {
+        guard plan.program.entry(DiffBIREntryPoints.Entry.text.rawValue) != nil else {
             throw RestoreError("\(plan.path) has its prompts baked in (\"\(info.positivePrompt ?? "")\" / \"\(info.negativePrompt ?? "")\"); "
                                + "recompile with --prompt/--negative-prompt or --text-encoder to change them")
         }
@@ -301,7 +269,7 @@ public final class Restorer {
             let ids = tokenizer.tokenize(s).map { Int64($0) }
             let t = Tensor(dtype: .i64, shape: [1, ids.count], storage: TensorStorage(byteCount: ids.count * 8))
             ids.withUnsafeBytes { t.storage.mutableBytes!.copyMemory(from: $0) }
-            return try run("text", ["tokens": t]).values.first!
+            return try entries.text(tokens: t)
         }
         return try timed(.text) { (try encode(o.prompt ?? info.positivePrompt ?? ""), try encode(o.negativePrompt ?? info.negativePrompt ?? "")) }
     }
@@ -312,8 +280,13 @@ public final class Restorer {
         let padded = cond.padded(toMultipleOf: 64)
         // The condition latent (posterior mean × 0.18215) and the posterior's std (same scale).
         let encoded = try timed(.encode) {
-            try image("encode", input: "image", padded.map { $0 * 2 - 1 }, scale: 1, divide: f, outChannels: 8, outputs: ["latent", "std"],
-                      progress: { progress(.encode, $0, $1) })
+            // (The mean's and the std's channels side by side, tiled as one.)
+            try image(size: entries.tileSize(.encode), padded.map { $0 * 2 - 1 }, scale: 1, divide: f, outChannels: 8,
+                      progress: { progress(.encode, $0, $1) }) { tile in
+                let (latent, std) = try self.entries.encode(image: tile)
+                let (a, b) = (Self.planar(latent), Self.planar(std))
+                return Planar(channels: a.channels + b.channels, height: a.height, width: a.width, data: a.data + b.data)
+            }
         }
         let plane = encoded.height * encoded.width
         let cImg = Planar(channels: 4, height: encoded.height, width: encoded.width, data: Array(encoded.data[0..<(4 * plane)]))
@@ -328,15 +301,14 @@ public final class Restorer {
         so.eta = o.eta
         so.sNoise = o.sNoise
         let xT = try noise.normal(count: 4 * h2 * w2)
-        let tileLatent = entryShape("denoise", input: "x")[2]
+        let tileLatent = entries.tileSize(.denoise)
         let scale = Tensor([Float(o.strength)], shape: [1])
         let model: LatentModel = { x, t, isPositive in
             let xp = Planar(channels: 4, height: h2, width: w2, data: x)
             let ctx = isPositive ? positive : negative
             let tt = Tensor([t], shape: [1])
             func one(_ tile: Planar, _ hint: Planar) throws -> Planar {
-                let r = try self.run("denoise", ["x": Self.tensor(tile), "t": tt, "hint": Self.tensor(hint), "context": ctx, "control_scale": scale])
-                return Self.planar(r.values.first!)
+                Self.planar(try self.entries.denoise(x: Self.tensor(tile), t: tt, hint: Self.tensor(hint), context: ctx, controlScale: scale))
             }
             if h2 == tileLatent && w2 == tileLatent { return try one(xp, latent).data }
             // Tiled: x and the condition latent sliced alike; smaller than a tile → padded.
@@ -377,7 +349,9 @@ public final class Restorer {
         }
         let zp = Planar(channels: 4, height: h2, width: w2, data: z).crop(y: 0, x: 0, height: h1, width: w1)
         let decoded = try timed(.decode) {
-            try image("decode", input: "latent", zp, scale: f, divide: 1, outChannels: 3, progress: { progress(.decode, $0, $1) })
+            try image(size: entries.tileSize(.decode), zp, scale: f, divide: 1, outChannels: 3, progress: { progress(.decode, $0, $1) }) {
+                Self.planar(try self.entries.decode(latent: $0))
+            }
         }
         return decoded.crop(y: 0, x: 0, height: h0, width: w0)
     }

@@ -24,6 +24,8 @@ public enum PlanVerifier {
     /// `tableValues` reads an i32 weight's values, for the layout tables' bounds (nil: not checked).
     public static func verify(_ program: Program, weightSectionBytes: Int, tableValues: ((Int) -> [Int32])? = nil) throws(Failure) {
         func fail(_ m: String) -> Failure { Failure(message: m) }
+        // A DiffBIR plan's metadata: typed, every value known.
+        do { _ = try program.diffbir() } catch { throw fail(error.description) }
         // Weights.
         for (i, w) in program.weights.enumerated() where i > 0 {
             let what = "weight \(i) (\(w.name))"

@@ -165,6 +165,32 @@ import TestSupport
         #expect(message.contains("program"), "\(message)")
     }
 
+    /// DiffBIR's plan metadata is typed: it reads back equal, and a value this build does not know
+    /// (a sampler, a stage-1 network) or a tile that is not a number refuses the plan at open.
+    @Test func diffbirMetadataIsTypedAndChecked() throws {
+        let meta = DiffBIRPlanMetadata(version: "v2.1", task: .sr, cleaner: .swinir, parameterization: .v, zeroTerminalSNR: true, tile: 512,
+                                       latentFactor: 8, positivePrompt: "a photo", negativePrompt: nil,
+                                       defaults: .init(sampler: .edmDpmpp3mSDE, steps: 10, cfg: 6, upscale: 4))
+        #expect(try DiffBIRPlanMetadata(table: meta.table) == meta)
+        let f = try FixtureNetwork.load(1)
+        let dir = TemporaryDirectory()
+        for (key, value, phrase) in [(nil, nil, nil), ("diffbir.default.sampler", "euler", "not one this build knows"),
+                                     ("diffbir.cleaner", "hat", "not one this build knows"), ("diffbir.tile", "x", "not a positive integer"),
+                                     ("diffbir.default.cfg", "nan", "finite")] as [(String?, String?, String?)] {
+            var table = meta.table
+            if let key { table[key] = value }
+            let compiled = try Compiler.compile([("bsrnet", f.graph)], options: CompileOptions(), metadata: table)
+            let path = dir.file("\(key ?? "good").plan")
+            try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+            if let phrase {
+                let message = try #require(Self.refusal(path), "\(key!)=\(value!) was accepted")
+                #expect(message.contains(key!) && message.contains(phrase), "\(message)")
+            } else {
+                #expect(try PlanFile(path: path).program.diffbir() == meta)
+            }
+        }
+    }
+
     @Test func otherFormatVersionNamesTheReadableOnes() throws {
         let dir = TemporaryDirectory()
         let path = try Self.makePlan(dir)

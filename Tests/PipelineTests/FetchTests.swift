@@ -57,7 +57,7 @@ import TestSupport
         let error = #expect(throws: FetchError.self) { try Fetcher.fetch(file, into: target.path) }
         #expect(error?.description.contains("127.0.0.1") == true, "\(error?.description ?? "")")
         let part = (try? FileManager.default.attributesOfItem(atPath: target.path + "/weights.bin.part")[.size] as? Int) ?? 0
-        #expect((part ?? 0) > 0 && (part ?? 0) < p.bytes.count)
+        #expect(part > 0 && part < p.bytes.count)
         // The second run asks for the rest (Range) and completes it.
         let r = try Fetcher.fetch(file, into: target.path)
         #expect(r.resumedFrom == part && r.sha256 == p.sha256 && r.bytes == p.bytes.count)

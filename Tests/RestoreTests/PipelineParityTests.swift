@@ -60,7 +60,7 @@ import TestSupport
         var options = CompileOptions()
         options.quantization = QuantizationPolicy(defaultFormat: weights, exclusions: Network.allCases.flatMap(\.quantizationExclusions))
         options.int8Activations = int8Activations
-        let compiled = try Compiler.compile(spec.entries, options: options, constants: constants, metadata: spec.metadata)
+        let compiled = try Compiler.compile(spec.entries, options: options, constants: constants, metadata: spec.metadata.table)
         let path = dir.file("\(version)-\(task)-\(tile)-\(weights.rawValue)\(int8Activations ? "-int8a" : "").plan")
         try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
         return try PlanFile(path: path)

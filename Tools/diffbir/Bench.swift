@@ -106,7 +106,7 @@ struct Bench: ParsableCommand {
     /// The peer network of an entry: its name, or for a DiffBIR plan's entries the network behind them.
     static func network(of entry: String, metadata: [String: String]?) -> String {
         switch entry {
-        case "stage1": return metadata?["diffbir.cleaner"] ?? "swinir"
+        case "stage1": return metadata.flatMap { try? DiffBIRPlanMetadata(table: $0) }?.cleaner.rawValue ?? "swinir"
         case "encode": return "vae-encoder"
         case "decode": return "vae-decoder"
         case "text": return "clip-text"

@@ -381,8 +381,8 @@ struct Compile: ParsableCommand {
                 guard t.shape == want else { throw ToolError("\(promptEmbeddings): '\(name)' is \(t.shape), the UNet takes \(want)") }
                 constants.append(("diffbir.text." + name, t.load().converted(to: .f32)))
             }
-            metadata["diffbir.prompt.positive"] = "(embedding from \(FilePaths.fileName(of: promptEmbeddings)))"
-            metadata["diffbir.prompt.negative"] = metadata["diffbir.prompt.positive"]
+            metadata.positivePrompt = "(embedding from \(FilePaths.fileName(of: promptEmbeddings)))"
+            metadata.negativePrompt = metadata.positivePrompt
         } else {
             // Computed now, stored with the weights; the text encoder stays out of the plan.
             let tokenizer = try CLIPTokenizer(contextLength: cfg.clip.context_length)
@@ -394,7 +394,7 @@ struct Compile: ParsableCommand {
                 constants.append(("diffbir.text." + name, out["context"]!))
             }
         }
-        return (entries, constants, metadata)
+        return (entries, constants, metadata.table)
     }
 
     func networkEntries(_ entries: inout [(name: String, graph: Graph)], _ h: Int, _ w: Int, _ files: [WeightFile]) throws {

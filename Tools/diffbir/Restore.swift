@@ -328,7 +328,7 @@ struct Restore: ParsableCommand {
     func run() throws {
         let file: PlanFile
         do { file = try PlanFile(path: plan) } catch { throw ToolError(error.description) }
-        if file.program.metadata?["diffbir.version"] == nil { return try runImagePlan(file) }
+        if !DiffBIRPlanMetadata.describes(file.program.metadata) { return try runImagePlan(file) }
         let restorer: Restorer
         do { restorer = try Restorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
         if trace != nil { restorer.trace = TraceRecorder() }
@@ -337,7 +337,7 @@ struct Restore: ParsableCommand {
         if let tile, tile != info.tile {
             throw ToolError("--tile \(tile): \(plan) was compiled for \(info.tile)-pixel tiles; compile another plan with --size \(tile)x\(tile)")
         }
-        if let task, task != info.task {
+        if let task, task != info.task.rawValue {
             throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
         }
         let items = try batch()
