@@ -21,6 +21,14 @@ run_all() {  # BINARY DIR
     "$bin" run --plan "$out/bsrnet$tag.plan" --inputs $f/networks/bsrnet.io.safetensors -o "$out/bsrnet$tag.out.safetensors" > /dev/null
   done
   "$bin" restore --plan "$out/bsrnetf32.plan" $f/pipeline/lq64.png -o "$out/restored.png" -q > /dev/null
+  # The whole DiffBIR v2.1 flow on the small checkpoints, two samplers.
+  "$bin" compile --model diffbir-v2.1 --config $f/pipeline/config.json \
+    --weights $f/networks/unet.weights.safetensors $f/networks/controlnet.weights.safetensors \
+              $f/pipeline/swinir.weights.safetensors $f/pipeline/vae8.weights.safetensors \
+    --prompt-embeddings $f/pipeline/text.safetensors -q -o "$out/diffbir.plan" > /dev/null
+  "$bin" restore --plan "$out/diffbir.plan" $f/pipeline/lq64.png --upscale 4 --steps 4 -o "$out/diffbir-edm.png" -q > /dev/null
+  "$bin" restore --plan "$out/diffbir.plan" $f/pipeline/lq64.png --upscale 2 --steps 4 --sampler spaced --guidance-scale 0.5 \
+    -o "$out/diffbir-spaced.png" -q > /dev/null
   for p in $f/ncnn/*.param; do
     local name; name=$(basename "$p" .param)
     [ -f $f/ncnn/$name.io.safetensors ] || continue
