@@ -68,13 +68,16 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["Tensors", "Plan", "CBLAS", "CKernels", "KernelsAVX2", "KernelsAVX512", "KernelsVNNI"],
                 swiftSettings: optimized),
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),
+        // The compiler's measuring side: calibration, error compensation (GPTQ); observes runs
+        // through the executor's RunObserver. The runtime never imports it.
+        .target(name: "Quantize", dependencies: ["Executor", "Importers", "Kernels", "Plan", "ReferenceKernels", "Tensors", "CBLAS"]),
         .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs", .product(name: "Crypto", package: "swift-crypto")],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline", "CKernels",
+                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline", "Quantize", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"
@@ -90,7 +93,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["diffbir", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Passes", "Tensors"]),
-        .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraphs", "Importers", "IR", "Plan", "Executor", "Tensors", "TestSupport"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "Quantize", "ModelGraphs", "Importers", "IR", "Plan", "Executor", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "NCNNTests", dependencies: ["Importers", "IR", "Passes", "Plan", "Executor", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),

@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 run_all() {  # BINARY DIR
   local bin=$1 out=$2
   mkdir -p "$out"
-  for precision in "" "--precision bf16" "--weights-dtype int8 --activations int8" "--weights-dtype int8-block32"; do
+  for precision in "" "--precision bf16" "--weights-dtype int8 --activations int8" "--weights-dtype int8-block32" "--weights-dtype int8 --gptq --calibrate 2"; do
     local tag=${precision// /}; tag=${tag:-f32}
     "$bin" compile --model bsrnet --weights $f/networks/bsrnet.weights.safetensors --config $f/networks/bsrnet.config.json \
       --size 16x16 $precision -o "$out/bsrnet$tag.plan" -q > /dev/null

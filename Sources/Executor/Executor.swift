@@ -27,19 +27,23 @@ public struct RunOptions: Sendable {
     /// read again from the page cache next time): memory stays near the arena plus the largest
     /// weight, for budgets smaller than the weights.
     public var streamWeights = false
-    /// Calibration: after each convolution or linear layer, run the same instruction of `shadow` (a
-    /// plan compiled from the same graphs with other weight formats) on the same operands but with
-    /// the shadow's weight, and report its error against this run's result to `layerError`
-    /// (index, name, error energy Σ(d²), signal energy Σ(r²)).
-    public var shadow: Executor?
-    public var layerError: (@Sendable (Int, String, Double, Double) -> Void)?
-    /// Error compensation's input statistics: before each convolution or linear layer whose weight
-    /// (its index in the plan) is in `gemmInputWeights`, the vectors its GEMM multiplies the weight
-    /// with (`Executor.gemmInputs`) are passed to `gemmInputs` with the weight's index and the rows
-    /// of the weight they go with.
-    public var gemmInputWeights: Set<Int> = []
-    public var gemmInputs: (@Sendable (Int, Range<Int>, Tensor) -> Void)?
+    /// Watches the run instruction by instruction (the compiler's calibration and error
+    /// compensation, in `Quantize`); the executor itself keeps no such state.
+    public var observer: (any RunObserver)?
     public init() {}
+}
+
+/// Sees each instruction of a run before and after it runs, with its operands and results in
+/// place (`Executor.view`, `referenceOperand`): how tools outside the runtime measure a plan
+/// without the executor knowing what they measure.
+public protocol RunObserver: AnyObject, Sendable {
+    func willRun(_ index: Int, _ instruction: Instruction, entry: String, executor: Executor) throws
+    func didRun(_ index: Int, _ instruction: Instruction, entry: String, executor: Executor) throws
+}
+
+extension RunObserver {
+    public func willRun(_ index: Int, _ instruction: Instruction, entry: String, executor: Executor) throws {}
+    public func didRun(_ index: Int, _ instruction: Instruction, entry: String, executor: Executor) throws {}
 }
 
 /// Time spent per kernel kind.
@@ -187,7 +191,8 @@ public final class Executor: @unchecked Sendable {
 
     deinit { arena.deallocate() }
 
-    func view(_ o: Operand) -> View {
+    /// An operand or result of an instruction: an arena slot or a weight, in place.
+    package func view(_ o: Operand) -> View {
         switch o {
         case .arena(let offset, let dtype, let shape):
             return View(pointer: arena + offset, dtype: dtype, shape: shape)
@@ -199,7 +204,7 @@ public final class Executor: @unchecked Sendable {
 
     /// An operand for the reference kernels: a copy, bf16 and f16 weights widened to f32 (exactly),
     /// int8 weights dequantised.
-    func referenceOperand(_ o: Operand) -> Tensor {
+    package func referenceOperand(_ o: Operand) -> Tensor {
         let t = Self.tensor(copying: view(o))
         if case .weight(let i) = o, let s = plan.program.weights[i].scale, t.dtype == .i8 {
             if let c = plan.program.weights[i].blockCodes, let format = plan.program.weights[i].format {
@@ -245,19 +250,13 @@ public final class Executor: @unchecked Sendable {
             let operands = ins.operands.map(view)
             let results = ins.results.map(view)
             let before: [Tensor] = options.validate ? ins.operands.map(referenceOperand) : []
-            if let sink = options.gemmInputs, ins.operands.count > 1, case .weight(let w) = ins.operands[1], options.gemmInputWeights.contains(w),
-               let groups = Self.gemmInputs(ins.kernel, ins.operands.enumerated().map { $0.offset == 1 ? Tensor.zeros(.f32, [0]) : referenceOperand($0.element) },
-                                            weightShape: plan.program.weights[w].shape) {
-                for (rows, x) in groups { sink(w, rows, x) }
-            }
+            try options.observer?.willRun(index, ins, entry: name, executor: self)
             let t0 = options.profile || trace != nil ? DispatchTime.now().uptimeNanoseconds : 0
             if !runFast(ins.kernel, operands, results, weights: ins.operands, stream: options.streamWeights) {
                 fallbacks[ins.kernel.kindName, default: 0] += 1
                 try runReference(ins, ins.operands.map(referenceOperand), results)
             }
-            if let shadow = options.shadow {
-                try compareShadow(shadow, index: index, ins, entry: name, operands: operands, results: results, report: options.layerError)
-            }
+            try options.observer?.didRun(index, ins, entry: name, executor: self)
             if let trace {
                 let shapes = ins.operands.map { "\(view($0).dims)" }.joined(separator: " ") + " -> " + ins.results.map { "\(view($0).dims)" }.joined(separator: " ")
                 trace.record(entry: name, index: index, instruction: ins, shapes: shapes, start: t0, end: DispatchTime.now().uptimeNanoseconds)
@@ -305,44 +304,7 @@ public final class Executor: @unchecked Sendable {
         return RunResult(outputs: outputs, seconds: seconds, profile: profile, validation: validation, fallbacks: fallbacks)
     }
 
-    /// Runs instruction `index` of `shadow`'s entry `entry` with this run's activations and the
-    /// shadow's weights (when its weight differs from ours) and reports the difference of the results.
-    private func compareShadow(_ shadow: Executor, index: Int, _ ins: Instruction, entry: String, operands: [View], results: [View],
-                               report: (@Sendable (Int, String, Double, Double) -> Void)?) throws {
-        switch ins.kernel {
-        case .conv2d, .linear: break
-        default: return
-        }
-        guard let theirs = shadow.plan.program.entry(entry), theirs.instructions.count > index,
-              theirs.instructions[index].name == ins.name, theirs.instructions[index].kernel.kindName == ins.kernel.kindName,
-              theirs.instructions[index].operands.count == ins.operands.count else {
-            throw ExecutorError("calibration: instruction \(index) (\(ins.name)) of entry \(entry) differs between the two plans: compile both from the same graphs")
-        }
-        let other = theirs.instructions[index]
-        guard case .weight(let mine) = ins.operands[1], case .weight(let their) = other.operands[1],
-              plan.program.weights[mine].format != shadow.plan.program.weights[their].format else { return }
-        var x = operands
-        x[1] = shadow.view(.weight(their))
-        let out = results[0]
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(out.byteCount, 4), alignment: 64)
-        defer { buffer.deallocate() }
-        let r = View(pointer: buffer, dtype: out.dtype, shape: out.shape)
-        if !shadow.runFast(other.kernel, x, [r], weights: other.operands, stream: false) {
-            let t = try Reference.execute(other.kernel, x.enumerated().map { $0.offset == 1 ? shadow.referenceOperand(other.operands[1]) : Self.referenceOperand(copying: $0.element) },
-                                          results: [(r.dtype, r.shape)])
-            buffer.copyMemory(from: t[0].converted(to: r.dtype).bytes.baseAddress!, byteCount: r.byteCount)
-        }
-        var noise = 0.0, signal = 0.0
-        let (a, b) = (r.floats, out.floats)
-        for i in 0..<out.count {
-            let d = Double(a[i]) - Double(b[i])
-            noise += d * d
-            signal += Double(b[i]) * Double(b[i])
-        }
-        report?(index, ins.name, noise, signal)
-    }
-
-    static func referenceOperand(copying v: View) -> Tensor {
+    package static func referenceOperand(copying v: View) -> Tensor {
         let t = tensor(copying: v)
         return t.dtype == .bf16 || t.dtype == .f16 ? t.converted(to: .f32) : t
     }
@@ -440,7 +402,7 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
-    fileprivate func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
+    package func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
         let allF32 = x.allSatisfy { $0.dtype == .f32 } && r.allSatisfy { $0.dtype == .f32 }
         switch kernel {
         case .conv2d(let c):

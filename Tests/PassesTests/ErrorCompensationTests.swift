@@ -1,3 +1,4 @@
+import Quantize
 import Executor
 import Foundation
 import Kernels

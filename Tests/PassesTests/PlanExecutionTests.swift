@@ -1,3 +1,4 @@
+import Quantize
 import Executor
 import Kernels
 import Foundation
@@ -97,7 +98,7 @@ import TestSupport
         }
     }
 
-    /// Calibration's per-layer comparison (`RunOptions.shadow`): every layer with an int8 weight is
+    /// Calibration's per-layer comparison (`ShadowComparison`, a `RunObserver`): every layer with an int8 weight is
     /// reported once, with an error that is neither zero nor large (int8 per channel: 35–70 dB; a layer
     /// with a fused residual add reports against its sum, hence the higher end);
     /// f32 layers (the model's exclusions) are not reported; the run's own outputs are unchanged.
@@ -112,8 +113,7 @@ import TestSupport
         final class Sink: @unchecked Sendable { var rows: [(Int, String, Double, Double)] = [] }
         let sink = Sink()
         var options = RunOptions()
-        options.shadow = Executor(plan: plan8, threads: 2)
-        options.layerError = { sink.rows.append(($0, $1, $2, $3)) }
+        options.observer = ShadowComparison(shadow: Executor(plan: plan8, threads: 2)) { sink.rows.append(($0, $1, $2, $3)) }
         let executor = Executor(plan: plan32, threads: 2)
         let shadowed = try executor.run(entry: "swinir", inputs: f.inputs, options: options)
         let plain = try executor.run(entry: "swinir", inputs: f.inputs)

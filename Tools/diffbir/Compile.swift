@@ -1,3 +1,4 @@
+import Quantize
 import ArgumentParser
 import Executor
 import Foundation

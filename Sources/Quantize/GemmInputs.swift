@@ -1,3 +1,5 @@
+import Kernels
+import Executor
 import Plan
 import ReferenceKernels
 import Tensors

@@ -1,3 +1,6 @@
+import Plan
+import Kernels
+import Executor
 import CBLAS
 import Tensors
 

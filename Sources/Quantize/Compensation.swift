@@ -1,3 +1,4 @@
+import Executor
 import Foundation
 import Kernels
 import Plan
@@ -94,8 +95,7 @@ public struct Compensation: Sendable {
             }
             defer { for m in stats.h.values { for p in m.values { p.deallocate() } } }
             var options = RunOptions()
-            options.gemmInputWeights = Set(pass.map(\.index))
-            options.gemmInputs = { w, rows, x in
+            options.observer = GemmInputCollector(weights: Set(pass.map(\.index))) { w, rows, x in
                 guard let h = stats.h[w]?[rows.lowerBound], let k = stats.k[w], x.shape.dims.last == k else { return }
                 x.withElements(as: Float.self) { ErrorCompensation.accumulate(h, k: k, x: $0.baseAddress!, rows: x.shape.dims[0]) }
             }

@@ -1,3 +1,4 @@
+import Kernels
 import Executor
 import Foundation
 import Importers
@@ -8,24 +9,24 @@ import Tensors
 /// inputs. Per layer (convolution or linear with a quantised weight): its output with the quantised
 /// weight against its f32 output, both on the f32 plan's activations (the error this layer adds by
 /// itself), as an SNR in dB; per entry point: the end-to-end relative L2 error of every output.
-struct Calibration {
-    struct Layer {
-        var entry: String
-        var name: String
-        var weight: String
-        var noise = 0.0
-        var signal = 0.0
-        var snrDB: Double { noise == 0 ? .infinity : 10 * log10(signal / noise) }
+public struct Calibration {
+    public struct Layer {
+        public var entry: String
+        public var name: String
+        public var weight: String
+        public var noise = 0.0
+        public var signal = 0.0
+        public var snrDB: Double { noise == 0 ? .infinity : 10 * log10(signal / noise) }
     }
 
-    var layers: [Layer] = []
+    public var layers: [Layer] = []
     /// (entry, output, relative L2, max relative error) over all inputs.
-    var outputs: [(entry: String, output: String, relativeL2: Double, maxRelative: Double)] = []
-    var inputsDescription = ""
+    public var outputs: [(entry: String, output: String, relativeL2: Double, maxRelative: Double)] = []
+    public var inputsDescription = ""
 
     /// Seeded inputs of an entry's types: scalars named `t` uniform in [0, 1000) (a timestep),
     /// other scalars 1 (scales), integer inputs zeros, the rest uniform in [−1, 1].
-    static func randomInputs(_ e: EntryPoint, seed: UInt64) -> [String: Tensor] {
+    public static func randomInputs(_ e: EntryPoint, seed: UInt64) -> [String: Tensor] {
         var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
         func next() -> Double {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -47,7 +48,7 @@ struct Calibration {
 
     /// Input sets for `entry`: every .safetensors in `directory` holding all of its inputs, or
     /// `count` seeded random sets.
-    static func inputSets(_ e: EntryPoint, count: Int, directory: String?) throws -> [[String: Tensor]] {
+    public static func inputSets(_ e: EntryPoint, count: Int, directory: String?) throws -> [[String: Tensor]] {
         guard let directory else { return (0..<count).map { randomInputs(e, seed: UInt64($0 + 1)) } }
         let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
         var sets: [[String: Tensor]] = []
@@ -62,7 +63,7 @@ struct Calibration {
     }
 
     /// Runs both plans over every entry point.
-    static func run(quantized: PlanFile, reference: PlanFile, count: Int, directory: String?, threads: Int, perLayer: Bool,
+    public static func run(quantized: PlanFile, reference: PlanFile, count: Int, directory: String?, threads: Int, perLayer: Bool,
                     log: (String) -> Void) throws -> Calibration {
         var c = Calibration()
         c.inputsDescription = directory.map { "the inputs in \($0)" } ?? "\(count) seeded random input set\(count == 1 ? "" : "s")"
@@ -78,8 +79,7 @@ struct Calibration {
                 log("calibrating \(e.name): input set \(i + 1)/\(sets.count)")
                 var options = RunOptions()
                 if perLayer {
-                    options.shadow = q
-                    options.layerError = { index, name, n, s in
+                    options.observer = ShadowComparison(shadow: q) { index, name, n, s in
                         let old = sink.layers[index] ?? (name, 0, 0)
                         sink.layers[index] = (name, old.1 + n, old.2 + s)
                     }
@@ -104,18 +104,18 @@ struct Calibration {
         return c
     }
 
-    static func sumSquares(_ t: Tensor) -> Double {
+    public static func sumSquares(_ t: Tensor) -> Double {
         t.converted(to: .f32).withElements(as: Float.self) { $0.reduce(0) { $0 + Double($1) * Double($1) } }
     }
 
     /// The weights of the `k` layers with the lowest SNR (distinct weights).
-    func worstWeights(_ k: Int) -> [String] {
+    public func worstWeights(_ k: Int) -> [String] {
         var seen = Set<String>(), out: [String] = []
         for l in layers.sorted(by: { $0.snrDB < $1.snrDB }) where out.count < k && seen.insert(l.weight).inserted { out.append(l.weight) }
         return out
     }
 
-    func report(suggest: Int) -> String {
+    public func report(suggest: Int) -> String {
         var s = "calibration against the f32 plan of the same graphs, on \(inputsDescription):\n"
         for o in outputs {
             s += "  entry \(o.entry), output \(o.output): relative L2 error " + String(format: "%.3e", o.relativeL2)
