@@ -70,7 +70,7 @@ let package = Package(
         .target(name: "Executor", dependencies: ["Plan", "Kernels", "ReferenceKernels", "Tensors"]),
         // The compiler's measuring side: calibration, error compensation (GPTQ); observes runs
         // through the executor's RunObserver. The runtime never imports it.
-        .target(name: "Quantize", dependencies: ["Executor", "Importers", "Kernels", "Plan", "ReferenceKernels", "Tensors", "CBLAS"]),
+        .target(name: "Quantize", dependencies: ["Executor", "IR", "Passes", "Importers", "Kernels", "Plan", "ReferenceKernels", "Tensors", "CBLAS"]),
         .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs", .product(name: "Crypto", package: "swift-crypto")],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 

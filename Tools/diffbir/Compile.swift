@@ -221,75 +221,22 @@ struct Compile: ParsableCommand {
                                   ("entryPoints", .array(entryPoints)), ("report", .string(compiled.report))]))
     }
 
-    /// `--calibrate`, `--auto-keep`: the f32 plan of the same graphs beside the output (removed after),
-    /// the report; with --auto-keep, the output recompiled with the worst layers in f16 and measured again.
+    /// `--calibrate`, `--auto-keep`, `--gptq`: `QuantizationLoop` (in `Quantize`), its results printed.
     func calibrateAndKeep(entries: [(name: String, graph: Graph)], baked: [(name: String, tensor: Tensor)], metadata: [String: String]?,
                           options: CompileOptions) throws {
         guard !options.quantization.isIdentity else { throw ToolError("--calibrate compares a quantised plan with f32: give --weights-dtype or --quant-rule") }
-        let count = calibrate > 0 ? calibrate : (gptq ? 8 : 1)
-        var options = options
-        var f32Options = options
-        f32Options.quantization = QuantizationPolicy()
-        f32Options.bf16Activations = false
-        let referencePath = output + ".calibration-f32.plan"
-        defer { try? FileManager.default.removeItem(atPath: referencePath) }
-        func log(_ s: String) { if !quiet { printError(s) } }
-        log("calibration: compiling the f32 plan of the same graphs (\(referencePath), removed afterwards)")
-        do {
-            let reference = try Compiler.compile(entries, options: f32Options, constants: baked, metadata: metadata)
-            try PlanWriter.write(path: referencePath, program: reference.program, summary: reference.report, weights: reference.weights, overwrite: true)
-        } catch let e as IRError { throw ToolError("calibration: \(e)") }
-        let threads = threading.threads
-        func measure(perLayer: Bool) throws -> Calibration {
-            do {
-                return try Calibration.run(quantized: try PlanFile(path: output), reference: try PlanFile(path: referencePath), count: count,
-                                           directory: calibrateInputs, threads: threads, perLayer: perLayer, log: log)
-            } catch let e as PlanError { throw ToolError(e.description) } catch let e as ExecutorError { throw ToolError("calibration: \(e)") }
-        }
+        var loop = QuantizationLoop(entries: entries, constants: baked, metadata: metadata, options: options, output: output)
+        loop.count = calibrate > 0 ? calibrate : (gptq ? 8 : 1)
+        loop.inputsDirectory = calibrateInputs
+        loop.threads = threading.threads
+        loop.autoKeep = autoKeep
         if gptq {
-            guard options.quantization.defaultFormat.isInt8 || options.quantization.rules.contains(where: { $0.format.isInt8 }) else {
-                throw ToolError("--gptq rounds int8 weights: give --weights-dtype int8")
-            }
             guard let budget = Restore.parseBytes(gptqMemory), budget > 0 else { throw ToolError("--gptq-memory \(gptqMemory): expected a size such as 4G or 512M") }
-            let plain = try measure(perLayer: false)
-            let started = Date()
-            let c: Compensation
-            do {
-                let reference = try PlanFile(path: referencePath)
-                var sets: [String: [[String: Tensor]]] = [:]
-                for e in reference.program.entryPoints { sets[e.name] = try Calibration.inputSets(e, count: count, directory: calibrateInputs) }
-                c = try Compensation.run(quantized: try PlanFile(path: output), reference: reference, inputs: sets, threads: threads, damping: gptqDamping, activationOrder: gptqActOrder, minSamples: gptqMinSamples, memoryBudget: budget, log: log)
-            } catch let e as PlanError { throw ToolError(e.description) } catch let e as ExecutorError { throw ToolError("error compensation: \(e)") }
-            options.int8Overrides = c.overrides
-            log("error compensation: recompiling with \(c.compensated) compensated layers")
-            let compiled: CompiledPlan
-            do { compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata) } catch let e as IRError { throw ToolError("compile: \(e)") }
-            try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
-            say("error compensation (GPTQ, damping \(gptqDamping)\(gptqActOrder ? ", act-order" : "")): \(c.compensated) int8 layers compensated, \(c.plain) rounded plainly (fewer than "
-                  + "\(gptqMinSamples) × k calibration inputs), \(c.passes) pass\(c.passes == 1 ? "" : "es") over \(count) input set\(count == 1 ? "" : "s"), "
-                  + String(format: "%.1f s", Date().timeIntervalSince(started)))
-            for f in c.failed { say("  \(f.name): rounded plainly: \(f.reason)") }
-            for o in plain.outputs {
-                say("  entry \(o.entry), output \(o.output): relative L2 error before compensation " + String(format: "%.3e", o.relativeL2))
-            }
+            loop.compensation = .init(damping: gptqDamping, activationOrder: gptqActOrder, minSamples: gptqMinSamples, memoryBudget: budget)
         }
-        let first = try measure(perLayer: true)
-        say(first.report(suggest: autoKeep > 0 ? autoKeep : 10), terminator: "")
-        guard autoKeep > 0 else { return }
-        let keep = first.worstWeights(autoKeep)
-        var kept = options
-        kept.quantization.rules = keep.map { QuantRule(pattern: $0, format: .f16) } + options.quantization.rules
-        log("auto-keep: recompiling with \(keep.count) layers in f16")
-        let compiled: CompiledPlan
-        do { compiled = try Compiler.compile(entries, options: kept, constants: baked, metadata: metadata) } catch let e as IRError { throw ToolError("compile: \(e)") }
-        try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: true)
-        let second = try measure(perLayer: false)
-        let weightsLine = compiled.report.split(separator: "\n").first { $0.hasPrefix("weights:") } ?? ""
-        say("auto-keep: \(keep.count) layers kept in f16; \(weightsLine)")
-        for o in second.outputs {
-            let before = first.outputs.first { $0.entry == o.entry && $0.output == o.output }?.relativeL2 ?? .nan
-            say("  entry \(o.entry), output \(o.output): relative L2 error " + String(format: "%.3e (was %.3e)", o.relativeL2, before))
-        }
+        do {
+            try loop.run(log: { if !quiet { printError($0) } }, report: { say($0, terminator: "") })
+        } catch let e as QuantizationLoop.Failure { throw ToolError(e.description) }
     }
 
     /// The weight formats from --precision, --weights-dtype, --quant-rule and the models' exclusions.
