@@ -61,7 +61,7 @@ struct Bench: ParsableCommand {
     var trace: String?
 
     @Option(help: "Run the same network on a peer too (repeatable): onnxruntime, onnxruntime-int8 (its dynamic int8 quantisation), torch, torch-bf16, ncnn.")
-    var peer: [String] = []
+    var peer: [Peer] = []
 
     @Option(help: "The peers' directory: bench-NETWORK.onnx, the synthetic checkpoints (default: the plan's directory).")
     var peerDir: String?
@@ -91,9 +91,6 @@ struct Bench: ParsableCommand {
     func validate() throws {
         if runs < 1 || warmup < 0 || rounds < 1 {
             throw ValidationError("--runs and --rounds must be at least 1, --warmup at least 0")
-        }
-        for p in peer where !["onnxruntime", "onnxruntime-int8", "torch", "torch-bf16", "ncnn"].contains(p) {
-            throw ValidationError("--peer: unknown peer '\(p)' (onnxruntime, onnxruntime-int8, torch, torch-bf16, ncnn)")
         }
     }
 
@@ -131,7 +128,7 @@ struct Bench: ParsableCommand {
     }
 
     /// Runs a peer script and returns its JSON result.
-    func runPeer(_ peer: String, network: String, inputs: String, planDirectory: String) throws -> [String: Any] {
+    func runPeer(_ peer: Peer, network: String, inputs: String, planDirectory: String) throws -> [String: Any] {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let py = python ?? (NSHomeDirectory() + "/venv/bin/python")
         guard FileManager.default.isExecutableFile(atPath: py) else {
@@ -140,22 +137,22 @@ struct Bench: ParsableCommand {
         let dir = peerDir ?? planDirectory
         var arguments: [String]
         switch peer {
-        case "ncnn":
+        case .ncnn:
             let model = peerModel.first { $0.hasSuffix(".param") } ?? dir + "/\(network).param"
             guard FileManager.default.fileExists(atPath: model) else {
                 throw ToolError("--peer ncnn: no \(model) (give the ncnn model with --peer-model X.param)")
             }
             arguments = [root.appendingPathComponent("Tools/bench/ncnn_bench.py").path, model, inputs]
-        case "onnxruntime", "onnxruntime-int8":
+        case .onnxruntime, .onnxruntimeInt8:
             let model = peerModel.first { $0.hasSuffix(".onnx") } ?? dir + "/bench-\(network).onnx"
             guard FileManager.default.fileExists(atPath: model) else {
                 throw ToolError("--peer \(peer): no \(model) (Tools/bench/export_full_onnx.py \(dir) \(network) makes it)")
             }
             arguments = [root.appendingPathComponent("Tools/bench/ort_bench.py").path, model, inputs]
-            if peer == "onnxruntime-int8" { arguments.append("--int8") }
-        default:
+            if peer == .onnxruntimeInt8 { arguments.append("--int8") }
+        case .torch, .torchBF16:
             arguments = [root.appendingPathComponent("Tools/bench/torch_bench.py").path, dir, network, inputs]
-            if peer == "torch-bf16" { arguments.append("--bf16") }
+            if peer == .torchBF16 { arguments.append("--bf16") }
         }
         arguments += ["--threads", "\(threads)", "--runs", "\(runs)", "--warmup", "\(warmup)", "--json"]
         let process = Process()
@@ -242,7 +239,7 @@ struct Bench: ParsableCommand {
         }
         let network = peerNetwork ?? Self.network(of: name, metadata: file.program.metadata)
         var roundMedians: [Double] = []
-        var peerRounds: [String: [[String: Any]]] = [:]
+        var peerRounds: [Peer: [[String: Any]]] = [:]
         for round in 0..<rounds {
             let t = try timeOurs(round: round)
             times += t
@@ -296,19 +293,24 @@ struct Bench: ParsableCommand {
                 object.append(("rounds", .array(zip(roundMedians, medians).map { .object([("ours_median_s", .number($0.0)), ("median_s", .number($0.1)),
                                                                                             ("ratio", .number($0.0 / $0.1))]) })))
             }
-            peers.append((p, .object(object)))
+            peers.append((p.rawValue, .object(object)))
             if !json {
                 if rounds > 1 {
                     for (i, (o, t)) in zip(roundMedians, medians).enumerated() {
-                        print(String(format: "round %d: ours median %.3f s, %@ median %.3f s: %.2f×", i + 1, o, p, t, o / t))
+                        print(String(format: "round %d: ours median %.3f s, %@ median %.3f s: %.2f×", i + 1, o, p.rawValue, t, o / t))
                     }
                 }
                 let how = rounds > 1 ? String(format: "median of %d rounds' ratios", rounds) : "ratio of the medians"
-                print(String(format: "peer %@ (%@): median %.3f s, min %.3f s, peak RSS %@; ours / theirs = %.2f× (%@)", p, network, theirs,
+                print(String(format: "peer %@ (%@): median %.3f s, min %.3f s, peak RSS %@; ours / theirs = %.2f× (%@)", p.rawValue, network, theirs,
                              mins.min() ?? .nan, formatBytes(peerPeak), ratio, how))
             }
         }
         if !peers.isEmpty { fields.append(("peers", .object(peers))) }
         return .object(fields)
     }
+}
+
+/// `--peer`: the engines `bench` runs the same network on.
+enum Peer: String, ExpressibleByArgument, CaseIterable {
+    case onnxruntime, onnxruntimeInt8 = "onnxruntime-int8", torch, torchBF16 = "torch-bf16", ncnn
 }

@@ -47,6 +47,29 @@ struct ThreadOptions: ParsableArguments {
     }
 }
 
+/// A byte size as given on the command line: `3G`, `500M`, `100K`, `2T` (powers of 1000, an
+/// optional `B`) or plain bytes; positive, finite and below 2⁶² (`1e400G` is refused, not a trap).
+struct ByteSize: ExpressibleByArgument, CustomStringConvertible {
+    let bytes: Int
+    let description: String
+
+    init?(argument: String) {
+        let units: [Character: Double] = ["K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12]
+        var text = argument.uppercased()
+        if text.hasSuffix("B") { text.removeLast() }
+        if let u = text.last, let f = units[u], let v = Double(text.dropLast()), v > 0, (v * f).isFinite, v * f < 0x1p62 {
+            bytes = Int(v * f)
+        } else if let n = Int(text), n > 0 {
+            bytes = n
+        } else {
+            return nil
+        }
+        description = argument
+    }
+
+    var defaultValueDescription: String { description }
+}
+
 extension JSONValue {
     static func int(_ v: Int) -> JSONValue { .integer(Int64(v)) }
     /// Seconds rounded to the millisecond.

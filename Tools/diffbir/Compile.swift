@@ -37,7 +37,7 @@ struct Compile: ParsableCommand {
     var model: [String] = []
 
     @Option(help: "For a DiffBIR model: the task whose stage-1 network goes in the plan (sr, face, denoise).")
-    var task: String = "sr"
+    var task: DiffBIRPlanMetadata.Task = .sr
 
     @Option(help: "For a DiffBIR model: the prompt baked in (default: the version's).")
     var prompt: String?
@@ -72,41 +72,23 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("const"), help: "For an ONNX model: fix a graph input at import, NAME=FILE (repeatable).")
     var constants: [String] = []
 
-    @Option(help: "Shorthand: f32, or bf16 (= --weights-dtype bf16 --activations bf16: weights stored as bf16, bf16 operands into the GEMMs and attention, f32 accumulation; norms, softmax and the rest stay f32).")
-    var precision: String?
+    @OptionGroup(title: "Quantisation")
+    var quantisation: QuantizationOptions
+    var precision: PrecisionArgument? { quantisation.precision }
+    var weightsDType: WeightFormat? { quantisation.weightsDType }
+    var activations: ActivationPrecision? { quantisation.activations }
+    var quantRules: [String] { quantisation.quantRules }
 
-    @Option(name: .customLong("weights-dtype"), help: ArgumentHelp("How convolution and linear weights are stored: f32, bf16, f16, int8 (symmetric, one scale per output channel), or int8-block32 (int8 with, besides the channel's scale, a one-byte code per 32 values that narrows the step to that block's largest value: 1/32 byte more a value, about two thirds of the error on the full-size denoise; runs with f32 activations), or int8-block16 (the same bytes: a 4-bit code per 16 values, one of 16 fixed fractions of the channel's scale).", discussion: "f16 and int8 weights stay in that form in the plan and in memory; the GEMMs expand them to f32 block by block as they pack them (f32 activations). The model's first and last convolutions and its time embedding stay f32 (an ONNX model's first and last convolution or linear layer; see --quant-rule); norms, biases and embeddings are never quantised. The report lists every weight's format and its error against f32."))
-    var weightsDType: String?
-
-    @Option(help: ArgumentHelp("Activations into the GEMMs: f32, bf16 (with bf16 weights), or int8 (with int8 weights).", discussion: "int8: linear layers with int8 weights (48 rows or more) and convolutions quantise their input on the fly, symmetric, one scale per block of 32 values along k (per row and 32 features; per pixel and 32 channels, once per image), and multiply int8 × int8 exactly in int32 per block, each block's sum scaled into f32 (AVX512-VNNI; AVX2 kernels on 16-bit values without VNNI or with --isa avx2); attention's products run in bf16."))
-    var activations: String?
-
-    @Option(name: .customLong("quant-rule"), help: ArgumentHelp("PATTERN=FORMAT (repeatable, in order; the first matching rule decides): store the convolution and linear weights whose name matches the glob PATTERN as FORMAT (f32, bf16, f16, int8, int8-block32, int8-block16), overriding --weights-dtype and the model's exclusions.", valueName: "pattern=format"))
-    var quantRules: [String] = []
-
-    @Option(help: ArgumentHelp("Calibrate: run N input sets through the f32 plan and the quantised one and print per-layer SNR, each entry point's end-to-end error, and the layers whose move to f16 would help most.", discussion: "Inputs are seeded random values of each entry's types (a scalar `t` in [0, 1000), other scalars 1), or the sets in --calibrate-inputs. The f32 plan is written beside the output for the duration and removed."))
-    var calibrate: Int = 0
-
-    @Option(name: .customLong("calibrate-inputs"), help: "A directory of .safetensors input sets (tensors named like an entry's inputs) for --calibrate.")
-    var calibrateInputs: String?
-
-    @Option(name: .customLong("auto-keep"), help: "After calibration, keep the K layers with the lowest SNR in f16 (recompiles, and reports the error again). Implies --calibrate 1 unless given.")
-    var autoKeep: Int = 0
-
-    @Flag(help: ArgumentHelp("Round int8 weights with error compensation (GPTQ) against the inputs each layer sees in the f32 plan on the calibration sets (implies --calibrate 8 unless given).", discussion: "Each int8 layer whose calibration sets give it at least --gptq-min-samples × k input vectors (k: its values per output channel) is rounded a column at a time, each column's rounding error spread over the columns not yet rounded as the inputs' correlations say; same scales, same format, so the plan runs as any int8 plan. The report gives the end-to-end error before and after. The compensation fits the calibration inputs: give sets like the real inputs with --calibrate-inputs (the seeded random sets are uniform in [-1, 1])."))
-    var gptq = false
-
-    @Option(name: .customLong("gptq-damping"), help: "Error compensation: added to the diagonal of the input statistics, as a fraction of its mean (larger trusts the calibration inputs less).")
-    var gptqDamping: Float = 0.1
-
-    @Flag(name: .customLong("gptq-act-order"), inversion: .prefixedNo, help: "Error compensation: round each layer's columns in the order of their inputs' energy, largest first (GPTQ's act-order), or in storage order.")
-    var gptqActOrder = true
-
-    @Option(name: .customLong("gptq-min-samples"), help: "Error compensation: a layer is compensated when the calibration sets give it at least this many input vectors per value of k (fewer: plain rounding).")
-    var gptqMinSamples: Double = 0.25
-
-    @Option(name: .customLong("gptq-memory"), help: "Error compensation: memory for the layers' k × k input statistics gathered in one pass over the calibration sets (e.g. 4G); more layers than fit take more passes.")
-    var gptqMemory: String = "4G"
+    @OptionGroup(title: "Calibration and error compensation")
+    var calibration: CalibrationOptions
+    var calibrate: Int { calibration.calibrate }
+    var calibrateInputs: String? { calibration.calibrateInputs }
+    var autoKeep: Int { calibration.autoKeep }
+    var gptq: Bool { calibration.gptq }
+    var gptqDamping: Float { calibration.gptqDamping }
+    var gptqActOrder: Bool { calibration.gptqActOrder }
+    var gptqMinSamples: Double { calibration.gptqMinSamples }
+    var gptqMemory: ByteSize { calibration.gptqMemory }
 
     @Option(name: .customLong("disable-pass"), help: "Switch a pass off by name (repeatable).")
     var disabledPasses: [String] = []
@@ -134,11 +116,10 @@ struct Compile: ParsableCommand {
 
     func validate() throws {
         if model.isEmpty && onnx.isEmpty && ncnn.isEmpty { throw ValidationError("give at least one --model NAME, --onnx FILE or --ncnn FILE.param") }
-        if gptq && WeightFormat(userName: weightsDType ?? "")?.isInt8 != true
+        if gptq && weightsDType?.isInt8 != true
             && !quantRules.contains(where: { WeightFormat(userName: String($0.split(separator: "=").last ?? ""))?.isInt8 == true }) {
             throw ValidationError("--gptq rounds int8 weights: give --weights-dtype int8 (or an int8 --quant-rule)")
         }
-        if gptq && Restore.parseBytes(gptqMemory) == nil { throw ValidationError("--gptq-memory \(gptqMemory): expected a size such as 4G or 512M") }
         if !overwrite && FileManager.default.fileExists(atPath: output) {
             throw ValidationError("\(output) exists; pass --overwrite to replace it")
         }
@@ -186,7 +167,7 @@ struct Compile: ParsableCommand {
         options.quantization = try quantizationPolicy()
         options.keepFirstAndLast = onnxEntries
         options.bf16Activations = try bf16Activations()
-        options.int8Activations = activations == "int8"
+        options.int8Activations = activations == .int8
         if options.int8Activations && options.quantization.defaultFormat.hasBlockCodes {
             throw ToolError("--activations int8 multiplies int8 × int8 with one scale per output channel: give --weights-dtype int8 (\(options.quantization.defaultFormat.rawValue) weights run with f32 activations; a --quant-rule may still give single layers a block format)")
         }
@@ -231,7 +212,7 @@ struct Compile: ParsableCommand {
         loop.threads = threading.threads
         loop.autoKeep = autoKeep
         if gptq {
-            guard let budget = Restore.parseBytes(gptqMemory), budget > 0 else { throw ToolError("--gptq-memory \(gptqMemory): expected a size such as 4G or 512M") }
+            let budget = gptqMemory.bytes
             loop.compensation = .init(damping: gptqDamping, activationOrder: gptqActOrder, minSamples: gptqMinSamples, memoryBudget: budget)
         }
         do {
@@ -243,14 +224,10 @@ struct Compile: ParsableCommand {
     func quantizationPolicy() throws -> QuantizationPolicy {
         var format = WeightFormat.f32
         if let precision {
-            guard precision == "f32" || precision == "bf16" else { throw ToolError("--precision: '\(precision)' is not f32 or bf16") }
             if weightsDType != nil { throw ToolError("--precision and --weights-dtype exclude each other") }
-            format = precision == "bf16" ? .bf16 : .f32
+            format = precision == .bf16 ? .bf16 : .f32
         }
-        if let weightsDType {
-            guard let f = WeightFormat(userName: weightsDType) else { throw ToolError("--weights-dtype: '\(weightsDType)' is not f32, bf16, f16 or int8") }
-            format = f
-        }
+        if let weightsDType { format = weightsDType }
         let rules = try quantRules.map { r -> QuantRule in
             do { return try QuantRule(parsing: r) } catch let e as IRError { throw ToolError("--quant-rule: \(e.message)") }
         }
@@ -270,18 +247,18 @@ struct Compile: ParsableCommand {
     }
 
     func bf16Activations() throws -> Bool {
-        let chosen = activations ?? (precision == "bf16" || weightsDType.flatMap(WeightFormat.init(userName:)) == .bf16 ? "bf16" : "f32")
-        let weightFormat = weightsDType.flatMap(WeightFormat.init(userName:)) ?? (precision == "bf16" ? .bf16 : .f32)
+        let weightFormat = weightsDType ?? (precision == .bf16 ? .bf16 : .f32)
+        let chosen = activations ?? (weightFormat == .bf16 ? .bf16 : .f32)
         switch chosen {
-        case "f32":
+        case .f32:
             if weightFormat == .bf16 { throw ToolError("bf16 weights run bf16 GEMMs: they take --activations bf16 (or give f32, f16 or int8 weights)") }
             return false
-        case "bf16":
-            let f = weightsDType.flatMap(WeightFormat.init(userName:)) ?? (precision == "bf16" ? .bf16 : .f32)
-            guard f == .bf16 || f == .f32 else { throw ToolError("--activations bf16 goes with f32 or bf16 weights, not \(f == .int8Channel ? "int8" : f.rawValue)") }
+        case .bf16:
+            guard weightFormat == .bf16 || weightFormat == .f32 else {
+                throw ToolError("--activations bf16 goes with f32 or bf16 weights, not \(weightFormat == .int8Channel ? "int8" : weightFormat.rawValue)")
+            }
             return true
-        case "int8": return false
-        default: throw ToolError("--activations: '\(chosen)' is not f32, bf16 or int8")
+        case .int8: return false
         }
     }
 
@@ -309,7 +286,7 @@ struct Compile: ParsableCommand {
         let (pos, neg) = (prompt ?? version.prompts.positive, negativePrompt ?? version.prompts.negative)
         let spec: DiffBIRPlanSpec
         do {
-            spec = try version.planSpec(task: task, tile: tile, config: cfg, files: files, prompts: (pos, neg), textEncoder: promptEmbeddings == nil)
+            spec = try version.planSpec(task: task.rawValue, tile: tile, config: cfg, files: files, prompts: (pos, neg), textEncoder: promptEmbeddings == nil)
         } catch let e as WeightBindingError {
             throw ToolError(e.description)
         } catch {
@@ -368,3 +345,17 @@ struct Compile: ParsableCommand {
     }
 }
 
+
+/// `--precision`: f32, or bf16 (weights and products).
+enum PrecisionArgument: String, ExpressibleByArgument, CaseIterable {
+    case f32, bf16
+}
+
+extension ActivationPrecision: ExpressibleByArgument {}
+extension DiffBIRPlanMetadata.Task: ExpressibleByArgument {}
+
+extension WeightFormat: ExpressibleByArgument {
+    /// The names `WeightFormat(userName:)` takes (`int8` for int8-channel, fp16, ...).
+    public init?(argument: String) { self.init(userName: argument) }
+    public static var allValueStrings: [String] { ["f32", "bf16", "f16", "int8", "int8-block32", "int8-block16"] }
+}

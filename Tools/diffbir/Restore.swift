@@ -59,7 +59,7 @@ struct Restore: ParsableCommand {
     var output: String
 
     @Option(help: "Output format: png, jpeg or webp (default: the output's extension; PNG in a folder).")
-    var format: String?
+    var format: ImageFormat?
 
     @Option(help: "JPEG and WebP quality, 1...100.")
     var quality: Int = 95
@@ -74,13 +74,13 @@ struct Restore: ParsableCommand {
     var keepGoing = false
 
     @Option(help: "The task the plan was compiled for (sr, face, denoise); checked against the plan.")
-    var task: String?
+    var task: DiffBIRPlanMetadata.Task?
 
     @Option(help: "Scale of the output relative to the input (default: 4 for sr, 1 otherwise).")
     var upscale: Double?
 
     @Option(help: "Sampler: \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the version's).")
-    var sampler: String?
+    var sampler: SamplerKind?
 
     @Option(help: "Sampling steps (default: the version's).")
     var steps: Int?
@@ -116,7 +116,7 @@ struct Restore: ParsableCommand {
     var guidanceRepeat: Int = 1
 
     @Option(name: .customLong("color-fix"), help: "Colour correction: wavelet, adain, none.")
-    var colorFix: String = "wavelet"
+    var colorFix: ColorFix = .wavelet
 
     @OptionGroup(title: "Threads")
     var threading: ThreadOptions
@@ -126,7 +126,7 @@ struct Restore: ParsableCommand {
     var trace: String?
 
     @Option(name: .customLong("max-memory"), help: "Peak memory to stay under, e.g. 3G or 500M (default: the memory the machine has available). Below the weights plus the working memory, weights are streamed from the page cache instead of kept resident.")
-    var maxMemory: String?
+    var maxMemory: ByteSize?
 
     @Option(help: "Tile size in pixels; must be the plan's (compile --size), which the whole flow uses.")
     var tile: Int?
@@ -146,18 +146,10 @@ struct Restore: ParsableCommand {
     func validate() throws {
         if inputs.isEmpty { throw ValidationError("give at least one input image") }
         if output == "-" && json { throw ValidationError("-o - writes the image to standard output: --json cannot share it") }
-        if let format, ImageFormat(rawValue: format) == nil && ImageFormat(extension: format) == nil {
-            throw ValidationError("--format \(format): one of png, jpeg, webp")
-        }
         if !(1...100).contains(quality) { throw ValidationError("--quality must be in 1...100") }
         if let steps, steps < 1 || steps > 1000 { throw ValidationError("--steps must be in 1...1000") }
         if let upscale, !(upscale > 0 && upscale <= 16) { throw ValidationError("--upscale must be in (0, 16]") }
-        if let sampler, SamplerKind(rawValue: sampler) == nil {
-            throw ValidationError("--sampler \(sampler): one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if ColorFix(rawValue: colorFix) == nil { throw ValidationError("--color-fix \(colorFix): one of wavelet, adain, none") }
         if guidanceRepeat < 1 { throw ValidationError("--guidance-repeat must be at least 1") }
-        if let maxMemory, Self.parseBytes(maxMemory) == nil { throw ValidationError("--max-memory \(maxMemory): a size such as 3G, 500M or 2000000000") }
         if let overlap, overlap < 0 { throw ValidationError("--overlap must be at least 0") }
         if let cfg, !(cfg.isFinite && cfg >= 0 && cfg <= 100) { throw ValidationError("--cfg \(cfg): must be a number in 0...100") }
         if !(strength.isFinite && strength >= 0 && strength <= 10) { throw ValidationError("--strength \(strength): must be a number in 0...10") }
@@ -175,7 +167,7 @@ struct Restore: ParsableCommand {
                 while let line = readLine() { lines.append(line.trimmingCharacters(in: .whitespaces)) }
                 return lines
             }
-            let forced = format.flatMap { ImageFormat(rawValue: $0) ?? ImageFormat(extension: $0) }
+            let forced = format
             items = try Batch.plan(expanded, output: output, format: forced, overwrite: overwrite, skipExisting: skipExisting, notes: &notes)
         } catch { throw ToolError(error.description) }
         if !quiet { for n in notes { printError("note: " + n) } }
@@ -212,7 +204,7 @@ struct Restore: ParsableCommand {
     func load(_ input: String) throws -> LoadedImage {
         // Under --max-memory, the decoded samples get a sixteenth of it (the restore holds several
         // float copies of the image, at 4 bytes a sample and larger), checked before decoding.
-        let limit = maxMemory.flatMap(Self.parseBytes).map { max($0 / 16, 1) } ?? PNG.defaultMaxBytes
+        let limit = maxMemory.map { max($0.bytes / 16, 1) } ?? PNG.defaultMaxBytes
         do { return try InputImage.load(input, maxDecodedBytes: min(limit, PNG.defaultMaxBytes)) } catch { throw ToolError("\(error)") }
     }
 
@@ -264,7 +256,7 @@ struct Restore: ParsableCommand {
         var options = ImageRestoreOptions()
         options.upscale = upscale
         options.overlap = overlap
-        options.memoryBudget = maxMemory.flatMap(Self.parseBytes)
+        options.memoryBudget = maxMemory?.bytes
         try runBatch(items) { item, label in
             let (input, target) = (item.input, item.output)
             let start = Date()
@@ -299,15 +291,6 @@ struct Restore: ParsableCommand {
         }
     }
 
-    /// `3G`, `512M`, `100K`, or bytes.
-    static func parseBytes(_ s: String) -> Int? {
-        let units: [Character: Double] = ["K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12]
-        var text = s.uppercased()
-        if text.hasSuffix("B") { text.removeLast() }
-        // (Finite and below 2^62 bytes: `1e400G` is refused, not a trap.)
-        if let u = text.last, let f = units[u], let v = Double(text.dropLast()), v > 0, (v * f).isFinite, v * f < 0x1p62 { return Int(v * f) }
-        return Int(text).flatMap { $0 > 0 ? $0 : nil }
-    }
 
     /// MemAvailable of /proc/meminfo.
     static func availableMemory() -> Int? {
@@ -337,21 +320,21 @@ struct Restore: ParsableCommand {
         if let tile, tile != info.tile {
             throw ToolError("--tile \(tile): \(plan) was compiled for \(info.tile)-pixel tiles; compile another plan with --size \(tile)x\(tile)")
         }
-        if let task, task != info.task.rawValue {
+        if let task, task != info.task {
             throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
         }
         let items = try batch()
         var options = RestoreOptions(defaultsOf: info)
         if let upscale { options.upscale = upscale }
-        if let sampler { options.sampler = SamplerKind(rawValue: sampler)! }
+        if let sampler { options.sampler = sampler }
         if let steps { options.steps = steps }
         if let cfg { options.cfgScale = cfg }
         options.rescaleCFG = rescaleCFG
         options.strength = strength
-        options.colorFix = ColorFix(rawValue: colorFix)!
+        options.colorFix = colorFix
         options.prompt = prompt
         options.negativePrompt = negativePrompt
-        options.memoryBudget = maxMemory.flatMap(Self.parseBytes) ?? Self.availableMemory()
+        options.memoryBudget = maxMemory?.bytes ?? Self.availableMemory()
         options.stage1Only = stage1Only
         if overlap != nil { throw ToolError("--overlap is for image-to-image plans; a DiffBIR plan's tiles overlap by half (DiffBIR's tiled mode)") }
         if guidanceScale != 0 {
@@ -441,3 +424,10 @@ final class ProgressBar: @unchecked Sendable {
         stage = ""
     }
 }
+
+extension ImageFormat: ExpressibleByArgument {
+    /// png, jpeg, webp, or an extension (jpg).
+    public init?(argument: String) { self.init(extension: argument) }
+}
+extension SamplerKind: ExpressibleByArgument {}
+extension ColorFix: ExpressibleByArgument {}

@@ -26,7 +26,7 @@ struct Synth: ParsableCommand {
     )
 
     @Option(help: "The layout: sd21, sd21-zsnr, diffbir-v1-full, controlnet, swinir, bsrnet, scunet.")
-    var layout: String
+    var layout: SynthLayout
 
     @Option(name: .shortAndLong, help: "Output file.")
     var output: String
@@ -35,37 +35,30 @@ struct Synth: ParsableCommand {
     var config: String?
 
     @Option(help: "Floating-point dtype: f32 (as published) or f16.")
-    var dtype: String = "f32"
+    var dtype: SynthDType = .f32
 
     @Option(help: "Random seed.")
     var seed: UInt64 = 0
 
     @Option(help: "safetensors or ckpt (torch.save zip).")
-    var format: String = "safetensors"
+    var format: SynthFormat = .safetensors
 
     @OptionGroup(title: "Output")
     var out: OutputOptions
     var overwrite: Bool { out.overwrite }
     var quiet: Bool { out.quiet }
 
-    func validate() throws {
-        guard SynthLayout(rawValue: layout) != nil else {
-            throw ValidationError("unknown layout '\(layout)' (layouts: \(SynthLayout.allCases.map(\.rawValue).joined(separator: ", ")))")
-        }
-        guard dtype == "f32" || dtype == "f16" else { throw ValidationError("--dtype must be f32 or f16") }
-        guard format == "safetensors" || format == "ckpt" else { throw ValidationError("--format must be safetensors or ckpt") }
-    }
 
     func run() throws {
         let start = Date()
-        let kind = SynthLayout(rawValue: layout)!
+        let kind = layout
         let json = try config.map { path -> Data in
             guard let d = FileManager.default.contents(atPath: path) else { throw ToolError("\(path): cannot read the configuration") }
             return d
         }
         let tensors: [SynthTensor]
-        do { tensors = try kind.tensors(kind.config(json: json)) } catch { throw ToolError("\(config ?? layout): \(error)") }
-        let floatType = DType(name: dtype)!
+        do { tensors = try kind.tensors(kind.config(json: json)) } catch { throw ToolError("\(config ?? layout.rawValue): \(error)") }
+        let floatType: DType = dtype == .f16 ? .f16 : .f32
         func outType(_ t: SynthTensor) -> DType {
             if case .index(let i) = t.role { return i.dtype }
             return floatType
@@ -78,7 +71,7 @@ struct Synth: ParsableCommand {
             lastShown = Date()
             printError(String(format: "\rsynth: tensor %d/%d, %@ of %@   ", i, tensors.count, formatBytes(done), formatBytes(total)), terminator: "")
         }
-        if format == "ckpt" {
+        if format == .ckpt {
             let writer = try TorchCheckpointWriter(path: output, items: tensors.map { .init(name: $0.key, dtype: outType($0), shape: $0.shape) },
                                                    wrapper: kind.wrapper, overwrite: overwrite)
             for (i, t) in tensors.enumerated() {
@@ -90,7 +83,7 @@ struct Synth: ParsableCommand {
             try writer.finish()
         } else {
             let writer = try SafetensorsWriter(path: output, tensors: tensors.map { .init(name: $0.key, dtype: outType($0), shape: $0.shape) },
-                                               metadata: [("format", "pt"), ("diffbir.synth", "\(layout), seed \(seed)")], overwrite: overwrite)
+                                               metadata: [("format", "pt"), ("diffbir.synth", "\(layout.rawValue), seed \(seed)")], overwrite: overwrite)
             for (i, t) in tensors.enumerated() {
                 let v = t.make(seed: seed, dtype: floatType)
                 try writer.write(v.bytes)
@@ -102,8 +95,16 @@ struct Synth: ParsableCommand {
         if showProgress { printError("") }
         let parameters = tensors.filter(\.isParameter).reduce(0) { $0 + $1.shape.count }
         let seconds = Date().timeIntervalSince(start)
-        out.result("wrote \(output): \(layout), \(tensors.count) tensors, \(formatCount(parameters)) parameters, \(formatBytes(total)) in \(String(format: "%.1f", seconds)) s",
-                   json: .object([("output", .string(output)), ("layout", .string(layout)), ("tensors", .int(tensors.count)),
+        out.result("wrote \(output): \(layout.rawValue), \(tensors.count) tensors, \(formatCount(parameters)) parameters, \(formatBytes(total)) in \(String(format: "%.1f", seconds)) s",
+                   json: .object([("output", .string(output)), ("layout", .string(layout.rawValue)), ("tensors", .int(tensors.count)),
                                   ("parameters", .int(parameters)), ("bytes", .int(total)), ("seconds", .seconds(seconds))]))
     }
 }
+
+extension SynthLayout: ExpressibleByArgument {}
+
+/// `synth --dtype`: as published (f32) or f16.
+enum SynthDType: String, ExpressibleByArgument, CaseIterable { case f32, f16 }
+
+/// `synth --format`: safetensors, or a torch.save zip.
+enum SynthFormat: String, ExpressibleByArgument, CaseIterable { case safetensors, ckpt }
