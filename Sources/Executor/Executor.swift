@@ -346,10 +346,10 @@ public final class Executor: @unchecked Sendable {
 
     /// The fast kernel of `kernel` when there is one for these operands; false to fall back.
     /// The packed form of operand `position` when it is a weight (nil for activations or OpenBLAS).
-    private func packedWeight(_ operands: [Operand], _ position: Int, stream: Bool, make: () -> PackedMatrix) -> PackedMatrix? {
+    private func packedWeight(_ operands: [Operand], _ position: Int, stream: Bool, make: () -> PackedMatrix?) -> PackedMatrix? {
         guard !gemm.usesBLAS, position < operands.count, case .weight(let i) = operands[position] else { return nil }
         if let p = packed[i] { return p }
-        let p = make()
+        guard let p = make() else { return nil }
         if stream { return p }
         packed[i] = p
         let w = plan.program.weights[i]
@@ -442,7 +442,7 @@ public final class Executor: @unchecked Sendable {
                    let phases = packedWeight(weights, 1, stream: stream, make: {
                        if x[1].dtype == .f32 || x[1].dtype == .bf16 { return UpsampleConvolution.packPhases(x[1], gemm: g, threads: threads) }
                        // int8 and f16 phase kernels stay in their format, expanded as the GEMM packs them.
-                       return quantizedPanels(x[1], operand: weights[1], rows: x[1].dims[0] / 4, k: x[1].dims[1] * 4, groups: 4, width: g.mr)!
+                       return quantizedPanels(x[1], operand: weights[1], rows: x[1].dims[0] / 4, k: x[1].dims[1] * 4, groups: 4, width: g.mr)
                    }) {
                     UpsampleConvolution.run(c, x: x[0], packed: phases, operands: x, out: r[0], gemm: g, threads: threads)
                     return true
@@ -455,19 +455,15 @@ public final class Executor: @unchecked Sendable {
             // bf16 weights run the bf16 kernels (f32 accumulation); OpenBLAS has none, nor quantised ones.
             let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }
-            let quantized = x[1].dtype == .i8 || x[1].dtype == .f16
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
-            // (Quantised weights stay quantised: Winograd transforms them as it uses them.)
-            let winograd = c.winograd == true && Winograd.eligible(c, weight: w) && !quantized
-            let a = packedWeight(weights, 1, stream: stream) {
-                quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)!
-                    : winograd && c.winogradTile == 4 && g.precision != .bf16 && x[1].dtype == .f32
-                        ? PackedMatrix.winogradWeights43(x[1].floats, oc: w[0], ic: w[1], width: g.mr, threads: threads)
-                    : winograd ? (g.precision == .bf16 ? PackedMatrix.winogradWeights16(x[1], oc: w[0], ic: w[1], width: g.mr, threads: threads)
-                                                 : PackedMatrix.winogradWeights(x[1].floats, oc: w[0], ic: w[1], width: g.mr, threads: threads))
-                    : g.precision == .bf16 ? PackedMatrix.convolutionWeights16(x[1], groups: c.groups, width: g.mr, threads: threads)
-                    : PackedMatrix.rowsOf(x[1].floats, rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr, threads: threads)
-            }
+            let packing = ConvolutionPacking.choose(c, weight: x[1], gemm: g)
+            // (nil on OpenBLAS, which packs for itself; quantised weights never run there.)
+            let a = packedWeight(weights, 1, stream: stream, make: {
+                packing == .quantizedPanels
+                    ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)
+                    : packing.pack(x[1], groups: c.groups, width: g.mr, threads: threads)
+            })
+            if packing == .quantizedPanels && a == nil { return false }
             FusedConvolution.run(c, x: x[0], weight: x[1], packed: a, operands: x, out: r[0], gemm: g, threads: threads)
         case .convTranspose2d(let c):
             guard allF32, x[0].dims.count == 4 else { return false }
@@ -498,10 +494,11 @@ public final class Executor: @unchecked Sendable {
                 return true
             }
             let b = packedWeight(weights, 1, stream: stream) {
-                quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)!
+                quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)
                     : g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr, threads: threads)
                     : PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: g.nr, threads: threads)
             }
+            if quantized && b == nil { return false }
             FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: g, threads: threads)
         case .matmul(let m):
             guard allF32, x[0].dims.count >= 2, x[1].dims.count >= 2 else { return false }

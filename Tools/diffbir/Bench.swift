@@ -179,6 +179,7 @@ struct Bench: ParsableCommand {
         }
         if !peer.isEmpty && inputs == nil { throw ToolError("--peer needs --inputs (the same inputs for both; Tools/bench/export_full_onnx.py writes them)") }
         let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
+        if let note = CPU.precisionNote(file.program.activations, isa: executor.gemm.isa), !report.quiet { printError("note: \(plan): \(note)") }
         if trace != nil { executor.trace = TraceRecorder() }
         defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace, quiet: json || report.quiet) } }
         var results: [JSONValue] = []

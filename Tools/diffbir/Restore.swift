@@ -2,6 +2,7 @@ import ArgumentParser
 import Executor
 import Foundation
 import Importers
+import Kernels
 import Pipeline
 import Plan
 import Tensors
@@ -244,6 +245,7 @@ struct Restore: ParsableCommand {
     func runImagePlan(_ file: PlanFile) throws {
         let restorer: ImageRestorer
         do { restorer = try ImageRestorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
+        if let note = CPU.precisionNote(file.program.activations, isa: .best) { out.note("note: \(plan): \(note)") }
         if trace != nil { restorer.trace = TraceRecorder() }
         defer { if let trace, let recorder = restorer.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
         let diffusionOptions: [(String, Bool)] = [("--sampler", sampler != nil), ("--steps", steps != nil), ("--cfg", cfg != nil), ("--prompt", prompt != nil),
@@ -314,6 +316,7 @@ struct Restore: ParsableCommand {
         if !DiffBIRPlanMetadata.describes(file.program.metadata) { return try runImagePlan(file) }
         let restorer: Restorer
         do { restorer = try Restorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
+        if let note = CPU.precisionNote(file.program.activations, isa: .best) { out.note("note: \(plan): \(note)") }
         if trace != nil { restorer.trace = TraceRecorder() }
         defer { if let trace, let recorder = restorer.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
         let info = restorer.info

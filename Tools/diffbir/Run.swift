@@ -146,6 +146,7 @@ struct Run: ParsableCommand {
             throw ToolError("\(path) has \(entries.count) entry points (\(entries.joined(separator: ", "))): choose one with --entry")
         }
         let executor = Executor(plan: file, threads: threads, isa: try kernelSet(isa))
+        if let note = CPU.precisionNote(file.program.activations, isa: executor.gemm.isa) { out.note("note: \(path): \(note)") }
         if trace != nil { executor.trace = TraceRecorder() }
         defer { if let trace, let recorder = executor.trace { try? writeTrace(recorder, to: trace, quiet: out.quiet) } }
         var options = RunOptions()
