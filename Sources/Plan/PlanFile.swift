@@ -206,7 +206,10 @@ public final class PlanFile: @unchecked Sendable {
             }
             sections[kind] = offset..<(offset + length)
         }
-        for kind in PlanFormat.SectionKind.allCases where sections[kind] == nil { throw PlanError(path, "no \(kind.name) section") }
+        guard let summaryRange = sections[.summary], let programRange = sections[.program], let weightRange = sections[.weights] else {
+            let missing = PlanFormat.SectionKind.allCases.first { sections[$0] == nil }
+            throw PlanError(path, "no \(missing?.name ?? "") section")
+        }
         // Everything else is zero padding (and the header's reserved bytes).
         var covered = [0..<40, 60..<PlanFormat.headerSize, tableOffset..<(tableOffset + count * 32)] + Array(sections.values)
         covered.sort { $0.lowerBound < $1.lowerBound }
@@ -219,13 +222,13 @@ public final class PlanFile: @unchecked Sendable {
             }
             position = max(position, r.upperBound)
         }
-        summary = String(decoding: UnsafeRawBufferPointer(rebasing: b[sections[.summary]!]), as: UTF8.self)
+        summary = String(decoding: UnsafeRawBufferPointer(rebasing: b[summaryRange]), as: UTF8.self)
         do {
-            program = try PlanJSON.decode(UnsafeRawBufferPointer(rebasing: b[sections[.program]!]))
+            program = try PlanJSON.decode(UnsafeRawBufferPointer(rebasing: b[programRange]))
         } catch {
             throw PlanError(path, "program section does not decode: \(error)")
         }
-        weightSection = sections[.weights]!
+        weightSection = weightRange
         try validate()
     }
 

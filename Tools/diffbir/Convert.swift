@@ -34,7 +34,7 @@ struct Convert: ParsableCommand {
     var output: String
 
     @Option(help: "Floating-point dtype of the output: f32, f16, bf16 or f64 (default: unchanged).")
-    var dtype: String?
+    var dtype: FloatDType?
 
     @Option(help: "Keep only tensors whose name starts with this prefix (repeatable).")
     var select: [String] = []
@@ -49,11 +49,6 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         guard !inputs.isEmpty else { throw ValidationError("give at least one input checkpoint") }
-        if let dtype {
-            guard let d = DType(name: dtype), d.isFloatingPoint else {
-                throw ValidationError("--dtype must be one of f32, f16, bf16, f64 (got '\(dtype)')")
-            }
-        }
     }
 
     @Option(help: "For an .onnx or ncnn input: static shape for a graph input, NAME=D1,D2,... (repeatable).")
@@ -74,7 +69,7 @@ struct Convert: ParsableCommand {
         }
         if output.hasSuffix(".onnx") { throw ToolError("an .onnx output needs an .onnx input (weights alone have no graph)") }
         let start = Date()
-        var options = ConvertOptions(dtype: dtype.flatMap { DType(name: $0) }, selectPrefixes: select, stripPrefixes: stripPrefix, overwrite: overwrite)
+        var options = ConvertOptions(dtype: dtype?.value, selectPrefixes: select, stripPrefixes: stripPrefix, overwrite: overwrite)
         options.chunkBytes = 8 << 20
         var lastShown = Date.distantPast
         let showProgress = !quiet && isatty(2) != 0
@@ -120,7 +115,7 @@ struct Convert: ParsableCommand {
         for v in g.values where v.isConstant && seen.insert(v.name).inserted {
             if !select.isEmpty, !select.contains(where: { v.name.hasPrefix($0) }) { continue }
             var t = v.constant!
-            if let d = dtype.flatMap({ DType(name: $0) }), t.dtype.isFloatingPoint { t = t.converted(to: d) }
+            if let d = dtype?.value, t.dtype.isFloatingPoint { t = t.converted(to: d) }
             tensors.append((v.name, t))
         }
         try SafetensorsWriter.write(path: output, tensors: tensors, metadata: [("format", "pt")], overwrite: overwrite)
@@ -153,7 +148,7 @@ struct Convert: ParsableCommand {
         } else {
             tensors = imported.weights.map { ($0.name, $0.tensor) }
         }
-        if let d = dtype.flatMap({ DType(name: $0) }) { tensors = tensors.map { ($0.0, $0.1.converted(to: d)) } }
+        if let d = dtype?.value { tensors = tensors.map { ($0.0, $0.1.converted(to: d)) } }
         try SafetensorsWriter.write(path: output, tensors: tensors, metadata: [("format", "pt")], overwrite: overwrite)
         out.result("wrote \(output): \(tensors.count) tensors\(note)",
                    json: .object([("output", .string(output)), ("format", .string("safetensors")), ("tensors", .int(tensors.count)),
@@ -165,4 +160,17 @@ struct Convert: ParsableCommand {
 enum NCNNLayoutArgument: String, ExpressibleByArgument, CaseIterable {
     case bsrnet
     var value: NCNNLayout { NCNNLayout(rawValue: rawValue)! }
+}
+
+/// `convert --dtype`: the floating-point dtypes a checkpoint's float tensors may be converted to.
+enum FloatDType: String, ExpressibleByArgument, CaseIterable {
+    case f32, f16, bf16, f64
+    var value: DType {
+        switch self {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .bf16: return .bf16
+        case .f64: return .f64
+        }
+    }
 }
