@@ -18,7 +18,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "diffbir", targets: ["diffbir"]),
-        .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "ModelGraphs", "Passes", "Plan"]),
+        .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "ModelGraphs", "Passes", "Plan", "Quantize", "Compilation"]),
         .library(name: "DiffBIRRuntime", targets: ["Plan", "Kernels", "Executor", "Pipeline"]),
     ],
     dependencies: [
@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "ReferenceKernels", dependencies: ["Tensors", "Plan"]),
         .target(name: "Passes", dependencies: ["IR", "Tensors", "Plan", "ReferenceKernels"]),
         // Model definitions, one folder per network (folder Graphs/).
-        .target(name: "ModelGraphs", dependencies: ["IR", "Plan", "Tensors", .product(name: "Yams", package: "Yams")], path: "Graphs"),
+        .target(name: "ModelGraphs", dependencies: ["IR", "Importers", "Plan", "Tensors", .product(name: "Yams", package: "Yams")], path: "Graphs"),
         .target(name: "Importers", dependencies: ["IR", "Tensors", "ONNXProto"]),
         // The kernels and the pipeline's pixel loops are optimised in every build (also `swift build`'s
         // debug one), so that the tests run real sizes in seconds, and built for x86-64 with AVX2 and
@@ -71,13 +71,16 @@ let package = Package(
         // The compiler's measuring side: calibration, error compensation (GPTQ); observes runs
         // through the executor's RunObserver. The runtime never imports it.
         .target(name: "Quantize", dependencies: ["Executor", "IR", "Passes", "Importers", "Kernels", "Plan", "ReferenceKernels", "Tensors", "CBLAS"]),
+        // Compiler drivers that need both sides: the fast constant evaluator (run --fast) and prompt
+        // baking (the text encoder run once at compile time with the runtime's tokenizer).
+        .target(name: "Compilation", dependencies: ["IR", "Importers", "Passes", "Kernels", "Pipeline", "Tensors"]),
         .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs", .product(name: "Crypto", package: "swift-crypto")],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline", "Quantize", "CKernels",
+                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline", "Quantize", "Compilation", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"
@@ -98,7 +101,7 @@ let package = Package(
         .testTarget(name: "NCNNTests", dependencies: ["Importers", "IR", "Passes", "Plan", "Executor", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Plan", "Tensors", "TestSupport"]),
-        .testTarget(name: "RestoreTests", dependencies: ["Pipeline", "Executor", "Plan", "Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
+        .testTarget(name: "RestoreTests", dependencies: ["Pipeline", "Compilation", "Executor", "Plan", "Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ReferenceKernels", "Plan", "Tensors", "TestSupport"]),
     ]
 )

@@ -29,6 +29,14 @@ run_all() {  # BINARY DIR
   "$bin" restore --plan "$out/diffbir.plan" $f/pipeline/lq64.png --upscale 4 --steps 4 -o "$out/diffbir-edm.png" -q > /dev/null
   "$bin" restore --plan "$out/diffbir.plan" $f/pipeline/lq64.png --upscale 2 --steps 4 --sampler spaced --guidance-scale 0.5 \
     -o "$out/diffbir-spaced.png" -q > /dev/null
+  # Prompts baked at compile time (the text encoder of a synthetic SD 2.1 checkpoint run once).
+  local sd='{"unet": {"model_channels": 32, "num_res_blocks": 1, "attention_resolutions": [1], "channel_mult": [1, 1], "num_head_channels": 16, "context_dim": 16}, "vae": {"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 0}'
+  echo "$sd, \"clip-text\": {\"width\": 16, \"heads\": 2, \"layers\": 3}}" > "$out/sd.json"
+  echo "$sd, \"swinir\": {\"embed_dim\": 16, \"depths\": [2, 2], \"num_heads\": [2, 2], \"img_size\": 16}, \"clip\": {\"width\": 16, \"heads\": 2, \"layers\": 3}}" > "$out/cfg.json"
+  "$bin" synth --layout sd21-zsnr --config "$out/sd.json" -o "$out/sd.safetensors" -q > /dev/null
+  "$bin" compile --model diffbir-v2.1 --config "$out/cfg.json" --weights "$out/sd.safetensors" \
+    $f/networks/controlnet.weights.safetensors $f/pipeline/swinir.weights.safetensors -q -o "$out/baked.plan" > /dev/null
+  "$bin" restore --plan "$out/baked.plan" $f/pipeline/lq64.png --upscale 2 --steps 3 -o "$out/baked.png" -q > /dev/null
   for p in $f/ncnn/*.param; do
     local name; name=$(basename "$p" .param)
     [ -f $f/ncnn/$name.io.safetensors ] || continue

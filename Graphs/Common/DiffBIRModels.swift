@@ -13,15 +13,12 @@ public enum DiffBIRVersion: String, CaseIterable, Sendable {
 
     public var short: String { String(rawValue.dropFirst("diffbir-".count)) }
 
-    /// The stage-1 network for a task (`sr`, `face`, `denoise`).
-    public func cleaner(task: String) -> Network? {
+    /// The stage-1 network for a task.
+    public func cleaner(task: DiffBIRPlanMetadata.Task) -> DiffBIRPlanMetadata.StageOne {
         switch (self, task) {
-        case (.v1, "sr"), (.v1, "face"), (.v1, "denoise"): return .swinir
-        case (.v2, "sr"): return .bsrnet
-        case (.v2, "face"): return .swinir
-        case (.v2, "denoise"): return .scunet
-        case (.v21, "sr"), (.v21, "face"), (.v21, "denoise"): return .swinir
-        default: return nil
+        case (.v1, _), (.v21, _), (.v2, .face): return .swinir
+        case (.v2, .sr): return .bsrnet
+        case (.v2, .denoise): return .scunet
         }
     }
 
@@ -48,7 +45,7 @@ public enum DiffBIRVersion: String, CaseIterable, Sendable {
     }
 
     /// The default `--upscale` of a task: 4 for super-resolution, 1 otherwise.
-    public func upscale(task: String) -> Double { task == "sr" ? 4 : 1 }
+    public func upscale(task: DiffBIRPlanMetadata.Task) -> Double { task == .sr ? 4 : 1 }
 }
 
 extension NetworkConfig {
@@ -85,9 +82,10 @@ public struct DiffBIRPlanSpec {
 }
 
 extension DiffBIRVersion {
-    public func planSpec(task: String, tile: Int, config cfg: NetworkConfig, files: [WeightFile],
+    public func planSpec(task: DiffBIRPlanMetadata.Task, tile: Int, config cfg: NetworkConfig, files: [WeightFile],
                          prompts: (positive: String, negative: String), textEncoder: Bool = true) throws -> DiffBIRPlanSpec {
-        guard let cleaner = cleaner(task: task) else { throw ModelError("task '\(task)': one of sr, face, denoise") }
+        let stageOne = cleaner(task: task)
+        let cleaner = Network(stageOne)
         let f = Network.latentFactor(cfg)
         guard tile % 64 == 0, tile % (8 * f) == 0 else { throw ModelError("tile \(tile): must be a multiple of 64 pixels") }
         func bound(_ network: Network, _ inputs: [String: TensorType], _ label: String) throws -> Graph {
@@ -114,11 +112,8 @@ extension DiffBIRVersion {
         ]
         let text = textEncoder ? try bound(.clipText, Network.clipText.inputs(cfg, height: tile, width: tile), "CLIP text encoder") : nil
         let s = sampling
-        guard let planTask = DiffBIRPlanMetadata.Task(rawValue: task), let stageOne = DiffBIRPlanMetadata.StageOne(rawValue: cleaner.rawValue) else {
-            throw ModelError("task '\(task)' with stage 1 \(cleaner.rawValue): not a DiffBIR plan's")
-        }
         let metadata = DiffBIRPlanMetadata(
-            version: short, task: planTask, cleaner: stageOne, parameterization: parameterization, zeroTerminalSNR: zeroTerminalSNR,
+            version: short, task: task, cleaner: stageOne, parameterization: parameterization, zeroTerminalSNR: zeroTerminalSNR,
             tile: tile, latentFactor: f, minimumSide: 512, positivePrompt: prompts.positive, negativePrompt: prompts.negative,
             defaults: .init(sampler: s.sampler, steps: s.steps, cfg: s.cfg, upscale: upscale(task: task)))
         return DiffBIRPlanSpec(entries: entries, text: text, metadata: metadata)

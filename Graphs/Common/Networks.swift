@@ -1,4 +1,5 @@
 import Foundation
+import Plan
 import IR
 import Tensors
 
@@ -6,6 +7,15 @@ import Tensors
 public enum Network: String, CaseIterable, Sendable {
     case swinir, bsrnet, scunet, unet, controlnet, denoise
     case vaeEncoder = "vae-encoder", vaeDecoder = "vae-decoder", clipText = "clip-text"
+
+    /// The network of a DiffBIR stage 1.
+    public init(_ stageOne: DiffBIRPlanMetadata.StageOne) {
+        switch stageOne {
+        case .swinir: self = .swinir
+        case .bsrnet: self = .bsrnet
+        case .scunet: self = .scunet
+        }
+    }
 
     /// Graph input names, in order.
     public func inputNames(_ config: NetworkConfig) -> [String] {

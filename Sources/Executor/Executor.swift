@@ -495,8 +495,7 @@ public final class Executor: @unchecked Sendable {
             }
             let b = packedWeight(weights, 1, stream: stream) {
                 quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)
-                    : g.precision == .bf16 ? PackedMatrix.columnsOf16(x[1], columns: w[0], k: w[1], width: g.nr, threads: threads)
-                    : PackedMatrix.columnsOf(x[1].floats, columns: w[0], k: w[1], width: g.nr, threads: threads)
+                    : PackedMatrix.linearWeight(x[1], columns: w[0], k: w[1], gemm: g, threads: threads)
             }
             if quantized && b == nil { return false }
             FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: g, threads: threads)

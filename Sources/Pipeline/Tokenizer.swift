@@ -67,7 +67,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
         var ids: [Int] = []
         for piece in CLIPTokenizer.pieces(CLIPTokenizer.clean(text)) {
             if piece == "<start_of_text>" || piece == "<end_of_text>" {
-                ids.append(encoder[piece]!)
+                if let id = encoder[piece] { ids.append(id) }
                 continue
             }
             ids += bpe(String(piece.utf8.map { byteToChar[Int($0)] }))
@@ -113,7 +113,9 @@ public final class CLIPTokenizer: @unchecked Sendable {
             }
             word = merged
         }
-        let ids = word.map { encoder[$0]! }
+        // Every symbol is in the vocabulary by construction (init adds each byte, each byte ending a
+        // word, and each merge's result).
+        let ids = word.compactMap { encoder[$0] }
         lock.lock()
         cache[token] = ids
         lock.unlock()

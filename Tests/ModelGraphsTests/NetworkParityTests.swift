@@ -8,12 +8,7 @@ import Testing
 import TestSupport
 
 /// A checkpoint's tensors as the binder sees them.
-func weightFile(_ path: String) throws -> WeightFile {
-    let c = try Checkpoint.open(path)
-    var entries: [String: WeightFile.Entry] = [:]
-    for e in c.tensors { entries[e.name] = WeightFile.Entry(dtype: e.dtype, shape: e.shape, load: { e.load() }) }
-    return WeightFile(path: path, entries: entries, firstKey: c.tensors.first?.name)
-}
+func weightFile(_ path: String) throws -> WeightFile { try WeightFile.open(path) }
 
 func tensors(_ path: String) throws -> [String: Tensor] {
     var out: [String: Tensor] = [:]

@@ -151,7 +151,7 @@ import TestSupport
     /// without running the diffusion stage (so the same with any seed), and not the full restore.
     @Test func stage1OnlyOnADiffBIRPlan() throws {
         let dir = TemporaryDirectory()
-        let plan = try PipelineParityTests.plan(version: "v2.1", task: "sr", tile: 256, in: dir)
+        let plan = try PipelineParityTests.plan(version: "v2.1", task: .sr, tile: 256, in: dir)
         let restorer = try Restorer(plan: plan, threads: 2)
         let input = try PipelineParityTests.rgb("pipeline/lq64.png")
         var o = RestoreOptions(defaultsOf: restorer.info)

@@ -16,7 +16,9 @@ import TestSupport
 /// guidance (against DiffBIR v2.0.0's code, the last that runs it).
 @Suite struct PipelineParityTests {
     struct Case: Decodable {
-        let name, version, task, sampler, input, output: String
+        let name, version: String
+        let task: DiffBIRPlanMetadata.Task
+        let sampler, input, output: String
         let steps: Int
         let cfg, upscale: Double
         let seed: UInt64
@@ -33,24 +35,17 @@ import TestSupport
         return try! JSONDecoder().decode([Case].self, from: data)
     }()
 
-    static func weightFile(_ path: String) throws -> WeightFile {
-        let c = try Checkpoint.open(path)
-        var entries: [String: WeightFile.Entry] = [:]
-        for e in c.tensors { entries[e.name] = WeightFile.Entry(dtype: e.dtype, shape: e.shape, load: { e.load() }) }
-        return WeightFile(path: path, entries: entries, firstKey: c.tensors.first?.name)
-    }
-
     /// Compiles the fixture plan of a version and task (what `diffbir compile --model diffbir-… --config
     /// pipeline/config.json --prompt-embeddings pipeline/text.safetensors` does).
-    static func plan(version: String, task: String, tile: Int = 512, weights: WeightFormat = .f32, int8Activations: Bool = false,
+    static func plan(version: String, task: DiffBIRPlanMetadata.Task, tile: Int = 512, weights: WeightFormat = .f32, int8Activations: Bool = false,
                      in dir: TemporaryDirectory) throws -> PlanFile {
         let v = DiffBIRVersion(rawValue: "diffbir-" + version)!
         let config = try NetworkConfig.load(sections: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("pipeline/config.json"))))
-        let cleaner = v.cleaner(task: task)!
+        let cleaner = v.cleaner(task: task)
         let files = try [Fixtures.path("networks/unet.weights.safetensors"), Fixtures.path("networks/controlnet.weights.safetensors"),
                          Fixtures.path("pipeline/vae8.weights.safetensors"),
                          cleaner == .bsrnet ? Fixtures.path("networks/bsrnet.weights.safetensors") : Fixtures.path("pipeline/swinir.weights.safetensors")]
-            .map(weightFile)
+            .map(WeightFile.open)
         let spec = try v.planSpec(task: task, tile: tile, config: config, files: files, prompts: ("POS", "NEG"), textEncoder: false)
         let text = try Checkpoint.open(Fixtures.path("pipeline/text.safetensors"))
         let constants = try ["positive", "negative"].map { name -> (name: String, tensor: Tensor) in

@@ -52,7 +52,7 @@ import TestSupport
 
     @Test func budgetTooSmallIsRefusedBeforeWork() throws {
         let dir = TemporaryDirectory()
-        let plan = try PipelineParityTests.plan(version: "v2.1", task: "sr", in: dir)
+        let plan = try PipelineParityTests.plan(version: "v2.1", task: .sr, in: dir)
         let restorer = try Restorer(plan: plan, threads: 1)
         var o = RestoreOptions(defaultsOf: restorer.info)
         o.memoryBudget = 50_000_000

@@ -25,8 +25,8 @@ import TestSupport
 
     @Test func tiledRestoreHasNoSeams() throws {
         let dir = TemporaryDirectory()
-        let tiled = try PipelineParityTests.plan(version: "v2.1", task: "sr", tile: 256, in: dir)
-        let whole = try PipelineParityTests.plan(version: "v2.1", task: "sr", tile: 512, in: dir)
+        let tiled = try PipelineParityTests.plan(version: "v2.1", task: .sr, tile: 256, in: dir)
+        let whole = try PipelineParityTests.plan(version: "v2.1", task: .sr, tile: 512, in: dir)
         let input = try PipelineParityTests.rgb("pipeline/lq64.png")
         func restore(_ plan: PlanFile) throws -> [UInt8] {
             let r = try Restorer(plan: plan, threads: 2)

@@ -1,3 +1,4 @@
+import Compilation
 import Quantize
 import ArgumentParser
 import Executor
@@ -139,7 +140,7 @@ struct Compile: ParsableCommand {
         var entries: [(name: String, graph: Graph)] = []
         var baked: [(name: String, tensor: Tensor)] = []
         var metadata: [String: String]?
-        let files = try weights.map(weightFile)
+        let files = try weights.map(WeightFile.open)
         if let version = model.first.flatMap({ DiffBIRVersion(rawValue: $0) }) {
             guard model.count == 1, onnx.isEmpty, ncnn.isEmpty else { throw ToolError("a DiffBIR model is compiled on its own (no other --model, --onnx or --ncnn)") }
             guard h == w else { throw ToolError("--size \(size): a DiffBIR plan's tile must be square") }
@@ -286,7 +287,7 @@ struct Compile: ParsableCommand {
         let (pos, neg) = (prompt ?? version.prompts.positive, negativePrompt ?? version.prompts.negative)
         let spec: DiffBIRPlanSpec
         do {
-            spec = try version.planSpec(task: task.rawValue, tile: tile, config: cfg, files: files, prompts: (pos, neg), textEncoder: promptEmbeddings == nil)
+            spec = try version.planSpec(task: task, tile: tile, config: cfg, files: files, prompts: (pos, neg), textEncoder: promptEmbeddings == nil)
         } catch let e as WeightBindingError {
             throw ToolError(e.description)
         } catch {
@@ -297,27 +298,15 @@ struct Compile: ParsableCommand {
         var constants: [(name: String, tensor: Tensor)] = []
         if textEncoder {
             if promptEmbeddings != nil { throw ToolError("--text-encoder and --prompt-embeddings exclude each other") }
-            entries.append(("text", spec.text!))
+            guard let text = spec.text else { throw ToolError("\(version.rawValue): no text encoder was built") }
+            entries.append(("text", text))
         } else if let promptEmbeddings {
-            let c = try Checkpoint.open(promptEmbeddings)
-            for name in ["positive", "negative"] {
-                guard let t = c.tensors.first(where: { $0.name == name }) else { throw ToolError("\(promptEmbeddings): no tensor '\(name)'") }
-                let want: Shape = [1, 77, cfg.unet.context_dim]
-                guard t.shape == want else { throw ToolError("\(promptEmbeddings): '\(name)' is \(t.shape), the UNet takes \(want)") }
-                constants.append(("diffbir.text." + name, t.load().converted(to: .f32)))
-            }
+            constants = try PromptEmbeddings.load(promptEmbeddings, contextDim: cfg.unet.context_dim)
             metadata.positivePrompt = "(embedding from \(FilePaths.fileName(of: promptEmbeddings)))"
             metadata.negativePrompt = metadata.positivePrompt
-        } else {
+        } else if let text = spec.text {
             // Computed now, stored with the weights; the text encoder stays out of the plan.
-            let tokenizer = try CLIPTokenizer(contextLength: cfg.clip.context_length)
-            for (name, text) in [("positive", pos), ("negative", neg)] {
-                let ids = tokenizer.tokenize(text).map { Int64($0) }
-                let tokens = Tensor(dtype: .i64, shape: [1, ids.count], storage: TensorStorage(byteCount: ids.count * 8))
-                ids.withUnsafeBytes { tokens.storage.mutableBytes!.copyMemory(from: $0) }
-                let out = try Interpreter.run(spec.text!, inputs: ["tokens": tokens], evaluator: FastEvaluator())
-                constants.append(("diffbir.text." + name, out["context"]!))
-            }
+            constants = try PromptEmbeddings.bake(text: text, prompts: (pos, neg), contextLength: cfg.clip.context_length)
         }
         return (entries, constants, metadata.table)
     }

@@ -4,13 +4,6 @@ import IR
 import ModelGraphs
 import Tensors
 
-/// A checkpoint's tensors as the weight binder sees them.
-func weightFile(_ path: String) throws -> WeightFile {
-    let c = try Checkpoint.open(path)
-    var entries: [String: WeightFile.Entry] = [:]
-    for e in c.tensors { entries[e.name] = WeightFile.Entry(dtype: e.dtype, shape: e.shape, load: { e.load() }) }
-    return WeightFile(path: path, entries: entries, firstKey: c.tensors.first?.name)
-}
 
 /// The configuration of `network` with `--config FILE` applied: DiffBIR's own yaml files as
 /// published (`cldm.yaml`, `swinir.yaml`, ...; ignored keys noted on standard error), or JSON.

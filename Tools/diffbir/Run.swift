@@ -1,4 +1,5 @@
 import ArgumentParser
+import Compilation
 import Foundation
 import Importers
 import IR
@@ -222,7 +223,7 @@ struct Run: ParsableCommand {
         for i in graph.inputs where tensors[graph.values[i].name] == nil {
             tensors[graph.values[i].name] = Tensor.zeros(graph.values[i].type.dtype, graph.values[i].type.shape)
         }
-        do { _ = try network.bind(&graph, config: cfg, files: weights.map(weightFile)) } catch let e as WeightBindingError {
+        do { _ = try network.bind(&graph, config: cfg, files: weights.map(WeightFile.open)) } catch let e as WeightBindingError {
             throw ToolError(e.description)
         }
         return (graph, tensors)

@@ -94,10 +94,7 @@ enum ONNXProtobuf {
         }
         defer { onnx__model_proto__free_unpacked(m, nil) }
         var opsets: [String: Int] = [:]
-        for k in 0..<m.pointee.n_opset_import {
-            let o = m.pointee.opset_import[k]!.pointee
-            opsets[str(o.domain)] = Int(o.version)
-        }
+        for o in messages(m.pointee.opset_import, m.pointee.n_opset_import) { opsets[str(o.domain)] = Int(o.version) }
         guard let g = m.pointee.graph else { throw Failure(message: "the model has no graph") }
         return ONNXModel(irVersion: Int(m.pointee.ir_version), producer: str(m.pointee.producer_name) + " " + str(m.pointee.producer_version),
                          opsets: opsets, graph: try graph(g.pointee))
@@ -119,21 +116,26 @@ enum ONNXProtobuf {
         return Array(UnsafeBufferPointer(start: p, count: n))
     }
 
+    /// A repeated message field: protobuf-c's array of `n` pointers (null ones, which protobuf-c
+    /// never leaves, skipped rather than trusted).
+    private static func messages<T>(_ p: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ n: Int) -> [T] {
+        guard let p, n > 0 else { return [] }
+        return UnsafeBufferPointer(start: p, count: n).compactMap { $0?.pointee }
+    }
+
     private static func graph(_ g: Onnx__GraphProto) throws(Failure) -> ONNXGraph {
         var nodes: [ONNXNode] = []
-        for k in 0..<g.n_node {
-            let n = g.node[k]!.pointee
-            var attributes: [ONNXAttribute] = []
-            for a in 0..<n.n_attribute { attributes.append(attribute(n.attribute[a]!.pointee)) }
+        for n in messages(g.node, g.n_node) {
+            let attributes = messages(n.attribute, n.n_attribute).map(attribute)
             nodes.append(ONNXNode(name: str(n.name), opType: str(n.op_type), domain: str(n.domain),
                                   inputs: (0..<n.n_input).map { str(n.input[$0]) },
                                   outputs: (0..<n.n_output).map { str(n.output[$0]) }, attributes: attributes))
         }
         return ONNXGraph(name: str(g.name), nodes: nodes,
-                         initializers: (0..<g.n_initializer).map { tensor(g.initializer[$0]!.pointee) },
-                         inputs: (0..<g.n_input).map { valueInfo(g.input[$0]!.pointee) },
-                         outputs: (0..<g.n_output).map { valueInfo(g.output[$0]!.pointee) },
-                         valueInfo: (0..<g.n_value_info).map { valueInfo(g.value_info[$0]!.pointee) })
+                         initializers: messages(g.initializer, g.n_initializer).map(tensor),
+                         inputs: messages(g.input, g.n_input).map(valueInfo),
+                         outputs: messages(g.output, g.n_output).map(valueInfo),
+                         valueInfo: messages(g.value_info, g.n_value_info).map(valueInfo))
     }
 
     private static func attribute(_ a: Onnx__AttributeProto) -> ONNXAttribute {
@@ -171,10 +173,7 @@ enum ONNXProtobuf {
         out.stringCount = t.n_string_data
         if t.has_data_location != 0, t.data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL {
             var entries: [String: String] = [:]
-            for k in 0..<t.n_external_data {
-                let e = t.external_data[k]!.pointee
-                entries[str(e.key)] = str(e.value)
-            }
+            for e in messages(t.external_data, t.n_external_data) { entries[str(e.key)] = str(e.value) }
             out.external = entries
         }
         return out
@@ -186,8 +185,7 @@ enum ONNXProtobuf {
               let tt = type.pointee.tensor_type else { return out }
         out.elemType = tt.pointee.elem_type
         if let shape = tt.pointee.shape {
-            out.dims = (0..<shape.pointee.n_dim).map { k in
-                let d = shape.pointee.dim[k]!.pointee
+            out.dims = messages(shape.pointee.dim, shape.pointee.n_dim).map { d in
                 switch d.value_case {
                 case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE: return .value(Int(d.dim_value))
                 case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM: return .param(str(d.dim_param))

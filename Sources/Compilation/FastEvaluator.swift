@@ -4,11 +4,13 @@ import Passes
 import Tensors
 
 /// Runs convolutions and matrix products on OpenBLAS (f32) and every other op with the reference
-/// kernels: `diffbir run --fast`, until plans are compiled and executed.
-struct FastEvaluator: ConstantEvaluator {
+/// kernels: `diffbir run --fast`, and the text encoder when a plan's prompts are baked.
+public struct FastEvaluator: ConstantEvaluator {
     let reference = ReferenceEvaluator()
 
-    func evaluate(_ op: Op, _ inputs: [Tensor], outputTypes: [TensorType]) throws -> [Tensor] {
+    public init() {}
+
+    public func evaluate(_ op: Op, _ inputs: [Tensor], outputTypes: [TensorType]) throws -> [Tensor] {
         let allF32 = inputs.allSatisfy { $0.dtype == .f32 }
         switch op {
         case .conv(let c) where allF32:
