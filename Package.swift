@@ -19,7 +19,7 @@ let package = Package(
     products: [
         .executable(name: "diffbir", targets: ["diffbir"]),
         .library(name: "DiffBIRCompiler", targets: ["Importers", "IR", "ModelGraphs", "Passes", "Plan", "Quantize", "Compilation"]),
-        .library(name: "DiffBIRRuntime", targets: ["Plan", "Kernels", "Executor", "Pipeline"]),
+        .library(name: "DiffBIRRuntime", targets: ["Plan", "Kernels", "Executor", "Pipeline", "Service"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -27,6 +27,12 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         // SHA-256 of downloaded weights (diffbir fetch).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        // diffbir serve / worker: HTTP (Hummingbird 2), metrics, logs, the PostgreSQL job queue.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.25.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // System-library shims: a module map and one header each.
@@ -77,10 +83,20 @@ let package = Package(
         .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs", .product(name: "Crypto", package: "swift-crypto")],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 
+        // The HTTP service and the PostgreSQL worker: runtime side (never imports the compiler).
+        .target(name: "Service", dependencies: [
+            "Pipeline", "Executor", "Plan", "Tensors",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], resources: [.copy("Resources/openapi.json"), .copy("Resources/index.html")]),
+
         .executableTarget(
             name: "diffbir",
             dependencies: [
-                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline", "Quantize", "Compilation", "CKernels",
+                "Tensors", "IR", "Importers", "ModelGraphs", "Passes", "Plan", "Kernels", "Executor", "Pipeline", "Quantize", "Compilation", "Service", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/diffbir"
@@ -102,6 +118,9 @@ let package = Package(
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Plan", "Tensors", "TestSupport"]),
         .testTarget(name: "RestoreTests", dependencies: ["Pipeline", "Compilation", "Executor", "Plan", "Passes", "ModelGraphs", "Importers", "IR", "Tensors", "TestSupport"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Pipeline", "Plan", "TestSupport", "diffbir",
+                                                         .product(name: "HummingbirdTesting", package: "hummingbird"),
+                                                         .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ReferenceKernels", "Plan", "Tensors", "TestSupport"]),
     ]
 )

@@ -67,6 +67,8 @@ public final class ImageRestorer {
         set { executor.trace = newValue }
     }
     public private(set) var seconds: Double = 0
+    /// Asked before each tile: true stops the restore with `RestoreCancelled` (a service's DELETE).
+    public var isCancelled: @Sendable () -> Bool = { false }
 
     public init(plan: PlanFile, threads: Int) throws {
         self.plan = plan
@@ -140,6 +142,7 @@ public final class ImageRestorer {
             let wy = Self.ramp(th * s, ramp: ramp, before: iy > 0, after: iy < ys.count - 1)
             for (ix, tx) in xs.enumerated() {
                 let wx = Self.ramp(tw * s, ramp: ramp, before: ix > 0, after: ix < xs.count - 1)
+                if isCancelled() { throw RestoreCancelled() }
                 let tile = source.crop(y: ty, x: tx, height: th, width: tw)
                 let r = try executor.run(entry: info.entry, inputs: [info.input: Tensor(tile.data, shape: Shape(tile.shape))])
                 guard let out = r.outputs.first?.tensor else { throw RestoreError("\(plan.path): the entry returned no output") }

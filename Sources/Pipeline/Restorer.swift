@@ -77,6 +77,12 @@ public struct RestoreOptions: Sendable {
     }
 }
 
+/// Thrown when a restore's `isCancelled` said so, between two network runs.
+public struct RestoreCancelled: Error, CustomStringConvertible, Sendable {
+    public init() {}
+    public var description: String { "cancelled" }
+}
+
 /// A stage of a restore, for progress reports.
 public enum RestoreStage: String, Sendable {
     case stage1 = "stage 1", encode = "encode", text = "text", sampling = "sampling", decode = "decode", finish = "colour fix"
@@ -106,6 +112,9 @@ public final class Restorer {
     private var budgeted = false
     /// Whether the last restore streamed the weights (budget below weights + working memory).
     public private(set) var streamedWeights = false
+    /// Asked before each network run (each step, each tile): true stops the restore with
+    /// `RestoreCancelled` (a service's DELETE).
+    public var isCancelled: @Sendable () -> Bool = { false }
 
     /// What a restore of an `height`×`width` input needs: the arena, the full-size images the flow
     /// holds at once (about ten float planes of the stage-1 output), the weights of the largest entry
@@ -146,6 +155,7 @@ public final class Restorer {
     /// The plan's entry points, typed.
     var entries: DiffBIREntryPoints {
         DiffBIREntryPoints(program: plan.program) { entry, inputs in
+            if self.isCancelled() { throw RestoreCancelled() }
             let r = try self.executor.run(entry: entry.rawValue, inputs: inputs, options: self.runOptions)
             return Dictionary(uniqueKeysWithValues: r.outputs.map { ($0.name, $0.tensor) })
         }
@@ -370,6 +380,15 @@ public struct LoadedImage: Sendable {
     public var rgb16: Planar?
     /// The alpha channel in [0, 1], when the file has one.
     public var alpha: Planar?
+
+    public init(width: Int, height: Int, rgb8: [UInt8], bitDepth: Int = 8, rgb16: Planar? = nil, alpha: Planar? = nil) {
+        self.width = width
+        self.height = height
+        self.rgb8 = rgb8
+        self.bitDepth = bitDepth
+        self.rgb16 = rgb16
+        self.alpha = alpha
+    }
 }
 
 /// Inputs of `restore`.
@@ -378,13 +397,26 @@ public enum InputImage {
     public static func load(_ path: String, maxDecodedBytes: Int = PNG.defaultMaxBytes) throws -> LoadedImage {
         guard FileManager.default.fileExists(atPath: path) else { throw RestoreError("\(path): no such file") }
         let image: Image
-        do { image = try ImageFile.read(path, maxBytes: maxDecodedBytes) } catch {
-            if error.message.contains("exceed the memory limit") {
-                throw RestoreError(String(format: "%@: its decoded samples would take more than %.1f MB, more than the memory limit allows (--max-memory)",
-                                          path, Double(maxDecodedBytes) / 1e6))
-            }
-            throw RestoreError(error.description)
+        do { image = try ImageFile.read(path, maxBytes: maxDecodedBytes) } catch { throw refusal(error, maxDecodedBytes) }
+        return try loaded(image, name: path)
+    }
+
+    /// As `load`, from the bytes of a file (a request's body); `name` names it in errors.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, name: String, maxDecodedBytes: Int = PNG.defaultMaxBytes) throws -> LoadedImage {
+        let image: Image
+        do { image = try ImageFile.decode(bytes, path: name, maxBytes: maxDecodedBytes) } catch { throw refusal(error, maxDecodedBytes) }
+        return try loaded(image, name: name)
+    }
+
+    static func refusal(_ error: ImageFile.Failure, _ maxDecodedBytes: Int) -> RestoreError {
+        if error.message.contains("exceed the memory limit") {
+            return RestoreError(String(format: "%@: its decoded samples would take more than %.1f MB, more than the memory limit allows (--max-memory)",
+                                       error.path, Double(maxDecodedBytes) / 1e6))
         }
+        return RestoreError(error.description)
+    }
+
+    static func loaded(_ image: Image, name path: String) throws -> LoadedImage {
         guard image.width > 0 && image.height > 0 else { throw RestoreError("\(path): the image is \(image.width)×\(image.height); nothing to restore") }
         let c = image.channels, plane = image.width * image.height
         let scale: Float = image.bitDepth == 16 ? 65535 : 255

@@ -67,6 +67,11 @@ struct ByteSize: ExpressibleByArgument, CustomStringConvertible {
         description = argument
     }
 
+    init(bytes: Int, description: String) {
+        self.bytes = bytes
+        self.description = description
+    }
+
     var defaultValueDescription: String { description }
 }
 
