@@ -3,7 +3,8 @@
 #   Tools/setup.sh
 # Swift itself (6.0 or later) must already be installed.
 set -euo pipefail
-packages=(libopenblas-dev libpng-dev zlib1g-dev libprotobuf-c-dev libjpeg62-turbo-dev libwebp-dev)
+# postgresql: the server the queue's tests start (Tools/with-postgres.sh; no cluster of its own).
+packages=(libopenblas-dev libpng-dev zlib1g-dev libprotobuf-c-dev libjpeg62-turbo-dev libwebp-dev postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,5 +19,10 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Debian's postgresql would create and start a cluster of its own; the tests start theirs.
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+  $sudo mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/diffbir.conf >/dev/null
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -38,6 +38,16 @@ public struct RestoreOutcome: Sendable {
     public var seconds: [(stage: String, seconds: Double)]
     /// What could not be kept (alpha in JPEG, 16 bits in JPEG/WebP, ...).
     public var notes: [String]
+
+    public init(bytes: [UInt8], format: ImageFormat, inputSize: (width: Int, height: Int), outputSize: (width: Int, height: Int),
+                seconds: [(stage: String, seconds: Double)], notes: [String]) {
+        self.bytes = bytes
+        self.format = format
+        self.inputSize = inputSize
+        self.outputSize = outputSize
+        self.seconds = seconds
+        self.notes = notes
+    }
 }
 
 /// One plan, mapped once, restoring encoded images end to end as `diffbir restore` does (same

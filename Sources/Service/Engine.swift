@@ -126,7 +126,9 @@ public final class Engine: Service, Sendable {
     func loop(_ slot: Slot) async {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let job: ClaimedJob?
-            do { job = try await queue.claim(worker: worker) } catch {
+            do { job = try await queue.claim(worker: worker) } catch is CancellationError {
+                break
+            } catch {
                 logger.error("claiming a job failed: \(error)")
                 try? await Task.sleep(for: .seconds(1))
                 continue

@@ -83,6 +83,15 @@ extension RestoreParameters {
         return o
     }
 
+    /// A JSON value as a field's text: numbers as written, booleans `true`/`false` (JSON's
+    /// booleans are NSNumbers too: told apart by their type), strings as they are.
+    static func fieldText(_ v: Any) -> String? {
+        if let n = v as? NSNumber, !(v is String) {
+            return String(cString: n.objCType) == "c" ? (n.boolValue ? "true" : "false") : n.stringValue
+        }
+        return v as? String
+    }
+
     /// Reads the request's fields (query parameters, or a JSON object): upscale, steps, cfg,
     /// sampler, seed, strength, stage1-only (or stage1_only), format, quality. Unknown fields and
     /// malformed values are refused with the field named.

@@ -127,12 +127,8 @@ public struct RestoreAPI: Sendable {
             }
             input = Array(data)
             for (k, v) in object where k != "image" {
-                switch v {
-                case let b as Bool: fields.append((k, b ? "true" : "false"))
-                case let n as NSNumber: fields.append((k, n.stringValue))
-                case let s as String: fields.append((k, s))
-                default: throw HTTPError(.badRequest, message: "field '\(k)': a number, string or boolean")
-                }
+                guard let text = RestoreParameters.fieldText(v) else { throw HTTPError(.badRequest, message: "field '\(k)': a number, string or boolean") }
+                fields.append((k, text))
             }
         default:
             throw HTTPError(.unsupportedMediaType, message: "Content-Type \(type): send image/png, image/jpeg, image/webp (or application/json with the image base64-encoded)")

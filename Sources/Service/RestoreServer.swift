@@ -4,6 +4,7 @@ import Logging
 import Pipeline
 import Plan
 import ServiceLifecycle
+import Synchronization
 
 /// `diffbir serve`: one plan mapped once, its sessions, the queue, the engine and the HTTP API,
 /// run until SIGTERM or SIGINT, then drained (no new jobs; running ones finish).
@@ -20,6 +21,8 @@ public enum RestoreServer {
         /// Finished jobs (and their images) kept for clients to fetch.
         public var keep = 256
         public var api = RestoreAPI.Configuration()
+        /// A PostgreSQL URL: jobs and results in its tables (nil: in this process).
+        public var queue: String?
         public init(plan: String) { self.plan = plan }
     }
 
@@ -35,29 +38,85 @@ public enum RestoreServer {
         return (sessions, admission)
     }
 
-    /// The application: API in front, engine behind, both on `queue`.
-    public static func application(sessions: [RestoreSession], admission: Admission, queue: any JobQueue, options: Options,
-                                   metrics: ServiceMetrics, logger: Logger) -> (some ApplicationProtocol, Engine) {
-        let engine = Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger)
-        let api = RestoreAPI(queue: queue, session: sessions[0], admission: admission, metrics: metrics, configuration: options.api,
-                             ready: { engine.isReady })
-        let app = Application(router: api.router(), configuration: .init(address: .hostname(options.host, port: options.port), serverName: "diffbir"),
-                              logger: logger)
-        return (app, engine)
-    }
-
     public static func run(_ options: Options, logger: Logger) async throws {
         let (sessions, admission) = try Self.sessions(plan: options.plan, maxMemory: options.maxMemory, jobs: options.jobs, threads: options.threads)
-        let queue = MemoryJobQueue(depth: options.queueDepth, keep: options.keep)
         let metrics = ServiceMetrics()
-        let (app, engine) = application(sessions: sessions, admission: admission, queue: queue, options: options, metrics: metrics, logger: logger)
-        logger.info("serving", metadata: ["plan": "\(options.plan)", "listen": "\(options.host):\(options.port)", "slots": "\(admission.slots)",
-                                          "per_job_bytes": "\(admission.perJob)", "queue_depth": "\(options.queueDepth)"])
+        var services: [any Service] = []
+        let queue: any JobQueue
+        if let url = options.queue {
+            let postgres = try PostgresJobQueue(url: url, depth: options.queueDepth, keep: options.keep, logger: logger)
+            services.append(postgres)
+            queue = postgres
+        } else {
+            queue = MemoryJobQueue(depth: options.queueDepth, keep: options.keep)
+        }
+        // `--jobs 0` (with a PostgreSQL queue): an API server only; workers run the jobs.
+        let engine = options.jobs == 0 ? nil : Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger)
+        let migrated = Atomic<Bool>(options.queue == nil)
+        let api = RestoreAPI(queue: queue, session: sessions[0], admission: admission, metrics: metrics, configuration: options.api,
+                             ready: { migrated.load(ordering: .acquiring) && (engine?.isReady ?? true) })
+        let app = Application(router: api.router(), configuration: .init(address: .hostname(options.host, port: options.port), serverName: "diffbir"),
+                              logger: logger)
+        if let engine { services.append(engine) }
         // Shutdown runs from the last service to the first: the queue stops taking jobs, the HTTP
-        // server finishes its requests, then the engine its running jobs.
-        let group = ServiceGroup(configuration: .init(services: [engine, app, Drainer(queue: queue)],
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // server finishes its requests, the engine its running jobs, then the database pool closes.
+        services += [app, Drainer(queue: queue)]
+        if let postgres = queue as? PostgresJobQueue { services.append(Migration(queue: postgres, done: { migrated.store(true, ordering: .releasing) })) }
+        logger.info("serving", metadata: ["plan": "\(options.plan)", "listen": "\(options.host):\(options.port)", "slots": "\(engine == nil ? 0 : admission.slots)",
+                                          "per_job_bytes": "\(admission.perJob)", "queue": "\(options.queue == nil ? "memory" : "postgres")",
+                                          "queue_depth": "\(options.queueDepth)"])
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// `diffbir worker`: claims jobs from the PostgreSQL queue and runs them until SIGTERM (the
+    /// running job finishes first). `listen`: /healthz, /readyz and /metrics there.
+    public static func work(plan: String, queue url: String, maxMemory: Int?, jobs: Int?, threads: Int, listen: (String, Int)?, logger: Logger) async throws {
+        let (sessions, admission) = try Self.sessions(plan: plan, maxMemory: maxMemory, jobs: jobs, threads: threads)
+        let metrics = ServiceMetrics()
+        let queue = try PostgresJobQueue(url: url, depth: 0, logger: logger)
+        let engine = Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger)
+        let migrated = Atomic<Bool>(false)
+        var services: [any Service] = [queue, engine]
+        if let listen {
+            let router = Router(context: BasicRequestContext.self)
+            router.get("/healthz") { _, _ in "ok\n" }
+            router.get("/readyz") { _, _ -> Response in
+                guard migrated.load(ordering: .acquiring) && engine.isReady else { throw HTTPError(.serviceUnavailable, message: "warming up") }
+                return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+            }
+            router.get("/metrics") { _, _ -> Response in
+                Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: metrics.emit())))
+            }
+            services.append(Application(router: router, configuration: .init(address: .hostname(listen.0, port: listen.1), serverName: "diffbir-worker"), logger: logger))
+        }
+        services.append(Migration(queue: queue, done: { migrated.store(true, ordering: .releasing) }))
+        logger.info("working", metadata: ["plan": "\(plan)", "slots": "\(admission.slots)", "per_job_bytes": "\(admission.perJob)"])
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// Creates or migrates the PostgreSQL schema once the pool runs (retrying while the server is
+/// not reachable), then waits for shutdown.
+struct Migration: Service {
+    let queue: PostgresJobQueue
+    let done: @Sendable () -> Void
+    func run() async throws {
+        var delay = Duration.milliseconds(200)
+        while !Task.isShuttingDownGracefully {
+            do {
+                let version = try await queue.migrate()
+                queue.logger.info("queue schema ready", metadata: ["version": "\(version)"])
+                done()
+                break
+            } catch {
+                queue.logger.warning("the queue's database is not reachable yet: \(String(reflecting: error))")
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+        try? await gracefulShutdown()
     }
 }
 

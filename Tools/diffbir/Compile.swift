@@ -218,7 +218,7 @@ struct Compile: ParsableCommand {
         }
         do {
             try loop.run(log: { if !quiet { printError($0) } }, report: { say($0, terminator: "") })
-        } catch let e as QuantizationLoop.Failure { throw ToolError(e.description) }
+        } catch { throw ToolError(error.description) }
     }
 
     /// The weight formats from --precision, --weights-dtype, --quant-rule and the models' exclusions.

@@ -27,6 +27,6 @@ struct DiffBIR: ParsableCommand {
         parsed, never unpickled by Python.
         """,
         version: "diffbir \(version)",
-        subcommands: [Inspect.self, Convert.self, Compile.self, Run.self, Restore.self, Serve.self, Fetch.self, Metrics.self, Compare.self, Bench.self, BenchGemm.self, Synth.self]
+        subcommands: [Inspect.self, Convert.self, Compile.self, Run.self, Restore.self, Serve.self, Worker.self, Fetch.self, Metrics.self, Compare.self, Bench.self, BenchGemm.self, Synth.self]
     )
 }

@@ -33,8 +33,11 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("token-file"), help: "A file of bearer tokens, one per line: /v1/ then requires Authorization: Bearer TOKEN.")
     var tokenFile: String?
 
-    @Option(help: "At most this many jobs at once (default: one per --threads cores, as memory allows).")
+    @Option(help: "At most this many jobs at once (default: one per --threads cores, as memory allows); 0 with --queue: an API server only, workers run the jobs.")
     var jobs: Int?
+
+    @Option(help: "Keep jobs and results in PostgreSQL, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (schema created and migrated by the tool), shared with `diffbir worker`s on any number of machines (default: in this process).")
+    var queue: String?
 
     @Option(name: .customLong("max-body"), help: "Largest request body accepted, e.g. 32M (413 above).")
     var maxBody = ByteSize(bytes: 32_000_000, description: "32M")
@@ -53,7 +56,7 @@ struct Serve: ParsableCommand {
 
     func validate() throws {
         if queueDepth < 0 { throw ValidationError("--queue-depth must be at least 0") }
-        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        if let jobs, jobs < (queue == nil ? 1 : 0) { throw ValidationError(queue == nil ? "--jobs must be at least 1 (0 only with --queue)" : "--jobs must be at least 0") }
         if keep < 1 { throw ValidationError("--keep must be at least 1") }
         if !(requestTimeout.isFinite && requestTimeout > 0) { throw ValidationError("--request-timeout must be a positive number of seconds") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel): one of trace, debug, info, notice, warning, error, critical") }
@@ -82,20 +85,72 @@ struct Serve: ParsableCommand {
         options.threads = threading.threads
         options.queueDepth = queueDepth
         options.keep = keep
+        options.queue = queue
         options.api.maxBodyBytes = maxBody.bytes
         options.api.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
         if let tokenFile { options.api.tokens = try Self.tokens(tokenFile) }
         var logger = Logger(label: "diffbir.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let failure = Box()
-        let done = DispatchSemaphore(value: 0)
-        Task { [options, logger] in
-            do { try await RestoreServer.run(options, logger: logger) } catch { failure.set("\(error)") }
-            done.signal()
-        }
-        done.wait()
-        if let message = failure.get() { throw ToolError(message) }
+        try runAsync { [options, logger] in try await RestoreServer.run(options, logger: logger) }
     }
+}
+
+struct Worker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run restores from a PostgreSQL queue that `diffbir serve --queue` fills.",
+        discussion: """
+        Claims the oldest waiting job (SELECT … FOR UPDATE SKIP LOCKED) under a lease its heartbeat         renews, restores it with the plan, and writes the result once. A worker that dies loses its         lease and its job runs again on another. Start as many as the queue needs, on any machines,         each with the same plan. SIGTERM finishes the running job, then exits.
+        """
+    )
+
+    @Option(help: "The plan (the same one the API servers were given).")
+    var plan: String
+
+    @Option(help: "The queue: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.")
+    var queue: String
+
+    @Option(name: .customLong("max-memory"), help: "Memory this worker may use, e.g. 2G (default: the memory the machine has available).")
+    var maxMemory: ByteSize?
+
+    @Option(help: "At most this many jobs at once (default: one per --threads cores, as memory allows).")
+    var jobs: Int?
+
+    @Option(help: "Serve /healthz, /readyz and /metrics on HOST:PORT (default: none).")
+    var listen: String?
+
+    @OptionGroup(title: "Threads")
+    var threading: ThreadOptions
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        if let listen { _ = try Serve.address(listen) }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel): one of trace, debug, info, notice, warning, error, critical") }
+    }
+
+    func run() throws {
+        var logger = Logger(label: "diffbir.worker")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let address = try listen.map(Serve.address)
+        let (plan, queue, maxMemory, jobs, threads) = (self.plan, self.queue, self.maxMemory?.bytes, self.jobs, threading.threads)
+        try runAsync { [logger] in
+            try await RestoreServer.work(plan: plan, queue: queue, maxMemory: maxMemory, jobs: jobs, threads: threads, listen: address, logger: logger)
+        }
+    }
+}
+
+/// Runs `body` on Swift's concurrency pool and waits for it (the commands are synchronous).
+func runAsync(_ body: @escaping @Sendable () async throws -> Void) throws {
+    let failure = Box()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do { try await body() } catch { failure.set("\(error)") }
+        done.signal()
+    }
+    done.wait()
+    if let message = failure.get() { throw ToolError(message) }
 }
 
 /// A message handed from the server's task to the command.
