@@ -3,8 +3,9 @@
 #   Tools/setup.sh
 # Swift itself (6.0 or later) must already be installed.
 set -euo pipefail
-# postgresql: the server the queue's tests start (Tools/with-postgres.sh; no cluster of its own).
-packages=(libopenblas-dev libpng-dev zlib1g-dev libprotobuf-c-dev libjpeg62-turbo-dev libwebp-dev postgresql)
+# postgresql: the server the queue's tests start (Tools/with-postgres.sh; no cluster of its own);
+# chromium: the page at / tested headless (ServiceTests.PageTests).
+packages=(libopenblas-dev libpng-dev zlib1g-dev libprotobuf-c-dev libjpeg62-turbo-dev libwebp-dev postgresql chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -66,7 +66,7 @@ final class Slot: @unchecked Sendable {
 final class RunningJob: Sendable {
     struct Progress: Sendable { var stage = "", done = 0, total = 0, steps = 0 }
     let progress = Mutex(Progress())
-    let stop = Atomic<Bool>(false)
+    let stop = Flag()
 }
 
 /// Runs jobs from a queue on `slots` sessions of one plan: claims, decodes, restores, reports
@@ -81,7 +81,7 @@ public final class Engine: Service, Sendable {
     let worker: String
     let heartbeat: Duration
     let idlePoll: Duration
-    let warmedUp = Atomic<Bool>(false)
+    let warmedUp = Flag()
 
     /// `sessions`: one per slot, all on the same plan.
     public init(sessions: [RestoreSession], queue: any JobQueue, admission: Admission, metrics: ServiceMetrics, logger: Logger,
@@ -96,7 +96,7 @@ public final class Engine: Service, Sendable {
         worker = "\(ProcessInfo.processInfo.hostName):\(getpid())"
     }
 
-    public var isReady: Bool { warmedUp.load(ordering: .acquiring) }
+    public var isReady: Bool { warmedUp.isSet }
 
     /// One restore of a small gray image on each session: the weights paged in and packed, the
     /// arena touched, before the service says it is ready.
@@ -109,7 +109,7 @@ public final class Engine: Service, Sendable {
                 _ = try session.restore(image, p)
             }
         }
-        warmedUp.store(true, ordering: .releasing)
+        warmedUp.set()
     }
 
     public func run() async throws {
@@ -162,7 +162,7 @@ public final class Engine: Service, Sendable {
                 try? await Task.sleep(for: heartbeat)
                 let p = running.progress.withLock { $0 }
                 let goOn = (try? await queue.progress(job, stage: p.stage, done: p.done, total: p.total)) ?? true
-                if !goOn { running.stop.store(true, ordering: .relaxed) }
+                if !goOn { running.stop.set() }
             }
         }
         defer { beat.cancel() }
@@ -171,7 +171,7 @@ public final class Engine: Service, Sendable {
         do {
             let outcome = try await slot.run { session -> RestoreOutcome in
                 session.isCancelled = {
-                    running.stop.load(ordering: .relaxed) || (deadline.map { Date() > $0 } ?? false)
+                    running.stop.isSet || (deadline.map { Date() > $0 } ?? false)
                 }
                 let input: LoadedImage
                 do {

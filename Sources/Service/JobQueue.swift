@@ -27,6 +27,9 @@ public protocol JobQueue: Sendable {
     func result(_ id: String) async throws -> [UInt8]?
     /// Cancels a queued job at once, a running one between two steps; nil when no such job.
     func cancel(_ id: String) async throws -> JobRecord?
+    /// The image was handed to the client that waited for it (`?wait=true`): a queue that keeps
+    /// images in memory drops it now, so memory stays flat however many jobs pass.
+    func delivered(_ id: String) async
     /// Jobs waiting (not running).
     func queuedCount() async throws -> Int
     /// No new jobs from now on.
@@ -71,6 +74,7 @@ public actor MemoryJobQueue: JobQueue {
     var waiting: [String] = []
     var finishedOrder: [String] = []
     var cancelRequested: Set<String> = []
+    var delivered: Set<String> = []
     var draining = false
     var claims: UInt64 = 0
     /// Mean run time of the last jobs, for Retry-After.
@@ -96,6 +100,12 @@ public actor MemoryJobQueue: JobQueue {
     public func record(_ id: String) -> JobRecord? { jobs[id] }
     public func result(_ id: String) -> [UInt8]? { results[id] }
     public func queuedCount() -> Int { waiting.count }
+    public func delivered(_ id: String) {
+        results[id] = nil
+        delivered.insert(id)
+    }
+    /// Whether a job's image went to a client that waited for it (and is no longer kept).
+    public func wasDelivered(_ id: String) -> Bool { delivered.contains(id) }
     public func drain() { draining = true }
 
     public func cancel(_ id: String) -> JobRecord? {
@@ -172,6 +182,7 @@ public actor MemoryJobQueue: JobQueue {
             let old = finishedOrder.removeFirst()
             jobs[old] = nil
             results[old] = nil
+            delivered.remove(old)
         }
     }
 }

@@ -18,7 +18,7 @@ public final class PostgresJobQueue: JobQueue, Service {
     let depth: Int
     let keep: Int
     let lease: Duration
-    let draining = DrainFlag()
+    let draining = Flag()
 
     /// `url`: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require]`.
     public init(url: String, depth: Int, keep: Int = 256, lease: Duration = .seconds(30), logger: Logger) throws(RestoreError) {
@@ -195,10 +195,13 @@ public final class PostgresJobQueue: JobQueue, Service {
 
     public func drain() async { draining.set() }
 
+    /// Results stay in the table (any API server may be asked for them) until `keep` newer jobs end.
+    public func delivered(_ id: String) async {}
+
     // MARK: the workers' side
 
     public func claim(worker: String) async throws -> ClaimedJob? {
-        let seconds = Double(lease.components.seconds)
+        let seconds = Double(lease.components.seconds) + Double(lease.components.attoseconds) / 1e18
         let rows = try await client.query("""
             UPDATE diffbir_jobs SET state = 'running', started = now(), worker = \(worker), attempts = attempts + 1, claim = claim + 1,
                    lease_until = now() + make_interval(secs => \(seconds)), stage = NULL, done = 0, total = 0
@@ -225,7 +228,7 @@ public final class PostgresJobQueue: JobQueue, Service {
 
     public func progress(_ job: ClaimedJob, stage: String, done: Int, total: Int) async throws -> Bool {
         guard let uuid = UUID(uuidString: job.record.id) else { return false }
-        let seconds = Double(lease.components.seconds)
+        let seconds = Double(lease.components.seconds) + Double(lease.components.attoseconds) / 1e18
         let rows = try await client.query("""
             UPDATE diffbir_jobs SET stage = \(stage.isEmpty ? nil : stage), done = \(done), total = \(total),
                    lease_until = now() + make_interval(secs => \(seconds))
@@ -262,9 +265,11 @@ public final class PostgresJobQueue: JobQueue, Service {
     }
 }
 
-/// A flag set once, read from any thread.
-final class DrainFlag: Sendable {
-    let value = Atomic<Bool>(false)
+/// A flag set once, read from any thread (a class: a local `Atomic` captured by closures crashes
+/// the 6.3 optimiser).
+final class Flag: Sendable {
+    let value: Atomic<Bool>
+    init(_ initial: Bool = false) { value = Atomic(initial) }
     var isSet: Bool { value.load(ordering: .acquiring) }
     func set() { value.store(true, ordering: .releasing) }
 }

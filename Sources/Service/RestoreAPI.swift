@@ -170,7 +170,11 @@ public struct RestoreAPI: Sendable {
             let until = clock.now.advanced(by: configuration.requestTimeout)
             while clock.now < until {
                 guard let r = try await queue.record(record.id) else { break }
-                if r.state.isFinal { return try await image(record.id, location: location) }
+                if r.state.isFinal {
+                    let response = try await image(record.id, location: location)
+                    await queue.delivered(record.id)
+                    return response
+                }
                 if let d = r.deadline, Date() > d.addingTimeInterval(1) { break }
                 try await Task.sleep(for: configuration.poll)
             }
@@ -187,7 +191,9 @@ public struct RestoreAPI: Sendable {
         guard let r = try await queue.record(id) else { throw HTTPError(.notFound, message: "no job \(id)") }
         switch r.state {
         case .succeeded:
-            guard let bytes = try await queue.result(id) else { throw HTTPError(.gone, message: "job \(id)'s image is no longer kept") }
+            guard let bytes = try await queue.result(id) else {
+                throw HTTPError(.gone, message: "job \(id)'s image is no longer kept (it was sent to the request that waited for it, or newer jobs replaced it)")
+            }
             var headers: HTTPFields = [.contentType: "image/\(r.parameters.format.rawValue)"]
             if let location { headers[.location] = location }
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))

@@ -52,16 +52,16 @@ public enum RestoreServer {
         }
         // `--jobs 0` (with a PostgreSQL queue): an API server only; workers run the jobs.
         let engine = options.jobs == 0 ? nil : Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger)
-        let migrated = Atomic<Bool>(options.queue == nil)
+        let migrated = Flag(options.queue == nil)
         let api = RestoreAPI(queue: queue, session: sessions[0], admission: admission, metrics: metrics, configuration: options.api,
-                             ready: { migrated.load(ordering: .acquiring) && (engine?.isReady ?? true) })
+                             ready: { migrated.isSet && (engine?.isReady ?? true) })
         let app = Application(router: api.router(), configuration: .init(address: .hostname(options.host, port: options.port), serverName: "diffbir"),
                               logger: logger)
         if let engine { services.append(engine) }
         // Shutdown runs from the last service to the first: the queue stops taking jobs, the HTTP
         // server finishes its requests, the engine its running jobs, then the database pool closes.
         services += [app, Drainer(queue: queue)]
-        if let postgres = queue as? PostgresJobQueue { services.append(Migration(queue: postgres, done: { migrated.store(true, ordering: .releasing) })) }
+        if let postgres = queue as? PostgresJobQueue { services.append(Migration(queue: postgres, done: { migrated.set() })) }
         logger.info("serving", metadata: ["plan": "\(options.plan)", "listen": "\(options.host):\(options.port)", "slots": "\(engine == nil ? 0 : admission.slots)",
                                           "per_job_bytes": "\(admission.perJob)", "queue": "\(options.queue == nil ? "memory" : "postgres")",
                                           "queue_depth": "\(options.queueDepth)"])
@@ -71,18 +71,20 @@ public enum RestoreServer {
 
     /// `diffbir worker`: claims jobs from the PostgreSQL queue and runs them until SIGTERM (the
     /// running job finishes first). `listen`: /healthz, /readyz and /metrics there.
-    public static func work(plan: String, queue url: String, maxMemory: Int?, jobs: Int?, threads: Int, listen: (String, Int)?, logger: Logger) async throws {
+    public static func work(plan: String, queue url: String, maxMemory: Int?, jobs: Int?, threads: Int, lease: Duration = .seconds(30),
+                            listen: (String, Int)?, logger: Logger) async throws {
         let (sessions, admission) = try Self.sessions(plan: plan, maxMemory: maxMemory, jobs: jobs, threads: threads)
         let metrics = ServiceMetrics()
-        let queue = try PostgresJobQueue(url: url, depth: 0, logger: logger)
-        let engine = Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger)
-        let migrated = Atomic<Bool>(false)
+        let queue = try PostgresJobQueue(url: url, depth: 0, lease: lease, logger: logger)
+        let engine = Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger,
+                            heartbeat: lease / 5, idlePoll: .milliseconds(100))
+        let migrated = Flag(false)
         var services: [any Service] = [queue, engine]
         if let listen {
             let router = Router(context: BasicRequestContext.self)
             router.get("/healthz") { _, _ in "ok\n" }
             router.get("/readyz") { _, _ -> Response in
-                guard migrated.load(ordering: .acquiring) && engine.isReady else { throw HTTPError(.serviceUnavailable, message: "warming up") }
+                guard migrated.isSet && engine.isReady else { throw HTTPError(.serviceUnavailable, message: "warming up") }
                 return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
             }
             router.get("/metrics") { _, _ -> Response in
@@ -90,7 +92,7 @@ public enum RestoreServer {
             }
             services.append(Application(router: router, configuration: .init(address: .hostname(listen.0, port: listen.1), serverName: "diffbir-worker"), logger: logger))
         }
-        services.append(Migration(queue: queue, done: { migrated.store(true, ordering: .releasing) }))
+        services.append(Migration(queue: queue, done: { migrated.set() }))
         logger.info("working", metadata: ["plan": "\(plan)", "slots": "\(admission.slots)", "per_job_bytes": "\(admission.perJob)"])
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -37,6 +37,11 @@ public enum Tool {
     /// `diffbir ARGS…` in `directory`, its outputs captured (through files: no pipe to fill), waited
     /// for with waitpid (Foundation's Process waits on a run loop a test's thread does not run).
     public static func run(_ arguments: [String], in directory: String? = nil) -> Result {
+        directory == nil ? run(program: path, arguments) : run(program: "/usr/bin/env", ["-C", directory ?? ".", path] + arguments)
+    }
+
+    /// Any program (an absolute path), as `run` runs `diffbir`.
+    public static func run(program: String, _ arguments: [String]) -> Result {
         let scratch = TemporaryDirectory()
         let outPath = scratch.file("stdout"), errPath = scratch.file("stderr")
         var actions = posix_spawn_file_actions_t()
@@ -47,12 +52,11 @@ public enum Tool {
         posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         // (In another directory through env -C: glibc's posix_spawn_file_actions_addchdir_np is not
         // visible to Swift.)
-        let program = directory == nil ? path : "/usr/bin/env"
-        let argv = ((directory.map { ["/usr/bin/env", "-C", $0, path] } ?? [path]) + arguments).map { strdup($0) } + [nil]
+        let argv = ([program] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, program, &actions, nil, argv, environ)
-        guard spawned == 0 else { return Result(status: -1, output: Data(), stderr: "cannot run \(path): \(String(cString: strerror(spawned)))") }
+        guard spawned == 0 else { return Result(status: -1, output: Data(), stderr: "cannot run \(program): \(String(cString: strerror(spawned)))") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let exited = status & 0x7f == 0

@@ -118,6 +118,9 @@ struct Worker: ParsableCommand {
     @Option(help: "Serve /healthz, /readyz and /metrics on HOST:PORT (default: none).")
     var listen: String?
 
+    @Option(help: "Seconds a claim holds a job without a heartbeat (renewed five times as often); a worker silent that long has its job run again elsewhere.")
+    var lease: Double = 30
+
     @OptionGroup(title: "Threads")
     var threading: ThreadOptions
 
@@ -127,6 +130,7 @@ struct Worker: ParsableCommand {
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if let listen { _ = try Serve.address(listen) }
+        if !(lease.isFinite && lease >= 1 && lease <= 3600) { throw ValidationError("--lease must be in 1...3600 seconds") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel): one of trace, debug, info, notice, warning, error, critical") }
     }
 
@@ -135,8 +139,10 @@ struct Worker: ParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let address = try listen.map(Serve.address)
         let (plan, queue, maxMemory, jobs, threads) = (self.plan, self.queue, self.maxMemory?.bytes, self.jobs, threading.threads)
+        let lease = Duration.milliseconds(Int64(self.lease * 1000))
         try runAsync { [logger] in
-            try await RestoreServer.work(plan: plan, queue: queue, maxMemory: maxMemory, jobs: jobs, threads: threads, listen: address, logger: logger)
+            try await RestoreServer.work(plan: plan, queue: queue, maxMemory: maxMemory, jobs: jobs, threads: threads, lease: lease,
+                                         listen: address, logger: logger)
         }
     }
 }
