@@ -142,7 +142,9 @@ def main():
         w.wait(timeout=120)
     api.send_signal(signal.SIGTERM)
     api.wait(timeout=60)
-    summary = {"jobs": a.jobs, "workers": a.workers, "killed_mid_job": killed, "api_restarted": restarted_api,
+    flags = open("/proc/cpuinfo").read()
+    cpu = next((l.split(":", 1)[1].strip() for l in flags.splitlines() if l.startswith("model name")), "unknown")
+    summary = {"processor": cpu + (" (AVX-512)" if " avx512f" in flags else " (AVX2, no AVX-512)"), "jobs": a.jobs, "workers": a.workers, "killed_mid_job": killed, "api_restarted": restarted_api,
                "succeeded": sum(s["state"] == "succeeded" for s in states.values()), "failed_or_lost": len(failed),
                "identical_to_restore": identical, "ran_again_after_a_kill": attempts_over_1, "wall_seconds": round(wall, 1)}
     checks = {

@@ -4,8 +4,9 @@
   Tools/serve-load.py --plan PLAN INPUT.png [INPUT...] [--bin .build/release/diffbir]
                       [--requests 200] [--clients 8] [--bad 0.1] [--queue-depth 4]
 
-1. Back-to-back `diffbir restore` calls on the same plan and inputs: the reference bytes of every
-   (input, seed) and the throughput a script calling the command would get.
+1. Back-to-back `diffbir restore` calls on the same plan and inputs (half before the server runs,
+   half after): the reference bytes of every (input, seed) and the throughput a script calling the
+   command would get.
 2. `diffbir serve` started on a free port; REQUESTS requests (`POST /v1/restores?wait=true`) from
    CLIENTS threads, a fraction BAD of them bad: a truncated PNG (400), a PNG sent as text/plain
    (415), a body over --max-body (413). A 429 (queue full) is retried after its Retry-After.
@@ -72,18 +73,25 @@ def main():
     seeds = [100 + k for k in range(a.seeds)]
     pairs = [(i, s) for i in range(len(a.inputs)) for s in seeds]
 
-    # 1. References and back-to-back throughput.
+    # 1. References and back-to-back throughput: half the runs before the server, half after (the
+    #    machine's speed drifts over minutes; both sides see the same drift).
     reference = {}
     runs = max(a.cli_runs, len(pairs), 10)
-    start = time.monotonic()
-    for k in range(runs):
-        i, s = pairs[k % len(pairs)]
-        out = os.path.join(work, f"ref-{i}-{s}.png")
-        subprocess.run([a.bin, "restore", "--plan", a.plan, a.inputs[i], "--seed", str(s), "-o", out, "-q", "--overwrite",
-                        "--threads", str(a.threads)], check=True)
-        reference[(i, s)] = open(out, "rb").read()
-    cli_seconds = time.monotonic() - start
-    cli_rate = runs / cli_seconds
+    cli_seconds = [0.0]
+
+    def back_to_back(count, offset):
+        start = time.monotonic()
+        for k in range(offset, offset + count):
+            i, s = pairs[k % len(pairs)]
+            out = os.path.join(work, f"ref-{i}-{s}.png")
+            subprocess.run([a.bin, "restore", "--plan", a.plan, a.inputs[i], "--seed", str(s), "-o", out, "-q", "--overwrite",
+                            "--threads", str(a.threads)], check=True, stdout=subprocess.DEVNULL)
+            data = open(out, "rb").read()
+            if reference.setdefault((i, s), data) != data:
+                sys.exit(f"serve-load: two restores of {a.inputs[i]} seed {s} differ")
+        cli_seconds[0] += time.monotonic() - start
+
+    back_to_back(max(runs // 2, len(pairs)), 0)
 
     # 2. The server.
     port = free_port()
@@ -194,6 +202,9 @@ def main():
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
+
+    back_to_back(runs - max(runs // 2, len(pairs)), max(runs // 2, len(pairs)))
+    cli_rate = runs / cli_seconds[0]
 
     good = [r for r in results if r["kind"] == "good"]
     bad = [r for r in results if r["kind"] == "bad"]

@@ -83,9 +83,13 @@ public final class Engine: Service, Sendable {
     let idlePoll: Duration
     let warmedUp = Flag()
 
+    /// Set when the queue can be used (its schema migrated); nil: at once.
+    let queueReady: Flag?
+
     /// `sessions`: one per slot, all on the same plan.
     public init(sessions: [RestoreSession], queue: any JobQueue, admission: Admission, metrics: ServiceMetrics, logger: Logger,
-                heartbeat: Duration = .milliseconds(200), idlePoll: Duration = .milliseconds(20)) {
+                heartbeat: Duration = .milliseconds(200), idlePoll: Duration = .milliseconds(20), queueReady: Flag? = nil) {
+        self.queueReady = queueReady
         slots = sessions.enumerated().map { Slot($1, index: $0) }
         self.queue = queue
         self.metrics = metrics
@@ -114,6 +118,9 @@ public final class Engine: Service, Sendable {
 
     public func run() async throws {
         if !isReady { try await warmUp() }
+        while let gate = queueReady, !gate.isSet, !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
         logger.info("ready", metadata: ["slots": "\(slots.count)", "per_job_bytes": "\(admission.perJob)", "weights_bytes": "\(admission.weights)"])
         await withTaskGroup(of: Void.self) { group in
             for slot in slots {

@@ -30,6 +30,8 @@ public protocol JobQueue: Sendable {
     /// The image was handed to the client that waited for it (`?wait=true`): a queue that keeps
     /// images in memory drops it now, so memory stays flat however many jobs pass.
     func delivered(_ id: String) async
+    /// Why a job would be refused now (full, draining), or nil.
+    func fullness() async throws -> SubmitRefusal?
     /// Jobs waiting (not running).
     func queuedCount() async throws -> Int
     /// No new jobs from now on.
@@ -85,11 +87,16 @@ public actor MemoryJobQueue: JobQueue {
         self.keep = max(keep, 1)
     }
 
-    public func submit(input: [UInt8], parameters: RestoreParameters, deadline: Date?) throws -> JobRecord {
-        if draining { throw SubmitRefusal.draining }
+    public func fullness() -> SubmitRefusal? {
+        if draining { return .draining }
         guard waiting.count < depth else {
-            throw SubmitRefusal.queueFull(queued: waiting.count, retryAfter: max(1, Int((meanRunSeconds * Double(waiting.count + 1)).rounded(.up))))
+            return .queueFull(queued: waiting.count, retryAfter: max(1, Int((meanRunSeconds * Double(waiting.count + 1)).rounded(.up))))
         }
+        return nil
+    }
+
+    public func submit(input: [UInt8], parameters: RestoreParameters, deadline: Date?) throws -> JobRecord {
+        if let refusal = fullness() { throw refusal }
         let record = JobRecord(id: UUID().uuidString.lowercased(), parameters: parameters, deadline: deadline)
         jobs[record.id] = record
         inputs[record.id] = input

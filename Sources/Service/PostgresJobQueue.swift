@@ -195,6 +195,9 @@ public final class PostgresJobQueue: JobQueue, Service {
 
     public func drain() async { draining.set() }
 
+    /// Draining only: whether the table is full is decided when the job is inserted (one statement).
+    public func fullness() async throws -> SubmitRefusal? { draining.isSet ? .draining : nil }
+
     /// Results stay in the table (any API server may be asked for them) until `keep` newer jobs end.
     public func delivered(_ id: String) async {}
 
@@ -267,9 +270,9 @@ public final class PostgresJobQueue: JobQueue, Service {
 
 /// A flag set once, read from any thread (a class: a local `Atomic` captured by closures crashes
 /// the 6.3 optimiser).
-final class Flag: Sendable {
+public final class Flag: Sendable {
     let value: Atomic<Bool>
-    init(_ initial: Bool = false) { value = Atomic(initial) }
-    var isSet: Bool { value.load(ordering: .acquiring) }
-    func set() { value.store(true, ordering: .releasing) }
+    public init(_ initial: Bool = false) { value = Atomic(initial) }
+    public var isSet: Bool { value.load(ordering: .acquiring) }
+    public func set() { value.store(true, ordering: .releasing) }
 }

@@ -104,6 +104,9 @@ public struct RestoreAPI: Sendable {
     // MARK: handlers
 
     func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        // A full queue answers before the body is read or the image decoded: clients that retry
+        // cost the server almost nothing (the queue checks again when the job is added).
+        if let full = try await queue.fullness() { throw Self.refusal(full) }
         let query = request.uri.queryParameters
         var fields: [(String, String)] = query.map { (String($0.key), String($0.value)) }
         let type = request.headers[.contentType].map { $0.split(separator: ";")[0].trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
@@ -155,12 +158,7 @@ public struct RestoreAPI: Sendable {
         }
         let record: JobRecord
         do { record = try await queue.submit(input: input, parameters: parameters, deadline: deadline) } catch let refusal as SubmitRefusal {
-            switch refusal {
-            case .queueFull(let queued, let retryAfter):
-                throw HTTPError(.tooManyRequests, headers: [.retryAfter: "\(retryAfter)"], message: "the queue is full (\(queued) jobs wait); retry after \(retryAfter) s")
-            case .draining:
-                throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "5"], message: "the server is shutting down; no new jobs")
-            }
+            throw Self.refusal(refusal)
         }
         input = []
         context.logger.info("job queued", metadata: ["job": "\(record.id)"])
@@ -228,6 +226,15 @@ public struct RestoreAPI: Sendable {
     }
 
     // MARK: helpers
+
+    static func refusal(_ refusal: SubmitRefusal) -> HTTPError {
+        switch refusal {
+        case .queueFull(let queued, let retryAfter):
+            return HTTPError(.tooManyRequests, headers: [.retryAfter: "\(retryAfter)"], message: "the queue is full (\(queued) jobs wait); retry after \(retryAfter) s")
+        case .draining:
+            return HTTPError(.serviceUnavailable, headers: [.retryAfter: "5"], message: "the server is shutting down; no new jobs")
+        }
+    }
 
     static func text(_ object: [String: Any]) -> String {
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }

@@ -51,8 +51,9 @@ public enum RestoreServer {
             queue = MemoryJobQueue(depth: options.queueDepth, keep: options.keep)
         }
         // `--jobs 0` (with a PostgreSQL queue): an API server only; workers run the jobs.
-        let engine = options.jobs == 0 ? nil : Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger)
         let migrated = Flag(options.queue == nil)
+        let engine = options.jobs == 0 ? nil : Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger,
+                                                      queueReady: migrated)
         let api = RestoreAPI(queue: queue, session: sessions[0], admission: admission, metrics: metrics, configuration: options.api,
                              ready: { migrated.isSet && (engine?.isReady ?? true) })
         let app = Application(router: api.router(), configuration: .init(address: .hostname(options.host, port: options.port), serverName: "diffbir"),
@@ -76,9 +77,9 @@ public enum RestoreServer {
         let (sessions, admission) = try Self.sessions(plan: plan, maxMemory: maxMemory, jobs: jobs, threads: threads)
         let metrics = ServiceMetrics()
         let queue = try PostgresJobQueue(url: url, depth: 0, lease: lease, logger: logger)
-        let engine = Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger,
-                            heartbeat: lease / 5, idlePoll: .milliseconds(100))
         let migrated = Flag(false)
+        let engine = Engine(sessions: sessions, queue: queue, admission: admission, metrics: metrics, logger: logger,
+                            heartbeat: lease / 5, idlePoll: .milliseconds(100), queueReady: migrated)
         var services: [any Service] = [queue, engine]
         if let listen {
             let router = Router(context: BasicRequestContext.self)
@@ -106,6 +107,8 @@ struct Migration: Service {
     let done: @Sendable () -> Void
     func run() async throws {
         var delay = Duration.milliseconds(200)
+        // (The pool starts beside this service: a moment for its run() to begin.)
+        try? await Task.sleep(for: .milliseconds(100))
         while !Task.isShuttingDownGracefully {
             do {
                 let version = try await queue.migrate()
