@@ -143,3 +143,16 @@ public final class RestoreSession: @unchecked Sendable {
                               seconds: stages.compactMap { s in diffbir.seconds[s].map { (s.rawValue, $0) } }, notes: composed.notes)
     }
 }
+
+/// The machine's memory as Linux reports it.
+public enum SystemMemory {
+    /// MemAvailable of /proc/meminfo, in bytes (nil where there is none).
+    public static func available() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return nil
+    }
+}

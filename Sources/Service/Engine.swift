@@ -24,23 +24,13 @@ public struct Admission: Sendable, Equatable {
         let smallest = session.workingMemory(height: 64, width: 64)
         let cores = max(ProcessInfo.processInfo.activeProcessorCount, 1)
         let want = max(wanted ?? max(cores / max(threads, 1), 1), 1)
-        let budget = maxMemory ?? availableMemory() ?? (weights + want * smallest * 4)
+        let budget = maxMemory ?? SystemMemory.available() ?? (weights + want * smallest * 4)
         func gb(_ n: Int) -> String { String(format: "%.2f GB", Double(n) / 1e9) }
         guard budget >= weights + smallest else {
             throw RestoreError("--max-memory \(gb(budget)) is below the plan's weights (\(gb(weights))) plus one job's working memory (\(gb(smallest)) for a 64×64 input)")
         }
         let slots = min(want, (budget - weights) / smallest)
         return Admission(slots: slots, perJob: (budget - weights) / slots, weights: weights, smallestJob: smallest)
-    }
-
-    /// MemAvailable of /proc/meminfo.
-    public static func availableMemory() -> Int? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            let parts = line.split(separator: " ")
-            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
-        }
-        return nil
     }
 }
 

@@ -294,16 +294,6 @@ struct Restore: ParsableCommand {
     }
 
 
-    /// MemAvailable of /proc/meminfo.
-    static func availableMemory() -> Int? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            let parts = line.split(separator: " ")
-            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
-        }
-        return nil
-    }
-
     static func peakRSS() -> Int {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
@@ -337,7 +327,7 @@ struct Restore: ParsableCommand {
         options.colorFix = colorFix
         options.prompt = prompt
         options.negativePrompt = negativePrompt
-        options.memoryBudget = maxMemory?.bytes ?? Self.availableMemory()
+        options.memoryBudget = maxMemory?.bytes ?? SystemMemory.available()
         options.stage1Only = stage1Only
         if overlap != nil { throw ToolError("--overlap is for image-to-image plans; a DiffBIR plan's tiles overlap by half (DiffBIR's tiled mode)") }
         if guidanceScale != 0 {
