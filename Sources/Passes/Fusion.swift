@@ -417,6 +417,53 @@ enum Fusion {
 
 /// Layout choices that pay: transposes of matmul operands become flags of the product (no copy).
 enum Layout {
+    /// `matmul(x, W)` with `W` a constant `[K, N]` → `linear(x, Wᵀ)`. Exporters write `nn.Linear` on
+    /// inputs of three or more dimensions as MatMul against the transposed weight (TorchScript's, the
+    /// dynamo exporter's), and Gemm without `transB` the same way: as linear layers they are packed,
+    /// quantised (`--weights-dtype`) and given their bias, activation and residual by `epilogues`
+    /// like a model's own. A weight several products share is transposed once.
+    static let constantMatmulIntoLinear = Pass(name: "matmul-linear", summary: "matmul against a constant matrix as a linear layer") { g, _ in
+        var changes = 0
+        var transposed: [ValueID: ValueID] = [:]
+        for i in g.nodes.indices {
+            let n = g.nodes[i]
+            guard n.op == .matmul, n.inputs.count == 2, Fusion.isF32(g, n.inputs), g.type(n.inputs[0]).rank >= 2,
+                  let w = g.values[n.inputs[1]].constant, w.shape.rank == 2, w.dtype == .f32 else { continue }
+            let wt: ValueID
+            if let t = transposed[n.inputs[1]] {
+                wt = t
+            } else {
+                let (k, columns) = (w.shape.dims[0], w.shape.dims[1])
+                let source = w.floats()
+                var values = [Float](repeating: 0, count: source.count)
+                for r in 0..<k { for c in 0..<columns { values[c * k + r] = source[r * columns + c] } }
+                wt = g.addConstant(Tensor(values, shape: [columns, k]), name: g.values[n.inputs[1]].name + ".T")
+                transposed[n.inputs[1]] = wt
+            }
+            g.nodes[i] = Node(op: .linear, inputs: [n.inputs[0], wt], outputs: n.outputs, name: n.name)
+            changes += 1
+        }
+        // The exporter's bias: `add(linear(x, W), b)` with `b` a constant of one value per output
+        // (shape [N] or [1, …, 1, N]) → the linear's bias.
+        let uses = Uses(g)
+        for i in g.nodes.indices {
+            let n = g.nodes[i]
+            guard n.op == .binary(.add), n.inputs.count == 2 else { continue }
+            for (k, other) in [(0, 1), (1, 0)] {
+                guard uses.absorbable(n.inputs[k]), let (_, l) = g.producerNode(n.inputs[k]), l.op == .linear, l.inputs.count == 2,
+                      let b = g.values[n.inputs[other]].constant, b.dtype == .f32, Fusion.isF32(g, [n.inputs[k]]),
+                      let columns = g.type(l.inputs[1]).dims.first, b.count == columns, b.shape.dims.last == columns,
+                      g.type(n.outputs[0]).shape == g.type(n.inputs[k]).shape else { continue }
+                let bias = b.shape.rank == 1 ? n.inputs[other] : g.addConstant(Tensor(b.floats(), shape: [columns]), name: g.values[n.inputs[other]].name)
+                g.nodes[i] = Node(op: .linear, inputs: l.inputs + [bias], outputs: n.outputs, name: l.name)
+                changes += 1
+                break
+            }
+        }
+        g = g.withoutDeadNodes()
+        return changes
+    }
+
     static let transposeIntoMatmul = Pass(name: "layout", summary: "transposes of matmul operands read in place as transposed operands") { g, _ in
         var changes = 0
         let uses = Uses(g)

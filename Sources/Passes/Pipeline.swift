@@ -52,6 +52,7 @@ public enum PassPipeline {
         Cleanup.commonSubexpressions,
         Cleanup.constantFolding,
         Cleanup.reshapeTransposeSimplification,
+        Layout.constantMatmulIntoLinear,
         Fusion.batchNormFolding,
         Fusion.attention,
         Fusion.geglu,

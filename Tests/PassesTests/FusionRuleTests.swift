@@ -90,6 +90,35 @@ import Testing
         }
     }
 
+    /// An exporter's linear layer, `MatMul(x, Wᵀ) + b` on a 3-d input, becomes a linear layer with its
+    /// bias as epilogue (and a weight two products share is transposed once); a product of two
+    /// activations, a 3-d constant, or f64 stays a matmul.
+    @Test func matmulAgainstAConstantBecomesALinearLayer() throws {
+        for variant in [Variant.fires, .float64] {
+            let (before, after) = try Self.run({ b in
+                let x = b.input("x", [2, 5, 12])
+                let w = b.constant([12, 7])
+                let y = try b.op(.binary(.add), [try b.op(.matmul, [x, w]), b.constant([7])])
+                let z = try b.op(.matmul, [x, w])
+                return (try b.op(.binary(.add), [y, z]), y)
+            }, variant)
+            let ops = after.nodes.map(\.op.name)
+            if variant == .fires {
+                #expect(!ops.contains("matmul"), "\(ops)")
+                #expect(after.values.filter { $0.name.hasSuffix(".T") && $0.isConstant }.count == 1, "the shared weight is transposed once")
+            } else {
+                #expect(ops.contains("matmul") && !ops.contains { $0.hasPrefix("linear") }, "\(ops)")
+            }
+            try Self.expectSameResults("matmul-linear (\(variant))", before, after)
+        }
+        for pattern in [{ (b: inout Builder) throws -> ValueID in try b.op(.matmul, [b.input("a", [4, 6]), b.input("b", [6, 3])]) },
+                        { (b: inout Builder) throws -> ValueID in try b.op(.matmul, [b.input("a", [2, 4, 6]), b.constant([2, 6, 3])]) }] {
+            let (before, after) = try Self.run({ b in let y = try pattern(&b); return (y, y) }, .fires)
+            #expect(after.nodes.map(\.op.name).contains("matmul"))
+            try Self.expectSameResults("matmul-linear (kept)", before, after)
+        }
+    }
+
     @Test func groupNormSiLUIntoConvolution() throws {
         try Self.check("conv-prologue", { b in
             let x = b.input("x", [1, 8, 6, 6])
