@@ -97,3 +97,81 @@ extension Graph {
         return g.withoutDeadNodes()
     }
 }
+
+extension Cleanup {
+    /// `gather(x, i, axis)` with a constant single index (exporters write `qkv[0]`, `qkv[1]`, `qkv[2]`
+    /// this way) → one part of a split of `x` along the axis, reshaped to drop it. All of `x`'s gathers
+    /// on that axis share one split, which lowering makes views where the axis has nothing outside it
+    /// (no copy at all); the reshapes are aliases. Axes of up to 16 entries.
+    static let gatherAsSplit = Pass(name: "gather-split", summary: "gathers of single constant indices as parts of one split") { g, _ in
+        struct Key: Hashable { let value: ValueID, axis: Int }
+        var parts: [Int: (key: Key, index: Int)] = [:]
+        for (i, n) in g.nodes.enumerated() {
+            guard case .gather(let axis) = n.op, n.inputs.count == 2, n.outputs.count == 1, let index = g.values[n.inputs[1]].constant,
+                  index.count == 1, index.shape.rank <= 1, index.dtype == .i64 || index.dtype == .i32 else { continue }
+            let t = g.type(n.inputs[0])
+            let a = axis < 0 ? axis + t.rank : axis
+            guard a >= 0, a < t.rank, t.dims[a] <= 16 else { continue }
+            var k = Int(index.converted(to: .i64).withElements(as: Int64.self) { $0[0] })
+            if k < 0 { k += t.dims[a] }
+            guard (0..<t.dims[a]).contains(k) else { continue }
+            parts[i] = (Key(value: n.inputs[0], axis: a), k)
+        }
+        guard !parts.isEmpty else { return 0 }
+        var splits: [Key: [ValueID]] = [:]
+        var nodes: [Node] = []
+        for (i, n) in g.nodes.enumerated() {
+            guard let (key, k) = parts[i] else { nodes.append(n); continue }
+            if splits[key] == nil {
+                let t = g.type(key.value)
+                var dims = t.dims
+                dims[key.axis] = 1
+                let outputs = (0..<t.dims[key.axis]).map { j -> ValueID in
+                    // (Definitions are renumbered by withoutDeadNodes below.)
+                    g.values.append(Value(type: TensorType(t.dtype, Shape(dims)), name: g.values[key.value].name + ":\(j)", definition: .node(nodes.count, output: j)))
+                    return g.values.count - 1
+                }
+                nodes.append(Node(op: .split(axis: key.axis, sizes: Array(repeating: 1, count: t.dims[key.axis])), inputs: [key.value],
+                                  outputs: outputs, name: n.name + ":split"))
+                splits[key] = outputs
+            }
+            guard let part = splits[key]?[k] else { nodes.append(n); continue }
+            nodes.append(Node(op: .reshape(g.type(n.outputs[0]).shape), inputs: [part], outputs: n.outputs, name: n.name))
+        }
+        g.nodes = nodes
+        g = g.withoutDeadNodes()
+        return parts.count
+    }
+}
+
+extension Cleanup {
+    /// `reshape(add(reshape(y, [1…1] + shape(y)), c), shape(y))` with `c` a constant whose leading
+    /// axes are 1 → `add(y, c′)`, `c′` being `c` without them. Exporters of shifted-window attention
+    /// add the window mask this way (`attn.view(1, nW, nH, N, N) + mask`, then `view(-1, nH, N, N)`);
+    /// without the detour the additions reach the attention fusion as its biases.
+    static let unitAxesAroundAdd = Pass(name: "unit-axes-add", summary: "an add of a constant between reshapes that only add leading 1s, without them") { g, _ in
+        var changes = 0
+        let uses = Uses(g)
+        for i in g.nodes.indices {
+            let n = g.nodes[i]
+            guard case .reshape(let back) = n.op, uses.absorbable(n.inputs[0]), let (_, add) = g.producerNode(n.inputs[0]),
+                  add.op == .binary(.add) else { continue }
+            for (k, other) in [(0, 1), (1, 0)] {
+                guard uses.absorbable(add.inputs[k]), let (_, r) = g.producerNode(add.inputs[k]), case .reshape(let out) = r.op,
+                      let c = g.values[add.inputs[other]].constant else { continue }
+                let y = r.inputs[0]
+                let m = out.rank - g.type(y).rank
+                guard m > 0, back == g.type(y).shape, out.dims.dropFirst(m).elementsEqual(g.type(y).dims), out.dims.prefix(m).allSatisfy({ $0 == 1 }),
+                      c.shape.rank == out.rank, c.shape.dims.prefix(m).allSatisfy({ $0 == 1 }), g.type(add.outputs[0]).shape == out,
+                      c.dtype == g.type(y).dtype else { continue }
+                let reduced = g.addConstant(Tensor(dtype: c.dtype, shape: Shape(Array(c.shape.dims.dropFirst(m))), storage: c.storage),
+                                            name: g.values[add.inputs[other]].name)
+                g.nodes[i] = Node(op: .binary(.add), inputs: k == 0 ? [y, reduced] : [reduced, y], outputs: n.outputs, name: add.name)
+                changes += 1
+                break
+            }
+        }
+        g = g.withoutDeadNodes()
+        return changes
+    }
+}

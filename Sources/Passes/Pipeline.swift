@@ -52,6 +52,8 @@ public enum PassPipeline {
         Cleanup.commonSubexpressions,
         Cleanup.constantFolding,
         Cleanup.reshapeTransposeSimplification,
+        Cleanup.gatherAsSplit,
+        Cleanup.unitAxesAroundAdd,
         Layout.constantMatmulIntoLinear,
         Fusion.batchNormFolding,
         Fusion.attention,

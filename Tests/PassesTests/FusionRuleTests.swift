@@ -119,6 +119,56 @@ import Testing
         }
     }
 
+    /// `qkv[0]`, `qkv[1]`, `qkv[2]` (gathers of constant single indices) become one split whose parts
+    /// are reshaped; a gather of several indices, or of a runtime index, stays.
+    @Test func gathersOfSingleIndicesBecomeOneSplit() throws {
+        func ints(_ values: [Int64], _ shape: Shape) -> Tensor {
+            let t = Tensor(dtype: .i64, shape: shape, storage: TensorStorage(byteCount: values.count * 8))
+            values.withUnsafeBytes { t.storage.mutableBytes?.copyMemory(from: $0) }
+            return t
+        }
+        func index(_ b: inout Builder, _ i: Int64, rank1: Bool = false) -> ValueID {
+            b.g.addConstant(ints([i], rank1 ? [1] : []), name: "i\(i)\(rank1)")
+        }
+        let (before, after) = try Self.run({ b in
+            let x = b.input("x", [3, 4, 5])
+            let q = try b.op(.gather(axis: 0), [x, index(&b, 0)]), k = try b.op(.gather(axis: 0), [x, index(&b, -2)])
+            let v = try b.op(.gather(axis: 0), [x, index(&b, 2, rank1: true)])
+            let s = try b.op(.binary(.add), [try b.op(.binary(.mul), [q, k]), try b.op(.reshape([4, 5]), [v])])
+            return (try b.op(.gather(axis: 1), [s, b.g.addConstant(ints([0, 3], [2]), name: "two")]), s)
+        }, .fires)
+        let ops = after.nodes.map(\.op.name)
+        #expect(ops.filter { $0 == "split" }.count == 1, "\(ops)")
+        #expect(ops.filter { $0 == "gather" }.count == 1, "the two-index gather stays: \(ops)")
+        try Self.expectSameResults("gather-split", before, after)
+    }
+
+    /// A window mask added between reshapes that only add a leading 1 (`attn.view(1, nW, nH, N, N) +
+    /// mask`, `view(-1, nH, N, N)`) becomes a plain add, so shifted-window attention fuses with both
+    /// its biases; a reshape that regroups axes keeps its detour.
+    @Test func maskAddBetweenUnitReshapesReachesAttention() throws {
+        let (before, after) = try Self.run({ b in
+            let q = b.input("q", [4, 2, 8, 6]), k = b.input("k", [4, 2, 8, 6]), v = b.input("v", [4, 2, 8, 6])
+            let scores = try b.op(.matmul, [q, try b.op(.transpose([0, 1, 3, 2]), [k])])
+            let biased = try b.op(.binary(.add), [scores, b.constant([2, 8, 8])])
+            let up = try b.op(.reshape([1, 4, 2, 8, 8]), [biased])
+            let masked = try b.op(.binary(.add), [up, b.constant([1, 4, 1, 8, 8])])
+            let p = try b.op(.softmax(axis: -1), [try b.op(.reshape([4, 2, 8, 8]), [masked])])
+            return (try b.op(.matmul, [p, v]), p)
+        }, .fires)
+        let ops = after.nodes.map(\.op.name)
+        #expect(ops.contains("attention") && !ops.contains("softmax"), "\(ops)")
+        try Self.expectSameResults("unit-axes-add", before, after)
+        let (kept, regrouped) = try Self.run({ b in
+            let y = b.input("y", [4, 6])
+            let up = try b.op(.reshape([1, 2, 12]), [y])
+            let a = try b.op(.binary(.add), [up, b.constant([1, 2, 12])])
+            return (try b.op(.reshape([4, 6]), [a]), a)
+        }, .fires)
+        #expect(regrouped.nodes.map(\.op.name).contains("reshape"))
+        try Self.expectSameResults("unit-axes-add (regrouped)", kept, regrouped)
+    }
+
     @Test func groupNormSiLUIntoConvolution() throws {
         try Self.check("conv-prologue", { b in
             let x = b.input("x", [1, 8, 6, 6])
