@@ -24,6 +24,7 @@ enum TestDatabase {
         let queue = try PostgresJobQueue(url: try #require(url), depth: depth, keep: 64, lease: lease, logger: logger)
         let pool = Task { try await queue.run() }
         defer { pool.cancel() }
+        try await Task.sleep(for: .milliseconds(50))  // (the pool's run() begins: no "lease before run" warning)
         try await queue.migrate()
         try await queue.client.query("DELETE FROM diffbir_jobs", logger: logger)
         return try await body(queue)
