@@ -408,14 +408,15 @@ public final class Executor: @unchecked Sendable {
         case .conv2d(var c):
             guard x[0].dims.count == 4, f32Except(weight: 1, x, r) else { return false }
             // Without VNNI, int8 × int8 products are no faster than f32 ones, and 3×3 convolutions of
-            // 32×32 outputs or more run faster as Winograd F(2,3) on the int8 weights, transformed as
-            // used, with f32 activations (320 channels at 64×64: 302 → 205 ms, 640 at 32×32: 173 →
-            // 124 ms; on 16×16 and smaller, the int8 × int8 products are as fast or faster).
+            // 32×32 outputs or more run faster as Winograd on the int8 weights, transformed as used,
+            // with f32 activations: F(2,3), and F(4,3) from 64×64 (the denoise step's, AVX2: 320
+            // channels at 64×64 302 → 205 ms as F(2,3); 640 at 32×32 173 → 124 ms; on 16×16 and
+            // smaller, the int8 × int8 products are as fast or faster).
             if x[1].dtype == .i8, int8Activations, Int8Convolution.kernel(c, isa: gemm.isa) == .avx2, c.upsample != true,
                Winograd.eligible(c, weight: x[1].dims), x[1].dims[0] >= 32, x[1].dims[1] >= 32, r[0].dims.count == 4,
                r[0].dims[2] * r[0].dims[3] >= 32 * 32, channelScales(of: weights[1]) != nil {
                 c.winograd = true
-                c.winogradTile = nil
+                c.winogradTile = r[0].dims[2] * r[0].dims[3] >= 64 * 64 && Winograd43.quantizedFits(oc: x[1].dims[0], c: x[1].dims[1]) ? 4 : nil
             }
             // int8 weights in an int8-activation plan: int8 × int8 products (VNNI, or AVX2 on 16 bits);
             // an upsampling convolution's four 2×2 phase kernels as one 2×2 convolution.

@@ -245,6 +245,11 @@ public enum FusedConvolution {
             Winograd43.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine)
             return
         }
+        if k.winograd == true, k.winogradTile == 4, let packed, Winograd.eligible(k, weight: weight.dims), packed.element != nil,
+           packed.groups == 1, packed.k == c * 9, packed.width == gemm.mr, !bf16, Winograd43.quantizedFits(oc: oc, c: c) {
+            Winograd43.runQuantized(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine)
+            return
+        }
         if k.winograd == true, let packed, Winograd.eligible(k, weight: weight.dims),
            packed.element == nil ? packed.groups == 16 : packed.groups == 1 && !bf16 {
             Winograd.run(k, x: x, packed: packed, operands: operands, out: out, gemm: gemm, threads: threads, affine: affine,

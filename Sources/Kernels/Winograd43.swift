@@ -37,6 +37,86 @@ public enum Winograd43 {
 
     public static func run(_ k: Conv2DKernel, x: View, packed: PackedMatrix, operands: [View], out: View, gemm: Gemm, threads: Int, affine: [Float]) {
         precondition(packed.element == nil && packed.groups == 36 && gemm.precision != .bf16, "Winograd F(4,3): f32 transformed weights")
+        run(k, x: x, u: UnsafePointer(packed.pointer), groupStride: packed.groupStride, panelStride: packed.panelStride, operands: operands, out: out,
+            gemm: gemm, threads: threads, affine: affine)
+    }
+
+    /// The most scratch `runQuantized` takes for its transformed kernels (36 · oc · c floats): 64 MB
+    /// (the denoise step's largest at 64×64 outputs, 960 → 320 channels, takes 44 MB).
+    public static let quantizedScratchBytes = 64 << 20
+
+    /// Whether `runQuantized` takes `[oc, c, 3, 3]` weights within `quantizedScratchBytes`.
+    public static func quantizedFits(oc: Int, c: Int) -> Bool { 36 * oc * c * 4 <= quantizedScratchBytes }
+
+    /// F(4,3) with quantised weights (int8, int8 blocks, f16: A panels of `[oc, c·9]`): the 36
+    /// transformed kernels of every output channel computed once a call into shared scratch (the plan
+    /// and the packed weights keep only the quantised values), then the bands as with f32 transformed
+    /// weights. F(2,3) transforms them per band and block instead, which F(4,3)'s 36 kernels a pair
+    /// of channels would make cost more than its multiplies save.
+    public static func runQuantized(_ k: Conv2DKernel, x: View, packed: PackedMatrix, operands: [View], out: View, gemm: Gemm, threads: Int,
+                                    affine: [Float]) {
+        let (c, oc, mr) = (x.dims[1], out.dims[1], gemm.mr)
+        guard case .quantized(let q) = packed.operand(), packed.groups == 1, packed.k == c * 9, packed.width == mr, gemm.precision != .bf16,
+              quantizedFits(oc: oc, c: c) else {
+            preconditionFailure("Winograd F(4,3) on quantised weights: f32 GEMMs on [oc, c·9] panels within \(quantizedScratchBytes) bytes")
+        }
+        let panels = (oc + mr - 1) / mr
+        let panelStride = c * mr, groupStride = panels * panelStride + 16
+        let shared = ScratchPool.shared.take()
+        defer { ScratchPool.shared.give(shared) }
+        let u = shared.floats(0, 36 * groupStride)
+        transformQuantized(q, panels: panels, c: c, width: mr, into: u, groupStride: groupStride, threads: threads)
+        run(k, x: x, u: UnsafePointer(u), groupStride: groupStride, panelStride: panelStride, operands: operands, out: out, gemm: gemm,
+            threads: threads, affine: affine)
+    }
+
+    /// U_ξ of quantised `[oc, c·9]` panels of `width` rows: `u[ξ·groupStride + (panel·c + ci)·width + r]`,
+    /// eight rows of a panel at a time (`transformKernel`'s arithmetic on vectors, in the same order).
+    static func transformQuantized(_ q: QuantizedPanels, panels: Int, c: Int, width: Int, into u: UnsafeMutablePointer<Float>, groupStride: Int,
+                                   threads: Int) {
+        Parallel.forRanges(panels, threads: threads) { range in
+            // One panel expanded to f32 (`[(ci·9 + t)·width + r]`), with room to read eight lanes past its end.
+            let expanded = UnsafeMutablePointer<Float>.allocate(capacity: c * 9 * width + 16)
+            defer { expanded.deallocate() }
+            expanded.initialize(repeating: 0, count: c * 9 * width + 16)
+            var lanes = [Float](repeating: 0, count: 36 * 8)
+            lanes.withUnsafeMutableBufferPointer { lanes in
+                let l = lanes.baseAddress!
+                for panel in range {
+                    q.expand(panels: panel..<(panel + 1), depth: 0..<(c * 9), width: width, into: expanded)
+                    for ci in 0..<c {
+                        for r0 in stride(from: 0, to: width, by: 8) {
+                            @inline(__always) func g(_ t: Int) -> SIMD8<Float> {
+                                UnsafeRawPointer(expanded + (ci * 9 + t) * width + r0).loadUnaligned(as: SIMD8<Float>.self)
+                            }
+                            @inline(__always) func gRows(_ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>)
+                                -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+                                (a / 4, -(a + b + c) / 6, -(a - b + c) / 6, a / 24 + b / 12 + c / 6, a / 24 - b / 12 + c / 6, c)
+                            }
+                            let c0 = gRows(g(0), g(3), g(6)), c1 = gRows(g(1), g(4), g(7)), c2 = gRows(g(2), g(5), g(8))
+                            for i in 0..<6 {
+                                @inline(__always) func pick(_ t: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>)) -> SIMD8<Float> {
+                                    switch i { case 0: return t.0; case 1: return t.1; case 2: return t.2; case 3: return t.3; case 4: return t.4; default: return t.5 }
+                                }
+                                let t = gRows(pick(c0), pick(c1), pick(c2))
+                                @inline(__always) func put(_ j: Int, _ v: SIMD8<Float>) { UnsafeMutableRawPointer(l + (i * 6 + j) * 8).storeBytes(of: v, as: SIMD8<Float>.self) }
+                                put(0, t.0); put(1, t.1); put(2, t.2); put(3, t.3); put(4, t.4); put(5, t.5)
+                            }
+                            let rows = min(8, width - r0)
+                            let base = (panel * c + ci) * width + r0
+                            for xi in 0..<36 {
+                                let d = u + xi * groupStride + base
+                                for r in 0..<rows { d[r] = l[xi * 8 + r] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    static func run(_ k: Conv2DKernel, x: View, u transformed: UnsafePointer<Float>, groupStride: Int, panelStride: Int, operands: [View], out: View,
+                    gemm: Gemm, threads: Int, affine: [Float]) {
         let (n, c, h, w) = (x.dims[0], x.dims[1], x.dims[2], x.dims[3])
         let (oc, oh, ow) = (out.dims[1], out.dims[2], out.dims[3])
         let (pt, pl) = (k.pads[0], k.pads[1])
@@ -122,8 +202,8 @@ public enum Winograd43 {
                     let o0 = p0 * mr, orows = min(p1 * mr, oc) - o0
                     guard orows > 0 else { continue }
                     for xi in 0..<36 {
-                        let u = packed.pointer + xi * packed.groupStride + p0 * packed.panelStride
-                        gemm.run(m: orows, n: tiles, k: c, a: .panels(u, panelStride: packed.panelStride),
+                        let u = transformed + xi * groupStride + p0 * panelStride
+                        gemm.run(m: orows, n: tiles, k: c, a: .panels(u, panelStride: panelStride),
                                  b: .panels(v + xi * vStride, panelStride: c * nr), c: m + xi * mStride, ldc: tiles, accumulate: false,
                                  scratch: worker.gemm)
                     }

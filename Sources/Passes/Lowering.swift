@@ -47,13 +47,14 @@ public struct Lowering {
     /// than the multiplies saved. Quantised weights (int8, int8 blocks, f16) are marked too, with
     /// f32's threshold, unless `int8Activations` (their int8 × int8 kernels do not use it). Returns how many.
     @discardableResult
-    /// f32 weights on outputs of at least `f32Tile4Plane` pixels run F(4,3) (`winogradTile` 4) instead,
+    /// f32 weights on outputs of at least `f32Tile4Plane` pixels run F(4,3) (`winogradTile` 4) instead
+    /// (quantised ones too, from that size),
     /// and from `f32Tile4SmallPlane` pixels when their 36 transformed kernels take at most
     /// `f32Tile4SmallBytes` (F(4,3) streams them once a band: on small images with large kernels,
     /// e.g. 640 channels at 32×32, that costs more than F(2,3) saves).
     public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int, minimumPlaneBF16: Int? = nil, minimumPlaneQuantized: Int? = nil,
                                       int8Activations: Bool = false, f32Tile4Plane: Int? = nil, f32Tile4SmallPlane: Int? = nil,
-                                      f32Tile4SmallBytes: Int = 16 << 20) -> Int {
+                                      f32Tile4SmallBytes: Int = 16 << 20, quantizedTile4Bytes: Int = 64 << 20) -> Int {
         var count = 0
         for e in entries.indices {
             for i in entries[e].instructions.indices {
@@ -74,6 +75,11 @@ public struct Lowering {
                     if plane >= t4 || (f32Tile4SmallPlane.map { plane >= $0 } == true && 36 * dims[0] * dims[1] * 4 <= f32Tile4SmallBytes) {
                         c.winogradTile = 4
                     }
+                } else if weights[wi].dtype == .i8 || weights[wi].dtype == .f16, let t4 = f32Tile4Plane,
+                          outShape.dims[2] * outShape.dims[3] >= t4, 36 * dims[0] * dims[1] * 4 <= quantizedTile4Bytes {
+                    // Quantised weights: F(4,3) from the same size, their transformed kernels computed
+                    // once a call into scratch (the runtime's `Winograd43.quantizedScratchBytes`).
+                    c.winogradTile = 4
                 }
                 entries[e].instructions[i].kernel = .conv2d(c)
                 count += 1

@@ -125,6 +125,16 @@ import Testing
             if case .conv2d(let c) = i.kernel, c.winograd == true { tiles[i.name] = c.winogradTile ?? 2 }
         }
         #expect(tiles == ["wide64": 4, "wide32": 2, "small32": 4])
+        // Quantised weights: F(4,3) from 64×64 outputs (transformed once a call), F(2,3) below, from 16×16.
+        var quantised = Lowering()
+        try quantised.add(entry: "main", graph: g)
+        _ = quantised.quantizeGemmWeights(QuantizationPolicy(defaultFormat: .int8Channel))
+        quantised.markWinograd(minimumChannels: 32, minimumPlane: 32 * 32, minimumPlaneQuantized: 16 * 16, f32Tile4Plane: 64 * 64, f32Tile4SmallPlane: 32 * 32)
+        tiles = [:]
+        for i in quantised.entries[0].instructions {
+            if case .conv2d(let c) = i.kernel, c.winograd == true { tiles[i.name] = c.winogradTile ?? 2 }
+        }
+        #expect(tiles == ["wide64": 4, "wide32": 2, "small32": 2, "small16": 2])
     }
 
     @Test func contiguousSplitIsAView() throws {
