@@ -48,6 +48,9 @@ import Testing
         ConvCase(x: [1, 6, 7, 64], w: [13, 6, 3, 3], prologue: true, residual: true),
         ConvCase(x: [1, 3, 10, 32], w: [50, 3, 3, 3], pads: [2, 2, 2, 2], dilations: [2, 2]),
         ConvCase(x: [2, 4, 5, 64], w: [100, 4, 3, 3], prologue: true, channels: true),
+        // Rows that fill 16-column panels (AVX2) on a small image: in place on one thread, but cut
+        // into 16 bands for three, each reading all the weights, so B packed once instead (the same sums).
+        ConvCase(x: [1, 64, 16, 16], w: [256, 64, 3, 3], prologue: true),
         // Small images: B packed once for every channel block.
         ConvCase(x: [2, 6, 8, 8], w: [14, 3, 3, 3], groups: 2, channels: true),
         ConvCase(x: [1, 8, 5, 7], w: [61, 8, 3, 3], prologue: true),
