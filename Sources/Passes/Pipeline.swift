@@ -21,7 +21,8 @@ public struct CompileOptions: Sendable {
     public var bf16Activations = false
     /// int8 activations into the convolutions and linear layers with int8 weights (`--activations
     /// int8`): inputs quantised on the fly, VNNI int8 × int8 products; attention's products run in
-    /// bf16 as in bf16 plans (the plan's target features gain "int8" and "bf16").
+    /// bf16 as in bf16 plans where the processor has AVX512-BF16 (the executor chooses; see
+    /// `CPU.precisionNote`).
     public var int8Activations = false
     /// int8 weights quantised beforehand (error compensation, `compile --gptq`), by weight name: used
     /// instead of plain rounding where the policy stores that weight as int8 and the shapes agree.
