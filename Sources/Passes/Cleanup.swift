@@ -175,3 +175,47 @@ extension Cleanup {
         return changes
     }
 }
+
+extension Cleanup {
+    /// Slices of one value along one axis (step 1, every other axis whole) whose ranges cover the axis
+    /// exactly, each once → one split whose parts are those slices' values. Exporters write
+    /// `x.chunk(2, dim=-1)` this way (`Slice(x, 0, n)`, `Slice(x, n, 2n)` with bounds from the shape),
+    /// so the feed-forward's GEGLU, `a · gelu(gate)` over the halves, fuses as in our own graphs.
+    static let slicesAsSplit = Pass(name: "slices-split", summary: "slices that cover an axis exactly as one split") { g, _ in
+        struct Key: Hashable { let value: ValueID, axis: Int }
+        var groups: [Key: [(node: Int, start: Int, count: Int)]] = [:]
+        for (i, n) in g.nodes.enumerated() {
+            guard case .slice(let s) = n.op, n.inputs.count == 1, n.outputs.count == 1 else { continue }
+            let x = g.type(n.inputs[0]), y = g.type(n.outputs[0])
+            guard x.rank == y.rank, x.rank > 0, s.steps.allSatisfy({ $0 == 1 }) else { continue }
+            let partial = (0..<x.rank).filter { y.dims[$0] != x.dims[$0] || s.starts[$0] != 0 }
+            guard partial.count == 1, let a = partial.first, y.dims[a] > 0 else { continue }
+            groups[Key(value: n.inputs[0], axis: a), default: []].append((i, s.starts[a], y.dims[a]))
+        }
+        var replaced: [Int: Node] = [:]
+        var removed = Set<Int>()
+        let users = g.users()
+        for (key, parts) in groups where parts.count >= 2 {
+            // Parts that only a concat reads are a roll (`torch.roll` exports as slices and a concat):
+            // the layout passes take it into a linear layer's offset tables.
+            let readers = Set(parts.flatMap { users[g.nodes[$0.node].outputs[0]] })
+            if readers.count == 1, let r = readers.first, case .concat = g.nodes[r].op { continue }
+            let sorted = parts.sorted { $0.start < $1.start }
+            var next = 0
+            for p in sorted where p.start == next { next += p.count }
+            guard next == g.type(key.value).dims[key.axis], sorted.count == Set(sorted.map(\.start)).count,
+                  zip(sorted, sorted.dropFirst()).allSatisfy({ $0.start + $0.count == $1.start }) else { continue }
+            let first = sorted.map(\.node).min()!
+            replaced[first] = Node(op: .split(axis: key.axis, sizes: sorted.map(\.count)), inputs: [key.value],
+                                   outputs: sorted.map { g.nodes[$0.node].outputs[0] }, name: g.nodes[first].name + ":split")
+            removed.formUnion(sorted.map(\.node).filter { $0 != first })
+        }
+        guard !replaced.isEmpty else { return 0 }
+        // The split stands where the first of its slices stood, before every reader of any part.
+        var nodes: [Node] = []
+        for (i, n) in g.nodes.enumerated() where !removed.contains(i) { nodes.append(replaced[i] ?? n) }
+        g.nodes = nodes
+        g = g.withoutDeadNodes()
+        return replaced.count
+    }
+}

@@ -54,6 +54,7 @@ public enum PassPipeline {
         Cleanup.constantFolding,
         Cleanup.reshapeTransposeSimplification,
         Cleanup.gatherAsSplit,
+        Cleanup.slicesAsSplit,
         Cleanup.unitAxesAroundAdd,
         Layout.constantMatmulIntoLinear,
         Fusion.batchNormFolding,

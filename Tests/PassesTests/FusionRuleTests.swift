@@ -143,6 +143,32 @@ import Testing
         try Self.expectSameResults("gather-split", before, after)
     }
 
+    /// `x.chunk(2, dim=-1)` as exporters write it, two slices that cover the last axis, becomes one
+    /// split, so `a · gelu(gate)` fuses to GEGLU as in our own graphs; slices that leave part of the
+    /// axis out, or overlap, stay slices.
+    @Test func slicesCoveringAnAxisBecomeASplit() throws {
+        let (before, after) = try Self.run({ b in
+            let x = b.input("x", [2, 5, 16])
+            let a = try b.op(.slice(SliceSpec(starts: [0, 0, 0], ends: [2, 5, 8], steps: [1, 1, 1])), [x])
+            let gate = try b.op(.slice(SliceSpec(starts: [0, 0, 8], ends: [2, 5, 16], steps: [1, 1, 1])), [x])
+            return (try b.op(.binary(.mul), [a, try b.op(.gelu(.none), [gate])]), a)
+        }, .fires)
+        let ops = after.nodes.map(\.op.name)
+        #expect(ops == ["geglu"], "\(ops)")
+        try Self.expectSameResults("slices-split", before, after)
+        for (first, second) in [((0, 8), (9, 16)), ((0, 9), (8, 16))] {
+            let (kept, rewritten) = try Self.run({ b in
+                let x = b.input("x", [2, 5, 16])
+                let a = try b.op(.slice(SliceSpec(starts: [0, 0, first.0], ends: [2, 5, first.1], steps: [1, 1, 1])), [x])
+                let c = try b.op(.slice(SliceSpec(starts: [0, 0, second.0], ends: [2, 5, second.1], steps: [1, 1, 1])), [x])
+                return (try b.op(.binary(.add), [try b.op(.reduce(.sum, axes: [2], keepDims: true), [a]), try b.op(.reduce(.sum, axes: [2], keepDims: true), [c])]), a)
+            }, .fires)
+            let names = rewritten.nodes.map(\.op.name)
+            #expect(!names.contains("split") && names.filter { $0 == "slice" }.count == 2, "\(first) \(second): \(names)")
+            try Self.expectSameResults("slices-split (kept)", kept, rewritten)
+        }
+    }
+
     /// A window mask added between reshapes that only add a leading 1 (`attn.view(1, nW, nH, N, N) +
     /// mask`, `view(-1, nH, N, N)`) becomes a plain add, so shifted-window attention fuses with both
     /// its biases; a reshape that regroups axes keeps its detour.
