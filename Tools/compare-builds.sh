@@ -14,8 +14,9 @@ trap 'rm -rf "$work"' EXIT
 run_all() {  # BINARY DIR
   local bin=$1 out=$2
   mkdir -p "$out"
-  for precision in "" "--precision bf16" "--weights-dtype int8 --activations int8" "--weights-dtype int8-block32" "--weights-dtype int8 --gptq --calibrate 2"; do
-    local tag=${precision// /}; tag=${tag:-f32}
+  # (f32 named: `compile` defaults to --precision auto, which depends on the processor.)
+  for precision in "--precision f32" "--precision bf16" "--weights-dtype int8 --activations int8" "--weights-dtype int8-block32" "--weights-dtype int8 --gptq --calibrate 2"; do
+    local tag=${precision// /}; [ "$precision" = "--precision f32" ] && tag=f32
     "$bin" compile --model bsrnet --weights $f/networks/bsrnet.weights.safetensors --config $f/networks/bsrnet.config.json \
       --size 16x16 $precision -o "$out/bsrnet$tag.plan" -q > /dev/null
     "$bin" run --plan "$out/bsrnet$tag.plan" --inputs $f/networks/bsrnet.io.safetensors -o "$out/bsrnet$tag.out.safetensors" > /dev/null
@@ -25,7 +26,7 @@ run_all() {  # BINARY DIR
   "$bin" compile --model diffbir-v2.1 --config $f/pipeline/config.json \
     --weights $f/networks/unet.weights.safetensors $f/networks/controlnet.weights.safetensors \
               $f/pipeline/swinir.weights.safetensors $f/pipeline/vae8.weights.safetensors \
-    --prompt-embeddings $f/pipeline/text.safetensors -q -o "$out/diffbir.plan" > /dev/null
+    --prompt-embeddings $f/pipeline/text.safetensors --precision f32 -q -o "$out/diffbir.plan" > /dev/null
   "$bin" restore --plan "$out/diffbir.plan" $f/pipeline/lq64.png --upscale 4 --steps 4 -o "$out/diffbir-edm.png" -q > /dev/null
   "$bin" restore --plan "$out/diffbir.plan" $f/pipeline/lq64.png --upscale 2 --steps 4 --sampler spaced --guidance-scale 0.5 \
     -o "$out/diffbir-spaced.png" -q > /dev/null
@@ -35,15 +36,15 @@ run_all() {  # BINARY DIR
   echo "$sd, \"swinir\": {\"embed_dim\": 16, \"depths\": [2, 2], \"num_heads\": [2, 2], \"img_size\": 16}, \"clip\": {\"width\": 16, \"heads\": 2, \"layers\": 3}}" > "$out/cfg.json"
   "$bin" synth --layout sd21-zsnr --config "$out/sd.json" -o "$out/sd.safetensors" -q > /dev/null
   "$bin" compile --model diffbir-v2.1 --config "$out/cfg.json" --weights "$out/sd.safetensors" \
-    $f/networks/controlnet.weights.safetensors $f/pipeline/swinir.weights.safetensors -q -o "$out/baked.plan" > /dev/null
+    $f/networks/controlnet.weights.safetensors $f/pipeline/swinir.weights.safetensors --precision f32 -q -o "$out/baked.plan" > /dev/null
   "$bin" restore --plan "$out/baked.plan" $f/pipeline/lq64.png --upscale 2 --steps 3 -o "$out/baked.png" -q > /dev/null
   for p in $f/ncnn/*.param; do
     local name; name=$(basename "$p" .param)
     [ -f $f/ncnn/$name.io.safetensors ] || continue
-    "$bin" compile --ncnn "$p" -o "$out/$name.plan" -q > /dev/null
+    "$bin" compile --ncnn "$p" --precision f32 -o "$out/$name.plan" -q > /dev/null
     "$bin" run --plan "$out/$name.plan" --inputs $f/ncnn/$name.io.safetensors -o "$out/$name.out.safetensors" > /dev/null
   done
-  "$bin" compile --onnx $f/networks/swinir.onnx -o "$out/swinir.plan" -q > /dev/null
+  "$bin" compile --onnx $f/networks/swinir.onnx --precision f32 -o "$out/swinir.plan" -q > /dev/null
   "$bin" run --plan "$out/swinir.plan" --inputs $f/networks/swinir.io.safetensors -o "$out/swinir.out.safetensors" > /dev/null
 }
 run_all "$1" "$work/before"

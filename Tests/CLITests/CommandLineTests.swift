@@ -58,6 +58,34 @@ import TestSupport
         #expect(dir.contents == ["c.safetensors"])
     }
 
+    /// `--precision auto`, the default, chooses bf16 where the processor has AVX512-BF16 and f32
+    /// elsewhere, says why, and keeps it in the plan; f32 when asked, and the explicit formats of
+    /// --weights-dtype decide without it.
+    @Test func precisionAutoFollowsTheProcessor() throws {
+        let dir = TemporaryDirectory()
+        // What the tool reads of the processor (CPUID, as `bench-gemm` reports it).
+        let cpu = Tool.run(["bench-gemm", "--shapes", "12x16x8", "--runs", "1", "--json", "-q"]).json()?["cpu"] as? String ?? ""
+        let native = cpu.contains("AVX-512") && cpu.contains("BF16")
+        func compile(_ extra: [String]) throws -> (precision: String?, reason: String?, path: String) {
+            let path = dir.file("p\(extra.count).plan")
+            let r = Tool.run(["compile", "--model", "bsrnet", "--weights", Self.networks + "/bsrnet.weights.safetensors",
+                              "--config", Self.networks + "/bsrnet.config.json", "--size", "16x16", "-o", path, "-q", "--json", "--overwrite"] + extra)
+            let json = try #require(r.json(), "\(r)")
+            return (json["precision"] as? String, json["precisionReason"] as? String, path)
+        }
+        let auto = try compile([])
+        #expect(auto.precision == (native ? "bf16" : "f32"), "\(auto)")
+        #expect(auto.reason?.hasPrefix("auto: this processor") == true)
+        let report = Tool.run(["inspect", auto.path])
+        #expect(report.stdout.contains("precision: \(native ? "bf16" : "f32") (auto"), "\(report)")
+        #expect(try compile(["--precision", "f32"]).precision == "f32")
+        let int8 = try compile(["--weights-dtype", "int8"])
+        #expect(int8.precision == "f32" && int8.reason?.contains("--weights-dtype") == true, "\(int8)")
+        let both = Tool.run(["compile", "--model", "bsrnet", "--weights", Self.networks + "/bsrnet.weights.safetensors", "--config", Self.networks + "/bsrnet.config.json",
+                             "--size", "16x16", "-o", dir.file("x.plan"), "--precision", "bf16", "--weights-dtype", "int8"])
+        #expect(both.status != 0 && both.stderr.contains("exclude each other"), "\(both)")
+    }
+
     @Test func compileRunAndInspectSpeakJSON() throws {
         let dir = TemporaryDirectory()
         let plan = try Self.plan(in: dir)

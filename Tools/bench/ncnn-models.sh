@@ -22,7 +22,7 @@ PY
 for net in realesrgan-x4plus realesr-animevideov3-x4; do
   "$py" Tools/bench/make_ncnn_io.py $m/$net.param Tests/Fixtures/photos/astronaut-lq.png out/bench-$net.io.safetensors
   "$bin" convert $m/$net.param --shape data=1,3,128,128 -o out/$net.onnx --overwrite
-  "$bin" compile --ncnn $m/$net.param --shape data=1,3,128,128 -o out/$net.plan --overwrite --quiet | tail -1
+  "$bin" compile --ncnn $m/$net.param --shape data=1,3,128,128 --precision f32 -o out/$net.plan --overwrite --quiet | tail -1
   "$bin" compile --ncnn $m/$net.param --shape data=1,3,128,128 --precision bf16 -o out/$net-bf16.plan --overwrite --quiet | tail -1
   "$bin" compile --ncnn $m/$net.param --shape data=1,3,128,128 --weights-dtype int8-block32 -o out/$net-int8b32.plan --overwrite --quiet | tail -1
   "$bin" bench --plan out/$net.plan --inputs out/bench-$net.io.safetensors --runs 5 --rounds 5 --python "$py" \

@@ -27,7 +27,7 @@ for n in "${networks[@]}"; do
     swinir) weights=("$dir/swinir.safetensors") ;;
     *) echo "unknown network $n" >&2; exit 2 ;;
   esac
-  [ -f "$dir/$n.plan" ] || "$bin" compile --quiet --model "$n" --weights "${weights[@]}" --size 512x512 -o "$dir/$n.plan" >&2
+  [ -f "$dir/$n.plan" ] || "$bin" compile --quiet --model "$n" --weights "${weights[@]}" --size 512x512 --precision f32 -o "$dir/$n.plan" >&2
   ours=$("$bin" bench --plan "$dir/$n.plan" --inputs "$dir/bench-$n.io.safetensors" --runs 5 --warmup 1 --threads "$threads" --json)
   echo "{\"network\":\"$n\",\"tool\":\"diffbir\",\"result\":$ours}" | tee -a "$out"
   theirs=$("$py" "$root/Tools/bench/ort_bench.py" "$dir/bench-$n.onnx" "$dir/bench-$n.io.safetensors" --runs 5 --warmup 1 --threads "$threads" --json)

@@ -29,7 +29,7 @@ for n in "${networks[@]}"; do
     swinir) weights=("$dir/swinir.safetensors") ;;
     *) echo "unknown network $n" >&2; exit 2 ;;
   esac
-  "$bin" compile --quiet --overwrite --model "$n" --weights "${weights[@]}" --size 512x512 -o "$dir/$n.plan" > /dev/null
+  "$bin" compile --quiet --overwrite --model "$n" --weights "${weights[@]}" --size 512x512 --precision f32 -o "$dir/$n.plan" > /dev/null
   "$bin" compile --quiet --overwrite --model "$n" --weights "${weights[@]}" --size 512x512 --precision bf16 -o "$dir/$n-bf16.plan" > /dev/null
   f32=$("$bin" bench --plan "$dir/$n.plan" --inputs "$dir/bench-$n.io.safetensors" --runs 5 --warmup 1 --threads "$threads" --peer onnxruntime --peer-dir "$dir" --json)
   bf16=$("$bin" bench --plan "$dir/$n-bf16.plan" --inputs "$dir/bench-$n.io.safetensors" --runs 5 --warmup 1 --threads "$threads" --json)

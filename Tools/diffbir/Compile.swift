@@ -5,6 +5,7 @@ import Executor
 import Foundation
 import Importers
 import IR
+import Kernels
 import ModelGraphs
 import Passes
 import Pipeline
@@ -75,7 +76,25 @@ struct Compile: ParsableCommand {
 
     @OptionGroup(title: "Quantisation")
     var quantisation: QuantizationOptions
-    var precision: PrecisionArgument? { quantisation.precision }
+    /// The precision `--precision` gives, `auto` resolved for this processor; nil when the weight
+    /// formats and activations come from the other options.
+    var precision: PrecisionArgument? { resolvedPrecision.precision }
+
+    /// `--precision auto` (the default): bf16 where this processor multiplies bf16 natively
+    /// (AVX512-BF16) and no other option chooses the formats, f32 otherwise; with why.
+    var resolvedPrecision: (precision: PrecisionArgument?, reason: String) {
+        switch quantisation.precision {
+        case .f32?: return (.f32, "--precision f32")
+        case .bf16?: return (.bf16, "--precision bf16")
+        case .auto?, nil:
+            if weightsDType != nil || activations != nil || !quantRules.isEmpty || calibrate > 0 || autoKeep > 0 || calibrateInputs != nil || gptq {
+                return (nil, "auto: the formats of --weights-dtype, --activations, --quant-rule")
+            }
+            return CPU.hasBF16(.avx512)
+                ? (.bf16, "auto: this processor (\(CPU.summary)) has AVX512-BF16; --precision f32 for f32 products")
+                : (.f32, "auto: this processor (\(CPU.summary)) has no AVX512-BF16, which bf16 products would emulate")
+        }
+    }
     var weightsDType: WeightFormat? { quantisation.weightsDType }
     var activations: ActivationPrecision? { quantisation.activations }
     var quantRules: [String] { quantisation.quantRules }
@@ -175,12 +194,15 @@ struct Compile: ParsableCommand {
         if options.int8Activations && options.quantization.defaultFormat != .int8Channel && !options.quantization.rules.contains(where: { $0.format == .int8Channel }) {
             throw ToolError("--activations int8 needs int8 weights (--weights-dtype int8)")
         }
-        let compiled: CompiledPlan
+        var compiled: CompiledPlan
         do {
             compiled = try Compiler.compile(entries, options: options, constants: baked, metadata: metadata, log: { if !quiet { printError($0) } })
         } catch let e as IRError {
             throw ToolError("compile: \(e)")
         }
+        // What --precision chose, first in the report (kept in the plan).
+        let chosen = resolvedPrecision
+        compiled.report = "precision: \(chosen.precision?.rawValue ?? "as the formats give") (\(chosen.reason))\n" + compiled.report
         var lastShown = Date()
         try PlanWriter.write(path: output, program: compiled.program, summary: compiled.report, weights: compiled.weights,
                              overwrite: overwrite, progress: { i, n in
@@ -200,6 +222,7 @@ struct Compile: ParsableCommand {
         }
         out.result("wrote \(output): \(formatBytes(bytes)), " + String(format: "%.2f s", seconds),
                    json: .object([("output", .string(output)), ("bytes", .int(bytes)), ("seconds", .seconds(seconds)),
+                                  ("precision", .string(compiled.program.activations.rawValue)), ("precisionReason", .string(chosen.reason)),
                                   ("entryPoints", .array(entryPoints)), ("report", .string(compiled.report))]))
     }
 
@@ -224,10 +247,10 @@ struct Compile: ParsableCommand {
     /// The weight formats from --precision, --weights-dtype, --quant-rule and the models' exclusions.
     func quantizationPolicy() throws -> QuantizationPolicy {
         var format = WeightFormat.f32
-        if let precision {
-            if weightsDType != nil { throw ToolError("--precision and --weights-dtype exclude each other") }
-            format = precision == .bf16 ? .bf16 : .f32
+        if let explicit = quantisation.precision, explicit != .auto, weightsDType != nil {
+            throw ToolError("--precision \(explicit.rawValue) and --weights-dtype exclude each other")
         }
+        if let precision { format = precision == .bf16 ? .bf16 : .f32 }
         if let weightsDType { format = weightsDType }
         let rules = try quantRules.map { r -> QuantRule in
             do { return try QuantRule(parsing: r) } catch let e as IRError { throw ToolError("--quant-rule: \(e.message)") }
@@ -335,9 +358,9 @@ struct Compile: ParsableCommand {
 }
 
 
-/// `--precision`: f32, or bf16 (weights and products).
+/// `--precision`: auto (for this processor), f32, or bf16 (weights and products).
 enum PrecisionArgument: String, ExpressibleByArgument, CaseIterable {
-    case f32, bf16
+    case auto, f32, bf16
 }
 
 extension ActivationPrecision: ExpressibleByArgument {}
