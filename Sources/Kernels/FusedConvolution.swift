@@ -267,10 +267,14 @@ public enum FusedConvolution {
         // 16×16 level with 16-column panels, AVX2: eight bands of 32 pixels, 1280 channels, read
         // 472 MB of weights a call instead of 59; the f32 denoise step 5.55 → 5.19–5.33 s there,
         // unchanged with AVX-512's 32-column panels). The sums are the same either way.
-        if inPlace {
+        // Bands of about 2048 output columns, halved until there are 4 tiles per thread.
+        func bandRowsInBands() -> Int {
             var rows = max(1, min(oh, 2048 / max(ow, 1)))
             while rows > 1 && n * groups * ((oh + rows - 1) / rows) < 4 * threads { rows = (rows + 1) / 2 }
-            let bandCount = n * groups * ((oh + rows - 1) / rows)
+            return rows
+        }
+        if inPlace {
+            let rows = bandRowsInBands(), bandCount = n * groups * ((oh + rows - 1) / rows)
             let weightBytes = oc * steps * 4, packedBytes = steps * plane * n * groups * 4
             if packedBytes <= sharedPackLimit && bandCount * weightBytes > 4 * packedBytes { inPlace = false }
         }
@@ -279,9 +283,8 @@ public enum FusedConvolution {
         // too, up to 1024 columns: in bands their B would be re-packed, and their weights re-read, for
         // bands of a few columns).
         let sharedB = !inPlace && (!pointwise || n * plane <= 1024) && steps * plane * n * groups * 4 <= sharedPackLimit
-        // Bands of about 2048 output columns, then blocks of output channels until there are 4 tiles per thread.
-        var bandRows = sharedB ? oh : max(1, min(oh, 2048 / max(ow, 1)))
-        while !sharedB && bandRows > 1 && n * groups * ((oh + bandRows - 1) / bandRows) < 4 * threads { bandRows = (bandRows + 1) / 2 }
+        // One band when B is shared, else bands as above; then blocks of output channels until there are 4 tiles per thread.
+        let bandRows = sharedB ? oh : bandRowsInBands()
         let bands = (oh + bandRows - 1) / bandRows
         // Output channels in blocks of whole weight panels (48 rows when the weights are not packed),
         // as many as make 4 tiles a thread and a multiple of the threads (so that no thread waits for

@@ -41,12 +41,9 @@ public enum Winograd43 {
             gemm: gemm, threads: threads, affine: affine)
     }
 
-    /// The most scratch `runQuantized` takes for its transformed kernels (36 · oc · c floats): 64 MB
-    /// (the denoise step's largest at 64×64 outputs, 960 → 320 channels, takes 44 MB).
-    public static let quantizedScratchBytes = 64 << 20
-
-    /// Whether `runQuantized` takes `[oc, c, 3, 3]` weights within `quantizedScratchBytes`.
-    public static func quantizedFits(oc: Int, c: Int) -> Bool { 36 * oc * c * 4 <= quantizedScratchBytes }
+    /// Whether `runQuantized` takes `[oc, c, 3, 3]` weights within `Conv2DKernel.quantizedWinograd43Bytes`
+    /// of scratch (the denoise step's largest at 64×64 outputs, 960 → 320 channels, takes 44 MB).
+    public static func quantizedFits(oc: Int, c: Int) -> Bool { 36 * oc * c * 4 <= Conv2DKernel.quantizedWinograd43Bytes }
 
     /// F(4,3) with quantised weights (int8, int8 blocks, f16: A panels of `[oc, c·9]`): the 36
     /// transformed kernels of every output channel computed once a call into shared scratch (the plan
@@ -58,7 +55,7 @@ public enum Winograd43 {
         let (c, oc, mr) = (x.dims[1], out.dims[1], gemm.mr)
         guard case .quantized(let q) = packed.operand(), packed.groups == 1, packed.k == c * 9, packed.width == mr, gemm.precision != .bf16,
               quantizedFits(oc: oc, c: c) else {
-            preconditionFailure("Winograd F(4,3) on quantised weights: f32 GEMMs on [oc, c·9] panels within \(quantizedScratchBytes) bytes")
+            preconditionFailure("Winograd F(4,3) on quantised weights: f32 GEMMs on [oc, c·9] panels within \(Conv2DKernel.quantizedWinograd43Bytes) bytes")
         }
         let panels = (oc + mr - 1) / mr
         let panelStride = c * mr, groupStride = panels * panelStride + 16

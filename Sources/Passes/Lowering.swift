@@ -54,7 +54,7 @@ public struct Lowering {
     /// e.g. 640 channels at 32×32, that costs more than F(2,3) saves).
     public mutating func markWinograd(minimumChannels: Int, minimumPlane: Int, minimumPlaneBF16: Int? = nil, minimumPlaneQuantized: Int? = nil,
                                       int8Activations: Bool = false, f32Tile4Plane: Int? = nil, f32Tile4SmallPlane: Int? = nil,
-                                      f32Tile4SmallBytes: Int = 16 << 20, quantizedTile4Bytes: Int = 64 << 20) -> Int {
+                                      f32Tile4SmallBytes: Int = 16 << 20) -> Int {
         var count = 0
         for e in entries.indices {
             for i in entries[e].instructions.indices {
@@ -76,9 +76,9 @@ public struct Lowering {
                         c.winogradTile = 4
                     }
                 } else if weights[wi].dtype == .i8 || weights[wi].dtype == .f16, let t4 = f32Tile4Plane,
-                          outShape.dims[2] * outShape.dims[3] >= t4, 36 * dims[0] * dims[1] * 4 <= quantizedTile4Bytes {
+                          outShape.dims[2] * outShape.dims[3] >= t4, 36 * dims[0] * dims[1] * 4 <= Conv2DKernel.quantizedWinograd43Bytes {
                     // Quantised weights: F(4,3) from the same size, their transformed kernels computed
-                    // once a call into scratch (the runtime's `Winograd43.quantizedScratchBytes`).
+                    // once a call into scratch (at most `Conv2DKernel.quantizedWinograd43Bytes`).
                     c.winogradTile = 4
                 }
                 entries[e].instructions[i].kernel = .conv2d(c)

@@ -83,9 +83,12 @@ public struct Conv2DKernel: Codable, Sendable, Equatable {
     /// (16 products of transformed tiles instead of 36 multiplies per 2×2 outputs). Absent in plans
     /// written before it (decoded as off).
     public var winograd: Bool?
-    /// With `winograd`: the output tile, 2 (F(2,3)) or 4 (F(4,3), f32 weights only). Absent in plans
-    /// written before it (2).
+    /// With `winograd`: the output tile, 2 (F(2,3)) or 4 (F(4,3); with quantised weights only while
+    /// their 36 transformed kernels fit `quantizedWinograd43Bytes`). Absent in plans written before it (2).
     public var winogradTile: Int?
+    /// The most scratch F(4,3) on quantised weights takes for the transformed kernels of one call
+    /// (36 · oc · ic f32 values): what the compiler marks and the runtime accepts.
+    public static let quantizedWinograd43Bytes = 64 << 20
     /// The input is the small image: the convolution reads it enlarged 2× by nearest neighbour (set by
     /// the `upsample-conv` pass), and its weight operand holds the 3×3 kernel's four 2×2 phase kernels
     /// `[4·oc, ic, 2, 2]` (phase 2a + b: output pixels (2i + a, 2j + b)), computed by the compiler from
