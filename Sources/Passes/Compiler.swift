@@ -53,12 +53,14 @@ public enum Compiler {
         // 25 → 13 ms, 512 at 128² 190 → 110 ms, but 640 at 32² 17 → 46 ms; RRDBNet ×4 at 128² → 512²
         // 3.50 → 2.63 s), F(2,3) otherwise:
         // from 32×32 outputs, or 16×16 with bf16 weights (there, 7–35 % faster a convolution, for
-        // transformed weights 16/9 of the kernel's: +0.3 GB for the denoise step's; f32's would add 1 GB
-        // for 5 % of the step) or quantised ones (transformed per call as they are used, so no memory
+        // transformed weights 16/9 of the kernel's: +0.3 GB for the denoise step's; f32's add 0.75 GB
+        // for 5 % of the step, taken where `options.f32WinogradMinimumPlane` says: `compile` on
+        // processors without AVX-512) or quantised ones (transformed per call as they are used, so no memory
         // for transformed kernels; the 16×16 level took ~90 ms off the int8-block16 step).
         var winograd = 0
         if !options.disabled.contains("winograd") {
-            winograd = lowering.markWinograd(minimumChannels: 32, minimumPlane: 32 * 32, minimumPlaneBF16: 16 * 16,
+            let f32Plane = options.disabled.contains("winograd-16") ? max(32 * 32, options.f32WinogradMinimumPlane) : options.f32WinogradMinimumPlane
+            winograd = lowering.markWinograd(minimumChannels: 32, minimumPlane: f32Plane, minimumPlaneBF16: 16 * 16,
                                              minimumPlaneQuantized: 16 * 16,
                                              int8Activations: options.int8Activations,
                                              f32Tile4Plane: options.disabled.contains("winograd-f43") ? nil : 64 * 64, f32Tile4SmallPlane: 32 * 32)

@@ -27,6 +27,12 @@ public struct CompileOptions: Sendable {
     /// int8 weights quantised beforehand (error compensation, `compile --gptq`), by weight name: used
     /// instead of plain rounding where the policy stores that weight as int8 and the shapes agree.
     public var int8Overrides: [String: QuantizedWeight] = [:]
+    /// The smallest output plane (height × width) whose 3×3 convolutions with f32 weights run as
+    /// Winograd F(2,3): 32×32 by default; `compile` gives 16×16 on processors without AVX-512, where
+    /// the direct convolutions of the small levels run further from the FMA peak (the pass
+    /// `winograd-16` switched off keeps 32×32). Each such kernel is transformed once, into 16/9 of
+    /// its bytes, when the plan first uses it.
+    public var f32WinogradMinimumPlane = 32 * 32
     public init() {}
 }
 
@@ -71,7 +77,7 @@ public enum PassPipeline {
     ]
 
     /// Passes on the lowered plan (run by `Compiler` after lowering), switched off the same way.
-    public static let planPasses = ["winograd", "winograd-f43"]
+    public static let planPasses = ["winograd", "winograd-f43", "winograd-16"]
 
     public static var names: [String] { Array(Set(standard.map(\.name) + planPasses)).sorted() }
 

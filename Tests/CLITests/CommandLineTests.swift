@@ -78,6 +78,9 @@ import TestSupport
         #expect(auto.reason?.hasPrefix("auto: this processor") == true)
         let report = Tool.run(["inspect", auto.path])
         #expect(report.stdout.contains("precision: \(native ? "bf16" : "f32") (auto"), "\(report)")
+        // f32 Winograd from 16×16 outputs where there is no AVX-512, said in the report.
+        let f32 = Tool.run(["inspect", try compile(["--precision", "f32"]).path])
+        #expect(f32.stdout.contains("from 16×16 outputs") == !cpu.contains("AVX-512"), "\(cpu): \(f32)")
         #expect(try compile(["--precision", "f32"]).precision == "f32")
         let int8 = try compile(["--weights-dtype", "int8"])
         #expect(int8.precision == "f32" && int8.reason?.contains("--weights-dtype") == true, "\(int8)")

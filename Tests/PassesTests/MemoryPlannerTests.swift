@@ -137,6 +137,31 @@ import Testing
         #expect(tiles == ["wide64": 4, "wide32": 2, "small32": 2, "small16": 2])
     }
 
+    /// `CompileOptions.f32WinogradMinimumPlane` (16×16 where `compile` runs without AVX-512) brings
+    /// f32 convolutions of 16×16 outputs to F(2,3); the pass `winograd-16` switched off keeps 32×32.
+    @Test func f32WinogradFromSixteenBySixteen() throws {
+        var g = Graph()
+        for (name, size) in [("c32", 32), ("c16", 16), ("c8", 8)] {
+            let x = g.addInput(name + ".x", TensorType(.f32, Shape([1, 32, size, size])))
+            let w = g.addConstant(Tensor((0..<(32 * 32 * 9)).map { Float(($0 * 7) % 13) / 60 - 0.1 }, shape: Shape([32, 32, 3, 3])), name: name + ".w")
+            g.setOutput(name, try g.add1(.conv(Conv2D(pads: [1, 1, 1, 1])), [x, w], name: name))
+        }
+        func marked(_ options: CompileOptions) throws -> Set<String> {
+            let program = try Compiler.compile([("main", g)], options: options).program
+            var names = Set<String>()
+            for e in program.entryPoints {
+                for i in e.instructions { if case .conv2d(let c) = i.kernel, c.winograd == true { names.insert(i.name) } }
+            }
+            return names
+        }
+        #expect(try marked(CompileOptions()) == ["c32"])
+        var small = CompileOptions()
+        small.f32WinogradMinimumPlane = 16 * 16
+        #expect(try marked(small) == ["c32", "c16"])
+        small.disabled = ["winograd-16"]
+        #expect(try marked(small) == ["c32"])
+    }
+
     @Test func contiguousSplitIsAView() throws {
         var g = Graph()
         let x = g.addInput("x", TensorType(.f32, [3, 4, 16]))
