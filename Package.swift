@@ -55,7 +55,9 @@ let package = Package(
 
         .target(name: "Tensors"),
         .target(name: "IR", dependencies: ["Tensors", "Plan"]),
-        .target(name: "Plan", dependencies: ["Tensors"], linkerSettings: [.linkedLibrary("z")]),
+        // zlib's crc32, folded with PCLMULQDQ (plan checksums).
+        .target(name: "CChecksum", path: "Sources/CChecksum", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "Plan", dependencies: ["Tensors", "CChecksum"]),
         .target(name: "ReferenceKernels", dependencies: ["Tensors", "Plan"]),
         .target(name: "Passes", dependencies: ["IR", "Tensors", "Plan", "ReferenceKernels"]),
         // Model definitions, one folder per network (folder Graphs/).

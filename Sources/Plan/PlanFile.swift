@@ -36,6 +36,7 @@
 // magic, another format version (naming the versions it reads), a section outside the file, a CRC that
 // does not match (naming the section, the table or the header), padding that is not zero, a program
 // that does not decode or points outside its sections.
+import CChecksum
 import Tensors
 
 #if canImport(Glibc)
@@ -71,19 +72,11 @@ public struct PlanError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(path): \(message)".escapingControlCharacters }
 }
 
-/// zlib's crc32.
-@_silgen_name("crc32")
-private func zlibCRC32(_ crc: UInt, _ buf: UnsafePointer<UInt8>?, _ len: UInt32) -> UInt
-
+/// zlib's crc32 of `bytes`, continuing from `start` (`CChecksum`: folded with PCLMULQDQ where the
+/// processor has it, the same values).
 public func planCRC32(_ bytes: UnsafeRawBufferPointer, _ start: UInt32 = 0) -> UInt32 {
-    var crc = UInt(start)
-    var offset = 0
-    while offset < bytes.count {
-        let n = min(bytes.count - offset, 1 << 30)
-        crc = zlibCRC32(crc, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + offset, UInt32(n))
-        offset += n
-    }
-    return UInt32(crc)
+    guard let base = bytes.baseAddress, bytes.count > 0 else { return start }
+    return dc_crc32(start, base.assumingMemoryBound(to: UInt8.self), bytes.count)
 }
 
 /// Writes a plan: summary, program, then the weights streamed one at a time (with their CRC), then

@@ -81,6 +81,28 @@ import TestSupport
         #expect(plan.summary.contains("arena"))
     }
 
+    /// The plans' checksum (folded with PCLMULQDQ where the processor has it) is zlib's crc32: every
+    /// length around the folds' 16- and 64-byte steps, unaligned starts, and continued from a value.
+    @Test func planChecksumIsZlibCRC32() {
+        var state: UInt64 = 0x9E3779B97F4A7C15
+        let bytes = (0..<(1 << 20) + 77).map { _ -> UInt8 in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return UInt8(truncatingIfNeeded: state >> 56)
+        }
+        bytes.withUnsafeBytes { all in
+            for length in Array(0..<300) + [1023, 4096, 65_537, (1 << 20) + 76] {
+                for offset in [0, 1, 7] where offset + length <= all.count {
+                    let part = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
+                    #expect(planCRC32(part) == crc32(part), "length \(length) at \(offset)")
+                }
+            }
+            // Continued: the checksum of a whole is the checksum of its second part from the first's.
+            let cut = 100_003
+            let first = planCRC32(UnsafeRawBufferPointer(rebasing: all[0..<cut]))
+            #expect(planCRC32(UnsafeRawBufferPointer(rebasing: all[cut...]), first) == crc32(all))
+        }
+    }
+
     @Test func flippedByteInEachSectionNamesTheSection() throws {
         let dir = TemporaryDirectory()
         let path = try Self.makePlan(dir)
