@@ -98,6 +98,11 @@ import TestSupport
         let run = Tool.run(["run", "--plan", plan, "--inputs", Self.networks + "/bsrnet.io.safetensors", "-o", out, "--json", "--threads", "1"])
         let json = try #require(run.json(), "\(run)")
         #expect(json["entry"] as? String == "bsrnet")
+        // bench takes every input from --inputs, or refuses the file naming the one it lacks.
+        let timed = Tool.run(["bench", "--plan", plan, "--inputs", Self.networks + "/bsrnet.io.safetensors", "--runs", "1", "--warmup", "0", "-q", "--threads", "1"])
+        #expect(timed.status == 0, "\(timed)")
+        let lacking = Tool.run(["bench", "--plan", plan, "--inputs", Self.networks + "/bsrnet.weights.safetensors", "--runs", "1", "--warmup", "0"])
+        #expect(lacking.status != 0 && lacking.stderr.contains("has no tensor"), "\(lacking)")
         #expect(json["threads"] as? Int == 1)
         let outputs = try #require(json["outputs"] as? [[String: Any]])
         #expect(outputs.first?["shape"] as? [Int] == [1, 3, 64, 64])

@@ -17,7 +17,8 @@ struct Bench: ParsableCommand {
         Runs the entry point --warmup times untimed, then --runs times timed, and prints each time, \
         the median and the minimum, the process's peak resident set size (getrusage's ru_maxrss: \
         weights mapped and touched, the arena, scratch, the program), the plan's weight bytes and the \
-        peak minus the weights. Inputs come from --inputs (tensors named like the entry's inputs; \
+        peak minus the weights. Inputs come from --inputs (tensors named like the entry's inputs, \
+        every one of them, an input `NAME.1` that PyTorch's exporter renamed also from `NAME`; \
         tensors named `ref.OUTPUT` there are compared with the outputs) or, without it, are seeded \
         random values of the entry's types (zeros for integer inputs).
 
@@ -198,9 +199,20 @@ struct Bench: ParsableCommand {
         var references: [String: Tensor] = [:]
         if let inputs {
             let c = try Checkpoint.open(inputs)
+            var given: [String: Tensor] = [:]
             for t in c.tensors {
-                if t.name.hasPrefix("ref.") { references[String(t.name.dropFirst(4))] = t.load() }
-                else if e.inputs.contains(where: { $0.name == t.name }) { feed[t.name] = t.load() }
+                if t.name.hasPrefix("ref.") { references[String(t.name.dropFirst(4))] = t.load() } else { given[t.name] = t.load() }
+            }
+            for b in e.inputs {
+                // PyTorch's TorchScript exporter renames an input that shares its name with an output
+                // ("image" → "image.1"): such an input is fed from the tensor of its first name.
+                let base = b.name.lastIndex(of: ".").flatMap { dot in
+                    b.name[b.name.index(after: dot)...].allSatisfy(\.isNumber) && dot > b.name.startIndex ? String(b.name[..<dot]) : nil
+                }
+                guard let t = given[b.name] ?? base.flatMap({ given[$0] }) else {
+                    throw ToolError("\(inputs) has no tensor '\(b.name)' for entry \(name)'s input (it has: \(given.keys.sorted().joined(separator: ", ")))")
+                }
+                feed[b.name] = t
             }
         }
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
