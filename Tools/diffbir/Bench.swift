@@ -199,9 +199,9 @@ struct Bench: ParsableCommand {
         var references: [String: Tensor] = [:]
         if let inputs {
             let c = try Checkpoint.open(inputs)
-            var given: [String: Tensor] = [:]
+            var given: [String: TensorEntry] = [:]
             for t in c.tensors {
-                if t.name.hasPrefix("ref.") { references[String(t.name.dropFirst(4))] = t.load() } else { given[t.name] = t.load() }
+                if t.name.hasPrefix("ref.") { references[String(t.name.dropFirst(4))] = t.load() } else { given[t.name] = t }
             }
             for b in e.inputs {
                 // PyTorch's TorchScript exporter renames an input that shares its name with an output
@@ -212,7 +212,7 @@ struct Bench: ParsableCommand {
                 guard let t = given[b.name] ?? base.flatMap({ given[$0] }) else {
                     throw ToolError("\(inputs) has no tensor '\(b.name)' for entry \(name)'s input (it has: \(given.keys.sorted().joined(separator: ", ")))")
                 }
-                feed[b.name] = t
+                feed[b.name] = t.load()
             }
         }
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
