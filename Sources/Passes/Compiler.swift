@@ -58,8 +58,7 @@ public enum Compiler {
         // processors without AVX-512) or quantised ones (transformed per call as they are used, so no memory
         // for transformed kernels; the 16×16 level took ~90 ms off the int8-block16 step).
         var winograd = 0
-        if !options.disabled.contains("winograd") {
-            let f32Plane = options.disabled.contains("winograd-16") ? max(32 * 32, options.f32WinogradMinimumPlane) : options.f32WinogradMinimumPlane
+        if let f32Plane = options.f32WinogradPlane {
             winograd = lowering.markWinograd(minimumChannels: 32, minimumPlane: f32Plane, minimumPlaneBF16: 16 * 16,
                                              minimumPlaneQuantized: 16 * 16,
                                              int8Activations: options.int8Activations,

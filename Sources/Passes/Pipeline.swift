@@ -33,6 +33,12 @@ public struct CompileOptions: Sendable {
     /// `winograd-16` switched off keeps 32×32). Each such kernel is transformed once, into 16/9 of
     /// its bytes, when the plan first uses it.
     public var f32WinogradMinimumPlane = 32 * 32
+    /// That plane as the switched-off passes leave it: at least 32×32 without `winograd-16`, nil
+    /// without `winograd`.
+    public var f32WinogradPlane: Int? {
+        if disabled.contains("winograd") { return nil }
+        return disabled.contains("winograd-16") ? max(32 * 32, f32WinogradMinimumPlane) : f32WinogradMinimumPlane
+    }
     public init() {}
 }
 

@@ -206,7 +206,7 @@ struct Compile: ParsableCommand {
         // What --precision chose, first in the report (kept in the plan).
         let chosen = resolvedPrecision
         var first = "precision: \(chosen.precision?.rawValue ?? "as the formats give") (\(chosen.reason))\n"
-        if chosen.precision == .f32, options.f32WinogradMinimumPlane < 32 * 32, !options.disabled.contains("winograd"), !options.disabled.contains("winograd-16") {
+        if chosen.precision == .f32, let plane = options.f32WinogradPlane, plane < 32 * 32 {
             first += "winograd: f32 3×3 convolutions from 16×16 outputs (no AVX-512 here; --disable-pass winograd-16 keeps 32×32, for less memory)\n"
         }
         compiled.report = first + compiled.report
