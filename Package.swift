@@ -83,7 +83,7 @@ let package = Package(
         .target(name: "Quantize", dependencies: ["Executor", "IR", "Passes", "Importers", "Kernels", "Plan", "ReferenceKernels", "Tensors", "CBLAS"]),
         // Compiler drivers that need both sides: the fast constant evaluator (run --fast) and prompt
         // baking (the text encoder run once at compile time with the runtime's tokenizer).
-        .target(name: "Compilation", dependencies: ["IR", "Importers", "Passes", "Kernels", "Pipeline", "Tensors"]),
+        .target(name: "Compilation", dependencies: ["IR", "Importers", "Passes", "Kernels", "Pipeline", "Plan", "Tensors"]),
         .target(name: "Pipeline", dependencies: ["Executor", "Plan", "Tensors", "CPNG", "CImageCodecs", .product(name: "Crypto", package: "swift-crypto")],
                 resources: [.copy("Resources/bpe_simple_vocab_16e6.txt.gz")], swiftSettings: optimized),
 
@@ -118,7 +118,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["diffbir", "TestSupport"]),
         .testTarget(name: "ImportersTests", dependencies: ["Importers", "Tensors", "TestSupport"]),
         .testTarget(name: "IRTests", dependencies: ["IR", "Passes", "Tensors"]),
-        .testTarget(name: "PassesTests", dependencies: ["Passes", "Quantize", "ModelGraphs", "Importers", "IR", "Plan", "Executor", "Tensors", "TestSupport"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "Compilation", "Kernels", "Quantize", "ModelGraphs", "Importers", "IR", "Plan", "Executor", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelGraphsTests", dependencies: ["ModelGraphs", "Importers", "IR", "Passes", "Tensors", "TestSupport"]),
         .testTarget(name: "NCNNTests", dependencies: ["Importers", "IR", "Passes", "Plan", "Executor", "Tensors", "TestSupport"]),
         .testTarget(name: "ONNXTests", dependencies: ["Importers", "IR", "Passes", "Tensors", "TestSupport"]),

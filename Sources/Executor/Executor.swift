@@ -152,6 +152,11 @@ public final class Executor: @unchecked Sendable {
     /// Weights packed for the GEMM micro-kernels, made when an instruction first uses them (A panels
     /// for convolutions, B panels for linear layers); their mapped pages are released after packing.
     private var packed: [Int: PackedMatrix] = [:]
+    /// The plan's packed forms (`compile --prepack`) by the weight they pack.
+    private let prepacked: [Int: [PackedWeight]]
+    /// How many weights were found packed in the plan, and how many had to be packed here (f32 and
+    /// bf16 weights; quantised ones are always expanded here).
+    public private(set) var packedFromPlan = 0, packedHere = 0
 
     /// Linear weights packed for int8 × int8 products (plans compiled with `--activations int8`).
     private var int8Packed: [Int: Int8WeightPanels] = [:]
@@ -173,13 +178,14 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// Bytes of weights packed so far (resident in place of their mapped pages).
-    public var packedBytes: Int { packed.values.reduce(0) { $0 + $1.byteCount } + int8Packed.values.reduce(0) { $0 + $1.byteCount }
+    public var packedBytes: Int { packed.values.reduce(0) { $0 + ($1.borrowed ? 0 : $1.byteCount) } + int8Packed.values.reduce(0) { $0 + $1.byteCount }
         + int8Conv.values.reduce(0) { $0 + $1.byteCount } }
 
     public init(plan: PlanFile, threads: Int, isa: ISA = .best) {
         self.plan = plan
         self.threads = max(1, threads)
         gemm = Gemm(isa)
+        prepacked = Dictionary(grouping: plan.program.packedWeights, by: \.weight)
         arenaBytes = plan.program.arenaBytes
         arena = UnsafeMutableRawPointer.allocate(byteCount: max(arenaBytes, 64), alignment: 64)
         // Weights are never written: the mapping is read-only and the kernels only read operands.
@@ -279,9 +285,11 @@ public final class Executor: @unchecked Sendable {
             if options.streamWeights {
                 for o in ins.operands {
                     if case .weight(let i) = o {
-                        let w = plan.program.weights[i]
-                        let start = plan.weightSection.lowerBound + w.offset
-                        plan.file.release(start..<(start + w.byteCount))
+                        for j in [i] + (prepacked[i] ?? []).map(\.storage) {
+                            let w = plan.program.weights[j]
+                            let start = plan.weightSection.lowerBound + w.offset
+                            plan.file.release(start..<(start + w.byteCount))
+                        }
                     }
                 }
             }
@@ -346,10 +354,23 @@ public final class Executor: @unchecked Sendable {
 
     /// The fast kernel of `kernel` when there is one for these operands; false to fall back.
     /// The packed form of operand `position` when it is a weight (nil for activations or OpenBLAS).
-    private func packedWeight(_ operands: [Operand], _ position: Int, stream: Bool, make: () -> PackedMatrix?) -> PackedMatrix? {
+    /// `choice` is how an f32 or bf16 weight is packed (`WeightPacking`): the plan's packed form of
+    /// that layout and width is used in place when it has one.
+    private func packedWeight(_ operands: [Operand], _ position: Int, stream: Bool, choice: WeightPacking.Choice? = nil,
+                              make: () -> PackedMatrix?) -> PackedMatrix? {
         guard !gemm.usesBLAS, position < operands.count, case .weight(let i) = operands[position] else { return nil }
         if let p = packed[i] { return p }
+        if let choice, let groups = choice.layout.geometry(weight: plan.program.weights[i].shape.dims, groups: choice.groups)?.groups,
+           let form = prepacked[i]?.first(where: { $0.layout == choice.layout && $0.width == choice.width && $0.groups == groups }) {
+            // (The verifier proved the storage holds this geometry, and that it is the weight's.)
+            let storage = plan.program.weights[form.storage]
+            let p = PackedMatrix(borrowing: weightBase + storage.offset, extent: form.extent, k: form.k, width: form.width, groups: form.groups)
+            packedFromPlan += 1
+            if !stream { packed[i] = p }
+            return p
+        }
         guard let p = make() else { return nil }
+        if choice != nil { packedHere += 1 }
         if stream { return p }
         packed[i] = p
         let w = plan.program.weights[i]
@@ -448,10 +469,11 @@ public final class Executor: @unchecked Sendable {
                 // phase kernels: our kernels read the small image's padded bands in place (int8 and f16
                 // phase kernels expanded block by block as packed); OpenBLAS runs the phases one by one.
                 let g = x[1].dtype == .bf16 ? gemm.with(.bf16) : gemm
+                let choice = WeightPacking.choice(.conv2d(c), input: x[0].dims, weight: x[1].dims, weightType: x[1].dtype, gemm: gemm)
                 if UpsampleConvolution.eligible(c, x: x[0], weight: x[1], gemm: g),
                    x[1].dtype != .i8 || scales(of: weights[1]) != nil,
-                   let phases = packedWeight(weights, 1, stream: stream, make: {
-                       if x[1].dtype == .f32 || x[1].dtype == .bf16 { return UpsampleConvolution.packPhases(x[1], gemm: g, threads: threads) }
+                   let phases = packedWeight(weights, 1, stream: stream, choice: choice, make: {
+                       if let choice { return WeightPacking.pack(x[1], choice, threads: threads) }
                        // int8 and f16 phase kernels stay in their format, expanded as the GEMM packs them.
                        return quantizedPanels(x[1], operand: weights[1], rows: x[1].dims[0] / 4, k: x[1].dims[1] * 4, groups: 4, width: g.mr)
                    }) {
@@ -468,9 +490,11 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype != .f32 && gemm.usesBLAS { return false }
             if x[1].dtype == .i8 && scales(of: weights[1]) == nil { return false }
             let packing = ConvolutionPacking.choose(c, weight: x[1], gemm: g)
+            let choice = WeightPacking.choice(.conv2d(c), input: x[0].dims, weight: x[1].dims, weightType: x[1].dtype, gemm: gemm)
             // (nil on OpenBLAS, which packs for itself; quantised weights never run there.)
-            let a = packedWeight(weights, 1, stream: stream, make: {
-                packing == .quantizedPanels
+            let a = packedWeight(weights, 1, stream: stream, choice: choice, make: {
+                if let choice { return WeightPacking.pack(x[1], choice, threads: threads) }
+                return packing == .quantizedPanels
                     ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)
                     : packing.pack(x[1], groups: c.groups, width: g.mr, threads: threads)
             })
@@ -504,8 +528,10 @@ public final class Executor: @unchecked Sendable {
                 FusedLinear.run(l, x: x[0], weight: x[1], int8: panels, operands: x, out: r[0], gemm: g, threads: threads)
                 return true
             }
-            let b = packedWeight(weights, 1, stream: stream) {
-                quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)
+            let choice = WeightPacking.choice(kernel, input: x[0].dims, weight: w, weightType: x[1].dtype, gemm: gemm)
+            let b = packedWeight(weights, 1, stream: stream, choice: choice) {
+                if let choice { return WeightPacking.pack(x[1], choice, threads: threads) }
+                return quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)
                     : PackedMatrix.linearWeight(x[1], columns: w[0], k: w[1], gemm: g, threads: threads)
             }
             if quantized && b == nil { return false }

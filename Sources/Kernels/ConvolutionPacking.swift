@@ -17,13 +17,29 @@ public enum ConvolutionPacking: Equatable, Sendable {
     /// The layout for convolution `c` with `weight` on `gemm` (already switched to bf16 for bf16
     /// weights).
     public static func choose(_ c: Conv2DKernel, weight: View, gemm: Gemm) -> ConvolutionPacking {
-        let quantized = weight.dtype == .i8 || weight.dtype == .f16
+        choose(c, weight: weight.dims, weightType: weight.dtype, gemm: gemm)
+    }
+
+    public static func choose(_ c: Conv2DKernel, weight: [Int], weightType: DType, gemm: Gemm) -> ConvolutionPacking {
+        let quantized = weightType == .i8 || weightType == .f16
         if quantized { return .quantizedPanels }
         // (Quantised weights stay quantised: Winograd transforms them as it uses them.)
-        let winograd = c.winograd == true && Winograd.eligible(c, weight: weight.dims)
-        if winograd && c.winogradTile == 4 && gemm.precision != .bf16 && weight.dtype == .f32 { return .winograd43 }
+        let winograd = c.winograd == true && Winograd.eligible(c, weight: weight)
+        if winograd && c.winogradTile == 4 && gemm.precision != .bf16 && weightType == .f32 { return .winograd43 }
         if winograd { return gemm.precision == .bf16 ? .winogradBF16 : .winograd }
         return gemm.precision == .bf16 ? .rowsBF16 : .rows
+    }
+
+    /// The layout a plan may store packed (`PanelLayout`); nil for quantised panels.
+    public var panelLayout: PanelLayout? {
+        switch self {
+        case .quantizedPanels: return nil
+        case .winograd43: return .winograd43
+        case .winogradBF16: return .winogradBF16
+        case .winograd: return .winograd
+        case .rowsBF16: return .rowsBF16
+        case .rows: return .rows
+        }
     }
 
     /// Packs `weight` `[oc, ic / groups, kh, kw]` for every layout but `quantizedPanels`.
@@ -36,6 +52,57 @@ public enum ConvolutionPacking: Equatable, Sendable {
         case .rowsBF16: return PackedMatrix.convolutionWeights16(weight, groups: groups, width: width, threads: threads)
         case .rows, .quantizedPanels:
             return PackedMatrix.rowsOf(weight.floats, rows: w[0] / groups, k: w[1] * w[2] * w[3], groups: groups, width: width, threads: threads)
+        }
+    }
+}
+
+/// Which f32 or bf16 weights the fast kernels read packed, and how: the one decision the executor
+/// (packing at first use) and `compile --prepack` (packing into the plan) share, so that a stored
+/// packed form is found exactly where the executor would have made it.
+public enum WeightPacking {
+    public struct Choice: Equatable, Sendable {
+        public var layout: PanelLayout
+        public var groups: Int
+        public var width: Int
+    }
+
+    /// The packed form of operand 1 (the weight) of `kernel` with input `input` and an f32 or bf16
+    /// weight of `weight` dims on `gemm`'s kernels; nil when it is read unpacked (OpenBLAS, quantised
+    /// weights, kernels without panels, an upsampling convolution that runs phase by phase).
+    public static func choice(_ kernel: Kernel, input: [Int], weight: [Int], weightType: DType, gemm: Gemm) -> Choice? {
+        guard !gemm.usesBLAS, weightType == .f32 || weightType == .bf16 else { return nil }
+        // bf16 weights run the bf16 kernels (f32 accumulation).
+        let g = weightType == .bf16 ? gemm.with(.bf16) : gemm
+        switch kernel {
+        case .conv2d(let c):
+            guard input.count == 4, weight.count == 4 else { return nil }
+            if c.upsample == true {
+                // The four 2×2 phase kernels as four groups of rows.
+                guard UpsampleConvolution.eligible(c, input: input, weight: weight, gemm: g) else { return nil }
+                return Choice(layout: g.precision == .bf16 ? .rowsBF16 : .rows, groups: 4, width: g.mr)
+            }
+            guard let layout = ConvolutionPacking.choose(c, weight: weight, weightType: weightType, gemm: g).panelLayout else { return nil }
+            return Choice(layout: layout, groups: layout == .rows || layout == .rowsBF16 ? c.groups : 1, width: g.mr)
+        case .linear:
+            guard weight.count == 2 else { return nil }
+            return Choice(layout: g.precision == .bf16 ? .columnsBF16 : .columns, groups: 1, width: g.nr)
+        default:
+            return nil
+        }
+    }
+
+    /// Packs `weight` (f32, or bf16 for the bf16 layouts and their f32 twins' bf16 weights) as
+    /// `choice` says.
+    public static func pack(_ weight: View, _ choice: Choice, threads: Int) -> PackedMatrix {
+        let w = weight.dims
+        switch choice.layout {
+        case .rows: return PackedMatrix.rowsOf(weight.floats, rows: w[0] / choice.groups, k: w[1] * w[2] * w[3], groups: choice.groups, width: choice.width, threads: threads)
+        case .rowsBF16: return PackedMatrix.convolutionWeights16(weight, groups: choice.groups, width: choice.width, threads: threads)
+        case .winograd: return PackedMatrix.winogradWeights(weight.floats, oc: w[0], ic: w[1], width: choice.width, threads: threads)
+        case .winogradBF16: return PackedMatrix.winogradWeights16(weight, oc: w[0], ic: w[1], width: choice.width, threads: threads)
+        case .winograd43: return PackedMatrix.winogradWeights43(weight.floats, oc: w[0], ic: w[1], width: choice.width, threads: threads)
+        case .columns: return PackedMatrix.columnsOf(weight.floats, columns: w[0], k: w[1], width: choice.width, threads: threads)
+        case .columnsBF16: return PackedMatrix.columnsOf16(weight, columns: w[0], k: w[1], width: choice.width, threads: threads)
         }
     }
 }

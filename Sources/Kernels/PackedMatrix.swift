@@ -33,7 +33,27 @@ public final class PackedMatrix: @unchecked Sendable {
             + (codes == nil ? 0 : groups * panels * blocks * width)
     }
 
+    /// Whether `pointer` is memory of another owner (a plan's packed form, mapped), never freed here.
+    public let borrowed: Bool
+
+    /// f32 (or bf16-pair) panels already packed at `pointer` (a plan's packed form, mapped): used in
+    /// place, never written or freed. The caller has checked that `groups · ⌈extent / width⌉ · k ·
+    /// width` words and 64 bytes more lie behind `pointer`.
+    public init(borrowing pointer: UnsafeRawPointer, extent: Int, k: Int, width: Int, groups: Int) {
+        self.pointer = UnsafeMutablePointer(mutating: pointer.assumingMemoryBound(to: Float.self))
+        self.extent = extent
+        self.k = k
+        self.width = width
+        self.groups = groups
+        element = nil
+        coding = nil
+        scales = nil
+        codes = nil
+        borrowed = true
+    }
+
     init(extent: Int, k: Int, width: Int, groups: Int, element: PanelElement? = nil, coding: Quantization.BlockCoding? = nil) {
+        borrowed = false
         self.extent = extent
         self.coding = element == .int8 ? coding : nil
         self.k = k
@@ -49,7 +69,10 @@ public final class PackedMatrix: @unchecked Sendable {
             ? .allocate(capacity: max(1, groups * ((extent + width - 1) / width) * coding!.blocks(k: k) * width)) : nil
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate(); scales?.deallocate(); codes?.deallocate() }
+    deinit {
+        guard !borrowed else { return }
+        UnsafeMutableRawPointer(pointer).deallocate(); scales?.deallocate(); codes?.deallocate()
+    }
 
     /// Rows of `a [groups·rows, k]` (row-major, as convolution weights `[oc, ic/g·kh·kw]` are) as A panels.
     public static func rowsOf(_ a: UnsafePointer<Float>, rows: Int, k: Int, groups: Int = 1, width: Int, threads: Int = 1) -> PackedMatrix {

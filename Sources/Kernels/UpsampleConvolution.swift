@@ -12,8 +12,12 @@ public enum UpsampleConvolution {
     /// Whether the phase path runs: our kernels, phase kernels `[4·oc, ic, 2, 2]`, no prologue, and the
     /// small image's rows whole micro-kernel panels.
     public static func eligible(_ k: Conv2DKernel, x: View, weight: View, gemm: Gemm) -> Bool {
-        !gemm.usesBLAS && k.groups == 1 && k.prologue == nil && weight.dims.count == 4 && weight.dims[0] % 4 == 0
-            && weight.dims[2] == 2 && weight.dims[3] == 2 && x.dims.count == 4 && x.dims[3] % gemm.nr == 0
+        eligible(k, input: x.dims, weight: weight.dims, gemm: gemm)
+    }
+
+    public static func eligible(_ k: Conv2DKernel, input: [Int], weight: [Int], gemm: Gemm) -> Bool {
+        !gemm.usesBLAS && k.groups == 1 && k.prologue == nil && weight.count == 4 && weight[0] % 4 == 0
+            && weight[2] == 2 && weight[3] == 2 && input.count == 4 && input[3] % gemm.nr == 0
     }
 
     /// The four phase kernels `[4·oc, ic, 2, 2]` (f32 or bf16) as four groups of A panels for `gemm`

@@ -54,6 +54,29 @@ public enum PlanVerifier {
                 }
             }
         }
+        // Packed forms: each of an f32 or bf16 weight, of the geometry its layout gives that weight's
+        // shape, inside a u8 storage record with 64 bytes of slack (the kernels may read one vector
+        // past the last panel); at most one per weight, layout and width.
+        var packedKeys = Set<[Int]>()
+        for (n, p) in program.packedWeights.enumerated() {
+            let what = "packed weight \(n) (\(p.layout.rawValue))"
+            guard p.weight > 0, p.weight < program.weights.count, p.storage > 0, p.storage < program.weights.count, p.storage != p.weight else {
+                throw fail("\(what) names no weight (\(p.weight), storage \(p.storage))")
+            }
+            let w = program.weights[p.weight], s = program.weights[p.storage]
+            guard w.dtype == .f32 || w.dtype == .bf16 else { throw fail("\(what): weight \(w.name) is \(w.dtype), packed forms are of f32 or bf16 weights") }
+            let kernelGroups = p.layout == .rows || p.layout == .rowsBF16 ? p.groups : 1
+            guard (1...64).contains(p.width), let g = p.layout.geometry(weight: w.shape.dims, groups: kernelGroups),
+                  g.extent == p.extent, g.k == p.k, g.groups == p.groups else {
+                throw fail("\(what): extent \(p.extent), k \(p.k), \(p.groups) groups, width \(p.width) do not fit weight \(w.name) \(w.shape)")
+            }
+            guard s.dtype == .u8, s.shape.dims.count == 1, let bytes = p.panelBytes, let needed = Checked.sum(bytes, 64), s.byteCount >= needed else {
+                throw fail("\(what): storage \(s.name) holds \(s.byteCount) bytes, the panels need \(p.panelBytes.map { "\($0 + 64)" } ?? "more")")
+            }
+            guard packedKeys.insert([p.weight, PanelLayout.allCases.firstIndex(of: p.layout) ?? 0, p.width]).inserted else {
+                throw fail("\(what): weight \(w.name) packed twice alike")
+            }
+        }
         for e in program.entryPoints {
             guard e.arenaBytes >= 0, e.arenaBytes <= maxBytes else { throw fail("entry \(e.name): arena of \(e.arenaBytes) bytes") }
             /// The byte range of an arena slot, checked against the arena.

@@ -143,6 +143,38 @@ public struct WeightRecord: Codable, Sendable, Equatable {
     }
 }
 
+/// A weight stored a second time as the GEMM micro-kernels read it (`compile --prepack`): the
+/// executor maps it in place instead of packing the weight at its first use, when its processor's
+/// kernels ask for the same layout and panel width (else it packs as without).
+public struct PackedWeight: Codable, Sendable, Equatable {
+    /// The weight packed (an index into `Program.weights`).
+    public var weight: Int
+    /// The weight record holding the panels (f32 words, the panels then 64 bytes of slack).
+    public var storage: Int
+    public var layout: PanelLayout
+    /// Rows (A side) or columns (B side) per panel.
+    public var width: Int
+    /// Rows or columns packed per group, steps per panel, and groups.
+    public var extent: Int
+    public var k: Int
+    public var groups: Int
+    public init(weight: Int, storage: Int, layout: PanelLayout, width: Int, extent: Int, k: Int, groups: Int) {
+        self.weight = weight
+        self.storage = storage
+        self.layout = layout
+        self.width = width
+        self.extent = extent
+        self.k = k
+        self.groups = groups
+    }
+
+    /// Bytes of the panels: `groups · ⌈extent / width⌉ · k · width` f32 words (nil on overflow).
+    public var panelBytes: Int? {
+        guard width > 0, extent >= 0 else { return nil }
+        return Checked.count([groups, (extent + width - 1) / width, k, width, 4], limit: PlanVerifier.maxBytes)
+    }
+}
+
 /// A compiled plan: entry points sharing one weight section and one arena.
 public struct Program: Codable, Sendable, Equatable {
     public var entryPoints: [EntryPoint]
@@ -157,7 +189,11 @@ public struct Program: Codable, Sendable, Equatable {
     /// What the plan is for, as key–value pairs (`diffbir.version`, `diffbir.tile`, ...): read by the
     /// pipeline. Absent in plans that are single networks.
     public var metadata: [String: String]?
-    public init(entryPoints: [EntryPoint], weights: [WeightRecord], activations: ActivationPrecision, report: String, metadata: [String: String]? = nil) {
+    /// Weights also stored packed for the micro-kernels of one processor family (`compile --prepack`).
+    public var packedWeights: [PackedWeight]
+    public init(entryPoints: [EntryPoint], weights: [WeightRecord], activations: ActivationPrecision, report: String, metadata: [String: String]? = nil,
+                packedWeights: [PackedWeight] = []) {
+        self.packedWeights = packedWeights
         self.entryPoints = entryPoints
         self.weights = weights
         self.activations = activations
@@ -165,7 +201,7 @@ public struct Program: Codable, Sendable, Equatable {
         self.metadata = metadata
     }
 
-    private enum Keys: String, CodingKey { case entryPoints, weights, activations, targetFeatures, report, metadata }
+    private enum Keys: String, CodingKey { case entryPoints, weights, activations, targetFeatures, report, metadata, packedWeights }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Keys.self)
@@ -173,6 +209,7 @@ public struct Program: Codable, Sendable, Equatable {
         weights = try c.decode([WeightRecord].self, forKey: .weights)
         report = try c.decode(String.self, forKey: .report)
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
+        packedWeights = try c.decodeIfPresent([PackedWeight].self, forKey: .packedWeights) ?? []
         if let a = try c.decodeIfPresent(ActivationPrecision.self, forKey: .activations) {
             activations = a
         } else {
@@ -188,6 +225,7 @@ public struct Program: Codable, Sendable, Equatable {
         try c.encode(activations, forKey: .activations)
         try c.encode(report, forKey: .report)
         try c.encodeIfPresent(metadata, forKey: .metadata)
+        if !packedWeights.isEmpty { try c.encode(packedWeights, forKey: .packedWeights) }
     }
 
     /// Whether attention's products (and, with bf16 activations, the GEMMs) run in bf16.

@@ -72,3 +72,42 @@ public enum ActivationKind: String, Codable, Hashable, Sendable, CaseIterable {
 public enum ActivationPrecision: String, Codable, Hashable, Sendable, CaseIterable {
     case f32, bf16, int8
 }
+
+/// How a weight is laid out for the GEMM micro-kernels when a plan stores it packed (`compile
+/// --prepack`): the key the executor asks for, with the panel width of the processor's kernels.
+public enum PanelLayout: String, Codable, Hashable, Sendable, CaseIterable {
+    /// A convolution's rows `[oc / groups, ic · kh · kw]` per group, as f32 A panels (an upsampling
+    /// convolution's four phase kernels as four groups).
+    case rows
+    /// The same as bf16 pairs of input channels, tap by tap.
+    case rowsBF16 = "rows-bf16"
+    /// Winograd F(2,3): the 16 transformed kernels, f32 A panels (16 groups).
+    case winograd
+    /// The same as bf16 pairs of input channels.
+    case winogradBF16 = "winograd-bf16"
+    /// Winograd F(4,3): the 36 transformed kernels, f32 A panels (36 groups).
+    case winograd43 = "winograd43"
+    /// A linear layer's `wᵀ` as f32 B panels.
+    case columns
+    /// The same as bf16 pairs of steps.
+    case columnsBF16 = "columns-bf16"
+
+    /// Rows or columns packed, steps per panel and groups of panels of the packed form of a weight of
+    /// `dims` in a kernel of `groups` groups (a convolution's, 4 for an upsampling convolution's
+    /// phases, 1 for the others); nil when the layout does not apply to such a weight.
+    public func geometry(weight dims: [Int], groups: Int) -> (extent: Int, k: Int, groups: Int)? {
+        func half(_ n: Int) -> Int { (n + 1) / 2 }
+        switch self {
+        case .rows, .rowsBF16:
+            guard dims.count == 4, groups > 0, dims[0] % groups == 0 else { return nil }
+            let taps = dims[2] * dims[3]
+            return (dims[0] / groups, self == .rows ? dims[1] * taps : taps * half(dims[1]), groups)
+        case .winograd, .winogradBF16, .winograd43:
+            guard dims.count == 4, groups == 1, dims[2] == 3, dims[3] == 3 else { return nil }
+            return (dims[0], self == .winogradBF16 ? half(dims[1]) : dims[1], self == .winograd43 ? 36 : 16)
+        case .columns, .columnsBF16:
+            guard dims.count == 2, groups == 1 else { return nil }
+            return (dims[0], self == .columns ? dims[1] : half(dims[1]), 1)
+        }
+    }
+}

@@ -89,6 +89,42 @@ import TestSupport
         #expect(both.status != 0 && both.stderr.contains("exclude each other"), "\(both)")
     }
 
+    /// `compile --prepack`: the plan says what it stores packed (`inspect --json`), a run on this
+    /// processor's kernels takes every packed weight from it with the same result to the bit, a run
+    /// on other kernels (`--isa avx2` where the plan was packed for AVX-512) packs as before; refused
+    /// beside the options that recompile.
+    @Test func prepackedPlansRunWithoutPacking() throws {
+        let dir = TemporaryDirectory()
+        let weights = Self.networks + "/bsrnet.weights.safetensors", config = Self.networks + "/bsrnet.config.json"
+        func compile(_ name: String, _ extra: [String]) throws -> (path: String, report: String) {
+            let path = dir.file(name)
+            let r = Tool.run(["compile", "--model", "bsrnet", "--weights", weights, "--config", config, "--size", "16x16", "-o", path, "-q", "--json"] + extra)
+            try #require(r.status == 0, "\(r)")
+            return (path, r.json()?["report"] as? String ?? "")
+        }
+        let plain = try compile("plain.plan", []), packed = try compile("packed.plan", ["--prepack"])
+        let line = try #require(packed.report.split(separator: "\n").first { $0.hasPrefix("prepack: ") }, "\(packed.report)")
+        let forms = try #require(Tool.run(["inspect", packed.path, "--json"]).json()?["packed_weights"] as? [[String: Any]])
+        #expect(!forms.isEmpty && line.contains("\(forms.count) weights"), "\(String(line))")
+        #expect(Tool.run(["inspect", "--verify", packed.path, "-q"]).status == 0)
+        func run(_ plan: String, _ extra: [String]) throws -> (bytes: Data, fromPlan: Int, here: Int) {
+            let out = dir.file("out-\(Int.random(in: 0..<1_000_000)).safetensors")
+            let r = Tool.run(["run", "--plan", plan, "--inputs", Self.networks + "/bsrnet.io.safetensors", "-o", out, "--json", "--threads", "2"] + extra)
+            let json = try #require(r.json(), "\(r)")
+            return (try Data(contentsOf: URL(fileURLWithPath: out)), json["packedFromPlan"] as? Int ?? -1, json["packedAtFirstUse"] as? Int ?? -1)
+        }
+        let a = try run(plain.path, []), b = try run(packed.path, [])
+        #expect(a.fromPlan == 0 && a.here > 0 && b.fromPlan == a.here && b.here == 0, "\(a.fromPlan) \(a.here) \(b.fromPlan) \(b.here)")
+        #expect(a.bytes == b.bytes)
+        // The AVX2 kernels, which every machine here has: from the plan only where it was packed for them.
+        let c = try run(plain.path, ["--isa", "avx2"]), d = try run(packed.path, ["--isa", "avx2"])
+        #expect(c.bytes == d.bytes)
+        #expect(line.contains("for the avx2 kernels") ? d.fromPlan == c.here && d.here == 0 : d.fromPlan == 0 && d.here == c.here, "\(line)")
+        let refused = Tool.run(["compile", "--model", "bsrnet", "--weights", weights, "--config", config, "--size", "16x16", "-o", dir.file("x.plan"),
+                                "--prepack", "--weights-dtype", "int8", "--gptq"])
+        #expect(refused.status != 0 && refused.stderr.contains("--prepack"), "\(refused)")
+    }
+
     @Test func compileRunAndInspectSpeakJSON() throws {
         let dir = TemporaryDirectory()
         let plan = try Self.plan(in: dir)

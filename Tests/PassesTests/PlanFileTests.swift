@@ -1,4 +1,7 @@
+import Compilation
+import Executor
 import Foundation
+import Kernels
 import Passes
 import Plan
 import Tensors
@@ -257,6 +260,55 @@ import TestSupport
             change(&c, &ins)
             ins.kernel = .conv2d(c)
             program.entryPoints[e].instructions[k] = ins
+        }
+    }
+
+    /// `compile --prepack`: the bsrnet fixture's weights also stored packed for this processor's
+    /// kernels are used in place (no weight packed at the run) with the same results to the bit as
+    /// the plan without them, and inconsistent packed forms are refused before anything runs.
+    @Test func packedFormsAreUsedInPlaceAndChecked() throws {
+        let f = try FixtureNetwork.load(1)
+        let dir = TemporaryDirectory()
+        func run(_ path: String) throws -> (Executor, [Tensor]) {
+            let executor = Executor(plan: try PlanFile(path: path), threads: 2)
+            return (executor, try executor.run(entry: "bsrnet", inputs: f.inputs).outputs.map(\.tensor))
+        }
+        func write(_ edit: (inout Program) -> Void) throws -> String {
+            var compiled = try Compiler.compile([("bsrnet", f.graph)], options: CompileOptions())
+            let summary = Prepacking.add(to: &compiled, gemm: Gemm(), threads: 2)
+            #expect(summary.forms > 0 && summary.bytes > 0)
+            edit(&compiled.program)
+            let path = dir.file("packed-\(Int.random(in: 0..<1_000_000)).plan")
+            try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+            return path
+        }
+        let plainPath = dir.file("plain.plan")
+        let plain = try Compiler.compile([("bsrnet", f.graph)], options: CompileOptions())
+        try PlanWriter.write(path: plainPath, program: plain.program, summary: plain.report, weights: plain.weights, overwrite: false)
+        let (plainRun, expected) = try run(plainPath)
+        let packedPath = try write { _ in }
+        let (packedRun, outputs) = try run(packedPath)
+        #expect(plainRun.packedFromPlan == 0 && plainRun.packedHere > 0)
+        #expect(packedRun.packedFromPlan == plainRun.packedHere && packedRun.packedHere == 0)
+        #expect(packedRun.packedBytes == 0, "borrowed panels are not resident copies")
+        #expect(outputs.map { Array($0.bytes) } == expected.map { Array($0.bytes) })
+
+        for (edit, phrase) in [("width", "do not fit"), ("extent", "do not fit"), ("wider", "holds"), ("storage", "holds"), ("weight", "names no weight"), ("twice", "packed twice")] {
+            let path = try write { p in
+                guard var form = p.packedWeights.first else { return }
+                switch edit {
+                case "width": form.width = 0
+                case "extent": form.extent += 1
+                case "wider": form.width += 1
+                case "storage": form.storage = p.weights.indices.dropFirst().filter { $0 != form.weight }.min { p.weights[$0].byteCount < p.weights[$1].byteCount } ?? 0
+                case "weight": form.weight = 100_000
+                case "twice": p.packedWeights.append(form)
+                default: break
+                }
+                if edit != "twice" { p.packedWeights[0] = form }
+            }
+            let message = try #require(PlanFileTests.refusal(path), "\(edit): accepted")
+            #expect(message.contains(phrase), "\(edit): \(message)")
         }
     }
 

@@ -229,6 +229,8 @@ struct Bench: ParsableCommand {
         }
         var times: [Double] = []
         var last: RunResult?
+        /// The very first run (warm-up or not): it packs the weights the plan does not hold packed.
+        var firstRun: Double?
         /// Our timed runs (after the warm-up, first round only).
         func timeOurs(round: Int) throws -> [Double] {
             var times: [Double] = []
@@ -242,6 +244,7 @@ struct Bench: ParsableCommand {
                 do { r = try executor.run(entry: name, inputs: feed, options: options) } catch { throw ToolError("\(error)") }
                 if let p = r.profile { printError(p.formatted) }
                 if !warming { times.append(r.seconds) }
+                if firstRun == nil { firstRun = r.seconds }
                 last = r
                 if !json && !report.quiet {
                     let label = rounds > 1 ? "round \(round + 1) " : ""
@@ -278,6 +281,8 @@ struct Bench: ParsableCommand {
             ("median_s", .number(median)), ("min_s", .number(sorted[0])), ("max_s", .number(sorted.last!)), ("peak_rss_bytes", .integer(Int64(peak))),
             ("weight_bytes", .integer(Int64(weightBytes))), ("arena_bytes", .integer(Int64(e.arenaBytes))),
             ("peak_rss_minus_weights_bytes", .integer(Int64(peak - weightBytes))),
+            ("first_run_s", .number(firstRun ?? .nan)), ("packed_from_plan", .integer(Int64(executor.packedFromPlan))),
+            ("packed_at_first_use", .integer(Int64(executor.packedHere))),
             ("relative_error", .object(errors.map { ($0.0, .number($0.1)) })),
             ("relative_l2_error", .object(errors.map { ($0.0, .number($0.2)) })),
         ]
@@ -285,6 +290,8 @@ struct Bench: ParsableCommand {
             print("\(plan) entry \(name): \(threads) threads, kernels \(executor.gemm.isa) (\(CPU.summary)), OpenBLAS \(BLAS.coreName), \(runs) runs after \(warmup) warm-up")
             print("times: " + times.map { String(format: "%.3f", $0) }.joined(separator: " ")
                   + String(format: " s; median %.3f s, min %.3f s, max %.3f s", median, sorted[0], sorted.last!))
+            print(String(format: "first run %.3f s; f32/bf16 weights packed: %d from the plan, %d at first use", firstRun ?? .nan,
+                         executor.packedFromPlan, executor.packedHere))
             print("peak RSS \(formatBytes(peak)); weights \(formatBytes(weightBytes)); peak RSS minus weights \(formatBytes(peak - weightBytes)); arena \(formatBytes(e.arenaBytes))")
             for (k, err, l2) in errors { print(String(format: "%@ vs ref.%@: relative error %.2e (max), %.2e (L2)", k, k, err, l2)) }
         }

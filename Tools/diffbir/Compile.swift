@@ -113,6 +113,11 @@ struct Compile: ParsableCommand {
     @Option(name: .customLong("disable-pass"), help: "Switch a pass off by name (repeatable).")
     var disabledPasses: [String] = []
 
+    @Flag(name: .customLong("prepack"), help: ArgumentHelp(
+        "Also store the f32 and bf16 weights packed for this processor's kernels, so that the first step packs nothing.",
+        discussion: "A run on a processor of the same kernels (AVX2 or AVX-512) maps the packed panels in place instead of packing each weight into memory at its first use; other processors, OpenBLAS and --validate read the plain weights, which stay. The plan grows by about the f32/bf16 weight bytes (Winograd's transformed kernels by 16/9 of theirs)."))
+    var prepack = false
+
     @Flag(name: .customLong("verify-each"), help: "Run the IR verifier after every pass.")
     var verifyEach = false
 
@@ -139,6 +144,9 @@ struct Compile: ParsableCommand {
         if gptq && weightsDType?.isInt8 != true
             && !quantRules.contains(where: { WeightFormat(userName: String($0.split(separator: "=").last ?? ""))?.isInt8 == true }) {
             throw ValidationError("--gptq rounds int8 weights: give --weights-dtype int8 (or an int8 --quant-rule)")
+        }
+        if prepack && (calibrate > 0 || autoKeep > 0 || calibrateInputs != nil || gptq) {
+            throw ValidationError("--prepack packs f32 and bf16 weights; --calibrate, --auto-keep and --gptq recompile quantised plans: give one or the other")
         }
         if !overwrite && FileManager.default.fileExists(atPath: output) {
             throw ValidationError("\(output) exists; pass --overwrite to replace it")
@@ -208,6 +216,13 @@ struct Compile: ParsableCommand {
         var first = "precision: \(chosen.precision?.rawValue ?? "as the formats give") (\(chosen.reason))\n"
         if chosen.precision == .f32, let plane = options.f32WinogradPlane, plane < 32 * 32 {
             first += "winograd: f32 3×3 convolutions from 16×16 outputs (no AVX-512 here; --disable-pass winograd-16 keeps 32×32, for less memory)\n"
+        }
+        if prepack {
+            let started = Date()
+            let gemm = Gemm(ISA.best)
+            let packed = Prepacking.add(to: &compiled, gemm: gemm, threads: threading.threads)
+            first += "prepack: \(packed.forms) weights also stored packed for the \(gemm.isa) kernels (\(formatBytes(packed.bytes)), "
+                + String(format: "%.1f s", Date().timeIntervalSince(started)) + "); other processors pack them at first use\n"
         }
         compiled.report = first + compiled.report
         var lastShown = Date()

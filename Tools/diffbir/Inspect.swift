@@ -240,6 +240,10 @@ extension Inspect {
                 ("file_bytes", .integer(Int64(plan.file.size))), ("entry_points", .array(entries)),
                 ("weight_count", .integer(Int64(p.weights.count - 1))), ("weight_bytes", .integer(Int64(weightBytes))),
                 ("arena_bytes", .integer(Int64(p.arenaBytes))), ("activations", .string(p.activations.rawValue)),
+                ("packed_weights", .array(p.packedWeights.map { w in
+                    .object([("weight", .string(p.weights[w.weight].name)), ("layout", .string(w.layout.rawValue)), ("width", .integer(Int64(w.width))),
+                             ("bytes", .integer(Int64(p.weights[w.storage].byteCount)))])
+                })),
                 ("report", .string(plan.summary)),
             ]).serialized)
             return

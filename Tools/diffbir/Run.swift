@@ -166,6 +166,7 @@ struct Run: ParsableCommand {
             ("instructions", .int(instructions)), ("arenaBytes", .int(executor.arenaBytes)), ("runSeconds", .seconds(result.seconds)),
             ("totalSeconds", .seconds(total)), ("threads", .int(threads)), ("kernels", .string(executor.gemm.isa.rawValue)),
             ("openblas", .string(BLAS.coreName)), ("processor", .string(CPU.summary)),
+            ("packedFromPlan", .int(executor.packedFromPlan)), ("packedAtFirstUse", .int(executor.packedHere)),
         ]
         if let v = result.validation {
             fields.append(("validation", .object([("instructions", .int(v.instructions)), ("tolerance", .number(tolerance)),
