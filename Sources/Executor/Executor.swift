@@ -157,6 +157,8 @@ public final class Executor: @unchecked Sendable {
     /// How many weights were found packed in the plan, and how many had to be packed here (f32 and
     /// bf16 weights; quantised ones are always expanded here).
     public private(set) var packedFromPlan = 0, packedHere = 0
+    /// The bytes of the file the packed forms span (mapped in huge pages until a run streams).
+    private var packedSpan: Range<Int>?
 
     /// Linear weights packed for int8 × int8 products (plans compiled with `--activations int8`).
     private var int8Packed: [Int: Int8WeightPanels] = [:]
@@ -186,6 +188,15 @@ public final class Executor: @unchecked Sendable {
         self.threads = max(1, threads)
         gemm = Gemm(isa)
         prepacked = Dictionary(grouping: plan.program.packedWeights, by: \.weight)
+        // The packed forms are read at every step and never released (unless a run streams its
+        // weights, which forbids huge pages again): let them be mapped in huge pages.
+        let storages = plan.program.packedWeights.map { plan.program.weights[$0.storage] }
+        if let first = storages.map(\.offset).min(), let end = storages.map({ $0.offset + $0.byteCount }).max() {
+            packedSpan = (plan.weightSection.lowerBound + first)..<(plan.weightSection.lowerBound + end)
+            plan.file.adviseHugePages(packedSpan!, true)
+        } else {
+            packedSpan = nil
+        }
         arenaBytes = plan.program.arenaBytes
         arena = UnsafeMutableRawPointer.allocate(byteCount: max(arenaBytes, 64), alignment: 64)
         // Weights are never written: the mapping is read-only and the kernels only read operands.
@@ -245,6 +256,12 @@ public final class Executor: @unchecked Sendable {
         }
         if let extra = inputs.keys.first(where: { k in !entry.inputs.contains { $0.name == k } }) {
             throw ExecutorError("entry \(name): the plan has no input '\(extra)' (inputs: \(entry.inputs.map(\.name).joined(separator: ", ")))")
+        }
+        if options.streamWeights, let span = packedSpan {
+            // Releasing a weight must not leave its huge page's other half mapped.
+            plan.file.adviseHugePages(span, false)
+            plan.file.release(span)
+            packedSpan = nil
         }
         var times: [String: (Int, Double)] = [:]
         var each: [(Int, Double)] = []

@@ -111,6 +111,18 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(base + start, end - start, Int32(MADV_WILLNEED))
     }
 
+    /// Allows (or again forbids) huge-page mappings of the page cache's folios over `range`: for data
+    /// read many times and never released, such as a plan's packed weights, whose panels the GEMMs
+    /// stream through with far fewer TLB misses so (the f32 denoise step 5.18 → 4.90 s on AVX2).
+    public func adviseHugePages(_ range: Range<Int>, _ allowed: Bool) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = max(0, range.lowerBound) / page * page
+        let end = min(size, range.upperBound)
+        guard end > start else { return }
+        _ = madvise(base + start, end - start, allowed ? Int32(MADV_HUGEPAGE) : Int32(MADV_NOHUGEPAGE))
+    }
+
     /// Advises the kernel that the pages fully inside `range` will not be needed again soon,
     /// removing them from this process's resident set.
     public func release(_ range: Range<Int>) {
