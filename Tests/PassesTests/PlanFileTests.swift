@@ -292,6 +292,13 @@ import TestSupport
         #expect(packedRun.packedFromPlan == plainRun.packedHere && packedRun.packedHere == 0)
         #expect(packedRun.packedBytes == 0, "borrowed panels are not resident copies")
         #expect(outputs.map { Array($0.bytes) } == expected.map { Array($0.bytes) })
+        // Streaming the weights (a memory budget): the panels are still read in place, then released.
+        var streaming = RunOptions()
+        streaming.streamWeights = true
+        let fresh = Executor(plan: try PlanFile(path: packedPath), threads: 2)
+        let streamed = try fresh.run(entry: "bsrnet", inputs: f.inputs, options: streaming).outputs.map(\.tensor)
+        #expect(streamed.map { Array($0.bytes) } == expected.map { Array($0.bytes) })
+        #expect(fresh.packedFromPlan == plainRun.packedHere && fresh.packedHere == 0)
 
         for (edit, phrase) in [("width", "do not fit"), ("extent", "do not fit"), ("wider", "holds"), ("storage", "holds"), ("weight", "names no weight"), ("twice", "packed twice")] {
             let path = try write { p in
