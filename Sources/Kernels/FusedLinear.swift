@@ -8,15 +8,34 @@ import Tensors
 public enum FusedLinear {
     public static let rowTile = 256
     public static let columnTile = 256
+    /// The most f32 values of quantised weights a linear layer expands once per call rather than once
+    /// per tile of rows (32 MB: the denoise step's largest, 2560 × 320 at 4096 rows, is 3.3 MB).
+    static let expandOnceLimit = 8 << 20
 
     /// `packed`: the weights as B panels of `gemm` (columns of Wᵀ), when `gemm` is not OpenBLAS.
     /// `int8`: the weights packed for int8 × int8 products (`--activations int8`), used when
     /// `Int8Linear.kernel` has one for this many rows and `gemm.isa` (else `packed`, the weight-only path).
-    public static func run(_ k: LinearKernel, x: View, weight: View, packed: PackedMatrix? = nil, int8: Int8WeightPanels? = nil,
+    public static func run(_ k: LinearKernel, x: View, weight: View, packed quantizedOrPacked: PackedMatrix? = nil, int8: Int8WeightPanels? = nil,
                            operands: [View], out: View, gemm: Gemm = Gemm(.openblas), threads: Int) {
         let (nOut, kk) = (weight.dims[0], weight.dims[1])
         // (Rows read through a layout: as many as its row table has.)
         let rows = k.inputOffsets.map { operands[$0].count } ?? x.count / max(kk, 1)
+        // Quantised weights are expanded to f32 as each product packs them: once per tile of rows. With
+        // many tiles, expand them once for the call instead (the same values, so the same results).
+        var packed = quantizedOrPacked
+        var expansion: WorkerScratch?
+        defer { if let expansion { ScratchPool.shared.give(expansion) } }
+        if let p = quantizedOrPacked, p.element != nil, p.groups == 1, !gemm.usesBLAS, gemm.precision == .f32,
+           (rows + rowTile - 1) / rowTile >= 3, int8 == nil || Int8Linear.kernel(rows: rows, isa: gemm.isa) == nil,
+           let count = Checked.count([p.panels, p.width, p.k], limit: expandOnceLimit), case .quantized(let q) = p.operand() {
+            let scratch = ScratchPool.shared.take()
+            expansion = scratch
+            let buffer = scratch.floats(0, count + 16)  // (and a vector past the end, as packed panels have)
+            Parallel.forRanges(p.panels, threads: threads) { range in
+                q.expand(panels: range, depth: 0..<p.k, width: p.width, into: buffer + range.lowerBound * p.panelStride)
+            }
+            packed = PackedMatrix(borrowing: buffer, extent: p.extent, k: p.k, width: p.width, groups: 1)
+        }
         let epilogue = ResolvedEpilogue(k.epilogue, operands: operands)
         let bias: UnsafePointer<Float>? = k.hasBias ? UnsafePointer(operands[2].floats) : nil
         let lnScale = k.prologue.map { UnsafePointer(operands[$0.scaleOperand].floats) }

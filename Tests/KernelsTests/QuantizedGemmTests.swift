@@ -152,6 +152,37 @@ import Testing
         }
     }
 
+    /// A linear layer of many tiles of rows (more than `FusedLinear.rowTile` · 3) expands its quantised
+    /// weights once for the call instead of once per tile: the same numbers, to the bit, as the f32
+    /// panels of the dequantised weights, with a bias and an epilogue, any thread count.
+    @Test(arguments: [(3 * FusedLinear.rowTile + 5, 40, 70), (4 * FusedLinear.rowTile, 33, 257)])
+    func linearOfManyRowTilesExpandsOnce(rows: Int, n: Int, k: Int) {
+        for isa in Self.engines {
+            let gemm = Gemm(isa)
+            for format in [WeightFormat.int8Channel, .int8Block16, .f16] {
+                let w = Self.weights(rows: n, k: k)
+                let q = Quantization.quantize(w, as: format)
+                let deq = Quantization.dequantize(q)
+                let packed = Self.pack(q, format: format, extent: n, k: k, width: gemm.nr)
+                let reference = deq.floats().withUnsafeBufferPointer { PackedMatrix.columnsOf($0.baseAddress!, columns: n, k: k, width: gemm.nr) }
+                let x = Tensor(GemmTests.values(rows * k, seed: 29), shape: Shape([rows, k]))
+                let bias = Tensor(GemmTests.values(n, seed: 31), shape: Shape([n]))
+                let kernel = LinearKernel(hasBias: true, epilogue: [.activation(.silu, alpha: 0)])
+                func run(_ p: PackedMatrix, threads: Int) -> [UInt32] {
+                    let out = Tensor.zeros(.f32, Shape([rows, n]))
+                    let views = [x, deq, bias].map { View(pointer: UnsafeMutableRawPointer(mutating: $0.bytes.baseAddress!), dtype: $0.dtype, shape: $0.shape) }
+                    let o = View(pointer: UnsafeMutableRawPointer(mutating: out.bytes.baseAddress!), dtype: .f32, shape: out.shape)
+                    FusedLinear.run(kernel, x: views[0], weight: views[1], packed: p, operands: views, out: o, gemm: gemm, threads: threads)
+                    return out.floats().map(\.bitPattern)
+                }
+                let expected = run(reference, threads: 2)
+                for threads in [1, 3] {
+                    #expect(run(packed, threads: threads) == expected, "\(isa) \(format) \(rows)×\(n)×\(k), \(threads) threads")
+                }
+            }
+        }
+    }
+
     /// The reference quantiser: symmetric, one scale per row (an outlier row does not coarsen the
     /// others), every value within half a step, zeros exact, f16 within half an ulp.
     @Test func int8PerChannelQuantisation() {
