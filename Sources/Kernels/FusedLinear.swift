@@ -30,7 +30,9 @@ public enum FusedLinear {
            let count = Checked.count([p.panels, p.width, p.k], limit: expandOnceLimit), case .quantized(let q) = p.operand() {
             let scratch = ScratchPool.shared.take()
             expansion = scratch
-            let buffer = scratch.floats(0, count + 16)  // (and a vector past the end, as packed panels have)
+            // (Its own slot, so that no other buffer of a recycled scratch is reallocated for it; and a
+            // vector past the end, as packed panels have.)
+            let buffer = scratch.floats(9, count + 16)
             Parallel.forRanges(p.panels, threads: threads) { range in
                 q.expand(panels: range, depth: 0..<p.k, width: p.width, into: buffer + range.lowerBound * p.panelStride)
             }
