@@ -155,7 +155,7 @@ public final class Executor: @unchecked Sendable {
     /// The plan's packed forms (`compile --prepack`) by the weight they pack.
     private let prepacked: [Int: [PackedWeight]]
     /// How many weights were found packed in the plan, and how many had to be packed here (f32 and
-    /// bf16 weights; quantised ones are always expanded here).
+    /// bf16 weights, and the int8 × int8 kernels' int8 ones; other quantised weights are expanded as used).
     public private(set) var packedFromPlan = 0, packedHere = 0
     /// The bytes of the file the packed forms span (mapped in huge pages until a run streams).
     private var packedSpan: Range<Int>?
@@ -180,8 +180,8 @@ public final class Executor: @unchecked Sendable {
     }
 
     /// Bytes of weights packed so far (resident in place of their mapped pages).
-    public var packedBytes: Int { packed.values.reduce(0) { $0 + ($1.borrowed ? 0 : $1.byteCount) } + int8Packed.values.reduce(0) { $0 + $1.byteCount }
-        + int8Conv.values.reduce(0) { $0 + $1.byteCount } }
+    public var packedBytes: Int { packed.values.reduce(0) { $0 + ($1.borrowed ? 0 : $1.byteCount) } + int8Packed.values.reduce(0) { $0 + ($1.borrowed ? 0 : $1.byteCount) }
+        + int8Conv.values.reduce(0) { $0 + ($1.borrowed ? 0 : $1.byteCount) } }
 
     public init(plan: PlanFile, threads: Int, isa: ISA = .best) {
         self.plan = plan
@@ -371,6 +371,13 @@ public final class Executor: @unchecked Sendable {
 
     /// The fast kernel of `kernel` when there is one for these operands; false to fall back.
     /// The packed form of operand `position` when it is a weight (nil for activations or OpenBLAS).
+    /// The storage of the plan's packed form of weight `i` in `layout` and `width`, if it has one
+    /// (the verifier proved its geometry is the weight's and that it holds the panels and scales).
+    private func prepackedStorage(_ i: Int, _ layout: PanelLayout, width: Int) -> WeightRecord? {
+        guard let form = prepacked[i]?.first(where: { $0.layout == layout && $0.width == width }) else { return nil }
+        return plan.program.weights[form.storage]
+    }
+
     /// `choice` is how an f32 or bf16 weight is packed (`WeightPacking`): the plan's packed form of
     /// that layout and width is used in place when it has one.
     private func packedWeight(_ operands: [Operand], _ position: Int, stream: Bool, choice: WeightPacking.Choice? = nil,
@@ -445,26 +452,26 @@ public final class Executor: @unchecked Sendable {
         switch kernel {
         case .conv2d(var c):
             guard x[0].dims.count == 4, f32Except(weight: 1, x, r) else { return false }
-            // Without VNNI, int8 × int8 products are no faster than f32 ones, and 3×3 convolutions of
-            // 32×32 outputs or more run faster as Winograd on the int8 weights, transformed as used,
-            // with f32 activations: F(2,3), and F(4,3) from 64×64 (the denoise step's, AVX2: 320
-            // channels at 64×64 302 → 205 ms as F(2,3); 640 at 32×32 173 → 124 ms; on 16×16 and
-            // smaller, the int8 × int8 products are as fast or faster).
-            if x[1].dtype == .i8, int8Activations, Int8Convolution.kernel(c, isa: gemm.isa) == .avx2, c.upsample != true,
-               Winograd.eligible(c, weight: x[1].dims), x[1].dims[0] >= 32, x[1].dims[1] >= 32, r[0].dims.count == 4,
-               r[0].dims[2] * r[0].dims[3] >= 32 * 32, channelScales(of: weights[1]) != nil {
+            // Without VNNI, the large 3×3 convolutions run as Winograd on the int8 weights (f32 activations).
+            if x[1].dtype == .i8, int8Activations, Int8Convolution.runsAsF32Winograd(c, weight: x[1].dims, output: r[0].dims, isa: gemm.isa),
+               channelScales(of: weights[1]) != nil {
                 c.winograd = true
                 c.winogradTile = r[0].dims[2] * r[0].dims[3] >= 64 * 64 && Winograd43.quantizedFits(oc: x[1].dims[0], c: x[1].dims[1]) ? 4 : nil
             }
             // int8 weights in an int8-activation plan: int8 × int8 products (VNNI, or AVX2 on 16 bits);
             // an upsampling convolution's four 2×2 phase kernels as one 2×2 convolution.
-            let int8Upsample = c.upsample == true && c.prologue == nil && x[1].dims.count == 4 && x[1].dims[0] % 4 == 0
-                && x[1].dims[2] == 2 && x[1].dims[3] == 2 && Int8Convolution.upsampleFits(x: x[0].dims, oc: x[1].dims[0] / 4)
+            let int8Upsample = Int8Convolution.upsampleEligible(c, input: x[0].dims, weight: x[1].dims)
             if x[1].dtype == .i8, int8Activations, c.winograd != true, c.upsample != true || int8Upsample, let kernel = Int8Convolution.kernel(c, isa: gemm.isa),
                case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
                 let w = x[1].dims
                 let packedConv: Int8ConvWeights
-                if let p = int8Conv[wi] { packedConv = p } else {
+                if let p = int8Conv[wi] { packedConv = p } else if let storage = prepackedStorage(wi, .int8Taps, width: Int8Gemm.mr) {
+                    let w = x[1].dims
+                    packedConv = Int8ConvWeights(borrowing: weightBase + storage.offset, oc: w[0], ic: w[1], kh: w[2], kw: w[3])
+                    packedFromPlan += 1
+                    if !stream { int8Conv[wi] = packedConv }
+                } else {
+                    packedHere += 1
                     packedConv = Int8ConvWeights(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, oc: w[0], ic: w[1], kh: w[2], kw: w[3],
                                                  threads: threads)
                     if !stream {
@@ -533,7 +540,12 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype == .i8, int8Activations, Int8Linear.kernel(rows: x[0].count / max(w[1], 1), isa: gemm.isa) != nil,
                case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
                 let panels: Int8WeightPanels
-                if let p = int8Packed[wi] { panels = p } else {
+                if let p = int8Packed[wi] { panels = p } else if let storage = prepackedStorage(wi, .int8Columns, width: Int8Gemm.nr) {
+                    panels = Int8WeightPanels(borrowing: weightBase + storage.offset, n: w[0], k: w[1])
+                    packedFromPlan += 1
+                    if !stream { int8Packed[wi] = panels }
+                } else {
+                    packedHere += 1
                     panels = Int8WeightPanels(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, n: w[0], k: w[1], threads: threads)
                     if !stream {
                         int8Packed[wi] = panels

@@ -91,6 +91,26 @@ public enum WeightPacking {
         }
     }
 
+    /// The packed form the int8 × int8 kernels take of operand 1 of `kernel`, an int8-channel weight
+    /// of `weight` dims, in a plan with int8 activations (`Int8WeightPanels`, `Int8ConvWeights`); nil
+    /// where the executor runs the weight otherwise (too few rows, AVX2's Winograd on the int8 weights,
+    /// upsampling convolutions too large for the phase planes).
+    public static func int8Choice(_ kernel: Kernel, input: [Int], output: [Int], weight: [Int], gemm: Gemm) -> Choice? {
+        guard !gemm.usesBLAS else { return nil }
+        switch kernel {
+        case .conv2d(let c):
+            guard input.count == 4, weight.count == 4, Int8Convolution.kernel(c, isa: gemm.isa) != nil, c.winograd != true,
+                  !Int8Convolution.runsAsF32Winograd(c, weight: weight, output: output, isa: gemm.isa) else { return nil }
+            if c.upsample == true && !Int8Convolution.upsampleEligible(c, input: input, weight: weight) { return nil }
+            return Choice(layout: .int8Taps, groups: 1, width: Int8Gemm.mr)
+        case .linear:
+            guard weight.count == 2, Int8Linear.kernel(rows: input.reduce(1, *) / max(weight[1], 1), isa: gemm.isa) != nil else { return nil }
+            return Choice(layout: .int8Columns, groups: 1, width: Int8Gemm.nr)
+        default:
+            return nil
+        }
+    }
+
     /// Packs `weight` (f32, or bf16 for the bf16 layouts and their f32 twins' bf16 weights) as
     /// `choice` says.
     public static func pack(_ weight: View, _ choice: Choice, threads: Int) -> PackedMatrix {
@@ -103,6 +123,7 @@ public enum WeightPacking {
         case .winograd43: return PackedMatrix.winogradWeights43(weight.floats, oc: w[0], ic: w[1], width: choice.width, threads: threads)
         case .columns: return PackedMatrix.columnsOf(weight.floats, columns: w[0], k: w[1], width: choice.width, threads: threads)
         case .columnsBF16: return PackedMatrix.columnsOf16(weight, columns: w[0], k: w[1], width: choice.width, threads: threads)
+        case .int8Columns, .int8Taps: preconditionFailure("the int8 layouts are Int8WeightPanels' and Int8ConvWeights'")
         }
     }
 }

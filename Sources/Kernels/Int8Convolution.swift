@@ -58,7 +58,34 @@ public final class Int8ConvWeights: @unchecked Sendable {
         }
     }
 
-    deinit { words.deallocate(); scales.deallocate() }
+    /// Whether the words and scales belong to another owner (a plan's packed form, mapped).
+    public private(set) var borrowed = false
+
+    /// Panels already packed at `pointer` (a plan's packed form, `PanelLayout.int8Taps`): the words,
+    /// then the scales, used in place and never freed. The caller has checked that `byteCount` bytes
+    /// lie behind `pointer`, 4-byte aligned.
+    public init(borrowing pointer: UnsafeRawPointer, oc: Int, ic: Int, kh: Int, kw: Int) {
+        self.oc = oc
+        self.ic = ic
+        self.kh = kh
+        self.kw = kw
+        let panels = (oc + Int8Gemm.mr - 1) / Int8Gemm.mr
+        words = UnsafeMutablePointer(mutating: pointer.assumingMemoryBound(to: UInt32.self))
+        scales = UnsafeMutablePointer(mutating: (pointer + panels * kh * kw * ((ic + 3) / 4) * Int8Gemm.mr * 4).assumingMemoryBound(to: Float.self))
+        borrowed = true
+    }
+
+    /// Writes the words, then the scales (`byteCount` bytes): a plan's packed form.
+    public func write(into destination: UnsafeMutableRawPointer) {
+        let wordBytes = panels * steps * Int8Gemm.mr * 4
+        destination.copyMemory(from: words, byteCount: wordBytes)
+        (destination + wordBytes).copyMemory(from: scales, byteCount: panels * Int8Gemm.mr * 4)
+    }
+
+    deinit {
+        guard !borrowed else { return }
+        words.deallocate(); scales.deallocate()
+    }
 }
 
 /// Convolutions with int8 weights and int8 activations (`--activations int8`, groups 1): the input
@@ -83,6 +110,22 @@ public enum Int8Convolution {
 
     /// The int8 micro-kernel that runs this convolution with the f32 kernel choice `isa` (ungrouped only).
     public static func kernel(_ k: Conv2DKernel, isa: ISA) -> Int8Gemm.Kernel? { k.groups == 1 ? Int8Gemm.Kernel.matching(isa) : nil }
+
+    /// Without VNNI, int8 × int8 products are no faster than f32 ones, and 3×3 convolutions of 32×32
+    /// outputs or more run faster as Winograd on the int8 weights, transformed as used, with f32
+    /// activations: F(2,3), and F(4,3) from 64×64 (the denoise step's, AVX2: 320 channels at 64×64
+    /// 302 → 205 ms as F(2,3); 640 at 32×32 173 → 124 ms; on 16×16 and smaller, the int8 × int8
+    /// products are as fast or faster). Whether convolution `k` of `weight` into `output` runs so.
+    public static func runsAsF32Winograd(_ k: Conv2DKernel, weight: [Int], output: [Int], isa: ISA) -> Bool {
+        kernel(k, isa: isa) == .avx2 && k.upsample != true && Winograd.eligible(k, weight: weight) && weight[0] >= 32 && weight[1] >= 32
+            && output.count == 4 && output[2] * output[3] >= 32 * 32
+    }
+
+    /// Whether an upsampling convolution runs as one int8 2×2 convolution (`runUpsample`).
+    public static func upsampleEligible(_ k: Conv2DKernel, input: [Int], weight: [Int]) -> Bool {
+        k.upsample == true && k.prologue == nil && weight.count == 4 && weight[0] % 4 == 0 && weight[2] == 2 && weight[3] == 2
+            && upsampleFits(x: input, oc: weight[0] / 4)
+    }
 
     /// `Conv2DKernel.upsample` (a 3×3 convolution of the image enlarged twice by nearest neighbour)
     /// in int8 × int8: the four 2×2 phase kernels (`wq`: `[4·oc, ic, 2, 2]`, phase 2a + b the

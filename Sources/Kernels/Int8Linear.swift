@@ -53,7 +53,33 @@ public final class Int8WeightPanels: @unchecked Sendable {
         }
     }
 
-    deinit { words.deallocate(); scales.deallocate() }
+    /// Whether the words and scales belong to another owner (a plan's packed form, mapped).
+    public private(set) var borrowed = false
+
+    /// Panels already packed at `pointer` (a plan's packed form, `PanelLayout.int8Columns`): the words,
+    /// then the scales, used in place and never freed. The caller has checked that `byteCount` bytes
+    /// lie behind `pointer`, 4-byte aligned.
+    public init(borrowing pointer: UnsafeRawPointer, n: Int, k: Int) {
+        self.n = n
+        self.k = k
+        steps = (k + 3) / 4
+        let panels = (n + Int8Gemm.nr - 1) / Int8Gemm.nr
+        words = UnsafeMutablePointer(mutating: pointer.assumingMemoryBound(to: UInt32.self))
+        scales = UnsafeMutablePointer(mutating: (pointer + panels * steps * Int8Gemm.nr * 4).assumingMemoryBound(to: Float.self))
+        borrowed = true
+    }
+
+    /// Writes the words, then the scales (`byteCount` bytes): a plan's packed form.
+    public func write(into destination: UnsafeMutableRawPointer) {
+        let wordBytes = panels * steps * Int8Gemm.nr * 4
+        destination.copyMemory(from: words, byteCount: wordBytes)
+        (destination + wordBytes).copyMemory(from: scales, byteCount: panels * Int8Gemm.nr * 4)
+    }
+
+    deinit {
+        guard !borrowed else { return }
+        words.deallocate(); scales.deallocate()
+    }
 }
 
 /// Linear layers with int8 weights and int8 activations (`--activations int8`): each row of the

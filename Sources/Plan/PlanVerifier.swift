@@ -54,9 +54,10 @@ public enum PlanVerifier {
                 }
             }
         }
-        // Packed forms: each of an f32 or bf16 weight, of the geometry its layout gives that weight's
-        // shape, inside a u8 storage record with 64 bytes of slack (the kernels may read one vector
-        // past the last panel); at most one per weight, layout and width.
+        // Packed forms: each of an f32 or bf16 weight (int8-channel for the int8 layouts), of the
+        // geometry its layout gives that weight's shape, inside a u8 storage record with 64 bytes of
+        // slack (the kernels may read one vector past the last panel); at most one per weight, layout
+        // and width.
         var packedKeys = Set<[Int]>()
         for (n, p) in program.packedWeights.enumerated() {
             let what = "packed weight \(n) (\(p.layout.rawValue))"
@@ -64,7 +65,13 @@ public enum PlanVerifier {
                 throw fail("\(what) names no weight (\(p.weight), storage \(p.storage))")
             }
             let w = program.weights[p.weight], s = program.weights[p.storage]
-            guard w.dtype == .f32 || w.dtype == .bf16 else { throw fail("\(what): weight \(w.name) is \(w.dtype), packed forms are of f32 or bf16 weights") }
+            if p.layout.isInt8 {
+                guard w.format == .int8Channel, w.blockCodes == nil else {
+                    throw fail("\(what): weight \(w.name) is \(w.format?.rawValue ?? w.dtype.rawValue), the int8 layouts pack int8-channel weights")
+                }
+            } else {
+                guard w.dtype == .f32 || w.dtype == .bf16 else { throw fail("\(what): weight \(w.name) is \(w.dtype), packed forms are of f32 or bf16 weights") }
+            }
             let kernelGroups = p.layout == .rows || p.layout == .rowsBF16 ? p.groups : 1
             guard (1...64).contains(p.width), let g = p.layout.geometry(weight: w.shape.dims, groups: kernelGroups),
                   g.extent == p.extent, g.k == p.k, g.groups == p.groups else {

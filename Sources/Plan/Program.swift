@@ -149,7 +149,8 @@ public struct WeightRecord: Codable, Sendable, Equatable {
 public struct PackedWeight: Codable, Sendable, Equatable {
     /// The weight packed (an index into `Program.weights`).
     public var weight: Int
-    /// The weight record holding the panels (f32 words, the panels then 64 bytes of slack).
+    /// The weight record holding the panels (u8: the panels, the int8 layouts' scales, then 64 bytes
+    /// of slack).
     public var storage: Int
     public var layout: PanelLayout
     /// Rows (A side) or columns (B side) per panel.
@@ -168,10 +169,14 @@ public struct PackedWeight: Codable, Sendable, Equatable {
         self.groups = groups
     }
 
-    /// Bytes of the panels: `groups · ⌈extent / width⌉ · k · width` f32 words (nil on overflow).
+    /// Bytes of the panels: `groups · ⌈extent / width⌉ · k · width` 4-byte words, and for the int8
+    /// layouts an f32 scale per padded row or column after them (nil on overflow).
     public var panelBytes: Int? {
-        guard width > 0, extent >= 0 else { return nil }
-        return Checked.count([groups, (extent + width - 1) / width, k, width, 4], limit: PlanVerifier.maxBytes)
+        guard width > 0, extent >= 0, let words = Checked.count([groups, (extent + width - 1) / width, k, width, 4], limit: PlanVerifier.maxBytes)
+        else { return nil }
+        guard layout.isInt8 else { return words }
+        guard let scales = Checked.count([(extent + width - 1) / width, width, 4], limit: PlanVerifier.maxBytes) else { return nil }
+        return Checked.sum(words, scales, limit: PlanVerifier.maxBytes)
     }
 }
 

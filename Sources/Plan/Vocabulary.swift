@@ -91,6 +91,15 @@ public enum PanelLayout: String, Codable, Hashable, Sendable, CaseIterable {
     case columns
     /// The same as bf16 pairs of steps.
     case columnsBF16 = "columns-bf16"
+    /// A linear layer's int8 weight for the int8 × int8 kernels (`--activations int8`): B panels of
+    /// words of four consecutive inputs (each `w + 128`), ⌈k / 4⌉ steps, then one f32 scale per column.
+    case int8Columns = "int8-columns"
+    /// A convolution's int8 weight for the int8 × int8 kernels: A panels stepping tap by tap over
+    /// words of four input channels (each `w + 128`), then one f32 scale per output channel.
+    case int8Taps = "int8-taps"
+
+    /// Whether the panels hold int8 words of an int8 weight, followed by a scale per row or column.
+    public var isInt8: Bool { self == .int8Columns || self == .int8Taps }
 
     /// Rows or columns packed, steps per panel and groups of panels of the packed form of a weight of
     /// `dims` in a kernel of `groups` groups (a convolution's, 4 for an upsampling convolution's
@@ -108,6 +117,12 @@ public enum PanelLayout: String, Codable, Hashable, Sendable, CaseIterable {
         case .columns, .columnsBF16:
             guard dims.count == 2, groups == 1 else { return nil }
             return (dims[0], self == .columns ? dims[1] : half(dims[1]), 1)
+        case .int8Columns:
+            guard dims.count == 2, groups == 1 else { return nil }
+            return (dims[0], (dims[1] + 3) / 4, 1)
+        case .int8Taps:
+            guard dims.count == 4, groups == 1 else { return nil }
+            return (dims[0], dims[2] * dims[3] * ((dims[1] + 3) / 4), 1)
         }
     }
 }

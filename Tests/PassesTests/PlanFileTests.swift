@@ -319,6 +319,34 @@ import TestSupport
         }
     }
 
+    /// The same for an int8 × int8 plan (`--activations int8`): its int8 weights stored as the int8
+    /// kernels' panels (`int8-taps`, `int8-columns`) and read in place, the results the same to the bit.
+    @Test func int8PanelsAreUsedInPlace() throws {
+        let f = try FixtureNetwork.load(1)
+        let dir = TemporaryDirectory()
+        var options = CompileOptions()
+        options.quantization = QuantizationPolicy(defaultFormat: .int8Channel)
+        options.int8Activations = true
+        func write(_ name: String, prepack: Bool) throws -> String {
+            var compiled = try Compiler.compile([("bsrnet", f.graph)], options: options)
+            if prepack {
+                _ = Prepacking.add(to: &compiled, gemm: Gemm(), threads: 2)
+                #expect(compiled.program.packedWeights.contains { $0.layout == .int8Taps })
+            }
+            let path = dir.file(name)
+            try PlanWriter.write(path: path, program: compiled.program, summary: compiled.report, weights: compiled.weights, overwrite: false)
+            return path
+        }
+        let plain = Executor(plan: try PlanFile(path: try write("plain.plan", prepack: false)), threads: 2)
+        let packed = Executor(plan: try PlanFile(path: try write("packed.plan", prepack: true)), threads: 2)
+        let expected = try plain.run(entry: "bsrnet", inputs: f.inputs).outputs.map { Array($0.tensor.bytes) }
+        let got = try packed.run(entry: "bsrnet", inputs: f.inputs).outputs.map { Array($0.tensor.bytes) }
+        #expect(got == expected)
+        #expect(plain.packedHere > 0 && packed.packedFromPlan == plain.packedHere && packed.packedHere == 0,
+                "\(plain.packedHere) \(packed.packedFromPlan) \(packed.packedHere)")
+        #expect(packed.packedBytes == 0)
+    }
+
     @Test func theCompiledPlanVerifies() throws {
         #expect(try Self.edited { _ in } == nil)
     }

@@ -114,8 +114,8 @@ struct Compile: ParsableCommand {
     var disabledPasses: [String] = []
 
     @Flag(name: .customLong("prepack"), help: ArgumentHelp(
-        "Also store the f32 and bf16 weights packed for this processor's kernels, so that the first step packs nothing.",
-        discussion: "A run on a processor of the same kernels (AVX2 or AVX-512) maps the packed panels in place instead of packing each weight into memory at its first use; other processors, OpenBLAS and --validate read the plain weights, which stay. The plan grows by about the f32/bf16 weight bytes (Winograd's transformed kernels by 16/9 of theirs)."))
+        "Also store the weights packed for this processor's kernels, so that the first step packs nothing.",
+        discussion: "f32 and bf16 weights as the GEMMs' panels (Winograd's as transformed kernels), and with --activations int8 the int8 weights as the int8 kernels' panels. A run on a processor of the same kernels (AVX2 or AVX-512) maps them in place instead of packing each weight into memory at its first use; other processors, OpenBLAS and --validate read the plain weights, which stay. The plan grows by about the packed weights' bytes (Winograd's transformed kernels: 16/9 or 4 times theirs)."))
     var prepack = false
 
     @Flag(name: .customLong("verify-each"), help: "Run the IR verifier after every pass.")
@@ -146,7 +146,7 @@ struct Compile: ParsableCommand {
             throw ValidationError("--gptq rounds int8 weights: give --weights-dtype int8 (or an int8 --quant-rule)")
         }
         if prepack && (calibrate > 0 || autoKeep > 0 || calibrateInputs != nil || gptq) {
-            throw ValidationError("--prepack packs f32 and bf16 weights; --calibrate, --auto-keep and --gptq recompile quantised plans: give one or the other")
+            throw ValidationError("--prepack is not taken with --calibrate, --auto-keep or --gptq, which recompile the plan afterwards: give one or the other")
         }
         if !overwrite && FileManager.default.fileExists(atPath: output) {
             throw ValidationError("\(output) exists; pass --overwrite to replace it")
