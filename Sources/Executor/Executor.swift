@@ -175,6 +175,14 @@ public final class Executor: @unchecked Sendable {
         packed = packed.filter { used.contains($0.key) }
         int8Packed = int8Packed.filter { used.contains($0.key) }
         int8Conv = int8Conv.filter { used.contains($0.key) }
+        // The plan's packed forms of the others leave the resident set too, as the packed copies do.
+        for (i, forms) in prepacked where !used.contains(i) {
+            for form in forms {
+                let w = plan.program.weights[form.storage]
+                let start = plan.weightSection.lowerBound + w.offset
+                plan.file.release(start..<(start + w.byteCount))
+            }
+        }
         // (The scratch was sized by the previous entry's shapes.)
         ScratchPool.shared.trim()
     }
