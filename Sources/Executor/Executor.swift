@@ -377,8 +377,6 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
-    /// The fast kernel of `kernel` when there is one for these operands; false to fall back.
-    /// The packed form of operand `position` when it is a weight (nil for activations or OpenBLAS).
     /// The storage of the plan's packed form of weight `i` in `layout` and `width`, if it has one
     /// (the verifier proved its geometry is the weight's and that it holds the panels and scales).
     private func prepackedStorage(_ i: Int, _ layout: PanelLayout, width: Int) -> WeightRecord? {
@@ -386,6 +384,7 @@ public final class Executor: @unchecked Sendable {
         return plan.program.weights[form.storage]
     }
 
+    /// The packed form of operand `position` when it is a weight (nil for activations or OpenBLAS).
     /// `choice` is how an f32 or bf16 weight is packed (`WeightPacking`): the plan's packed form of
     /// that layout and width is used in place when it has one.
     private func packedWeight(_ operands: [Operand], _ position: Int, stream: Bool, choice: WeightPacking.Choice? = nil,
@@ -455,6 +454,7 @@ public final class Executor: @unchecked Sendable {
         }
     }
 
+    /// The fast kernel of `kernel` when there is one for these operands; false to fall back.
     package func runFast(_ kernel: Kernel, _ x: [View], _ r: [View], weights: [Operand], stream: Bool) -> Bool {
         let allF32 = x.allSatisfy { $0.dtype == .f32 } && r.allSatisfy { $0.dtype == .f32 }
         switch kernel {
@@ -474,7 +474,6 @@ public final class Executor: @unchecked Sendable {
                 let w = x[1].dims
                 let packedConv: Int8ConvWeights
                 if let p = int8Conv[wi] { packedConv = p } else if let storage = prepackedStorage(wi, .int8Taps, width: Int8Gemm.mr) {
-                    let w = x[1].dims
                     packedConv = Int8ConvWeights(borrowing: weightBase + storage.offset, oc: w[0], ic: w[1], kh: w[2], kw: w[3])
                     packedFromPlan += 1
                     if !stream { int8Conv[wi] = packedConv }
