@@ -15,10 +15,13 @@ public final class Int8ConvWeights: @unchecked Sendable {
     public var taps: Int { kh * kw }
     public var quads: Int { (ic + 3) / 4 }
     public var steps: Int { taps * quads }
-    let words: UnsafeMutablePointer<UInt32>
-    let scales: UnsafeMutablePointer<Float>
+    let memory: Int8PanelMemory
+    var words: UnsafeMutablePointer<UInt32> { memory.words }
+    var scales: UnsafeMutablePointer<Float> { memory.scales }
     var panels: Int { (oc + Int8Gemm.mr - 1) / Int8Gemm.mr }
-    public var byteCount: Int { panels * steps * Int8Gemm.mr * 4 + panels * Int8Gemm.mr * 4 }
+    public var byteCount: Int { memory.byteCount }
+    /// Whether the panels are a plan's packed form, mapped.
+    public var borrowed: Bool { memory.borrowed }
 
     public init(_ w: UnsafePointer<Int8>, scales s: UnsafePointer<Float>, oc: Int, ic: Int, kh: Int, kw: Int, threads: Int = 1) {
         let mr = Int8Gemm.mr
@@ -29,9 +32,8 @@ public final class Int8ConvWeights: @unchecked Sendable {
         let taps = kh * kw
         let quads = (ic + 3) / 4, steps = taps * quads
         let panels = (oc + mr - 1) / mr
-        words = .allocate(capacity: max(1, panels * steps * mr))
-        scales = .allocate(capacity: max(1, panels * mr))
-        let (words, scales) = (self.words, self.scales)
+        memory = Int8PanelMemory(panelWords: panels * steps * mr, scaleCount: panels * mr)
+        let (words, scales) = (memory.words, memory.scales)
         Parallel.forRanges(panels, threads: threads) { range in
             for panel in range {
                 for r in 0..<mr {
@@ -58,34 +60,18 @@ public final class Int8ConvWeights: @unchecked Sendable {
         }
     }
 
-    /// Whether the words and scales belong to another owner (a plan's packed form, mapped).
-    public private(set) var borrowed = false
-
-    /// Panels already packed at `pointer` (a plan's packed form, `PanelLayout.int8Taps`): the words,
-    /// then the scales, used in place and never freed. The caller has checked that `byteCount` bytes
-    /// lie behind `pointer`, 4-byte aligned.
+    /// Panels already packed at `pointer` (a plan's packed form, `PanelLayout.int8Taps`: the words,
+    /// then the scales), used in place. The caller has checked that `byteCount` bytes lie behind it.
     public init(borrowing pointer: UnsafeRawPointer, oc: Int, ic: Int, kh: Int, kw: Int) {
-        self.oc = oc
-        self.ic = ic
-        self.kh = kh
-        self.kw = kw
+        (self.oc, self.ic, self.kh, self.kw) = (oc, ic, kh, kw)
         let panels = (oc + Int8Gemm.mr - 1) / Int8Gemm.mr
-        words = UnsafeMutablePointer(mutating: pointer.assumingMemoryBound(to: UInt32.self))
-        scales = UnsafeMutablePointer(mutating: (pointer + panels * kh * kw * ((ic + 3) / 4) * Int8Gemm.mr * 4).assumingMemoryBound(to: Float.self))
-        borrowed = true
+        memory = Int8PanelMemory(borrowing: pointer, panelWords: panels * kh * kw * ((ic + 3) / 4) * Int8Gemm.mr, scaleCount: panels * Int8Gemm.mr)
     }
 
     /// Writes the words, then the scales (`byteCount` bytes): a plan's packed form.
-    public func write(into destination: UnsafeMutableRawPointer) {
-        let wordBytes = panels * steps * Int8Gemm.mr * 4
-        destination.copyMemory(from: words, byteCount: wordBytes)
-        (destination + wordBytes).copyMemory(from: scales, byteCount: panels * Int8Gemm.mr * 4)
-    }
+    public func write(into destination: UnsafeMutableRawPointer) { memory.write(into: destination) }
 
-    deinit {
-        guard !borrowed else { return }
-        words.deallocate(); scales.deallocate()
-    }
+    deinit { memory.free() }
 }
 
 /// Convolutions with int8 weights and int8 activations (`--activations int8`, groups 1): the input

@@ -6,6 +6,42 @@ import CKernels
 import Plan
 import Tensors
 
+/// The memory of packed int8 weight panels (`Int8WeightPanels`, `Int8ConvWeights`): `panelWords`
+/// words, then `scaleCount` f32 scales; allocated here, or borrowed from a plan's packed form (then
+/// never written or freed). What a plan stores is the same bytes (`write`).
+struct Int8PanelMemory {
+    let words: UnsafeMutablePointer<UInt32>
+    let scales: UnsafeMutablePointer<Float>
+    let panelWords: Int
+    let scaleCount: Int
+    let borrowed: Bool
+
+    init(panelWords: Int, scaleCount: Int) {
+        words = .allocate(capacity: max(1, panelWords))
+        scales = .allocate(capacity: max(1, scaleCount))
+        (self.panelWords, self.scaleCount, borrowed) = (panelWords, scaleCount, false)
+    }
+
+    /// The caller has checked that `byteCount` bytes lie behind `pointer`, 4-byte aligned.
+    init(borrowing pointer: UnsafeRawPointer, panelWords: Int, scaleCount: Int) {
+        words = UnsafeMutablePointer(mutating: pointer.assumingMemoryBound(to: UInt32.self))
+        scales = UnsafeMutablePointer(mutating: (pointer + panelWords * 4).assumingMemoryBound(to: Float.self))
+        (self.panelWords, self.scaleCount, borrowed) = (panelWords, scaleCount, true)
+    }
+
+    var byteCount: Int { panelWords * 4 + scaleCount * 4 }
+
+    func write(into destination: UnsafeMutableRawPointer) {
+        destination.copyMemory(from: words, byteCount: panelWords * 4)
+        (destination + panelWords * 4).copyMemory(from: scales, byteCount: scaleCount * 4)
+    }
+
+    func free() {
+        guard !borrowed else { return }
+        words.deallocate(); scales.deallocate()
+    }
+}
+
 /// Linear weights `[n, k]` int8 (one scale per output feature) packed for the int8 × int8
 /// micro-kernels: panels of 32 columns of Wᵀ, each step a word of four consecutive k as unsigned
 /// bytes `w + 128` (128, i.e. zero, past k and past the last column).
@@ -13,10 +49,13 @@ public final class Int8WeightPanels: @unchecked Sendable {
     public let n: Int
     public let k: Int
     public let steps: Int
-    let words: UnsafeMutablePointer<UInt32>
-    let scales: UnsafeMutablePointer<Float>
+    let memory: Int8PanelMemory
+    var words: UnsafeMutablePointer<UInt32> { memory.words }
+    var scales: UnsafeMutablePointer<Float> { memory.scales }
     var panels: Int { (n + Int8Gemm.nr - 1) / Int8Gemm.nr }
-    public var byteCount: Int { panels * steps * Int8Gemm.nr * 4 + panels * Int8Gemm.nr * 4 }
+    public var byteCount: Int { memory.byteCount }
+    /// Whether the panels are a plan's packed form, mapped.
+    public var borrowed: Bool { memory.borrowed }
 
     public init(_ w: UnsafePointer<Int8>, scales s: UnsafePointer<Float>, n: Int, k: Int, threads: Int = 1) {
         let nr = Int8Gemm.nr
@@ -24,9 +63,8 @@ public final class Int8WeightPanels: @unchecked Sendable {
         self.k = k
         steps = (k + 3) / 4
         let panels = (n + nr - 1) / nr
-        words = .allocate(capacity: max(1, panels * steps * nr))
-        scales = .allocate(capacity: max(1, panels * nr))
-        let (words, scales, steps) = (self.words, self.scales, self.steps)
+        memory = Int8PanelMemory(panelWords: panels * steps * nr, scaleCount: panels * nr)
+        let (words, scales, steps) = (memory.words, memory.scales, self.steps)
         Parallel.forRanges(panels, threads: threads) { range in
             for panel in range {
                 for j in 0..<nr {
@@ -53,33 +91,20 @@ public final class Int8WeightPanels: @unchecked Sendable {
         }
     }
 
-    /// Whether the words and scales belong to another owner (a plan's packed form, mapped).
-    public private(set) var borrowed = false
-
-    /// Panels already packed at `pointer` (a plan's packed form, `PanelLayout.int8Columns`): the words,
-    /// then the scales, used in place and never freed. The caller has checked that `byteCount` bytes
-    /// lie behind `pointer`, 4-byte aligned.
+    /// Panels already packed at `pointer` (a plan's packed form, `PanelLayout.int8Columns`: the words,
+    /// then the scales), used in place. The caller has checked that `byteCount` bytes lie behind it.
     public init(borrowing pointer: UnsafeRawPointer, n: Int, k: Int) {
         self.n = n
         self.k = k
         steps = (k + 3) / 4
         let panels = (n + Int8Gemm.nr - 1) / Int8Gemm.nr
-        words = UnsafeMutablePointer(mutating: pointer.assumingMemoryBound(to: UInt32.self))
-        scales = UnsafeMutablePointer(mutating: (pointer + panels * steps * Int8Gemm.nr * 4).assumingMemoryBound(to: Float.self))
-        borrowed = true
+        memory = Int8PanelMemory(borrowing: pointer, panelWords: panels * steps * Int8Gemm.nr, scaleCount: panels * Int8Gemm.nr)
     }
 
     /// Writes the words, then the scales (`byteCount` bytes): a plan's packed form.
-    public func write(into destination: UnsafeMutableRawPointer) {
-        let wordBytes = panels * steps * Int8Gemm.nr * 4
-        destination.copyMemory(from: words, byteCount: wordBytes)
-        (destination + wordBytes).copyMemory(from: scales, byteCount: panels * Int8Gemm.nr * 4)
-    }
+    public func write(into destination: UnsafeMutableRawPointer) { memory.write(into: destination) }
 
-    deinit {
-        guard !borrowed else { return }
-        words.deallocate(); scales.deallocate()
-    }
+    deinit { memory.free() }
 }
 
 /// Linear layers with int8 weights and int8 activations (`--activations int8`): each row of the
