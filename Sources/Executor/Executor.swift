@@ -524,10 +524,9 @@ public final class Executor: @unchecked Sendable {
             let choice = WeightPacking.choice(.conv2d(c), input: x[0].dims, weight: x[1].dims, weightType: x[1].dtype, gemm: gemm)
             // (nil on OpenBLAS, which packs for itself; quantised weights never run there.)
             let a = packedWeight(weights, 1, stream: stream, choice: choice, make: {
+                // (Without a choice the weight is quantised: f32 and bf16 weights always have one here.)
                 if let choice { return WeightPacking.pack(x[1], choice, threads: threads) }
-                return packing == .quantizedPanels
-                    ? quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)
-                    : packing.pack(x[1], groups: c.groups, width: g.mr, threads: threads)
+                return quantizedPanels(x[1], operand: weights[1], rows: w[0] / c.groups, k: w[1] * w[2] * w[3], groups: c.groups, width: g.mr)
             })
             if packing == .quantizedPanels && a == nil { return false }
             FusedConvolution.run(c, x: x[0], weight: x[1], packed: a, operands: x, out: r[0], gemm: g, threads: threads)
@@ -567,8 +566,7 @@ public final class Executor: @unchecked Sendable {
             let choice = WeightPacking.choice(kernel, input: x[0].dims, weight: w, weightType: x[1].dtype, gemm: gemm)
             let b = packedWeight(weights, 1, stream: stream, choice: choice) {
                 if let choice { return WeightPacking.pack(x[1], choice, threads: threads) }
-                return quantized ? quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)
-                    : PackedMatrix.linearWeight(x[1], columns: w[0], k: w[1], gemm: g, threads: threads)
+                return quantizedPanels(x[1], operand: weights[1], rows: w[0], k: w[1], groups: 1, width: g.nr)
             }
             if quantized && b == nil { return false }
             FusedLinear.run(l, x: x[0], weight: x[1], packed: b, operands: x, out: r[0], gemm: g, threads: threads)

@@ -42,18 +42,6 @@ public enum ConvolutionPacking: Equatable, Sendable {
         }
     }
 
-    /// Packs `weight` `[oc, ic / groups, kh, kw]` for every layout but `quantizedPanels`.
-    public func pack(_ weight: View, groups: Int, width: Int, threads: Int) -> PackedMatrix {
-        let w = weight.dims
-        switch self {
-        case .winograd43: return PackedMatrix.winogradWeights43(weight.floats, oc: w[0], ic: w[1], width: width, threads: threads)
-        case .winogradBF16: return PackedMatrix.winogradWeights16(weight, oc: w[0], ic: w[1], width: width, threads: threads)
-        case .winograd: return PackedMatrix.winogradWeights(weight.floats, oc: w[0], ic: w[1], width: width, threads: threads)
-        case .rowsBF16: return PackedMatrix.convolutionWeights16(weight, groups: groups, width: width, threads: threads)
-        case .rows, .quantizedPanels:
-            return PackedMatrix.rowsOf(weight.floats, rows: w[0] / groups, k: w[1] * w[2] * w[3], groups: groups, width: width, threads: threads)
-        }
-    }
 }
 
 /// Which f32 or bf16 weights the fast kernels read packed, and how: the one decision the executor
@@ -64,6 +52,9 @@ public enum WeightPacking {
         public var layout: PanelLayout
         public var groups: Int
         public var width: Int
+        public init(layout: PanelLayout, groups: Int, width: Int) {
+            (self.layout, self.groups, self.width) = (layout, groups, width)
+        }
     }
 
     /// The packed form of operand 1 (the weight) of `kernel` with input `input` and an f32 or bf16

@@ -125,13 +125,6 @@ public final class PackedMatrix: @unchecked Sendable {
         return p
     }
 
-    /// A linear layer's float weight `[columns, k]` as B panels of `wᵀ` in the precision `gemm`
-    /// multiplies (bf16 pairs for a bf16 GEMM, f32 otherwise), `gemm.nr` wide.
-    public static func linearWeight(_ w: View, columns: Int, k: Int, gemm: Gemm, threads: Int = 1) -> PackedMatrix {
-        gemm.precision == .bf16 ? columnsOf16(w, columns: columns, k: k, width: gemm.nr, threads: threads)
-            : columnsOf(w.floats, columns: columns, k: k, width: gemm.nr, threads: threads)
-    }
-
     /// Linear weights `[columns, k]` (f32 or bf16) as bf16 B panels of `wᵀ` (⌈k/2⌉ steps).
     public static func columnsOf16(_ w: View, columns: Int, k: Int, width: Int, threads: Int = 1) -> PackedMatrix {
         let steps = (k + 1) / 2

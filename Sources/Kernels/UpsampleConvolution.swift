@@ -23,10 +23,8 @@ public enum UpsampleConvolution {
     /// The four phase kernels `[4·oc, ic, 2, 2]` (f32 or bf16) as four groups of A panels for `gemm`
     /// (bf16 pairs when its precision is bf16).
     public static func packPhases(_ w: View, gemm: Gemm, threads: Int) -> PackedMatrix {
-        let (oc, ic) = (w.dims[0] / 4, w.dims[1])
-        if gemm.precision == .bf16 { return PackedMatrix.convolutionWeights16(w, groups: 4, width: gemm.mr, threads: threads) }
-        precondition(w.dtype == .f32, "f32 panels take f32 phase kernels")
-        return PackedMatrix.rowsOf(w.floats, rows: oc, k: ic * 4, groups: 4, width: gemm.mr, threads: threads)
+        precondition(gemm.precision == .bf16 || w.dtype == .f32, "f32 panels take f32 phase kernels")
+        return WeightPacking.pack(w, .init(layout: gemm.precision == .bf16 ? .rowsBF16 : .rows, groups: 4, width: gemm.mr), threads: threads)
     }
 
     /// Without our kernels (or rows that are not whole panels): each phase a 2×2 convolution of the
