@@ -113,7 +113,7 @@ public typealias LatentModel = (_ x: [Float], _ t: Float, _ positive: Bool) thro
 
 /// Restoration guidance in latent space (docs/diffbir.md §4.8, v2.0 semantics): pulls x̂₀ towards the
 /// condition latent while the model time τ satisfies stop < τ + 1 < start.
-public struct LatentGuidance: Sendable {
+public struct LatentGuidance: Sendable, Equatable {
     public var scale: Double
     public var start: Int
     public var stop: Int

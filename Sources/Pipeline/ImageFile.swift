@@ -105,6 +105,12 @@ public enum ImageFile {
         }
         let bytes: [UInt8]
         do { bytes = try encode(image, format: f, quality: quality, comment: comment) } catch { throw Failure(path: path, message: error.message) }
+        try write(encoded: bytes, to: path, overwrite: overwrite)
+    }
+
+    /// Writes an encoded image atomically (a temporary file renamed over `path`; an existing file
+    /// kept unless `overwrite`).
+    public static func write(encoded bytes: [UInt8], to path: String, overwrite: Bool = false) throws(Failure) {
         do {
             let out = try OutputFile(path: path, overwrite: overwrite)
             try out.write(bytes)

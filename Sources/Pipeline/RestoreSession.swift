@@ -1,4 +1,5 @@
 import Dispatch
+import Executor
 import Foundation
 import Plan
 import Tensors
@@ -15,6 +16,15 @@ public struct RestoreParameters: Sendable, Equatable {
     public var stage1Only = false
     public var format: ImageFormat = .png
     public var quality = 95
+    /// Image-to-image plans: input pixels by which neighbouring tiles overlap (nil: a quarter of a tile).
+    public var overlap: Int?
+    /// DiffBIR plans only (the CLI's; the service does not offer them): guidance rising from 1 to
+    /// 1 + cfg, the colour fix, prompts (plans with a text entry), latent restoration guidance.
+    public var rescaleCFG = false
+    public var colorFix = ColorFix.wavelet
+    public var prompt: String?
+    public var negativePrompt: String?
+    public var guidance: LatentGuidance?
 
     public init() {}
 
@@ -25,6 +35,19 @@ public struct RestoreParameters: Sendable, Equatable {
         if let cfg, !(cfg.isFinite && cfg >= 0 && cfg <= 100) { throw RestoreError("cfg \(cfg): must be a number in 0...100") }
         if !(strength.isFinite && strength >= 0 && strength <= 10) { throw RestoreError("strength \(strength): must be a number in 0...10") }
         if !(1...100).contains(quality) { throw RestoreError("quality \(quality): must be in 1...100") }
+        if let overlap, overlap < 0 { throw RestoreError("overlap \(overlap): must be at least 0") }
+        if let guidance {
+            if !(guidance.scale.isFinite && guidance.scale >= 0) { throw RestoreError("guidance scale \(guidance.scale): must be a finite number ≥ 0") }
+            if guidance.repeats < 1 { throw RestoreError("guidance repeats \(guidance.repeats): must be at least 1") }
+        }
+    }
+
+    /// The DiffBIR-only settings that are not at their defaults, by name (for a refusal on an
+    /// image-to-image plan).
+    var diffbirOnlySettings: [String] {
+        [("steps", steps != nil), ("cfg", cfg != nil), ("sampler", sampler != nil), ("strength", strength != 1),
+         ("stage1-only", stage1Only), ("rescale-cfg", rescaleCFG), ("prompt", prompt != nil),
+         ("negative-prompt", negativePrompt != nil), ("guidance", guidance != nil)].filter(\.1).map(\.0)
     }
 }
 
@@ -106,11 +129,13 @@ public final class RestoreSession: @unchecked Sendable {
         try p.validate()
         let (w, h) = (input.width, input.height)
         if let image {
-            if p.steps != nil || p.cfg != nil || p.sampler != nil || p.stage1Only || p.strength != 1 {
-                throw RestoreError("steps, cfg, sampler, strength and stage1-only are for DiffBIR plans; \(planName) holds one image-to-image network (×\(image.info.scale))")
+            let given = p.diffbirOnlySettings
+            if !given.isEmpty {
+                throw RestoreError("\(given.joined(separator: ", ")): for DiffBIR plans; \(planName) holds one image-to-image network (×\(image.info.scale))")
             }
             var options = ImageRestoreOptions()
             options.upscale = p.upscale
+            options.overlap = p.overlap
             options.memoryBudget = memoryBudget
             let restored = try image.restore(input.rgb16 ?? Planar(rgb8: input.rgb8, height: h, width: w), options: options) { progress("tiles", $0, $1) }
             let composed = input.rgb16 != nil
@@ -123,13 +148,7 @@ public final class RestoreSession: @unchecked Sendable {
         }
         guard let diffbir else { throw RestoreError("\(planName): no restorer") }
         let info = diffbir.info
-        var options = RestoreOptions(defaultsOf: info)
-        if let upscale = p.upscale { options.upscale = upscale }
-        if let sampler = p.sampler { options.sampler = sampler }
-        if let steps = p.steps { options.steps = steps }
-        if let cfg = p.cfg { options.cfgScale = cfg }
-        options.strength = p.strength
-        options.stage1Only = p.stage1Only
+        var options = try diffbirOptions(p, info: info)
         options.memoryBudget = memoryBudget
         var noise = SeededNoise(seed: p.seed)
         let result = try diffbir.restore(rgb8: input.rgb8, height: h, width: w, options: options, noise: &noise) { stage, done, total in
@@ -141,6 +160,52 @@ public final class RestoreSession: @unchecked Sendable {
         let stages: [RestoreStage] = [.stage1, .text, .encode, .sampling, .decode, .finish]
         return RestoreOutcome(bytes: bytes, format: p.format, inputSize: (w, h), outputSize: (result.width, result.height),
                               seconds: stages.compactMap { s in diffbir.seconds[s].map { (s.rawValue, $0) } }, notes: composed.notes)
+    }
+}
+
+extension RestoreSession {
+    /// Records every instruction the restores run (Chrome / Perfetto trace).
+    public var trace: TraceRecorder? {
+        get { diffbir?.trace ?? image?.trace }
+        set {
+            diffbir?.trace = newValue
+            image?.trace = newValue
+        }
+    }
+
+    /// A DiffBIR plan's options for `p`: the plan's defaults, then what `p` sets (nil for an
+    /// image-to-image plan). Refuses settings the plan cannot take.
+    public func diffbirOptions(_ p: RestoreParameters) throws(RestoreError) -> RestoreOptions? {
+        guard let diffbir else { return nil }
+        return try diffbirOptions(p, info: diffbir.info)
+    }
+
+    func diffbirOptions(_ p: RestoreParameters, info: DiffBIRPlanInfo) throws(RestoreError) -> RestoreOptions {
+        if p.overlap != nil { throw RestoreError("overlap is for image-to-image plans; a DiffBIR plan's tiles overlap by half (DiffBIR's tiled mode)") }
+        var options = RestoreOptions(defaultsOf: info)
+        if let upscale = p.upscale { options.upscale = upscale }
+        if let sampler = p.sampler { options.sampler = sampler }
+        if let steps = p.steps { options.steps = steps }
+        if let cfg = p.cfg { options.cfgScale = cfg }
+        options.rescaleCFG = p.rescaleCFG
+        options.strength = p.strength
+        options.colorFix = p.colorFix
+        options.prompt = p.prompt
+        options.negativePrompt = p.negativePrompt
+        options.stage1Only = p.stage1Only
+        if let guidance = p.guidance, guidance.scale != 0 {
+            guard options.sampler == .spaced else { throw RestoreError("latent guidance works with the spaced sampler (as in DiffBIR)") }
+            options.guidance = guidance
+        }
+        return options
+    }
+
+    /// A DiffBIR restore's memory: working memory and the weights it maps (nil for an
+    /// image-to-image plan).
+    public func diffbirMemoryNeeds(height: Int, width: Int, upscale: Double) -> (fixed: Int, weights: Int)? {
+        guard let diffbir else { return nil }
+        let need = diffbir.memoryNeeds(height: height, width: width, upscale: upscale)
+        return (need.fixed, need.weights)
     }
 }
 

@@ -156,7 +156,8 @@ import TestSupport
         let dir = TemporaryDirectory()
         let plan = try Self.plan(in: dir)
         let input = Fixtures.path("pipeline/lq64.png")
-        func restore(_ args: String...) -> Tool.Result { Tool.run(["restore", "--plan", plan, input, "-q"] + args, in: dir.path) }
+        func restore(_ args: [String]) -> Tool.Result { Tool.run(["restore", "--plan", plan, input, "-q"] + args, in: dir.path) }
+        func restore(_ args: String...) -> Tool.Result { restore(args) }
 
         let bare = restore("-o", "a")
         #expect(bare.status == 1 && bare.stderr.contains("a: output format '(none)'"), "\(bare)")
@@ -178,5 +179,12 @@ import TestSupport
         let pipedJSON = restore("-o", "-", "--json")
         #expect(pipedJSON.status != 0 && pipedJSON.stderr.contains("standard output"), "\(pipedJSON)")
         #expect(dir.contents.allSatisfy { !$0.contains(".tmp-") })
+
+        // The diffusion's settings on an image-to-image plan are refused by name, nothing written.
+        for option in [["--strength", "2"], ["--steps", "3"], ["--rescale-cfg"], ["--stage1-only"]] {
+            let refused = restore(["-o", "refused.png"] + option)
+            #expect(refused.status != 0 && refused.stderr.contains("\(option[0]) is for DiffBIR plans"), "\(refused)")
+        }
+        #expect(!dir.contents.contains("refused.png"))
     }
 }

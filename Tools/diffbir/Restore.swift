@@ -19,8 +19,9 @@ struct Restore: ParsableCommand {
         one input [1, 3, H, W], one output [1, 3, s·H, s·W]) restores on its own: the image is cut \
         into the plan's H×W tiles overlapping by --overlap pixels (edges padded by replication), \
         the outputs blended with weights that ramp down over the overlap (no seams), and written \
-        rounded to 8 bits at s times the size (or --upscale times, resized bicubically). The \
-        sampler options do not apply. --stage1-only does the same with a DiffBIR plan's stage 1.
+        rounded to 8 bits at s times the size (or --upscale times, resized bicubically); the \
+        diffusion's options (--steps, --cfg, --sampler, --strength, --prompt, ...) are refused. \
+        --stage1-only does the same with a DiffBIR plan's stage 1.
 
         With a DiffBIR plan: \
         The flow is DiffBIR's (v2.1 code, which runs the v1, v2 and v2.1 models): pre-resize by \
@@ -209,13 +210,6 @@ struct Restore: ParsableCommand {
         do { return try InputImage.load(input, maxDecodedBytes: min(limit, PNG.defaultMaxBytes)) } catch { throw ToolError("\(error)") }
     }
 
-    /// The output image (`OutputImage.compose`), its notes printed.
-    func compose(_ rgb8: [UInt8], precise: Planar?, width: Int, height: Int, input: LoadedImage, item: BatchItem) -> Pipeline.Image {
-        let (image, notes) = OutputImage.compose(rgb8: rgb8, precise: precise, width: width, height: height, input: input, format: item.format)
-        if !quiet { for n in notes { printError("note: \(item.input): " + n) } }
-        return image
-    }
-
     /// Runs `body` with a progress bar labelled `label`; errors name the input.
     func withProgress<T>(_ input: String, label: String, _ body: (ProgressBar) throws -> T) throws -> T {
         let bar = ProgressBar(enabled: !quiet, label: label)
@@ -223,16 +217,13 @@ struct Restore: ParsableCommand {
         do { return try body(bar) } catch { throw ToolError("\(input): \(error)") }
     }
 
-    /// Writes the image in the item's format (atomically; kept unless --overwrite), with `comment`
-    /// (PNG tEXt, JPEG COM).
-    func write(_ image: Pipeline.Image, to item: BatchItem, comment: String) throws {
-        do {
-            if item.output == "-" {
-                FileHandle.standardOutput.write(Data(try ImageFile.encode(image, format: item.format, quality: quality, comment: comment)))
-                return
-            }
-            try ImageFile.write(image, to: item.output, format: item.format, quality: quality, comment: comment, overwrite: overwrite)
-        } catch { throw ToolError(error.description) }
+    /// Writes the encoded image (atomically; kept unless --overwrite), or to standard output.
+    func write(_ bytes: [UInt8], to item: BatchItem) throws {
+        if item.output == "-" {
+            FileHandle.standardOutput.write(Data(bytes))
+            return
+        }
+        do { try ImageFile.write(encoded: bytes, to: item.output, overwrite: overwrite) } catch { throw ToolError(error.description) }
     }
 
     /// A restored image's summary line: on standard output, or on standard error (unless --quiet)
@@ -241,58 +232,28 @@ struct Restore: ParsableCommand {
         if output == "-" { if !quiet { printError(text) } } else { print(text) }
     }
 
-    /// A plan of one image-to-image network: tiled, blended, rounded.
-    func runImagePlan(_ file: PlanFile) throws {
-        let restorer: ImageRestorer
-        do { restorer = try ImageRestorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
-        if let note = CPU.precisionNote(file.program.activations, isa: .best) { out.note("note: \(plan): \(note)") }
-        if trace != nil { restorer.trace = TraceRecorder() }
-        defer { if let trace, let recorder = restorer.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
-        let diffusionOptions: [(String, Bool)] = [("--sampler", sampler != nil), ("--steps", steps != nil), ("--cfg", cfg != nil), ("--prompt", prompt != nil),
-                                                  ("--negative-prompt", negativePrompt != nil), ("--task", task != nil), ("--tile", tile != nil),
-                                                  ("--guidance-scale", guidanceScale != 0), ("--stage1-only", stage1Only)]
-        if let given = diffusionOptions.first(where: { $0.1 }) {
-            throw ToolError("\(given.0) is for DiffBIR plans; \(plan) holds one image-to-image network (entry '\(restorer.info.entry)', ×\(restorer.info.scale))")
+    /// What this command asks of every restore (the options the service also takes, and the
+    /// CLI's own: overlap, prompts, colour fix, guidance).
+    var parameters: RestoreParameters {
+        var p = RestoreParameters()
+        p.upscale = upscale
+        p.steps = steps
+        p.cfg = cfg
+        p.sampler = sampler
+        p.seed = seed
+        p.strength = strength
+        p.stage1Only = stage1Only
+        p.quality = quality
+        p.overlap = overlap
+        p.rescaleCFG = rescaleCFG
+        p.colorFix = colorFix
+        p.prompt = prompt
+        p.negativePrompt = negativePrompt
+        if guidanceScale != 0 {
+            p.guidance = LatentGuidance(scale: guidanceScale, start: guidanceStart, stop: guidanceStop, repeats: guidanceRepeat)
         }
-        let items = try batch()
-        var options = ImageRestoreOptions()
-        options.upscale = upscale
-        options.overlap = overlap
-        options.memoryBudget = maxMemory?.bytes
-        try runBatch(items) { item, label in
-            let (input, target) = (item.input, item.output)
-            let start = Date()
-            let loaded = try load(input)
-            let (w, h) = (loaded.width, loaded.height)
-            // 16-bit inputs at full precision (Real-ESRGAN's behaviour), 8-bit ones as 8-bit.
-            let restored = try withProgress(input, label: label) { bar in
-                try restorer.restore(loaded.rgb16 ?? Planar(rgb8: loaded.rgb8, height: h, width: w), options: options) { done, total in
-                    bar.update("tiles", done, total)
-                }
-            }
-            let result = (height: restored.height, width: restored.width)
-            let image = loaded.rgb16 != nil
-                ? compose([], precise: restored, width: restored.width, height: restored.height, input: loaded, item: item)
-                : compose(restored.rgb8Rounded(), precise: nil, width: restored.width, height: restored.height, input: loaded, item: item)
-            try write(image, to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); entry \(restorer.info.entry); x\(restorer.info.scale)")
-            let total = Date().timeIntervalSince(start)
-            let rss = Self.peakRSS()
-            if json {
-                print(JSONValue.object([
-                    ("input", .string(input)), ("output", .string(target)), ("status", .string("restored")),
-                    ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
-                    ("output_size", .array([.integer(Int64(result.width)), .integer(Int64(result.height))])),
-                    ("plan", .string(plan)), ("entry", .string(restorer.info.entry)), ("scale", .integer(Int64(restorer.info.scale))),
-                    ("tile", .array([.integer(Int64(restorer.info.tileWidth)), .integer(Int64(restorer.info.tileHeight))])),
-                    ("network_seconds", .number(restorer.seconds)), ("total_seconds", .number(total)), ("peak_rss_bytes", .integer(Int64(rss))),
-                ]).serialized)
-            } else {
-                summary("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
-                      + String(format: "network %.2f s; total %.2f s; peak RSS %@", restorer.seconds, total, formatBytes(rss)))
-            }
-        }
+        return p
     }
-
 
     static func peakRSS() -> Int {
         var usage = rusage()
@@ -300,77 +261,95 @@ struct Restore: ParsableCommand {
         return Int(usage.ru_maxrss) * 1024
     }
 
+    /// Every image goes through `RestoreSession`, as the service's jobs do: the same defaults,
+    /// noise, encoder and comment, so the same bytes.
     func run() throws {
         let file: PlanFile
         do { file = try PlanFile(path: plan) } catch { throw ToolError(error.description) }
-        if !DiffBIRPlanMetadata.describes(file.program.metadata) { return try runImagePlan(file) }
-        let restorer: Restorer
-        do { restorer = try Restorer(plan: file, threads: threads) } catch { throw ToolError("\(error)") }
+        let session: RestoreSession
+        do { session = try RestoreSession(plan: file, name: FilePaths.fileName(of: plan), threads: threads) } catch { throw ToolError("\(error)") }
         if let note = CPU.precisionNote(file.program.activations, isa: .best) { out.note("note: \(plan): \(note)") }
-        if trace != nil { restorer.trace = TraceRecorder() }
-        defer { if let trace, let recorder = restorer.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
-        let info = restorer.info
-        if let tile, tile != info.tile {
-            throw ToolError("--tile \(tile): \(plan) was compiled for \(info.tile)-pixel tiles; compile another plan with --size \(tile)x\(tile)")
-        }
-        if let task, task != info.task {
-            throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
+        if trace != nil { session.trace = TraceRecorder() }
+        defer { if let trace, let recorder = session.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
+        var p = parameters
+        let options: RestoreOptions?
+        let budget: Int?
+        if let info = session.diffbirInfo {
+            if let tile, tile != info.tile {
+                throw ToolError("--tile \(tile): \(plan) was compiled for \(info.tile)-pixel tiles; compile another plan with --size \(tile)x\(tile)")
+            }
+            if let task, task != info.task {
+                throw ToolError("--task \(task): \(plan) was compiled for task \(info.task) (its stage 1 is \(info.cleaner)); compile a plan with --task \(task)")
+            }
+            if overlap != nil { throw ToolError("--overlap is for image-to-image plans; a DiffBIR plan's tiles overlap by half (DiffBIR's tiled mode)") }
+            if guidanceScale != 0 && (sampler ?? info.defaultSampler) != .spaced {
+                throw ToolError("--guidance-scale works with --sampler spaced (as in DiffBIR)")
+            }
+            do { options = try session.diffbirOptions(p) } catch { throw ToolError("\(error)") }
+            budget = maxMemory?.bytes ?? SystemMemory.available()
+        } else {
+            let info = session.imageInfo!
+            let diffusionOptions: [(String, Bool)] = [("--sampler", sampler != nil), ("--steps", steps != nil), ("--cfg", cfg != nil), ("--prompt", prompt != nil),
+                                                      ("--negative-prompt", negativePrompt != nil), ("--task", task != nil), ("--tile", tile != nil),
+                                                      ("--guidance-scale", guidanceScale != 0), ("--stage1-only", stage1Only),
+                                                      ("--strength", strength != 1), ("--rescale-cfg", rescaleCFG)]
+            if let given = diffusionOptions.first(where: { $0.1 }) {
+                throw ToolError("\(given.0) is for DiffBIR plans; \(plan) holds one image-to-image network (entry '\(info.entry)', ×\(info.scale))")
+            }
+            options = nil
+            budget = maxMemory?.bytes
         }
         let items = try batch()
-        var options = RestoreOptions(defaultsOf: info)
-        if let upscale { options.upscale = upscale }
-        if let sampler { options.sampler = sampler }
-        if let steps { options.steps = steps }
-        if let cfg { options.cfgScale = cfg }
-        options.rescaleCFG = rescaleCFG
-        options.strength = strength
-        options.colorFix = colorFix
-        options.prompt = prompt
-        options.negativePrompt = negativePrompt
-        options.memoryBudget = maxMemory?.bytes ?? SystemMemory.available()
-        options.stage1Only = stage1Only
-        if overlap != nil { throw ToolError("--overlap is for image-to-image plans; a DiffBIR plan's tiles overlap by half (DiffBIR's tiled mode)") }
-        if guidanceScale != 0 {
-            guard options.sampler == .spaced else { throw ToolError("--guidance-scale works with --sampler spaced (as in DiffBIR)") }
-            options.guidance = LatentGuidance(scale: guidanceScale, start: guidanceStart, stop: guidanceStop, repeats: guidanceRepeat)
-        }
         try runBatch(items) { item, label in
             let (input, target) = (item.input, item.output)
             let start = Date()
             let loaded = try load(input)
-            let (pixels, w, h) = (loaded.rgb8, loaded.width, loaded.height)
-            if let budget = options.memoryBudget, !quiet {
-                let need = restorer.memoryNeeds(height: h, width: w, upscale: options.upscale)
-                if need.fixed + need.weights > budget {
-                    printError(String(format: "note: memory budget %.2f GB < %.2f GB (weights %.2f GB + working memory): weights are streamed from the page cache",
-                                      Double(budget) / 1e9, Double(need.fixed + need.weights) / 1e9, Double(need.weights) / 1e9))
-                }
+            let (w, h) = (loaded.width, loaded.height)
+            if let options, let budget, !quiet, let need = session.diffbirMemoryNeeds(height: h, width: w, upscale: options.upscale),
+               need.fixed + need.weights > budget {
+                printError(String(format: "note: memory budget %.2f GB < %.2f GB (weights %.2f GB + working memory): weights are streamed from the page cache",
+                                  Double(budget) / 1e9, Double(need.fixed + need.weights) / 1e9, Double(need.weights) / 1e9))
             }
-            var noise = SeededNoise(seed: seed)
+            p.format = item.format
             let result = try withProgress(input, label: label) { bar in
-                try restorer.restore(rgb8: pixels, height: h, width: w, options: options, noise: &noise) { stage, done, total in
-                    bar.update(stage.rawValue, done, total)
-                }
+                try session.restore(loaded, p, memoryBudget: budget) { stage, done, total in bar.update(stage, done, total) }
             }
-            try write(compose(result.pixels, precise: nil, width: result.width, height: result.height, input: loaded, item: item),
-                      to: item, comment: "diffbir restore; plan \(FilePaths.fileName(of: plan)); DiffBIR \(info.version); sampler \(options.sampler.rawValue); steps \(options.steps); cfg \(options.cfgScale); seed \(seed)")
+            if !quiet { for n in result.notes { printError("note: \(input): " + n) } }
+            try write(result.bytes, to: item)
             let total = Date().timeIntervalSince(start)
-            let stages: [(RestoreStage, Double)] = [.stage1, .text, .encode, .sampling, .decode, .finish].compactMap { s in restorer.seconds[s].map { (s, $0) } }
             let rss = Self.peakRSS()
-            if json {
-                print(JSONValue.object([
-                    ("input", .string(input)), ("output", .string(target)), ("status", .string("restored")),
-                    ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
-                    ("output_size", .array([.integer(Int64(result.width)), .integer(Int64(result.height))])),
-                    ("version", .string(info.version)), ("sampler", .string(options.sampler.rawValue)), ("steps", .integer(Int64(options.steps))),
-                    ("cfg", .number(options.cfgScale)), ("seed", .integer(Int64(bitPattern: seed))),
-                    ("seconds", .object(stages.map { ($0.0.rawValue, .number($0.1)) })), ("total_seconds", .number(total)),
-                    ("peak_rss_bytes", .integer(Int64(rss))),
-                ]).serialized)
+            let (ow, oh) = result.outputSize
+            let common: [(String, JSONValue)] = [
+                ("input", .string(input)), ("output", .string(target)), ("status", .string("restored")),
+                ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
+                ("output_size", .array([.integer(Int64(ow)), .integer(Int64(oh))])),
+            ]
+            if let options {
+                if json {
+                    print(JSONValue.object(common + [
+                        ("version", .string(session.diffbirInfo!.version)), ("sampler", .string(options.sampler.rawValue)), ("steps", .integer(Int64(options.steps))),
+                        ("cfg", .number(options.cfgScale)), ("seed", .integer(Int64(bitPattern: seed))),
+                        ("seconds", .object(result.seconds.map { ($0.stage, .number($0.seconds)) })), ("total_seconds", .number(total)),
+                        ("peak_rss_bytes", .integer(Int64(rss))),
+                    ]).serialized)
+                } else {
+                    summary("\(input) → \(target): \(w)×\(h) → \(ow)×\(oh); "
+                          + result.seconds.map { String(format: "%@ %.1f s", $0.stage, $0.seconds) }.joined(separator: ", ")
+                          + String(format: "; total %.1f s; peak RSS %@", total, formatBytes(rss)))
+                }
             } else {
-                summary("\(input) → \(target): \(w)×\(h) → \(result.width)×\(result.height); "
-                      + stages.map { String(format: "%@ %.1f s", $0.0.rawValue, $0.1) }.joined(separator: ", ")
-                      + String(format: "; total %.1f s; peak RSS %@", total, formatBytes(rss)))
+                let info = session.imageInfo!
+                let network = result.seconds.first?.seconds ?? 0
+                if json {
+                    print(JSONValue.object(common + [
+                        ("plan", .string(plan)), ("entry", .string(info.entry)), ("scale", .integer(Int64(info.scale))),
+                        ("tile", .array([.integer(Int64(info.tileWidth)), .integer(Int64(info.tileHeight))])),
+                        ("network_seconds", .number(network)), ("total_seconds", .number(total)), ("peak_rss_bytes", .integer(Int64(rss))),
+                    ]).serialized)
+                } else {
+                    summary("\(input) → \(target): \(w)×\(h) → \(ow)×\(oh); "
+                          + String(format: "network %.2f s; total %.2f s; peak RSS %@", network, total, formatBytes(rss)))
+                }
             }
         }
     }
