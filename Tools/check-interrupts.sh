@@ -20,12 +20,19 @@ ls -l "$ckpt"
 failures=0
 run() {  # $1: label, $2: output, rest: the command
   local label=$1 output=$2; shift 2
+  # One run uninterrupted first: the moments are drawn inside its duration, so that on a fast
+  # machine the signal still lands while the command works.
+  rm -f "$output"
+  local t0 t1 span
+  t0=$(date +%s.%N); "$@" > /dev/null 2>&1 || { echo "$label: the command fails without a signal" >&2; exit 1; }; t1=$(date +%s.%N)
+  span=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  echo "$label: ${span}s uninterrupted"
   for i in $(seq "$times"); do
     rm -f "$output"
     "$@" > /dev/null 2>&1 &
     local pid=$!
-    # A random moment in the first 2 s (both commands take longer than that here).
-    local delay; delay=$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.05 + rand() * 1.95 }')
+    # A random moment between 2 % and 90 % of the uninterrupted run.
+    local delay; delay=$(awk -v s="$RANDOM" -v d="$span" 'BEGIN { srand(s); printf "%.2f", d * (0.02 + rand() * 0.88) }')
     sleep "$delay"
     kill -INT "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
