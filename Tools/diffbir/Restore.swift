@@ -272,7 +272,9 @@ struct Restore: ParsableCommand {
         if trace != nil { session.trace = TraceRecorder() }
         defer { if let trace, let recorder = session.trace { try? writeTrace(recorder, to: trace, quiet: quiet || json) } }
         var p = parameters
-        let options: RestoreOptions?
+        /// What the plan is, and for a DiffBIR plan the options every image gets.
+        enum Kind { case diffbir(DiffBIRPlanInfo, RestoreOptions), image(ImagePlanInfo) }
+        let kind: Kind
         let budget: Int?
         if let info = session.diffbirInfo {
             if let tile, tile != info.tile {
@@ -285,10 +287,13 @@ struct Restore: ParsableCommand {
             if guidanceScale != 0 && (sampler ?? info.defaultSampler) != .spaced {
                 throw ToolError("--guidance-scale works with --sampler spaced (as in DiffBIR)")
             }
+            let options: RestoreOptions?
             do { options = try session.diffbirOptions(p) } catch { throw ToolError("\(error)") }
+            guard let options else { throw ToolError("\(plan): not a DiffBIR plan") }
+            kind = .diffbir(info, options)
             budget = maxMemory?.bytes ?? SystemMemory.available()
         } else {
-            let info = session.imageInfo!
+            guard let info = session.imageInfo else { throw ToolError("\(plan): neither a DiffBIR plan nor an image-to-image plan") }
             let diffusionOptions: [(String, Bool)] = [("--sampler", sampler != nil), ("--steps", steps != nil), ("--cfg", cfg != nil), ("--prompt", prompt != nil),
                                                       ("--negative-prompt", negativePrompt != nil), ("--task", task != nil), ("--tile", tile != nil),
                                                       ("--guidance-scale", guidanceScale != 0), ("--stage1-only", stage1Only),
@@ -296,7 +301,7 @@ struct Restore: ParsableCommand {
             if let given = diffusionOptions.first(where: { $0.1 }) {
                 throw ToolError("\(given.0) is for DiffBIR plans; \(plan) holds one image-to-image network (entry '\(info.entry)', ×\(info.scale))")
             }
-            options = nil
+            kind = .image(info)
             budget = maxMemory?.bytes
         }
         let items = try batch()
@@ -305,7 +310,7 @@ struct Restore: ParsableCommand {
             let start = Date()
             let loaded = try load(input)
             let (w, h) = (loaded.width, loaded.height)
-            if let options, let budget, !quiet, let need = session.diffbirMemoryNeeds(height: h, width: w, upscale: options.upscale),
+            if case .diffbir(_, let options) = kind, let budget, !quiet, let need = session.diffbirMemoryNeeds(height: h, width: w, upscale: options.upscale),
                need.fixed + need.weights > budget {
                 printError(String(format: "note: memory budget %.2f GB < %.2f GB (weights %.2f GB + working memory): weights are streamed from the page cache",
                                   Double(budget) / 1e9, Double(need.fixed + need.weights) / 1e9, Double(need.weights) / 1e9))
@@ -324,10 +329,11 @@ struct Restore: ParsableCommand {
                 ("input_size", .array([.integer(Int64(w)), .integer(Int64(h))])),
                 ("output_size", .array([.integer(Int64(ow)), .integer(Int64(oh))])),
             ]
-            if let options {
+            switch kind {
+            case .diffbir(let info, let options):
                 if json {
                     print(JSONValue.object(common + [
-                        ("version", .string(session.diffbirInfo!.version)), ("sampler", .string(options.sampler.rawValue)), ("steps", .integer(Int64(options.steps))),
+                        ("version", .string(info.version)), ("sampler", .string(options.sampler.rawValue)), ("steps", .integer(Int64(options.steps))),
                         ("cfg", .number(options.cfgScale)), ("seed", .integer(Int64(bitPattern: seed))),
                         ("seconds", .object(result.seconds.map { ($0.stage, .number($0.seconds)) })), ("total_seconds", .number(total)),
                         ("peak_rss_bytes", .integer(Int64(rss))),
@@ -337,8 +343,7 @@ struct Restore: ParsableCommand {
                           + result.seconds.map { String(format: "%@ %.1f s", $0.stage, $0.seconds) }.joined(separator: ", ")
                           + String(format: "; total %.1f s; peak RSS %@", total, formatBytes(rss)))
                 }
-            } else {
-                let info = session.imageInfo!
+            case .image(let info):
                 let network = result.seconds.first?.seconds ?? 0
                 if json {
                     print(JSONValue.object(common + [
