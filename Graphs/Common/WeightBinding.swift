@@ -76,8 +76,11 @@ public struct WeightFile: Sendable {
 public struct WeightBindingError: Error, CustomStringConvertible, Sendable {
     public let network: String
     public let problems: [String]
+    /// One line (errors are printed one a line): the first eight problems, then how many more.
     public var description: String {
-        "the weights do not fit \(network) (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n" + problems.map { "  " + $0 }.joined(separator: "\n")
+        let shown = problems.prefix(8).joined(separator: "; ")
+        let more = problems.count > 8 ? "; and \(problems.count - 8) more" : ""
+        return "the weights do not fit \(network) (\(problems.count) problem\(problems.count == 1 ? "" : "s")): " + shown + more
     }
 }
 

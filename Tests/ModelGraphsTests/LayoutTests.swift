@@ -80,6 +80,7 @@ import TestSupport
         } catch let e as WeightBindingError {
             let text = e.description
             #expect(e.problems.count == 4, "\(text)")  // conv_last.bias and HRconv.bias missing, HRconv.biasx unused, upconv1.bias reshaped
+            #expect(!text.contains("\n"), "one line: \(text)")
             #expect(text.contains("missing: conv_last.bias [3]"), "\(text)")
             #expect(text.contains("unused: HRconv.biasx [8]"), "\(text)")
             #expect(text.contains("shape mismatch: upconv1.bias is [7] in \(dir.file("bad.safetensors")), the bsrnet needs [8]"), "\(text)")
