@@ -179,6 +179,9 @@ struct Restore: ParsableCommand {
     /// Runs the batch: `body` per image (not skipped), progress labelled i/N, failures per
     /// --keep-going; a summary line when anything was skipped or failed, exit code 1 on failures.
     func runBatch(_ items: [BatchItem], _ body: (BatchItem, String) throws -> Void) throws {
+        let toDo = items.filter { !$0.skip }.count
+        let batchStart = Date()
+        var started = 0
         let outcome = Batch.run(items, keepGoing: keepGoing, report: { item, i, result in
             switch result {
             case nil:
@@ -193,7 +196,14 @@ struct Restore: ParsableCommand {
             case .success?: break
             }
         }) { item, i in
-            try body(item, items.count > 1 ? "\(i + 1)/\(items.count) \(FilePaths.fileName(of: item.input))" : FilePaths.fileName(of: item.input))
+            // "i/N name", and once an image is done, the whole batch's time left at the mean so far.
+            var label = items.count > 1 ? "\(i + 1)/\(items.count) \(FilePaths.fileName(of: item.input))" : FilePaths.fileName(of: item.input)
+            if started > 0 {
+                let perImage = Date().timeIntervalSince(batchStart) / Double(started)
+                label += String(format: " (batch: about %.0f s left)", perImage * Double(toDo - started))
+            }
+            started += 1
+            try body(item, label)
         }
         if items.count > 1 && !quiet && !json {
             printError("\(outcome.done.count) restored, \(outcome.skipped.count) skipped, \(outcome.failed.count) failed"
