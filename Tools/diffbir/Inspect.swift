@@ -7,7 +7,7 @@ import Tensors
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show what a checkpoint, ONNX model or compiled plan holds.",
+        abstract: "Show what a checkpoint, ONNX or ncnn model, or compiled plan holds.",
         discussion: """
         Reads only the header (safetensors) or the pickle and zip directory (torch .pt/.pth/.ckpt): \
         tensor data is never touched, so a 5 GB checkpoint is inspected in milliseconds. The format \

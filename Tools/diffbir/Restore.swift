@@ -13,7 +13,7 @@ import Glibc
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Restore photos with a compiled plan (DiffBIR, or a restoration network on its own): PNG in, PNG out.",
+        abstract: "Restore photos with a compiled plan (DiffBIR, or a restoration network on its own): PNG, JPEG or WebP in and out.",
         discussion: """
         A plan of one image-to-image network (compile --model bsrnet|swinir|scunet, --ncnn, --onnx: \
         one input [1, 3, H, W], one output [1, 3, s·H, s·W]) restores on its own: the image is cut \
@@ -51,7 +51,7 @@ struct Restore: ParsableCommand {
         """
     )
 
-    @Option(help: "The DiffBIR plan (diffbir compile --model diffbir-v2.1 ...).")
+    @Option(help: "The plan: a DiffBIR plan (compile --model diffbir-v2.1 ...) or one image-to-image network (compile --ncnn, --model bsrnet, ...).")
     var plan: String
 
     @Argument(help: "Input images (PNG, JPEG, WebP), folders of them, or - (paths from standard input).")
