@@ -212,7 +212,7 @@ struct Restore: ParsableCommand {
         if !outcome.failed.isEmpty { throw ExitCode.failure }
     }
 
-    /// An input image as 8-bit RGB (a note on what was dropped goes to standard error).
+    /// An input image: RGB, and apart its alpha and 16-bit samples (see `InputImage.load`).
     func load(_ input: String) throws -> LoadedImage {
         // Under --max-memory, the decoded samples get a sixteenth of it (the restore holds several
         // float copies of the image, at 4 bytes a sample and larger), checked before decoding.
