@@ -57,7 +57,7 @@ public enum ImageFile {
                 ? cic_jpeg_decode(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, max(0, maxBytes), &image, &message, message.count)
                 : cic_webp_decode(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, max(0, maxBytes), &image, &message, message.count)
             guard status == 0, let pixels = image.pixels else {
-                let text = String(cString: message)
+                let text = Self.text(of: message)
                 throw Failure(path: path, message: text.contains("more than the limit") ? "the decoded image would exceed the memory limit: \(text)"
                                                                                          : "\(format == .jpeg ? "JPEG" : "WebP"): \(text)")
             }
@@ -70,6 +70,11 @@ public enum ImageFile {
     /// Encodes `image` (8-bit RGB or RGBA for JPEG and WebP; JPEG drops alpha) in `format`.
     /// `comment`: a PNG `Comment` tEXt chunk or a JPEG COM marker (WebP: not stored). `quality` for
     /// JPEG and lossy WebP.
+    /// A C library's message: the bytes up to the first NUL, as UTF-8.
+    static func text(of message: [CChar]) -> String {
+        String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     public static func encode(_ image: Image, format: ImageFormat, quality: Int = 95, comment: String? = nil) throws(Failure) -> [UInt8] {
         switch format {
         case .png:
@@ -89,7 +94,7 @@ public enum ImageFile {
             let status = format == .jpeg
                 ? cic_jpeg_encode(pixels, UInt32(image.width), UInt32(image.height), Int32(quality), comment, &out, &length, &message, message.count)
                 : cic_webp_encode(pixels, UInt32(image.width), UInt32(image.height), Int32(keep), Float(quality), &out, &length, &message, message.count)
-            guard status == 0, let out else { throw Failure(path: "", message: String(cString: message)) }
+            guard status == 0, let out else { throw Failure(path: "", message: Self.text(of: message)) }
             defer { cic_free(out) }
             return Array(UnsafeBufferPointer(start: out, count: length))
         }
