@@ -126,7 +126,7 @@ public final class Engine: Service, Sendable {
             do { job = try await queue.claim(worker: worker) } catch is CancellationError {
                 break
             } catch {
-                logger.error("claiming a job failed: \(error)")
+                logger.error("claiming a job failed: \(describeForLog(error))")
                 try? await Task.sleep(for: .seconds(1))
                 continue
             }
@@ -213,6 +213,6 @@ public final class Engine: Service, Sendable {
         }
         if case .failure(let f) = result { log.info("job ended: \(f.message)", metadata: ["status": "\(f.status)"]) }
         else { log.info("job done", metadata: ["seconds": "\(String(format: "%.2f", seconds))"]) }
-        do { try await queue.finish(job, result) } catch { log.error("storing the result failed: \(error)") }
+        do { try await queue.finish(job, result) } catch { log.error("storing the result failed: \(describeForLog(error))") }
     }
 }

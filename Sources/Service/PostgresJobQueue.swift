@@ -46,7 +46,6 @@ public final class PostgresJobQueue: JobQueue, Service {
                                             password: c.password?.removingPercentEncoding, database: database.isEmpty ? nil : database, tls: tls)
     }
 
-    /// The connection pool; runs until the service group shuts it down.
     /// The connection pool: the first service of its group, so the last shut down (after the
     /// servers and the engine have used it for their last writes).
     public func run() async throws {
@@ -275,4 +274,16 @@ public final class Flag: Sendable {
     public init(_ initial: Bool = false) { value = Atomic(initial) }
     public var isSet: Bool { value.load(ordering: .acquiring) }
     public func set() { value.store(true, ordering: .releasing) }
+}
+
+/// An error in one line for a log. `PSQLError`'s description is deliberately free of detail, and its
+/// debug description carries the query's bindings (for a submit, the whole input image): this keeps
+/// the error's code, the server's message and SQLSTATE, and the underlying cause.
+func describeForLog(_ error: any Error) -> String {
+    guard let e = error as? PSQLError else { return "\(error)" }
+    var line = "PostgreSQL \(e.code)"
+    if let message = e.serverInfo?[.message] { line += ": \(message)" }
+    if let state = e.serverInfo?[.sqlState] { line += " (SQLSTATE \(state))" }
+    if let cause = e.underlying { line += ": \(cause)" }
+    return line
 }

@@ -116,7 +116,7 @@ struct Migration: Service {
                 done()
                 break
             } catch {
-                queue.logger.warning("the queue's database is not reachable yet: \(String(reflecting: error))")
+                queue.logger.warning("the queue's database is not reachable yet: \(describeForLog(error))")
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
             }

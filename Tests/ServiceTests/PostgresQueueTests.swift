@@ -46,6 +46,20 @@ struct PostgresQueueTests {
         }
     }
 
+    @Test func aDatabaseErrorIsLoggedWithTheServersMessageOnOneLine() async throws {
+        try await TestDatabase.withQueue { queue in
+            do {
+                try await queue.client.query("SELECT * FROM diffbir_no_such_table", logger: TestDatabase.logger)
+                Issue.record("a query on a missing table succeeded")
+            } catch {
+                let line = describeForLog(error)
+                #expect(line.contains("diffbir_no_such_table"), "\(line)")
+                #expect(line.contains("SQLSTATE 42P01"), "\(line)")
+                #expect(!line.contains("\n"))
+            }
+        }
+    }
+
     @Test func claimProgressFinishOnceAndQueueDepth() async throws {
         try await TestDatabase.withQueue(depth: 2) { queue in
             var p = RestoreParameters()
