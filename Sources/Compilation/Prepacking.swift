@@ -48,18 +48,13 @@ public enum Prepacking {
                     guard let s = record.scale, let scales = compiled.weights[s] else { continue }
                     let q = UnsafePointer(view.pointer.assumingMemoryBound(to: Int8.self))
                     let scalePointer = scales.bytes.baseAddress!.assumingMemoryBound(to: Float.self)
-                    let write: (UnsafeMutableRawPointer) -> Void, count: Int
-                    if choice.layout == .int8Taps {
-                        let w = Int8ConvWeights(q, scales: scalePointer, oc: dims[0], ic: dims[1], kh: dims[2], kw: dims[3], threads: threads)
-                        (write, count) = (w.write, w.byteCount)
-                    } else {
-                        let w = Int8WeightPanels(q, scales: scalePointer, n: dims[0], k: dims[1], threads: threads)
-                        (write, count) = (w.write, w.byteCount)
-                    }
                     guard let g = choice.layout.geometry(weight: dims, groups: 1) else { continue }
-                    bytes = count + 64
+                    let panels: any Int8PackedPanels = choice.layout == .int8Taps
+                        ? Int8ConvWeights(q, scales: scalePointer, oc: dims[0], ic: dims[1], kh: dims[2], kw: dims[3], threads: threads)
+                        : Int8WeightPanels(q, scales: scalePointer, n: dims[0], k: dims[1], threads: threads)
+                    bytes = panels.byteCount + 64
                     storage = Tensor.zeros(.u8, Shape([bytes]))
-                    write(storage.storage.mutableBytes!.baseAddress!)
+                    panels.write(into: storage.storage.mutableBytes!.baseAddress!)
                     geometry = g
                 } else {
                     let packed = WeightPacking.pack(view, choice, threads: threads)

@@ -177,11 +177,7 @@ public final class Executor: @unchecked Sendable {
         int8Conv = int8Conv.filter { used.contains($0.key) }
         // The plan's packed forms of the others leave the resident set too, as the packed copies do.
         for (i, forms) in prepacked where !used.contains(i) {
-            for form in forms {
-                let w = plan.program.weights[form.storage]
-                let start = plan.weightSection.lowerBound + w.offset
-                plan.file.release(start..<(start + w.byteCount))
-            }
+            for form in forms { releaseMapped(form.storage) }
         }
         // (The scratch was sized by the previous entry's shapes.)
         ScratchPool.shared.trim()
@@ -310,11 +306,7 @@ public final class Executor: @unchecked Sendable {
             if options.streamWeights {
                 for o in ins.operands {
                     if case .weight(let i) = o {
-                        for j in [i] + (prepacked[i] ?? []).map(\.storage) {
-                            let w = plan.program.weights[j]
-                            let start = plan.weightSection.lowerBound + w.offset
-                            plan.file.release(start..<(start + w.byteCount))
-                        }
+                        for j in [i] + (prepacked[i] ?? []).map(\.storage) { releaseMapped(j) }
                     }
                 }
             }
@@ -404,10 +396,34 @@ public final class Executor: @unchecked Sendable {
         if choice != nil { packedHere += 1 }
         if stream { return p }
         packed[i] = p
+        releaseMapped(i)
+        return p
+    }
+
+    /// The int8 × int8 kernels' panels of weight `i`: kept from an earlier call, the plan's packed form
+    /// in `layout` used in place (`borrow`), or packed here (`pack`); kept unless streaming, and then
+    /// the weight's own mapped pages leave the resident set.
+    private func int8Panels<P: Int8PackedPanels>(_ i: Int, _ kept: ReferenceWritableKeyPath<Executor, [Int: P]>, layout: PanelLayout, width: Int,
+                                                 stream: Bool, borrow: (UnsafeRawPointer) -> P, pack: () -> P) -> P {
+        if let p = self[keyPath: kept][i] { return p }
+        let panels: P
+        if let storage = prepackedStorage(i, layout, width: width) {
+            panels = borrow(weightBase + storage.offset)
+            packedFromPlan += 1
+        } else {
+            panels = pack()
+            packedHere += 1
+            if !stream { releaseMapped(i) }
+        }
+        if !stream { self[keyPath: kept][i] = panels }
+        return panels
+    }
+
+    /// Lets the mapped pages of weight record `i` leave the resident set (read again from the file if used).
+    private func releaseMapped(_ i: Int) {
         let w = plan.program.weights[i]
         let start = plan.weightSection.lowerBound + w.offset
         plan.file.release(start..<(start + w.byteCount))
-        return p
     }
 
     /// Every operand and result f32, except operand `weight`, which may also be bf16, f16 or int8.
@@ -472,22 +488,10 @@ public final class Executor: @unchecked Sendable {
             if x[1].dtype == .i8, int8Activations, c.winograd != true, c.upsample != true || int8Upsample, let kernel = Int8Convolution.kernel(c, isa: gemm.isa),
                case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
                 let w = x[1].dims
-                let packedConv: Int8ConvWeights
-                if let p = int8Conv[wi] { packedConv = p } else if let storage = prepackedStorage(wi, .int8Taps, width: Int8Gemm.mr) {
-                    packedConv = Int8ConvWeights(borrowing: weightBase + storage.offset, oc: w[0], ic: w[1], kh: w[2], kw: w[3])
-                    packedFromPlan += 1
-                    if !stream { int8Conv[wi] = packedConv }
-                } else {
-                    packedHere += 1
-                    packedConv = Int8ConvWeights(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, oc: w[0], ic: w[1], kh: w[2], kw: w[3],
-                                                 threads: threads)
-                    if !stream {
-                        int8Conv[wi] = packedConv
-                        let rec = plan.program.weights[wi]
-                        let start = plan.weightSection.lowerBound + rec.offset
-                        plan.file.release(start..<(start + rec.byteCount))
-                    }
-                }
+                let packedConv = int8Panels(wi, \.int8Conv, layout: .int8Taps, width: Int8Gemm.mr, stream: stream,
+                                            borrow: { Int8ConvWeights(borrowing: $0, oc: w[0], ic: w[1], kh: w[2], kw: w[3]) },
+                                            pack: { Int8ConvWeights(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s,
+                                                                    oc: w[0], ic: w[1], kh: w[2], kw: w[3], threads: threads) })
                 if c.upsample == true {
                     Int8Convolution.runUpsample(c, x: x[0], weights: packedConv, operands: x, out: r[0], kernel: kernel, threads: threads)
                 } else {
@@ -545,21 +549,9 @@ public final class Executor: @unchecked Sendable {
             // int8 weights in an int8-activation plan: int8 × int8 products when there are rows enough.
             if x[1].dtype == .i8, int8Activations, Int8Linear.kernel(rows: x[0].count / max(w[1], 1), isa: gemm.isa) != nil,
                case .weight(let wi) = weights[1], let s = channelScales(of: weights[1]) {
-                let panels: Int8WeightPanels
-                if let p = int8Packed[wi] { panels = p } else if let storage = prepackedStorage(wi, .int8Columns, width: Int8Gemm.nr) {
-                    panels = Int8WeightPanels(borrowing: weightBase + storage.offset, n: w[0], k: w[1])
-                    packedFromPlan += 1
-                    if !stream { int8Packed[wi] = panels }
-                } else {
-                    packedHere += 1
-                    panels = Int8WeightPanels(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, n: w[0], k: w[1], threads: threads)
-                    if !stream {
-                        int8Packed[wi] = panels
-                        let rec = plan.program.weights[wi]
-                        let start = plan.weightSection.lowerBound + rec.offset
-                        plan.file.release(start..<(start + rec.byteCount))
-                    }
-                }
+                let panels = int8Panels(wi, \.int8Packed, layout: .int8Columns, width: Int8Gemm.nr, stream: stream,
+                                        borrow: { Int8WeightPanels(borrowing: $0, n: w[0], k: w[1]) },
+                                        pack: { Int8WeightPanels(x[1].pointer.assumingMemoryBound(to: Int8.self), scales: s, n: w[0], k: w[1], threads: threads) })
                 FusedLinear.run(l, x: x[0], weight: x[1], int8: panels, operands: x, out: r[0], gemm: g, threads: threads)
                 return true
             }

@@ -7,7 +7,7 @@ import Tensors
 /// × int8 micro-kernels: A panels of 12 output channels whose steps run tap by tap and, within a
 /// tap, over quads of input channels (a word holds the weights of four consecutive channels as
 /// unsigned bytes `w + 128`; past the last channel and the last row, 128, i.e. zero).
-public final class Int8ConvWeights: @unchecked Sendable {
+public final class Int8ConvWeights: Int8PackedPanels, @unchecked Sendable {
     public let oc: Int
     public let ic: Int
     public let kh: Int

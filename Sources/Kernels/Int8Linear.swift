@@ -6,6 +6,16 @@ import CKernels
 import Plan
 import Tensors
 
+/// Packed int8 weight panels (`Int8WeightPanels`, `Int8ConvWeights`), as a plan stores them
+/// (`compile --prepack`): `byteCount` bytes, written by `write`.
+public protocol Int8PackedPanels: AnyObject {
+    var byteCount: Int { get }
+    /// Whether the panels are a plan's packed form, mapped.
+    var borrowed: Bool { get }
+    /// Writes the words, then the scales (`byteCount` bytes).
+    func write(into destination: UnsafeMutableRawPointer)
+}
+
 /// The memory of packed int8 weight panels (`Int8WeightPanels`, `Int8ConvWeights`): `panelWords`
 /// words, then `scaleCount` f32 scales; allocated here, or borrowed from a plan's packed form (then
 /// never written or freed). What a plan stores is the same bytes (`write`).
@@ -45,7 +55,7 @@ struct Int8PanelMemory {
 /// Linear weights `[n, k]` int8 (one scale per output feature) packed for the int8 × int8
 /// micro-kernels: panels of 32 columns of Wᵀ, each step a word of four consecutive k as unsigned
 /// bytes `w + 128` (128, i.e. zero, past k and past the last column).
-public final class Int8WeightPanels: @unchecked Sendable {
+public final class Int8WeightPanels: Int8PackedPanels, @unchecked Sendable {
     public let n: Int
     public let k: Int
     public let steps: Int

@@ -67,14 +67,14 @@ public enum ImageFile {
         }
     }
 
-    /// Encodes `image` (8-bit RGB or RGBA for JPEG and WebP; JPEG drops alpha) in `format`.
-    /// `comment`: a PNG `Comment` tEXt chunk or a JPEG COM marker (WebP: not stored). `quality` for
-    /// JPEG and lossy WebP.
     /// A C library's message: the bytes up to the first NUL, as UTF-8.
     static func text(of message: [CChar]) -> String {
         String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Encodes `image` (8-bit RGB or RGBA for JPEG and WebP; JPEG drops alpha) in `format`.
+    /// `comment`: a PNG `Comment` tEXt chunk or a JPEG COM marker (WebP: not stored). `quality` for
+    /// JPEG and lossy WebP.
     public static func encode(_ image: Image, format: ImageFormat, quality: Int = 95, comment: String? = nil) throws(Failure) -> [UInt8] {
         switch format {
         case .png:
